@@ -1,0 +1,1 @@
+"""Adapters: each wraps one outside library and translates at the boundary to the domain."""

@@ -1,0 +1,247 @@
+"""VirtualChargePoint: the whole site as ONE OCPP 1.6J charge point towards the CSMS.
+
+One websocket, one identity, connectors 1..N plus connector 0 (the gateway itself). Rules kept:
+nothing but BootNotification before Accepted (retried at the CSMS's interval); after Accepted a
+StatusNotification for connector 0 and every connector, then one on every change; Heartbeat;
+periodic MeterValues with values stamped when they were read. A lost connection is retried with
+exponential backoff and jitter; devices keep being polled meanwhile (that is the Site's job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable
+from typing import Any
+
+from ocpp.exceptions import OCPPError
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16.enums import Action, RegistrationStatus
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.typing import Subprotocol
+
+from adapters.ocpp_upstream.configuration import OcppConfiguration
+from adapters.ocpp_upstream.mapping import meter_value, status_notification_fields
+from gateway.config import UpstreamConfig
+from gateway.domain.events import ConnectorStatusChanged
+from gateway.domain.model import ConnectorStatus, iso_utc
+from gateway.services.site import Site
+
+log = logging.getLogger(__name__)
+# The ocpp library logs every frame at INFO, id tags included: keep it at WARNING (see cli.py).
+frame_log = logging.getLogger("ocpp")
+
+BOOT_RETRY_FALLBACK_S = 30  # when a CSMS answers Pending/Rejected with interval 0, or errors
+
+
+def backoff_s(attempt: int, cap_s: float, base_s: float = 1.0) -> float:
+    """Exponential backoff with full jitter, so a site's gateways do not reconnect in lockstep."""
+    ceiling = min(cap_s, base_s * (2**attempt))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class _Peer(ChargePoint):
+    """The ocpp-library side of one connection; handlers delegate to the VirtualChargePoint."""
+
+    def __init__(self, owner: VirtualChargePoint, connection: ClientConnection, timeout_s: float) -> None:
+        super().__init__(
+            owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log
+        )
+        self.owner = owner
+
+    @on(Action.get_configuration)
+    def on_get_configuration(self, key: list[str] | None = None) -> Any:
+        known, unknown = self.owner.configuration.get(key)
+        return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
+
+    @on(Action.change_configuration)
+    def on_change_configuration(self, key: str, value: str) -> Any:
+        status = self.owner.configuration.change(key, value)
+        log.info("CSMS changed configuration %s=%s: %s", key, value, status)
+        return call_result.ChangeConfiguration(status=status)
+
+
+class VirtualChargePoint:
+    """Keeps the upstream connection alive and speaks for the Site."""
+
+    def __init__(self, site: Site, settings: UpstreamConfig) -> None:
+        self.site = site
+        self.settings = settings
+        self.configuration = OcppConfiguration(settings, len(site.connectors))
+        self.registration = "none"  # the last BootNotification result
+        self.accepted = asyncio.Event()  # set once Boot was Accepted in this process
+        self._peer: _Peer | None = None
+
+    # -- connection loop ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, talk, and reconnect forever; only cancellation ends it."""
+        attempt = 0
+        while True:
+            try:
+                async with connect(
+                    self.settings.endpoint,
+                    subprotocols=[Subprotocol("ocpp1.6")],
+                    additional_headers=self._auth_headers(),
+                    open_timeout=10,
+                    ping_interval=20,
+                    ping_timeout=20,
+                    max_size=2**20,
+                ) as connection:
+                    attempt = 0
+                    log.info("connected to CSMS %s", self.settings.endpoint)
+                    self.site.set_upstream(True, self.registration)
+                    await self._session(connection)
+            except InvalidStatus as exc:
+                code = exc.response.status_code
+                hint = " (check upstream.password)" if code in (401, 403) else ""
+                log.warning("CSMS refused the connection: HTTP %s%s", code, hint)
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                log.warning("CSMS connection lost or unreachable: %s", exc or type(exc).__name__)
+            finally:
+                self._peer = None
+                self.site.set_upstream(False, self.registration)
+            delay = backoff_s(attempt, self.settings.reconnect_max_s)
+            attempt += 1
+            log.info("reconnecting to CSMS in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self.settings.password is None:
+            return {}
+        secret = f"{self.settings.charge_point_id}:{self.settings.password.get_secret_value()}"
+        return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+
+    async def _session(self, connection: ClientConnection) -> None:
+        if connection.subprotocol != "ocpp1.6":
+            log.warning(
+                "CSMS did not confirm subprotocol ocpp1.6 (got %r); continuing", connection.subprotocol
+            )
+        peer = _Peer(self, connection, self.settings.response_timeout_s)
+        self._peer = peer
+        await _first_to_finish(peer.start(), self._converse(peer))
+
+    # -- what we say ------------------------------------------------------------------------------------
+    async def _converse(self, peer: _Peer) -> None:
+        await self._boot(peer)
+        events = self.site.subscribe()  # subscribe before the initial statuses: no change slips between
+        try:
+            await self._send_all_statuses(peer)
+            await _first_to_finish(
+                self._heartbeats(peer), self._meter_values(peer), self._status_changes(peer, events)
+            )
+        finally:
+            self.site.unsubscribe(events)
+
+    async def _boot(self, peer: _Peer) -> None:
+        """BootNotification until Accepted; once accepted in this process, a reconnect does not reboot."""
+        while not self.accepted.is_set():
+            try:
+                result = await peer.call(
+                    call.BootNotification(
+                        charge_point_vendor=self.settings.vendor, charge_point_model=self.settings.model
+                    ),
+                    suppress=False,
+                )
+            except (OCPPError, TimeoutError) as exc:
+                log.warning("BootNotification failed: %s; retrying in %s s", exc, BOOT_RETRY_FALLBACK_S)
+                await asyncio.sleep(BOOT_RETRY_FALLBACK_S)
+                continue
+            self.registration = str(result.status)
+            self.site.set_upstream(True, self.registration)
+            interval = int(result.interval) if result.interval else 0
+            if result.status == RegistrationStatus.accepted:
+                if interval > 0:
+                    self.configuration.set("HeartbeatInterval", str(interval))
+                log.info(
+                    "CSMS accepted BootNotification (heartbeat %s s)", self.configuration.heartbeat_interval_s
+                )
+                self.accepted.set()
+                return
+            wait_s = interval or BOOT_RETRY_FALLBACK_S
+            log.warning("CSMS answered BootNotification %s; retrying in %s s", result.status, wait_s)
+            await asyncio.sleep(wait_s)
+
+    async def _send_all_statuses(self, peer: _Peer) -> None:
+        now = self.site.clock.now()
+        await self._send_status(peer, 0, ConnectorStatus.AVAILABLE, (), now)
+        for connector in self.site.connectors.values():
+            await self._send_status(peer, connector.connector_id, connector.status, connector.faults, now)
+
+    async def _send_status(self, peer: _Peer, connector_id: int, status, faults, at) -> None:
+        fields = status_notification_fields(status, faults)
+        await peer.call(
+            call.StatusNotification(connector_id=connector_id, timestamp=iso_utc(at), **fields),
+            suppress=False,
+        )
+
+    async def _status_changes(self, peer: _Peer, events) -> None:
+        async for event in events:
+            if isinstance(event, ConnectorStatusChanged):
+                await self._send_status(
+                    peer, event.connector_id, event.status, event.faults, event.changed_at
+                )
+
+    async def _heartbeats(self, peer: _Peer) -> None:
+        while True:
+            await self._wait_interval(self.configuration.heartbeat_interval_s)
+            await peer.call(call.Heartbeat(), suppress=False)
+
+    async def _meter_values(self, peer: _Peer) -> None:
+        while True:
+            interval = self.configuration.meter_value_sample_interval_s
+            await self._wait_interval(interval)
+            if interval == 0 or self.configuration.meter_value_sample_interval_s == 0:
+                continue  # sampling switched off
+            for connector_id, values in self._current_meter_values():
+                await peer.call(
+                    call.MeterValues(connector_id=connector_id, meter_value=values), suppress=False
+                )
+
+    def _current_meter_values(self) -> list[tuple[int, list[Any]]]:
+        """MeterValue lists per connector from the latest readings of devices that are answering."""
+        measurands = self.configuration.meter_values_sampled_data
+        per_connector: dict[int, list[Any]] = {}
+        metered = {m.connector_id for m in self.site.meters.values() if m.connector_id}
+        for connector in self.site.connectors.values():
+            if connector.reading is None or not connector.device_online:
+                continue
+            wanted = measurands
+            if connector.connector_id in metered:  # the assigned meter is the billing register
+                wanted = [m for m in measurands if m != "Energy.Active.Import.Register"]
+            value = meter_value(connector.reading, wanted)
+            if value is not None:
+                per_connector.setdefault(connector.connector_id, []).append(value)
+        for meter in self.site.meters.values():
+            if meter.connector_id is None or meter.reading is None or not meter.device_online:
+                continue
+            location = "Inlet" if meter.connector_id == 0 else "Outlet"
+            value = meter_value(meter.reading, measurands, location=location)
+            if value is not None:
+                per_connector.setdefault(meter.connector_id, []).append(value)
+        return sorted(per_connector.items())
+
+    async def _wait_interval(self, seconds: int) -> None:
+        """Sleep ``seconds`` (forever if 0), waking early when the CSMS changes configuration."""
+        self.configuration.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.configuration.changed.wait(), timeout=seconds or None)
+
+
+async def _first_to_finish(*coroutines: Awaitable[Any]) -> None:
+    """Run coroutines together; when one ends (or fails) cancel the rest and re-raise its error."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+

@@ -1,0 +1,91 @@
+"""The charge point's OCPP configuration keys (GetConfiguration / ChangeConfiguration).
+
+Holds typed values and validates changes; loops that depend on a key wait on ``changed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.config import SUPPORTED_MEASURANDS, UpstreamConfig
+
+
+@dataclass
+class _Key:
+    value: str
+    readonly: bool
+    check: Callable[[str], bool] | None = None
+
+
+def _positive_int(text: str) -> bool:
+    return text.isdigit() and int(text) > 0
+
+
+def _non_negative_int(text: str) -> bool:
+    return text.isdigit()
+
+
+def _measurand_list(text: str) -> bool:
+    items = [item.strip() for item in text.split(",")]
+    return all(item in SUPPORTED_MEASURANDS for item in items) and len(items) <= len(SUPPORTED_MEASURANDS)
+
+
+class OcppConfiguration:
+    """Configuration keys of the virtual charge point, with their OCPP string values."""
+
+    def __init__(self, upstream: UpstreamConfig, connector_count: int) -> None:
+        self._keys: dict[str, _Key] = {
+            "HeartbeatInterval": _Key(str(upstream.heartbeat_interval_s), False, _positive_int),
+            "MeterValueSampleInterval": _Key(
+                str(upstream.meter_value_sample_interval_s), False, _non_negative_int
+            ),
+            "MeterValuesSampledData": _Key(
+                ",".join(upstream.meter_values_sampled_data), False, _measurand_list
+            ),
+            "MeterValuesSampledDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
+            "NumberOfConnectors": _Key(str(connector_count), True),
+            "SupportedFeatureProfiles": _Key("Core", True),
+            "GetConfigurationMaxKeys": _Key("20", True),
+        }
+        self.changed = asyncio.Event()
+
+    def get(self, keys: list[str] | None) -> tuple[list[dict[str, object]], list[str]]:
+        """(configurationKey entries, unknownKey names) as GetConfiguration.conf wants them."""
+        wanted = keys or list(self._keys)
+        known = [
+            {"key": k, "readonly": self._keys[k].readonly, "value": self._keys[k].value}
+            for k in wanted
+            if k in self._keys
+        ]
+        unknown = [k for k in wanted if k not in self._keys]
+        return known, unknown
+
+    def change(self, key: str, value: str) -> str:
+        """Apply a ChangeConfiguration; returns Accepted, Rejected or NotSupported."""
+        entry = self._keys.get(key)
+        if entry is None:
+            return "NotSupported"
+        if entry.readonly or (entry.check is not None and not entry.check(value.strip())):
+            return "Rejected"
+        entry.value = value.strip()
+        self.changed.set()
+        return "Accepted"
+
+    def set(self, key: str, value: str) -> None:
+        """Set a key from the gateway itself (e.g. the heartbeat interval a CSMS sends in Boot)."""
+        self._keys[key].value = value
+        self.changed.set()
+
+    @property
+    def heartbeat_interval_s(self) -> int:
+        return int(self._keys["HeartbeatInterval"].value)
+
+    @property
+    def meter_value_sample_interval_s(self) -> int:
+        return int(self._keys["MeterValueSampleInterval"].value)
+
+    @property
+    def meter_values_sampled_data(self) -> list[str]:
+        return [m.strip() for m in self._keys["MeterValuesSampledData"].value.split(",") if m.strip()]

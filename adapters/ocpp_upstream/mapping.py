@@ -1,0 +1,123 @@
+"""Pure translation tables from the domain to OCPP 1.6J: statuses, error codes, sampled values.
+
+Kept free of I/O so the tables can be read and unit-tested on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ocpp.v16 import datatypes, enums
+
+from gateway.domain.model import ConnectorStatus, Fault, FaultKind, Reading, iso_utc
+
+STATUS = {
+    ConnectorStatus.AVAILABLE: enums.ChargePointStatus.available,
+    ConnectorStatus.OCCUPIED: enums.ChargePointStatus.preparing,
+    ConnectorStatus.CHARGING: enums.ChargePointStatus.charging,
+    ConnectorStatus.SUSPENDED_EV: enums.ChargePointStatus.suspended_ev,
+    ConnectorStatus.SUSPENDED_EVSE: enums.ChargePointStatus.suspended_evse,
+    ConnectorStatus.FINISHING: enums.ChargePointStatus.finishing,
+    ConnectorStatus.UNAVAILABLE: enums.ChargePointStatus.unavailable,
+    ConnectorStatus.FAULTED: enums.ChargePointStatus.faulted,
+}
+
+ERROR_CODE = {
+    FaultKind.OVER_TEMPERATURE: enums.ChargePointErrorCode.high_temperature,
+    FaultKind.OVER_CURRENT: enums.ChargePointErrorCode.over_current_failure,
+    FaultKind.GROUND_FAULT: enums.ChargePointErrorCode.ground_failure,
+    FaultKind.SHORT_CIRCUIT: enums.ChargePointErrorCode.ground_failure,
+    FaultKind.OVER_VOLTAGE: enums.ChargePointErrorCode.over_voltage,
+    FaultKind.UNDER_VOLTAGE: enums.ChargePointErrorCode.under_voltage,
+    FaultKind.POWER_METER: enums.ChargePointErrorCode.power_meter_failure,
+    FaultKind.POWER_SWITCH: enums.ChargePointErrorCode.power_switch_failure,
+    FaultKind.CONNECTOR_LOCK: enums.ChargePointErrorCode.connector_lock_failure,
+    FaultKind.EV_COMMUNICATION: enums.ChargePointErrorCode.ev_communication_error,
+    FaultKind.COMMUNICATION_LOST: enums.ChargePointErrorCode.other_error,
+    FaultKind.INTERNAL: enums.ChargePointErrorCode.internal_error,
+    FaultKind.OTHER: enums.ChargePointErrorCode.other_error,
+}
+
+# vendorErrorCode when the fault itself has none: says what the gateway saw.
+DEFAULT_VENDOR_CODE = {FaultKind.COMMUNICATION_LOST: "CommLost"}
+
+MAX_TEXT = 50  # vendorErrorCode and info are CiString50 in OCPP 1.6
+
+
+def status_notification_fields(status: ConnectorStatus, faults: tuple[Fault, ...]) -> dict[str, str]:
+    """status, errorCode and optional info / vendorErrorCode for a StatusNotification.
+
+    The first fault decides the error code; OCPP has room for one.
+    """
+    fields: dict[str, str] = {"status": STATUS[status], "error_code": enums.ChargePointErrorCode.no_error}
+    if faults:
+        fault = faults[0]
+        fields["error_code"] = ERROR_CODE[fault.kind]
+        vendor_code = fault.vendor_code or DEFAULT_VENDOR_CODE.get(fault.kind, "")
+        if vendor_code:
+            fields["vendor_error_code"] = vendor_code[:MAX_TEXT]
+        info = fault.info or fault.kind.value
+        fields["info"] = info[:MAX_TEXT]
+    return fields
+
+
+def _decimal(value: float) -> str:
+    """A decimal string without float noise ("7200", "230.1")."""
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _per_phase(values: tuple[float | None, ...], phases: tuple[str, ...]) -> Iterable[tuple[str, float]]:
+    for phase, value in zip(phases, values, strict=False):
+        if value is not None:
+            yield phase, value
+
+
+def sampled_values(
+    reading: Reading, measurands: Iterable[str], *, context: str, location: str
+) -> list[datatypes.SampledValue]:
+    """The configured measurands present in ``reading``, with OCPP units and phases."""
+    out: list[datatypes.SampledValue] = []
+
+    def add(measurand: str, value: float | int, unit: str | None, phase: str | None = None) -> None:
+        out.append(
+            datatypes.SampledValue(
+                value=str(value) if isinstance(value, int) else _decimal(value),
+                context=context,
+                measurand=measurand,
+                phase=phase,
+                location=enums.Location.ev if measurand == "SoC" else location,
+                unit=unit,
+            )
+        )
+
+    for measurand in measurands:
+        if measurand == "Energy.Active.Import.Register" and reading.energy_wh is not None:
+            add(measurand, int(reading.energy_wh), "Wh")
+        elif measurand == "Power.Active.Import" and reading.power_w is not None:
+            add(measurand, reading.power_w, "W")
+        elif measurand == "Current.Import":
+            for phase, value in _per_phase(reading.current_a, ("L1", "L2", "L3")):
+                add(measurand, value, "A", phase)
+        elif measurand == "Voltage":
+            for phase, value in _per_phase(reading.voltage_v, ("L1-N", "L2-N", "L3-N")):
+                add(measurand, value, "V", phase)
+        elif measurand == "Current.Offered" and reading.offered_current_a is not None:
+            add(measurand, reading.offered_current_a, "A")
+        elif measurand == "Frequency" and reading.frequency_hz is not None:
+            add(measurand, reading.frequency_hz, None)  # OCPP 1.6 has no Hz unit
+        elif measurand == "Temperature" and reading.temperature_c is not None:
+            add(measurand, reading.temperature_c, "Celsius")
+        elif measurand == "SoC" and reading.soc_percent is not None:
+            add(measurand, reading.soc_percent, "Percent")
+    return out
+
+
+def meter_value(
+    reading: Reading, measurands: Iterable[str], *, context: str = "Sample.Periodic", location: str = "Outlet"
+) -> datatypes.MeterValue | None:
+    """One MeterValue stamped with the time the reading was made, or None if nothing to send."""
+    values = sampled_values(reading, measurands, context=context, location=location)
+    if not values:
+        return None
+    return datatypes.MeterValue(timestamp=iso_utc(reading.measured_at), sampled_value=values)

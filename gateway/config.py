@@ -1,0 +1,225 @@
+"""The gateway's configuration: pydantic models for config.toml.
+
+Every error names the TOML key path and the reason (``chargers[1].port: ...``), because the
+person reading it is an installer with a text editor, not a Python developer. Unknown keys are
+errors: a typo must not pass silently.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.domain.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+# Measurands the gateway can fill from a device Reading (OCPP 1.6 names, as configured by a CSMS).
+SUPPORTED_MEASURANDS = (
+    "Energy.Active.Import.Register",
+    "Power.Active.Import",
+    "Current.Import",
+    "Voltage",
+    "Current.Offered",
+    "Frequency",
+    "Temperature",
+    "SoC",
+)
+DEFAULT_MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import", "Voltage")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(Strict):
+    id: Name
+    name: str = ""
+
+
+class UpstreamConfig(Strict):
+    """The CSMS the whole site reports to as one charge point."""
+
+    url: str
+    charge_point_id: Name
+    password: SecretStr | None = None  # HTTP Basic auth (security profile 1), user = charge_point_id
+    vendor: Annotated[str, Field(max_length=20)] = "ocpp-gateway"
+    model: Annotated[str, Field(max_length=20)] = "site-gateway"
+    heartbeat_interval_s: Annotated[int, Field(gt=0)] = 300
+    meter_value_sample_interval_s: Annotated[int, Field(ge=0)] = 60
+    meter_values_sampled_data: tuple[str, ...] = DEFAULT_MEASURANDS
+    response_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"must be a ws:// or wss:// URL, got {url!r}")
+        return url.rstrip("/")
+
+    @field_validator("meter_values_sampled_data")
+    @classmethod
+    def _known_measurands(cls, measurands: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in measurands if m not in SUPPORTED_MEASURANDS]
+        if unknown:
+            raise ValueError(
+                f"unsupported measurand(s) {unknown}; supported: {', '.join(SUPPORTED_MEASURANDS)}"
+            )
+        return measurands
+
+    @property
+    def endpoint(self) -> str:
+        """The websocket URL with the charge point identity appended, as OCPP-J requires."""
+        return f"{self.url}/{self.charge_point_id}"
+
+
+class MqttConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    topic_prefix: str | None = None  # default: ocpp-gateway/<site.id>
+    client_id: str | None = None  # default: ocpp-gateway-<site.id>
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _no_wildcards(cls, prefix: str | None) -> str | None:
+        if prefix is not None and (not prefix or any(ch in prefix for ch in "#+") or prefix.endswith("/")):
+            raise ValueError("must be a non-empty topic without wildcards (+, #) or a trailing '/'")
+        return prefix
+
+
+class DeviceConfig(Strict):
+    """A Modbus TCP device; the profile (a file in adapters/profiles) says what its registers mean."""
+
+    name: Name
+    profile: Name
+    host: str
+    port: Port = 502
+    unit_id: Annotated[int, Field(ge=0, le=255)] | None = None  # None: the profile's default
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+
+class ChargerConfig(DeviceConfig):
+    connectors: Annotated[
+        list[Annotated[int, Field(ge=1)]], Field(min_length=1)
+    ]  # site numbers, socket order
+
+
+class MeterConfig(DeviceConfig):
+    connector: Annotated[int, Field(ge=0)] | None = None  # 0: the site meter upstream; None: MQTT only
+
+
+class GatewayConfig(Strict):
+    site: SiteConfig
+    upstream: UpstreamConfig
+    mqtt: MqttConfig = MqttConfig()
+    chargers: list[ChargerConfig] = []
+    meters: list[MeterConfig] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        problems: list[tuple[str, str]] = []
+        names: dict[str, str] = {}
+        devices: list[tuple[str, DeviceConfig]] = [(f"chargers[{i}]", c) for i, c in enumerate(self.chargers)]
+        devices += [(f"meters[{i}]", m) for i, m in enumerate(self.meters)]
+        for path, device in devices:
+            if device.name in names:
+                problems.append(
+                    (f"{path}.name", f"duplicate device name {device.name!r} (also {names[device.name]})")
+                )
+            names.setdefault(device.name, path)
+        seen: dict[int, str] = {}
+        for i, charger in enumerate(self.chargers):
+            for j, number in enumerate(charger.connectors):
+                path = f"chargers[{i}].connectors[{j}]"
+                if number in seen:
+                    problems.append((path, f"duplicate connector number {number} (also {seen[number]})"))
+                seen.setdefault(number, path)
+        missing = sorted(set(range(1, len(seen) + 1)) - set(seen))
+        if missing:
+            problems.append(("chargers", f"connector numbers must run 1..N without gaps; missing {missing}"))
+        metered: dict[int, str] = {}
+        for i, meter in enumerate(self.meters):
+            path = f"meters[{i}].connector"
+            if meter.connector is None:
+                continue
+            if meter.connector and meter.connector not in seen:
+                problems.append((path, f"no connector {meter.connector} (connectors: {sorted(seen)})"))
+            if meter.connector in metered:
+                problems.append(
+                    (path, f"connector {meter.connector} already has meter {metered[meter.connector]}")
+                )
+            metered.setdefault(meter.connector, path)
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.mqtt.topic_prefix or f"ocpp-gateway/{self.site.id}"
+
+    @property
+    def connector_count(self) -> int:
+        return sum(len(c.connectors) for c in self.chargers)
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _reason(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key (check the spelling)"
+    if error["type"] == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def parse_config(data: dict[str, Any]) -> GatewayConfig:
+    """Validate already-parsed TOML; raises ConfigError listing every problem with its key path."""
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems: list[tuple[str, str]] = []
+        for error in exc.errors():
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, ConfigError):
+                problems.extend(cause.problems)
+            else:
+                problems.append((_key_path(error["loc"]), _reason(error)))
+        raise ConfigError(problems) from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a config file; raises ConfigError (never a traceback for a user's mistake)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([(str(path), f"cannot read the file: {exc.strerror or exc}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+    return parse_config(data)

@@ -1,0 +1,66 @@
+"""Domain events: what the Site tells the outside world after applying a snapshot.
+
+Adapters subscribe to these; they never read device registers or each other's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.domain.model import ConnectorStatus, Fault, Reading
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorStatusChanged:
+    """A connector's status or its fault list changed at ``changed_at``."""
+
+    connector_id: int
+    status: ConnectorStatus
+    faults: tuple[Fault, ...]
+    changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorReadingChanged:
+    """A connector's measured values changed (not emitted when a poll finds the same values)."""
+
+    connector_id: int
+    reading: Reading
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReadingChanged:
+    """A meter's measured values changed."""
+
+    meter: str
+    connector_id: int | None
+    reading: Reading
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealthChanged:
+    """A device started or stopped answering; ``reason`` says why it stopped."""
+
+    device: str
+    online: bool
+    reason: str
+    changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStateChanged:
+    """The CSMS connection changed: ``connected`` (socket open) and ``registration`` (boot result)."""
+
+    connected: bool
+    registration: str
+    changed_at: datetime
+
+
+Event = (
+    ConnectorStatusChanged
+    | ConnectorReadingChanged
+    | MeterReadingChanged
+    | DeviceHealthChanged
+    | UpstreamStateChanged
+)

@@ -1,0 +1,189 @@
+"""Quantities and states of a charging site, free of any protocol.
+
+Units are in the names: ``energy_wh`` is integer watt-hours read from a device's own register
+(never integrated from power), ``power_w`` watts, ``current_a`` amperes, ``voltage_v`` volts.
+Times are timezone-aware UTC datetimes taken when a value was measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+def utc_now() -> datetime:
+    """The current time in UTC; the default clock of the gateway."""
+    return datetime.now(UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix and millisecond precision, as OCPP and MQTT consumers expect."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class VehicleState(StrEnum):
+    """IEC 61851-1 control-pilot state of a connector."""
+
+    A = "A"  # no vehicle
+    B = "B"  # vehicle connected, not charging
+    C = "C"  # charging
+    D = "D"  # charging, ventilation required
+    E = "E"  # no power / control pilot short-circuited
+    F = "F"  # EVSE error, not available
+
+
+class FaultKind(StrEnum):
+    """What went wrong, in words a site owner understands; mapped to protocol codes by adapters."""
+
+    OVER_TEMPERATURE = "over_temperature"
+    OVER_CURRENT = "over_current"
+    GROUND_FAULT = "ground_fault"  # earth fault / residual current
+    SHORT_CIRCUIT = "short_circuit"
+    OVER_VOLTAGE = "over_voltage"
+    UNDER_VOLTAGE = "under_voltage"
+    POWER_METER = "power_meter"
+    POWER_SWITCH = "power_switch"  # contactor / relay
+    CONNECTOR_LOCK = "connector_lock"
+    EV_COMMUNICATION = "ev_communication"  # control pilot / proximity problems
+    COMMUNICATION_LOST = "communication_lost"  # the gateway cannot reach the device
+    INTERNAL = "internal"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One active fault; ``vendor_code`` keeps the device's own code for the installer."""
+
+    kind: FaultKind
+    vendor_code: str = ""
+    info: str = ""
+
+
+class ConnectorStatus(StrEnum):
+    """What a connector is doing, derived from its vehicle state, faults and device health."""
+
+    AVAILABLE = "available"
+    OCCUPIED = "occupied"  # vehicle plugged in, not charging
+    CHARGING = "charging"
+    SUSPENDED_EV = "suspended_ev"
+    SUSPENDED_EVSE = "suspended_evse"
+    FINISHING = "finishing"
+    UNAVAILABLE = "unavailable"
+    FAULTED = "faulted"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Values measured together at ``measured_at``; ``None`` means the source does not have it.
+
+    Per-phase values are tuples (L1, L2, L3) or a 1-tuple for single-phase devices.
+    ``energy_wh`` is the lifetime import register (billing grade); ``session_energy_wh`` is a
+    charger's per-session counter, shown but never billed from.
+    """
+
+    measured_at: datetime
+    energy_wh: int | None = None
+    energy_export_wh: int | None = None
+    session_energy_wh: int | None = None
+    power_w: float | None = None
+    current_a: tuple[float | None, ...] = ()
+    voltage_v: tuple[float | None, ...] = ()
+    frequency_hz: float | None = None
+    temperature_c: float | None = None
+    soc_percent: float | None = None
+    offered_current_a: float | None = None
+
+    def values(self) -> dict[str, object]:
+        """The measured values without the timestamp, for change detection."""
+        return {name: getattr(self, name) for name in self.__slots__ if name != "measured_at"}
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerSnapshot:
+    """What one poll of a charger socket found. Produced by device adapters, applied by the Site."""
+
+    device: str
+    socket: int
+    reading: Reading
+    vehicle_state: VehicleState | None = None
+    faults: tuple[Fault, ...] = ()
+    charging_enabled: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSnapshot:
+    """What one poll of an energy meter found."""
+
+    device: str
+    reading: Reading
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFailed:
+    """A poll of ``device`` failed; ``reason`` is one line for the installer."""
+
+    device: str
+    reason: str
+    failed_at: datetime
+
+
+Snapshot = ChargerSnapshot | MeterSnapshot | DeviceFailed
+
+
+@dataclass(slots=True)
+class Connector:
+    """The Site's view of one connector (site numbering 1..N)."""
+
+    connector_id: int
+    device: str
+    socket: int = 1
+    vehicle_state: VehicleState | None = None
+    device_faults: tuple[Fault, ...] = ()
+    device_online: bool | None = None  # None until the first poll
+    reading: Reading | None = None
+    status: ConnectorStatus = ConnectorStatus.UNAVAILABLE
+    status_faults: tuple[Fault, ...] = ()  # the faults that went with the last status change
+    status_since: datetime = field(default_factory=utc_now)
+
+    @property
+    def faults(self) -> tuple[Fault, ...]:
+        """Device faults plus those derived from the vehicle state and device health."""
+        return derive_faults(self.vehicle_state, self.device_faults, self.device_online)
+
+
+@dataclass(slots=True)
+class Meter:
+    """The Site's view of one energy meter; ``connector_id`` 0 = the whole site, None = MQTT only."""
+
+    name: str
+    connector_id: int | None = None
+    device_online: bool | None = None
+    reading: Reading | None = None
+
+
+def derive_faults(
+    vehicle_state: VehicleState | None, device_faults: tuple[Fault, ...], device_online: bool | None
+) -> tuple[Fault, ...]:
+    """All active faults of a connector, device-reported ones first (nothing known before the first poll)."""
+    faults = list(device_faults)
+    if device_online is False:
+        faults.append(Fault(FaultKind.COMMUNICATION_LOST, info="no answer from the device"))
+    elif vehicle_state is VehicleState.E:
+        faults.append(Fault(FaultKind.EV_COMMUNICATION, vendor_code="CP-E", info="control pilot state E"))
+    elif vehicle_state is VehicleState.F:
+        faults.append(Fault(FaultKind.INTERNAL, vendor_code="CP-F", info="control pilot state F"))
+    return tuple(faults)
+
+
+def derive_status(vehicle_state: VehicleState | None, faults: tuple[Fault, ...]) -> ConnectorStatus:
+    """The connector status a driver would see, from IEC 61851 state and active faults."""
+    if faults:
+        return ConnectorStatus.FAULTED
+    if vehicle_state in (VehicleState.C, VehicleState.D):
+        return ConnectorStatus.CHARGING
+    if vehicle_state is VehicleState.B:
+        return ConnectorStatus.OCCUPIED
+    if vehicle_state is VehicleState.A:
+        return ConnectorStatus.AVAILABLE
+    return ConnectorStatus.UNAVAILABLE

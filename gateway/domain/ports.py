@@ -1,0 +1,24 @@
+"""Ports: the small capabilities the services need from the outside, as Protocols.
+
+Device adapters feed the Site through ``SnapshotSink``; services take time from a ``Clock``
+so tests can run a simulated day in a second.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from gateway.domain.model import Snapshot
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class SnapshotSink(Protocol):
+    def apply(self, snapshot: Snapshot) -> None:
+        """Take what a device poll found (or that it failed)."""
+        ...

@@ -1,0 +1,176 @@
+"""The Site: applies device snapshots, derives connector status and faults, emits domain events.
+
+Data flows one way in (snapshots from device adapters) and one way out (events to the upstream
+charge point, MQTT and the status page). Nobody else keeps device state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.domain.events import (
+    ConnectorReadingChanged,
+    ConnectorStatusChanged,
+    DeviceHealthChanged,
+    Event,
+    MeterReadingChanged,
+    UpstreamStateChanged,
+)
+from gateway.domain.model import (
+    ChargerSnapshot,
+    Connector,
+    DeviceFailed,
+    Meter,
+    MeterSnapshot,
+    Snapshot,
+    derive_status,
+    utc_now,
+)
+from gateway.domain.ports import Clock
+
+log = logging.getLogger(__name__)
+
+
+class SystemClock:
+    """The real clock (UTC)."""
+
+    def now(self) -> datetime:
+        return utc_now()
+
+
+class EventStream:
+    """One subscriber's queue of events; iterate it with ``async for``."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def put(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+    async def get(self) -> Event:
+        return await self._queue.get()
+
+    def get_nowait(self) -> Event | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            yield await self._queue.get()
+
+
+@dataclass(slots=True)
+class UpstreamState:
+    connected: bool = False
+    registration: str = "none"
+
+
+class Site:
+    """The domain model of one charging site, with connectors 1..N and its meters."""
+
+    def __init__(self, connectors: Iterable[Connector], meters: Iterable[Meter], clock: Clock | None = None):
+        self.clock: Clock = clock or SystemClock()
+        self.connectors: dict[int, Connector] = {c.connector_id: c for c in connectors}
+        self.meters: dict[str, Meter] = {m.name: m for m in meters}
+        self.upstream = UpstreamState()
+        self._by_socket = {(c.device, c.socket): c for c in self.connectors.values()}
+        self._online: dict[str, bool] = {}
+        self._subscribers: list[EventStream] = []
+
+    # -- subscriptions -------------------------------------------------------------------------
+    def subscribe(self) -> EventStream:
+        """A new stream that receives every event from now on."""
+        stream = EventStream()
+        self._subscribers.append(stream)
+        return stream
+
+    def unsubscribe(self, stream: EventStream) -> None:
+        if stream in self._subscribers:
+            self._subscribers.remove(stream)
+
+    def _emit(self, event: Event) -> None:
+        for stream in self._subscribers:
+            stream.put(event)
+
+    # -- queries ---------------------------------------------------------------------------------
+    def device_online(self, device: str) -> bool | None:
+        """True/False once the device was polled, None before."""
+        return self._online.get(device)
+
+    def devices(self) -> list[str]:
+        names = {c.device for c in self.connectors.values()} | set(self.meters)
+        return sorted(names)
+
+    # -- snapshots in ------------------------------------------------------------------------------
+    def apply(self, snapshot: Snapshot) -> None:
+        """Take one poll result and emit the events it causes."""
+        if isinstance(snapshot, DeviceFailed):
+            self._set_online(snapshot.device, False, snapshot.reason, snapshot.failed_at)
+        elif isinstance(snapshot, ChargerSnapshot):
+            self._set_online(snapshot.device, True, "", snapshot.reading.measured_at)
+            self._apply_charger(snapshot)
+        elif isinstance(snapshot, MeterSnapshot):
+            self._set_online(snapshot.device, True, "", snapshot.reading.measured_at)
+            self._apply_meter(snapshot)
+
+    def _apply_charger(self, snap: ChargerSnapshot) -> None:
+        connector = self._by_socket.get((snap.device, snap.socket))
+        if connector is None:
+            return  # a socket the config does not map to a connector
+        connector.vehicle_state = snap.vehicle_state
+        connector.device_faults = snap.faults
+        self._update_status(connector, snap.reading.measured_at)
+        previous = connector.reading
+        connector.reading = snap.reading
+        if previous is None or previous.values() != snap.reading.values():
+            self._emit(ConnectorReadingChanged(connector.connector_id, snap.reading))
+
+    def _apply_meter(self, snap: MeterSnapshot) -> None:
+        meter = self.meters.get(snap.device)
+        if meter is None:
+            return
+        previous = meter.reading
+        meter.reading = snap.reading
+        if previous is None or previous.values() != snap.reading.values():
+            self._emit(MeterReadingChanged(meter.name, meter.connector_id, snap.reading))
+
+    def _set_online(self, device: str, online: bool, reason: str, at: datetime) -> None:
+        was = self._online.get(device)
+        if was == online:
+            return
+        self._online[device] = online
+        if online:
+            log.info("device %s is answering%s", device, " again" if was is False else "")
+        else:
+            log.warning("device %s failed: %s", device, reason)
+        if device in self.meters:
+            self.meters[device].device_online = online
+        for connector in self.connectors.values():
+            if connector.device == device:
+                connector.device_online = online
+                self._update_status(connector, at)
+        self._emit(DeviceHealthChanged(device, online, reason, at))
+
+    def _update_status(self, connector: Connector, at: datetime) -> None:
+        faults = connector.faults
+        status = derive_status(connector.vehicle_state, faults)
+        if status is connector.status and faults == connector.status_faults:
+            return
+        connector.status = status
+        connector.status_faults = faults
+        connector.status_since = at
+        self._emit(ConnectorStatusChanged(connector.connector_id, status, faults, at))
+
+    # -- upstream ----------------------------------------------------------------------------------
+    def set_upstream(self, connected: bool, registration: str) -> None:
+        """Record the CSMS connection state (reported by the upstream adapter) for MQTT and status."""
+        if (connected, registration) == (self.upstream.connected, self.upstream.registration):
+            return
+        self.upstream = UpstreamState(connected, registration)
+        self._emit(UpstreamStateChanged(connected, registration, self.clock.now()))

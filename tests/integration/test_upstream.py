@@ -1,0 +1,177 @@
+"""The virtual charge point against a real CSMS (the ``ocpp`` library, schemas validated both ways)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from ocpp.v16 import call
+
+from adapters.demo_csms.csms import DemoCsms
+from adapters.ocpp_upstream.charge_point import VirtualChargePoint
+from gateway.config import UpstreamConfig
+from gateway.domain.model import ChargerSnapshot, Connector, DeviceFailed, Meter, MeterSnapshot, Reading, VehicleState
+from gateway.services.site import Site
+
+MEASURED_AT = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+def make_site() -> Site:
+    return Site(
+        [Connector(1, "left"), Connector(2, "right")],
+        [Meter("grid", connector_id=0)],
+    )
+
+
+def upstream(csms: DemoCsms, **overrides: object) -> UpstreamConfig:
+    settings: dict[str, object] = {
+        "url": csms.url,
+        "charge_point_id": "GW-TEST",
+        "heartbeat_interval_s": 60,
+        "meter_value_sample_interval_s": 1,
+        "reconnect_max_s": 0.5,
+        "response_timeout_s": 5,
+    }
+    settings.update(overrides)
+    return UpstreamConfig.model_validate(settings)
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks: list[asyncio.Task[None]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def plugged(device: str, state: VehicleState, energy_wh: int = 1000) -> ChargerSnapshot:
+    return ChargerSnapshot(device, 1, Reading(MEASURED_AT, energy_wh=energy_wh, power_w=0.0), vehicle_state=state)
+
+
+async def test_boot_is_retried_at_the_csms_interval_and_gates_everything_else(running: list) -> None:
+    csms = DemoCsms("127.0.0.1", 0, boot_answers=[("Rejected", 1), ("Pending", 1), ("Accepted", 60)])
+    await csms.start()
+    try:
+        site = make_site()
+        site.apply(plugged("left", VehicleState.A))
+        cp = VirtualChargePoint(site, upstream(csms))
+        running.append(asyncio.create_task(cp.run()))
+        await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2, timeout=10)
+        actions = [m.action for m in csms.received]
+        assert actions[:3] == ["BootNotification"] * 3, actions
+        statuses = {p["connectorId"]: p["status"] for p in csms.messages("StatusNotification")}
+        assert statuses == {0: "Available", 1: "Available", 2: "Unavailable"}
+        boots = [m.received_at for m in csms.received if m.action == "BootNotification"]
+        assert (boots[1] - boots[0]).total_seconds() >= 0.9  # the CSMS's interval, not sooner
+        assert site.upstream.registration == "Accepted"
+    finally:
+        await csms.stop()
+
+
+async def test_status_changes_and_faults_go_upstream(csms: DemoCsms, running: list) -> None:
+    site = make_site()
+    site.apply(plugged("left", VehicleState.A))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Available")
+    site.apply(plugged("left", VehicleState.B))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Preparing")
+    site.apply(DeviceFailed("left", "timeout", MEASURED_AT))
+    faulted = await csms.wait_for("StatusNotification", lambda p: p["status"] == "Faulted")
+    assert faulted["connectorId"] == 1
+    assert faulted["errorCode"] == "OtherError"
+    assert faulted["vendorErrorCode"] == "CommLost"
+
+
+async def test_meter_values_carry_register_wh_and_reading_time(csms: DemoCsms, running: list) -> None:
+    site = make_site()
+    reading = Reading(MEASURED_AT, energy_wh=123456, power_w=7200.5, current_a=(10.0, 10.5, 11.0), voltage_v=(230.1,) * 3)
+    site.apply(ChargerSnapshot("left", 1, reading, vehicle_state=VehicleState.C))
+    site.apply(MeterSnapshot("grid", Reading(MEASURED_AT, energy_wh=9_876_543, power_w=11000.0)))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    sent = await csms.wait_for("MeterValues", lambda p: p["connectorId"] == 1)
+    value = sent["meterValue"][0]
+    assert value["timestamp"] == "2026-11-29T12:00:00.000Z"
+    samples = {(s["measurand"], s.get("phase")): s for s in value["sampledValue"]}
+    assert samples[("Energy.Active.Import.Register", None)]["value"] == "123456"
+    assert samples[("Energy.Active.Import.Register", None)]["unit"] == "Wh"
+    assert samples[("Power.Active.Import", None)]["value"] == "7200.5"
+    assert samples[("Current.Import", "L3")]["value"] == "11"
+    assert samples[("Voltage", "L2-N")]["unit"] == "V"
+    site_meter = await csms.wait_for("MeterValues", lambda p: p["connectorId"] == 0)
+    energy = [s for s in site_meter["meterValue"][0]["sampledValue"] if s["measurand"].startswith("Energy")]
+    assert energy[0]["value"] == "9876543"
+    assert energy[0]["location"] == "Inlet"
+
+
+async def test_get_and_change_configuration(csms: DemoCsms, running: list) -> None:
+    site = make_site()
+    cp = VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0))
+    running.append(asyncio.create_task(cp.run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+    result = await csms.call("GW-TEST", call.GetConfiguration(key=["HeartbeatInterval", "NoSuchKey"]))
+    assert result.configuration_key == [{"key": "HeartbeatInterval", "readonly": False, "value": "60"}]
+    assert result.unknown_key == ["NoSuchKey"]
+    everything = await csms.call("GW-TEST", call.GetConfiguration())
+    assert {k["key"] for k in everything.configuration_key} >= {
+        "HeartbeatInterval",
+        "MeterValueSampleInterval",
+        "MeterValuesSampledData",
+        "NumberOfConnectors",
+    }
+
+    async def change(key: str, value: str) -> str:
+        return (await csms.call("GW-TEST", call.ChangeConfiguration(key=key, value=value))).status
+
+    assert await change("MeterValuesSampledData", "Energy.Active.Import.Register,Bogus") == "Rejected"
+    assert await change("NumberOfConnectors", "5") == "Rejected"
+    assert await change("NoSuchKey", "1") == "NotSupported"
+    assert await change("HeartbeatInterval", "0") == "Rejected"
+    assert await change("MeterValuesSampledData", "Energy.Active.Import.Register") == "Accepted"
+    # Sampling was off (interval 0); switching it on starts MeterValues with only the chosen measurand.
+    site.apply(ChargerSnapshot("left", 1, Reading(MEASURED_AT, energy_wh=5, power_w=100.0), VehicleState.C))
+    assert not csms.messages("MeterValues")
+    assert await change("MeterValueSampleInterval", "1") == "Accepted"
+    sent = await csms.wait_for("MeterValues", timeout=5)
+    assert [s["measurand"] for s in sent["meterValue"][0]["sampledValue"]] == ["Energy.Active.Import.Register"]
+    assert await change("HeartbeatInterval", "1") == "Accepted"
+    await csms.wait_for("Heartbeat", timeout=5)
+
+
+async def test_basic_auth(running: list) -> None:
+    csms = DemoCsms("127.0.0.1", 0, password="s3cret")
+    await csms.start()
+    try:
+        wrong = VirtualChargePoint(make_site(), upstream(csms, password="wrong"))
+        task = asyncio.create_task(wrong.run())
+        running.append(task)
+        await asyncio.sleep(0)  # let it try; a refused upgrade never reaches a session
+        with pytest.raises(TimeoutError):
+            await csms.wait_for("BootNotification", timeout=1.5)
+        task.cancel()
+        right = VirtualChargePoint(make_site(), upstream(csms, password="s3cret"))
+        running.append(asyncio.create_task(right.run()))
+        await csms.wait_for("BootNotification", timeout=5)
+    finally:
+        await csms.stop()
+
+
+async def test_reconnects_after_csms_restart_without_rebooting(running: list) -> None:
+    csms = DemoCsms("127.0.0.1", 0)
+    await csms.start()
+    port = csms.port
+    site = make_site()
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+    assert site.upstream.connected
+    await csms.stop()
+    again = DemoCsms("127.0.0.1", port)
+    await again.start()
+    try:
+        await again.wait_for("StatusNotification", lambda p: p["connectorId"] == 2, timeout=10)
+        assert not again.messages("BootNotification")  # accepted once per process: a reconnect is no reboot
+        assert {p["connectorId"] for p in again.messages("StatusNotification")} == {0, 1, 2}
+    finally:
+        await again.stop()
