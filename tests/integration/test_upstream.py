@@ -87,7 +87,9 @@ async def test_status_changes_and_faults_go_upstream(csms: DemoCsms, running: li
 
 async def test_meter_values_carry_register_wh_and_reading_time(csms: DemoCsms, running: list) -> None:
     site = make_site()
-    reading = Reading(MEASURED_AT, energy_wh=123456, power_w=7200.5, current_a=(10.0, 10.5, 11.0), voltage_v=(230.1,) * 3)
+    reading = Reading(
+        MEASURED_AT, energy_wh=123456, power_w=7200.5, current_a=(10.0, 10.5, 11.0), voltage_v=(230.1,) * 3
+    )
     site.apply(ChargerSnapshot("left", 1, reading, vehicle_state=VehicleState.C))
     site.apply(MeterSnapshot("grid", Reading(MEASURED_AT, energy_wh=9_876_543, power_w=11000.0)))
     running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))

@@ -1,0 +1,157 @@
+"""The Site: snapshots in, derived status and events out (no sockets)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from gateway.domain.events import (
+    ConnectorReadingChanged,
+    ConnectorStatusChanged,
+    DeviceHealthChanged,
+    MeterReadingChanged,
+    UpstreamStateChanged,
+)
+from gateway.domain.model import (
+    ChargerSnapshot,
+    Connector,
+    ConnectorStatus,
+    DeviceFailed,
+    Fault,
+    FaultKind,
+    Meter,
+    MeterSnapshot,
+    Reading,
+    VehicleState,
+)
+from gateway.services.site import EventStream, Site
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FixedClock:
+    def __init__(self) -> None:
+        self.moment = T0
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+def drain(stream: EventStream) -> list[object]:
+    events = []
+    while (event := stream.get_nowait()) is not None:
+        events.append(event)
+    return events
+
+
+def make() -> tuple[Site, EventStream]:
+    site = Site([Connector(1, "a"), Connector(2, "b", socket=1), Connector(3, "b", socket=2)], [Meter("m", 0)])
+    return site, site.subscribe()
+
+
+def snap(
+    device: str, state: VehicleState | None, socket: int = 1, at: datetime = T0, **values: object
+) -> ChargerSnapshot:
+    return ChargerSnapshot(device, socket, Reading(at, **values), vehicle_state=state)  # type: ignore[arg-type]
+
+
+def test_connectors_start_unavailable_until_first_poll() -> None:
+    site, _ = make()
+    assert {c.status for c in site.connectors.values()} == {ConnectorStatus.UNAVAILABLE}
+    assert site.connectors[1].faults == ()
+
+
+def test_first_poll_makes_device_online_and_sets_status() -> None:
+    site, events = make()
+    site.apply(snap("a", VehicleState.A, energy_wh=10))
+    got = drain(events)
+    assert DeviceHealthChanged("a", True, "", T0) in got
+    assert ConnectorStatusChanged(1, ConnectorStatus.AVAILABLE, (), T0) in got
+    assert any(isinstance(e, ConnectorReadingChanged) and e.reading.energy_wh == 10 for e in got)
+
+
+def test_vehicle_states_map_to_status() -> None:
+    site, _ = make()
+    expected = {
+        VehicleState.A: ConnectorStatus.AVAILABLE,
+        VehicleState.B: ConnectorStatus.OCCUPIED,
+        VehicleState.C: ConnectorStatus.CHARGING,
+        VehicleState.D: ConnectorStatus.CHARGING,
+        VehicleState.E: ConnectorStatus.FAULTED,
+        VehicleState.F: ConnectorStatus.FAULTED,
+    }
+    for state, status in expected.items():
+        site.apply(snap("a", state))
+        assert site.connectors[1].status is status, state
+
+
+def test_same_values_emit_nothing_new() -> None:
+    site, events = make()
+    site.apply(snap("a", VehicleState.B, energy_wh=5, power_w=0.0))
+    drain(events)
+    site.apply(snap("a", VehicleState.B, at=T0 + timedelta(seconds=1), energy_wh=5, power_w=0.0))
+    assert drain(events) == []
+    site.apply(snap("a", VehicleState.B, at=T0 + timedelta(seconds=2), energy_wh=6, power_w=0.0))
+    assert [type(e) for e in drain(events)] == [ConnectorReadingChanged]
+
+
+def test_device_faults_fault_the_connector_and_clear_again() -> None:
+    site, events = make()
+    site.apply(snap("a", VehicleState.C))
+    drain(events)
+    hot = Fault(FaultKind.OVER_TEMPERATURE, vendor_code="13")
+    site.apply(ChargerSnapshot("a", 1, Reading(T0), VehicleState.C, faults=(hot,)))
+    assert drain(events) == [ConnectorStatusChanged(1, ConnectorStatus.FAULTED, (hot,), T0)]
+    site.apply(snap("a", VehicleState.C))
+    assert drain(events) == [ConnectorStatusChanged(1, ConnectorStatus.CHARGING, (), T0)]
+
+
+def test_device_failure_faults_every_socket_once_and_recovers() -> None:
+    site, events = make()
+    site.apply(snap("b", VehicleState.A, socket=1))
+    site.apply(snap("b", VehicleState.B, socket=2))
+    drain(events)
+    site.apply(DeviceFailed("b", "timeout after 2 s", T0))
+    site.apply(DeviceFailed("b", "timeout after 2 s", T0))  # still down: no second round of events
+    got = drain(events)
+    assert [e for e in got if isinstance(e, DeviceHealthChanged)] == [
+        DeviceHealthChanged("b", False, "timeout after 2 s", T0)
+    ]
+    changed = [e for e in got if isinstance(e, ConnectorStatusChanged)]
+    assert {e.connector_id for e in changed} == {2, 3}
+    assert all(e.status is ConnectorStatus.FAULTED for e in changed)
+    assert all(e.faults[0].kind is FaultKind.COMMUNICATION_LOST for e in changed)
+    site.apply(snap("b", VehicleState.A, socket=1))
+    assert site.connectors[2].status is ConnectorStatus.AVAILABLE
+    assert site.device_online("b") is True
+
+
+def test_meter_readings_are_published_with_their_connector() -> None:
+    site, events = make()
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=1_000_000)))
+    got = [e for e in drain(events) if isinstance(e, MeterReadingChanged)]
+    assert got == [MeterReadingChanged("m", 0, Reading(T0, energy_wh=1_000_000))]
+    assert site.meters["m"].device_online is True
+
+
+def test_unknown_devices_and_sockets_are_ignored() -> None:
+    site, events = make()
+    site.apply(snap("nobody", VehicleState.C))
+    site.apply(snap("a", VehicleState.C, socket=9))
+    assert [e for e in drain(events) if not isinstance(e, DeviceHealthChanged)] == []
+
+
+def test_upstream_state_uses_the_injected_clock_and_deduplicates() -> None:
+    clock = FixedClock()
+    site = Site([], [], clock=clock)
+    events = site.subscribe()
+    clock.moment = T0 + timedelta(hours=1)
+    site.set_upstream(True, "Accepted")
+    site.set_upstream(True, "Accepted")
+    assert drain(events) == [UpstreamStateChanged(True, "Accepted", T0 + timedelta(hours=1))]
+
+
+def test_unsubscribed_streams_get_nothing() -> None:
+    site, events = make()
+    site.unsubscribe(events)
+    site.apply(snap("a", VehicleState.A))
+    assert drain(events) == []
