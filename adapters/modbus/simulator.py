@@ -1,0 +1,321 @@
+"""A Modbus TCP server that behaves like the device a profile describes, for tests and the demo.
+
+Built from the same profile as the engine, so a profile that cannot be simulated is not finished.
+Nothing here is device-specific: states, faults and units all come from the profile's maps.
+
+The simulator's ``RegisterImage`` is the device's memory and outlives the server, so ``stop()``
+then ``start()`` on the same port looks to a master like a device that dropped off the network
+and came back with its values. pymodbus' ``SimDevice`` serves the whole address span of each
+table (gaps included, so bridged reads work); its ``action`` hook copies the image into the
+served registers before every read and records every master write back into the image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket as net  # "socket" is a charging socket everywhere else in this module
+from collections import deque
+from dataclasses import dataclass
+
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ModbusPDU
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from adapters.modbus.codec import Raw
+from adapters.modbus.layout import DeviceMap, RegisterImage, RoleValue, fault_raw
+from adapters.modbus.profile import BIT_TABLES, NO_FAULT, Profile, Table, load_profile
+from gateway.domain.model import Fault, FaultKind, VehicleState
+
+log = logging.getLogger(__name__)
+
+_TABLE_OF_FUNCTION = {
+    1: "coil",
+    5: "coil",
+    15: "coil",
+    2: "discrete",
+    4: "input",
+    3: "holding",
+    6: "holding",
+    16: "holding",
+    22: "holding",
+    23: "holding",
+}
+_ENERGY_ROLES = ("energy_wh", "energy_export_wh", "session_energy_wh")
+_NOMINAL_VOLTAGE_V = 230.0  # used to derive phase currents when the profile has no voltage
+
+
+@dataclass(frozen=True, slots=True)
+class SimRequest:
+    """One request the simulator received (for tests that count reads, and for the demo's log)."""
+
+    unit_id: int
+    function_code: int
+    address: int
+    count: int
+
+    @property
+    def table(self) -> str:
+        return _TABLE_OF_FUNCTION.get(self.function_code, "?")
+
+    @property
+    def is_read(self) -> bool:
+        return self.function_code in (1, 2, 3, 4)
+
+
+class ModbusSimulator:
+    """The device of ``profile`` on a loopback Modbus TCP server, with a small state model.
+
+    Values are set and read in their role's unit (``set("energy_wh", 123456)``) and pass through
+    the profile's inverse scale and encoding, so the engine reads back what a real device would show.
+    """
+
+    def __init__(self, profile: Profile | str, *, unit_id: int | None = None, sockets: int = 1) -> None:
+        self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        self._map = DeviceMap(self.profile, unit_id=unit_id, sockets=sockets)
+        self._image = RegisterImage()
+        self._energy: dict[tuple[int, str], float] = {}  # exact counters, so tick() keeps fractions of Wh
+        self._server: ModbusTcpServer | None = None
+        self._answering = asyncio.Event()
+        self._answering.set()
+        self.answer_with_exception = False  # True: every request gets "device failure" back
+        self.requests: deque[SimRequest] = deque(maxlen=10_000)
+        self.host = "127.0.0.1"
+        self.port = 0
+        for socket in self._sockets:
+            self._reset(socket)
+
+    # --- server ---
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def start(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        """Listen on ``host:port`` (default: the port of the previous start, else any free port).
+
+        Raises ``OSError`` if the address cannot be bound.
+        """
+        if self._server is not None:
+            raise RuntimeError("the simulator is already running")
+        port = self.port if port is None else port
+        with net.socket(net.AF_INET6 if ":" in host else net.AF_INET) as probe:
+            # pymodbus only logs a failed bind; binding once here raises the real OSError (port in use...)
+            probe.setsockopt(net.SOL_SOCKET, net.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        server = ModbusTcpServer(self._sim_devices(), address=(host, port), trace_pdu=self._trace)
+        await server.serve_forever(background=True)
+        self._server, self.host = server, host
+        self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        log.debug("simulator %s listening on %s:%d", self.profile.id, host, self.port)
+
+    async def stop(self) -> None:
+        """Close the listener and every master connection; the device memory is kept."""
+        server, self._server = self._server, None
+        if server is not None:
+            self._answering.set()  # release requests held by stall()
+            await server.shutdown()
+            await asyncio.sleep(0)  # let the transports close before a restart binds the port again
+
+    async def __aenter__(self) -> ModbusSimulator:
+        await self.start(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    def stall(self) -> None:
+        """Stop answering (requests wait, so masters time out) until ``resume()``."""
+        self._answering.clear()
+
+    def resume(self) -> None:
+        self._answering.set()
+
+    # --- state model ---
+
+    def set(self, role: str, value: object, socket: int = 1) -> None:
+        """Set a role in its unit: a number, one per phase, a state letter, a flag, or None (n/a)."""
+        if role in _ENERGY_ROLES and value is not None:
+            self._energy[(socket, role)] = float(value)  # type: ignore[arg-type]
+        self._map.write_role(self._image, role, value, socket)
+
+    def get(self, role: str, socket: int = 1) -> RoleValue:
+        """What the engine would decode for ``role`` now (None if the profile does not map it)."""
+        return self._map.read_role(self._image, role, socket)
+
+    def faults(self, socket: int = 1) -> list[Fault]:
+        """The faults the registers show now."""
+        return [f for name in self.profile.faults for f in self._map.read_faults(self._image, name, socket)]
+
+    def plug_in(self, socket: int = 1) -> None:
+        """A vehicle is connected (state B); the session counter starts again."""
+        self._set_if_mapped("session_energy_wh", 0, socket)
+        self.set("vehicle_state", VehicleState.B, socket)
+
+    def start_charging(self, power_w: float, socket: int = 1) -> None:
+        """The vehicle draws ``power_w`` (state C), spread evenly over the profile's phases."""
+        self._set_if_mapped("charging_enabled", True, socket)
+        self.set("vehicle_state", VehicleState.C, socket)
+        self._set_power(power_w, socket)
+
+    def stop_charging(self, socket: int = 1) -> None:
+        """The vehicle stays plugged in but draws nothing (state B)."""
+        self.set("vehicle_state", VehicleState.B, socket)
+        self._set_power(0.0, socket)
+
+    def unplug(self, socket: int = 1) -> None:
+        """The vehicle leaves (state A)."""
+        self.set("vehicle_state", VehicleState.A, socket)
+        self._set_power(0.0, socket)
+
+    def raise_fault(self, kind_or_code: FaultKind | str | int, socket: int = 1) -> None:
+        """Show a fault: a ``FaultKind`` (the first code the profile maps to it) or a raw vendor code."""
+        for name, spec in self.profile.faults.items():
+            if isinstance(kind_or_code, int):
+                if spec.codes is None:
+                    continue
+                raw: Raw | None = kind_or_code
+            else:
+                kind = FaultKind(kind_or_code).value
+                if spec.bits is not None:
+                    bits = [int(b) for b, k in spec.bits.items() if k == kind]
+                    if bits:
+                        current = int(self._map.read_fault_raw(self._image, name, 0, socket) or 0)
+                        self._map.write_fault_raw(self._image, name, 0, current | 1 << bits[0], socket)
+                        return
+                    continue
+                raw = fault_raw(spec, kind)
+            if raw is None:
+                continue
+            self._map.write_fault_raw(self._image, name, self._free_slot(name, socket), raw, socket)
+            return
+        raise ValueError(f"profile '{self.profile.id}' has no fault source for {kind_or_code!r}")
+
+    def clear_faults(self, socket: int = 1) -> None:
+        """Every fault source shows "no fault" (its first ``none`` code, or all bits clear)."""
+        for name, spec in self.profile.faults.items():
+            none = fault_raw(spec, NO_FAULT) if spec.codes is not None else 0
+            for index in range(spec.count):
+                self._map.write_fault_raw(self._image, name, index, none if none is not None else 0, socket)
+
+    def tick(self, seconds: float) -> None:
+        """Let ``seconds`` pass: energy counters grow by power x time (import or export by sign)."""
+        for socket in self._sockets:
+            power = self.get("power_w", socket)
+            if not isinstance(power, float | int) or power == 0:
+                continue
+            energy_wh = abs(float(power)) * seconds / 3600.0
+            roles = ("energy_wh", "session_energy_wh") if power > 0 else ("energy_export_wh",)
+            for role in roles:
+                if role in self.profile.values:
+                    start = self._energy.get((socket, role))
+                    if start is None:  # registers written raw: continue from what they show
+                        shown = self.get(role, socket)
+                        start = float(shown) if isinstance(shown, int | float) else 0.0
+                    self.set(role, start + energy_wh, socket)
+
+    def write_registers(
+        self, table: Table, address: int, values: list[int] | list[bool], unit_id: int | None = None
+    ) -> None:
+        """Put raw words (or bits) into the device memory, e.g. to reproduce a vendor quirk in a test."""
+        self._image.put(self._map.unit_for(1) if unit_id is None else unit_id, table, address, values)
+
+    def read_registers(self, table: Table, address: int, count: int = 1, unit_id: int | None = None) -> list[int]:
+        """Raw words (or bits as 0/1) of the device memory, e.g. to check what a master wrote."""
+        return self._image.get(self._map.unit_for(1) if unit_id is None else unit_id, table, address, count)
+
+    # --- internals ---
+
+    @property
+    def _sockets(self) -> range:
+        return range(1, self._map.sockets + 1)
+
+    def _reset(self, socket: int) -> None:
+        """Power-on state: no vehicle, no fault, zeros, then the profile's [simulator] initial values."""
+        self.clear_faults(socket)
+        if "vehicle_state" in self.profile.values:
+            self.set("vehicle_state", VehicleState.A, socket)
+        for role, value in self.profile.simulator.initial.items():
+            self.set(role, value, socket)
+
+    def _set_if_mapped(self, role: str, value: object, socket: int) -> None:
+        if role in self.profile.values:
+            self.set(role, value, socket)
+
+    def _set_power(self, power_w: float, socket: int) -> None:
+        self._set_if_mapped("power_w", power_w, socket)
+        spec = self.profile.values.get("current_a")
+        if spec is None:
+            return
+        voltages = self.get("voltage_v", socket) or ()
+        volts = [v if isinstance(v, float) and v > 0 else _NOMINAL_VOLTAGE_V for v in voltages]  # type: ignore[union-attr]
+        volts += [_NOMINAL_VOLTAGE_V] * (spec.phases - len(volts))
+        self.set("current_a", [power_w / spec.phases / v for v in volts[: spec.phases]], socket)
+
+    def _free_slot(self, name: str, socket: int) -> int:
+        """The first register of a multi-register fault source that shows no fault (else the last)."""
+        spec = self.profile.faults[name]
+        none = fault_raw(spec, NO_FAULT)
+        for index in range(spec.count):
+            if self._map.read_fault_raw(self._image, name, index, socket) in (none, None):
+                return index
+        return spec.count - 1
+
+    def _sim_devices(self) -> list[SimDevice]:
+        """One SimDevice per unit id, each table filled over its whole span min..max address."""
+        spans: dict[tuple[int, Table], tuple[int, int]] = {}
+        for loc in self._map.all_locations():
+            lo, hi = spans.get((loc.unit_id, loc.table), (loc.address, loc.address + loc.width - 1))
+            spans[(loc.unit_id, loc.table)] = (min(lo, loc.address), max(hi, loc.address + loc.width - 1))
+        devices = []
+        for unit_id in sorted({unit for unit, _ in spans}):
+            tables: list[list[SimData]] = []
+            for table in ("coil", "discrete", "holding", "input"):
+                span = spans.get((unit_id, table))
+                bits = table in BIT_TABLES
+                if span is None:  # SimDevice needs every table; an unused one answers "illegal address"
+                    tables.append([SimData(0, datatype=DataType.BITS if bits else DataType.INVALID)])
+                    continue
+                size = span[1] - span[0] + 1
+                values = [False] * size if bits else [0] * size
+                tables.append([SimData(span[0], values=values, datatype=DataType.BITS if bits else DataType.REGISTERS)])
+            action = functools.partial(self._on_access, unit_id)
+            devices.append(SimDevice(unit_id, simdata=(tables[0], tables[1], tables[2], tables[3]), action=action))
+        return devices
+
+    async def _on_access(
+        self,
+        unit_id: int,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        """pymodbus' hook: serve reads from the image, record writes into it."""
+        await self._answering.wait()
+        if self.answer_with_exception:
+            return ExcCodes.DEVICE_FAILURE
+        table = _TABLE_OF_FUNCTION[function_code]
+        if set_values is not None:
+            self._image.put(unit_id, table, address, set_values)
+            log.debug("simulator %s: master wrote %s %d = %s", self.profile.id, table, address, set_values)
+            return None
+        if table in BIT_TABLES:
+            # bit blocks are packed 16 to a register; ``start_address`` and ``count`` are in registers
+            first = address // 16 - start_address
+            for reg in range(first, first + count):
+                bits = self._image.get(unit_id, table, (start_address + reg) * 16, 16)
+                registers[reg] = sum(bit << i for i, bit in enumerate(bits))
+        else:
+            offset = address - start_address
+            registers[offset : offset + count] = self._image.get(unit_id, table, address, count)
+        return None
+
+    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if not sending:
+            self.requests.append(SimRequest(pdu.dev_id, pdu.function_code, pdu.address, pdu.count))
+        return pdu

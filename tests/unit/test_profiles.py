@@ -1,0 +1,231 @@
+"""Profile loading and validation, read planning and role decoding, without sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.modbus.layout import DeviceMap, Location, ReadBlock, RegisterImage, plan_reads
+from adapters.modbus.profile import PROFILE_DIR, ROLES, load_profile, profile_names
+from gateway.domain.errors import ConfigError
+from gateway.domain.model import Fault, FaultKind, VehicleState
+
+METER = """
+id = "{id}"
+kind = "meter"
+vendor = "Test"
+model = "Meter"
+source = "tests"
+[values.power_w]
+table = "input"
+address = 0
+type = "f32"
+"""
+
+
+def write_profile(tmp_path: Path, text: str, name: str = "test-device") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text.replace("{id}", name), encoding="utf-8")
+    return path
+
+
+def problems(path: Path) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    return dict(info.value.problems)
+
+
+@pytest.mark.parametrize("name", profile_names())
+def test_every_shipped_profile_loads(name: str) -> None:
+    profile = load_profile(name)
+    assert profile.id == name
+    assert profile.path == PROFILE_DIR / f"{name}.toml"
+    assert set(profile.values) <= set(ROLES)
+    assert profile.source and profile.vendor and profile.model
+    if profile.kind == "charger":
+        assert "vehicle_state" in profile.values
+    assert DeviceMap(profile).read_blocks()
+
+
+def test_the_four_first_profiles_are_shipped() -> None:
+    assert {"eastron-sdm630", "abb-terra-ac", "phoenix-ev-eth", "bender-cc613"} <= set(profile_names())
+
+
+def test_a_session_counter_is_never_lifetime_energy() -> None:
+    abb = load_profile("abb-terra-ac")
+    assert "session_energy_wh" in abb.values
+    assert "energy_wh" not in abb.values
+
+
+def test_load_by_path(tmp_path: Path) -> None:
+    assert load_profile(write_profile(tmp_path, METER)).kind == "meter"
+    assert load_profile(str(write_profile(tmp_path, METER))).id == "test-device"
+
+
+def test_unknown_profile_name_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_profile("abb-terra-ac2")
+    ((key, reason),) = info.value.problems
+    assert key == "abb-terra-ac2"
+    assert "no profile named 'abb-terra-ac2'" in reason and "abb-terra-ac" in reason
+
+
+def test_unknown_key_names_its_path(tmp_path: Path) -> None:
+    path = write_profile(tmp_path, METER.replace('table = "input"', 'table = "input"\ntabel = "input"'))
+    assert problems(path) == {
+        "test-device.toml: values.power_w.tabel": "unknown key (see docs/profiles.md for the keys a profile may use)"
+    }
+
+
+def test_wrong_type_name_says_what_is_expected(tmp_path: Path) -> None:
+    reason = problems(write_profile(tmp_path, METER.replace('"f32"', '"u33"')))["test-device.toml: values.power_w.type"]
+    assert reason.startswith("unknown type 'u33' (expected one of u16, i16, u32")
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = METER.replace('"f32"', '"u33"') + '[values.power_kw]\ntable = "holding"\naddress = 1\ntype = "u16"\n'
+    found = problems(write_profile(tmp_path, text))
+    assert set(found) == {"test-device.toml: values.power_w.type", "test-device.toml: values.power_kw"}
+    assert found["test-device.toml: values.power_kw"].startswith("unknown role 'power_kw' (expected one of energy_wh")
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "reason"),
+    [
+        (('table = "input"', 'table = "inputs"'), "values.power_w.table", "unknown value 'inputs' (expected"),
+        (('kind = "meter"', 'kind = "inverter"'), "kind", "unknown value 'inverter'"),
+        (("address = 0", "address = 70000"), "values.power_w.address", "less than or equal to 65535"),
+        (("address = 0", ""), "values.power_w.address", "required key is missing"),
+        (('type = "f32"', 'type = "string"'), "values.power_w.length", "required for strings"),
+        (('type = "f32"', 'type = "u32"\nbyte = "low"'), "values.power_w.byte", "half of a 16-bit register"),
+        (('type = "f32"', 'type = "u16"\nascii = true'), "values.power_w.ascii", "one byte"),
+        (('type = "f32"', 'type = "f32"\nscale = 0'), "values.power_w.scale", "must not be 0"),
+        (('type = "f32"', ""), "values.power_w.type", "required for input and holding registers"),
+        (('table = "input"', 'table = "coil"'), "values.power_w.type", "type must be 'bool'"),
+        (('type = "f32"', 'type = "f32"\nphases = 3'), "values.power_w.phases", "one value, not one per phase"),
+        (('id = "test-device"', 'id = "other"'), "id", "must equal the file name without .toml ('test-device')"),
+    ],
+)
+def test_invalid_entries_name_key_and_reason(tmp_path: Path, change: tuple[str, str], key: str, reason: str) -> None:
+    text = METER.replace("{id}", "test-device").replace(*change)
+    found = problems(write_profile(tmp_path, text))
+    assert reason in found[f"test-device.toml: {key}"]
+
+
+CHARGER = """
+id = "{id}"
+kind = "charger"
+vendor = "Test"
+model = "Charger"
+source = "tests"
+[modbus]
+word_order = "little"
+[values.vehicle_state]
+table = "holding"
+address = 10
+type = "u16"
+map = { "0x1" = "A", "2" = "B", "3" = "C" }
+[faults.error]
+table = "holding"
+address = 11
+type = "u16"
+codes = { "0" = "none", "9" = "over_current" }
+[faults.flags]
+table = "holding"
+address = 12
+type = "u32"
+bits = { "0" = "over_temperature", "17" = "ground_fault" }
+"""
+
+
+def test_charger_rules(tmp_path: Path) -> None:
+    found = problems(write_profile(tmp_path, CHARGER.replace("[values.vehicle_state]", "[values.vehicle_statex]")))
+    assert "test-device.toml: values.vehicle_state" in found
+    found = problems(write_profile(tmp_path, CHARGER.replace('"2" = "B"', '"2" = "G"')))
+    assert "unknown value 'G'" in found["test-device.toml: values.vehicle_state.map.2"]
+    found = problems(write_profile(tmp_path, CHARGER.replace('"over_current"', '"overload"')))
+    assert "unknown fault kind 'overload'" in found["test-device.toml: faults.error.codes.9"]
+    found = problems(write_profile(tmp_path, CHARGER.replace('"17" = ', '"40" = ')))
+    assert "bit numbers are 0..31" in found["test-device.toml: faults.flags.bits.40"]
+    found = problems(write_profile(tmp_path, CHARGER.replace("bits = {", 'codes = { "0" = "none" }\nbits = {')))
+    assert "exactly one of codes" in found["test-device.toml: faults.flags"]
+
+
+def test_meter_cannot_carry_charger_values(tmp_path: Path) -> None:
+    text = METER + '[values.vehicle_state]\ntable = "input"\naddress = 5\ntype = "u16"\nmap = { "1" = "A" }\n'
+    found = problems(write_profile(tmp_path, text))
+    assert "a meter profile cannot have it" in found["test-device.toml: values.vehicle_state"]
+
+
+def test_word_order_default_and_hex_keys_are_resolved(tmp_path: Path) -> None:
+    profile = load_profile(write_profile(tmp_path, CHARGER))
+    assert profile.values["vehicle_state"].word_order == "little"
+    assert list(profile.values["vehicle_state"].map or {}) == ["1", "2", "3"]
+
+
+def test_decoding_states_codes_and_bits(tmp_path: Path) -> None:
+    device = DeviceMap(load_profile(write_profile(tmp_path, CHARGER)), unit_id=7)
+    image = RegisterImage()
+    image.put(7, "holding", 10, [3, 9, 0x0001, 0x0002])  # state C, code 9, bits 0 and 17 (LSW first)
+    decoded = device.decode(image, 1)
+    assert decoded.vehicle_state is VehicleState.C
+    assert decoded.faults == (
+        Fault(FaultKind.OVER_CURRENT, vendor_code="9", info="error"),
+        Fault(FaultKind.OVER_TEMPERATURE, vendor_code="bit 0", info="flags"),
+        Fault(FaultKind.GROUND_FAULT, vendor_code="bit 17", info="flags"),
+    )
+    image.put(7, "holding", 10, [4, 14, 0, 0])  # unmapped state -> unknown; unlisted code -> "other"
+    decoded = device.decode(image, 1)
+    assert decoded.vehicle_state is None
+    assert decoded.faults == (Fault(FaultKind.OTHER, vendor_code="14", info="error"),)
+
+
+def test_plan_merges_contiguous_registers_within_the_block_limit() -> None:
+    locs = [Location(1, "input", a, 2) for a in (0, 2, 4, 6, 8, 10)] + [Location(1, "input", 100, 2)]
+    assert plan_reads(locs, max_block_registers=8, max_gap_registers=0) == [
+        ReadBlock(1, "input", 0, 8),
+        ReadBlock(1, "input", 8, 4),
+        ReadBlock(1, "input", 100, 2),
+    ]
+    assert plan_reads(locs, max_block_registers=125, max_gap_registers=88) == [ReadBlock(1, "input", 0, 102)]
+    assert plan_reads(locs, max_block_registers=125, max_gap_registers=87) == [
+        ReadBlock(1, "input", 0, 12),
+        ReadBlock(1, "input", 100, 2),
+    ]
+
+
+def test_plan_keeps_tables_and_units_apart() -> None:
+    locs = [Location(1, "input", 0, 1), Location(1, "holding", 1, 1), Location(2, "input", 1, 1)]
+    assert plan_reads(locs, 125, 10) == [
+        ReadBlock(1, "holding", 1, 1),
+        ReadBlock(1, "input", 0, 1),
+        ReadBlock(2, "input", 1, 1),
+    ]
+
+
+def test_more_sockets_than_the_profile_describes_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="serves 1 socket"):
+        DeviceMap(load_profile("bender-cc613"), sockets=2)
+
+
+def test_several_sockets_need_a_way_to_address_them(tmp_path: Path) -> None:
+    text = CHARGER.replace('word_order = "little"', 'word_order = "little"\nsockets = 2')
+    assert (
+        "socket_address_stride or socket_unit_ids"
+        in problems(write_profile(tmp_path, text))["test-device.toml: modbus.sockets"]
+    )
+    text = CHARGER.replace('word_order = "little"', "sockets = 2\nsocket_unit_ids = [1, 2, 3]")
+    assert (
+        "one unit id per socket (2)"
+        in problems(write_profile(tmp_path, text))["test-device.toml: modbus.socket_unit_ids"]
+    )
+
+
+def test_the_worked_example_in_the_docs_is_a_valid_profile(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "profiles.md").read_text(encoding="utf-8")
+    example = docs.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "heidelberg-ec.toml"
+    path.write_text(example, encoding="utf-8")
+    profile = load_profile(path)
+    assert DeviceMap(profile).read_blocks() == [ReadBlock(1, "input", 5, 14)]
