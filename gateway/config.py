@@ -78,9 +78,7 @@ class UpstreamConfig(Strict):
     def _known_measurands(cls, measurands: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [m for m in measurands if m not in SUPPORTED_MEASURANDS]
         if unknown:
-            raise ValueError(
-                f"unsupported measurand(s) {unknown}; supported: {', '.join(SUPPORTED_MEASURANDS)}"
-            )
+            raise ValueError(f"unsupported measurand(s) {unknown}; supported: {', '.join(SUPPORTED_MEASURANDS)}")
         return measurands
 
     @property
@@ -118,9 +116,7 @@ class DeviceConfig(Strict):
 
 
 class ChargerConfig(DeviceConfig):
-    connectors: Annotated[
-        list[Annotated[int, Field(ge=1)]], Field(min_length=1)
-    ]  # site numbers, socket order
+    connectors: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]  # site numbers, socket order
 
 
 class MeterConfig(DeviceConfig):
@@ -142,9 +138,7 @@ class GatewayConfig(Strict):
         devices += [(f"meters[{i}]", m) for i, m in enumerate(self.meters)]
         for path, device in devices:
             if device.name in names:
-                problems.append(
-                    (f"{path}.name", f"duplicate device name {device.name!r} (also {names[device.name]})")
-                )
+                problems.append((f"{path}.name", f"duplicate device name {device.name!r} (also {names[device.name]})"))
             names.setdefault(device.name, path)
         seen: dict[int, str] = {}
         for i, charger in enumerate(self.chargers):
@@ -164,9 +158,7 @@ class GatewayConfig(Strict):
             if meter.connector and meter.connector not in seen:
                 problems.append((path, f"no connector {meter.connector} (connectors: {sorted(seen)})"))
             if meter.connector in metered:
-                problems.append(
-                    (path, f"connector {meter.connector} already has meter {metered[meter.connector]}")
-                )
+                problems.append((path, f"connector {meter.connector} already has meter {metered[meter.connector]}"))
             metered.setdefault(meter.connector, path)
         if problems:
             raise ConfigError(problems)

@@ -1,3 +1,3 @@
 """Shared fixtures: real peers on loopback (Mosquitto, pymodbus simulators, an ocpp CSMS)."""
 
-pytest_plugins = ["tests.fixtures.ocpp"]
+pytest_plugins = ["tests.fixtures.ocpp", "tests.fixtures.mosquitto", "tests.fixtures.modbus"]

@@ -49,9 +49,7 @@ class _Peer(ChargePoint):
     """The ocpp-library side of one connection; handlers delegate to the VirtualChargePoint."""
 
     def __init__(self, owner: VirtualChargePoint, connection: ClientConnection, timeout_s: float) -> None:
-        super().__init__(
-            owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log
-        )
+        super().__init__(owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log)
         self.owner = owner
 
     @on(Action.get_configuration)
@@ -118,9 +116,7 @@ class VirtualChargePoint:
 
     async def _session(self, connection: ClientConnection) -> None:
         if connection.subprotocol != "ocpp1.6":
-            log.warning(
-                "CSMS did not confirm subprotocol ocpp1.6 (got %r); continuing", connection.subprotocol
-            )
+            log.warning("CSMS did not confirm subprotocol ocpp1.6 (got %r); continuing", connection.subprotocol)
         peer = _Peer(self, connection, self.settings.response_timeout_s)
         self._peer = peer
         await _first_to_finish(peer.start(), self._converse(peer))
@@ -131,9 +127,7 @@ class VirtualChargePoint:
         events = self.site.subscribe()  # subscribe before the initial statuses: no change slips between
         try:
             await self._send_all_statuses(peer)
-            await _first_to_finish(
-                self._heartbeats(peer), self._meter_values(peer), self._status_changes(peer, events)
-            )
+            await _first_to_finish(self._heartbeats(peer), self._meter_values(peer), self._status_changes(peer, events))
         finally:
             self.site.unsubscribe(events)
 
@@ -157,9 +151,7 @@ class VirtualChargePoint:
             if result.status == RegistrationStatus.accepted:
                 if interval > 0:
                     self.configuration.set("HeartbeatInterval", str(interval))
-                log.info(
-                    "CSMS accepted BootNotification (heartbeat %s s)", self.configuration.heartbeat_interval_s
-                )
+                log.info("CSMS accepted BootNotification (heartbeat %s s)", self.configuration.heartbeat_interval_s)
                 self.accepted.set()
                 return
             wait_s = interval or BOOT_RETRY_FALLBACK_S
@@ -182,9 +174,7 @@ class VirtualChargePoint:
     async def _status_changes(self, peer: _Peer, events) -> None:
         async for event in events:
             if isinstance(event, ConnectorStatusChanged):
-                await self._send_status(
-                    peer, event.connector_id, event.status, event.faults, event.changed_at
-                )
+                await self._send_status(peer, event.connector_id, event.status, event.faults, event.changed_at)
 
     async def _heartbeats(self, peer: _Peer) -> None:
         while True:
@@ -198,9 +188,7 @@ class VirtualChargePoint:
             if interval == 0 or self.configuration.meter_value_sample_interval_s == 0:
                 continue  # sampling switched off
             for connector_id, values in self._current_meter_values():
-                await peer.call(
-                    call.MeterValues(connector_id=connector_id, meter_value=values), suppress=False
-                )
+                await peer.call(call.MeterValues(connector_id=connector_id, meter_value=values), suppress=False)
 
     def _current_meter_values(self) -> list[tuple[int, list[Any]]]:
         """MeterValue lists per connector from the latest readings of devices that are answering."""
@@ -244,4 +232,3 @@ async def _first_to_finish(*coroutines: Awaitable[Any]) -> None:
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
-

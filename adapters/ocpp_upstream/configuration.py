@@ -38,12 +38,8 @@ class OcppConfiguration:
     def __init__(self, upstream: UpstreamConfig, connector_count: int) -> None:
         self._keys: dict[str, _Key] = {
             "HeartbeatInterval": _Key(str(upstream.heartbeat_interval_s), False, _positive_int),
-            "MeterValueSampleInterval": _Key(
-                str(upstream.meter_value_sample_interval_s), False, _non_negative_int
-            ),
-            "MeterValuesSampledData": _Key(
-                ",".join(upstream.meter_values_sampled_data), False, _measurand_list
-            ),
+            "MeterValueSampleInterval": _Key(str(upstream.meter_value_sample_interval_s), False, _non_negative_int),
+            "MeterValuesSampledData": _Key(",".join(upstream.meter_values_sampled_data), False, _measurand_list),
             "MeterValuesSampledDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
             "NumberOfConnectors": _Key(str(connector_count), True),
             "SupportedFeatureProfiles": _Key("Core", True),

@@ -58,9 +58,5 @@ class UpstreamStateChanged:
 
 
 Event = (
-    ConnectorStatusChanged
-    | ConnectorReadingChanged
-    | MeterReadingChanged
-    | DeviceHealthChanged
-    | UpstreamStateChanged
+    ConnectorStatusChanged | ConnectorReadingChanged | MeterReadingChanged | DeviceHealthChanged | UpstreamStateChanged
 )

@@ -1,0 +1,365 @@
+"""The MQTT bridge: publishes the Site's state as retained JSON and keeps an availability topic.
+
+Building management and home automation read the gateway from a broker. They need the current
+state at any moment (so every state topic is retained), to know when the gateway is gone (a Last
+Will sets ``availability`` to ``offline``) and to recover by themselves after a broker restart
+(so after every (re)connect the bridge publishes ``online`` and the whole current view again).
+
+A broker outage is an expected failure: one WARNING when it starts, INFO when it ends, never a
+traceback. The bridge keeps following the Site while the broker is away, remembering only *which*
+topics changed, so a long outage costs no memory and nothing stale is sent when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+import aiomqtt
+
+from adapters.mqtt.payloads import (
+    AVAILABILITY_OFFLINE,
+    AVAILABILITY_ONLINE,
+    Payload,
+    Topics,
+    connector_state,
+    device_state,
+    encode,
+    meter_state,
+    same_state,
+    upstream_state,
+)
+from gateway.domain.events import (
+    ConnectorReadingChanged,
+    ConnectorStatusChanged,
+    DeviceHealthChanged,
+    Event,
+    MeterReadingChanged,
+    UpstreamStateChanged,
+)
+from gateway.services.site import EventStream, Site
+
+log = logging.getLogger(__name__)
+
+#: Seconds between MQTT PINGs; a half-open TCP link is noticed after 1.5 x this.
+KEEPALIVE_S = 30
+#: Seconds to wait for a CONNACK / PUBACK before treating the broker as gone.
+BROKER_TIMEOUT_S = 10.0
+#: Seconds we spend telling the broker ``offline`` on shutdown; a dead broker must not stall it.
+GOODBYE_TIMEOUT_S = 2.0
+#: First reconnect delay in seconds (capped by ``reconnect_max_s``).
+RECONNECT_INITIAL_S = 0.5
+#: A connection must last this long (seconds) before the backoff starts again from the first
+#: delay; a broker that accepts and then drops us at once (e.g. another client with our id) must
+#: not make us reconnect twice a second.
+STABLE_CONNECTION_S = 10.0
+
+# A topic the bridge publishes, named by what it describes: ("connector", 1), ("meter", "m1"),
+# ("device", "wb1") or ("upstream",). Kept instead of events so an outage costs O(entities).
+StateKey = tuple[str] | tuple[str, int] | tuple[str, str]
+
+
+class _ConnectionLost(aiomqtt.MqttError):
+    """The open connection dropped; aiomqtt's own message for it names its iterator, not the cause."""
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _close_quietly(client: aiomqtt.Client) -> None:
+    """Disconnect if still connected; errors here are moot (the link is going away anyway) and
+    must not replace the exception in flight, least of all a cancellation."""
+    try:
+        await asyncio.wait_for(client.__aexit__(None, None, None), GOODBYE_TIMEOUT_S)
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        log.debug("MQTT disconnect not clean: %s", exc)
+
+
+class Backoff:
+    """Exponential reconnect delays with jitter, so many gateways do not hammer a broker in step.
+
+    Delays double from ``initial_s`` up to ``max_s``; each is drawn from [50 %, 100 %] of that.
+    """
+
+    def __init__(self, initial_s: float, max_s: float, rng: Callable[[], float] = random.random) -> None:
+        if max_s <= 0 or initial_s <= 0:
+            raise ValueError("backoff delays must be positive")
+        self.initial_s = min(initial_s, max_s)
+        self.max_s = max_s
+        self._rng = rng
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.max_s, self.initial_s * 2 ** min(self._attempt, 32))
+        self._attempt += 1
+        return ceiling * (0.5 + 0.5 * self._rng())
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class MqttBridge:
+    """Publishes the Site to an MQTT broker; ``run()`` until cancelled.
+
+    ``connected`` is set once ``online`` and all retained state are published after a connect and
+    cleared when the connection is lost, so callers (and tests) can wait for a usable link.
+    ``qos`` applies to state topics; availability always uses QoS 1 (as does the Last Will).
+    """
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        host: str,
+        port: int,
+        topic_prefix: str,
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        qos: int = 1,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
+        if qos not in (0, 1, 2):
+            raise ValueError(f"MQTT qos must be 0, 1 or 2, not {qos!r}")
+        if reconnect_max_s <= 0:
+            raise ValueError(f"reconnect_max_s must be positive, not {reconnect_max_s!r}")
+        self.topics = Topics(topic_prefix)
+        self.connected = asyncio.Event()
+        self._site = site
+        self._host = host
+        self._port = port
+        self._client_id = client_id
+        self._username = username
+        self._password = password
+        self._qos = qos
+        self._backoff = Backoff(RECONNECT_INITIAL_S, reconnect_max_s)
+        self._last: dict[str, Payload] = {}  # topic -> last payload the broker acknowledged
+        self._dirty: dict[StateKey, None] = {}  # an ordered set of topics to republish
+        self._wake = asyncio.Event()
+        self._outage_logged = False
+        self._ever_connected = False
+        self._up_since: float | None = None  # loop time of the last successful (re)publish
+        # The Site keeps neither why a device went offline nor when things changed: remember
+        # what the events told us so the retained payloads can say it.
+        self._device_reason: dict[str, str] = {}
+        self._device_changed_at: dict[str, datetime] = {}
+        self._upstream_changed_at: datetime | None = None
+
+    def __repr__(self) -> str:  # never show the password
+        return f"MqttBridge({self._host}:{self._port}, prefix={self.topics.prefix!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Follow the Site and keep the broker up to date, reconnecting forever; stop by cancelling.
+
+        On cancellation ``offline`` is published (retained) before a clean disconnect.
+        """
+        stream = self._site.subscribe()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._collect(stream), name="mqtt-collect")
+                tasks.create_task(self._connection_loop(), name="mqtt-connection")
+        finally:
+            self.connected.clear()
+            self._site.unsubscribe(stream)
+
+    async def _connection_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._connect_and_serve()
+            except aiomqtt.MqttError as exc:
+                self._lost(exc)
+            self.connected.clear()
+            if self._up_since is not None and loop.time() - self._up_since >= STABLE_CONNECTION_S:
+                self._backoff.reset()
+            self._up_since = None
+            await asyncio.sleep(self._backoff.next_delay())
+
+    def _new_client(self) -> aiomqtt.Client:
+        """A fresh client per attempt: aiomqtt 2.x clients do not reconnect by themselves."""
+        return aiomqtt.Client(
+            self._host,
+            self._port,
+            identifier=self._client_id,
+            username=self._username,
+            password=self._password,
+            will=aiomqtt.Will(self.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True),
+            keepalive=KEEPALIVE_S,
+            timeout=BROKER_TIMEOUT_S,
+        )
+
+    async def _connect_and_serve(self) -> None:
+        """Connect, publish everything, follow the Site; raises ``MqttError`` when the link is lost."""
+        client = self._new_client()
+        await client.__aenter__()
+        try:
+            await self._serve_until_lost(client)
+        finally:
+            await _close_quietly(client)
+
+    async def _serve_until_lost(self, client: aiomqtt.Client) -> None:
+        # Two plain tasks rather than a TaskGroup: on Python 3.11 a TaskGroup whose child fails
+        # while the group is exiting reports the child's error *instead of* our own cancellation
+        # and leaves the task marked as cancelling, which would turn "stop" into "reconnect".
+        # The watcher runs from the start so a connection lost during the full republish is
+        # noticed at once, not after a PUBACK timeout.
+        watch = asyncio.create_task(self._watch_connection(client), name="mqtt-watch")
+        serve = asyncio.create_task(self._serve(client), name="mqtt-serve")
+        try:
+            await asyncio.wait((watch, serve), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await _cancel(watch, serve)
+            await self._say_offline(client)
+            raise
+        await _cancel(watch, serve)
+        for task in (watch, serve):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                task.result()  # re-raise: MqttError means "reconnect", anything else is a bug
+        raise _ConnectionLost("the MQTT session ended unexpectedly")
+
+    async def _watch_connection(self, client: aiomqtt.Client) -> None:
+        """Raise ``MqttError`` as soon as the connection drops (aiomqtt reports it via ``messages``)."""
+        try:
+            async for message in client.messages:
+                # Nothing is subscribed yet; command topics will be dispatched from here.
+                log.debug("ignoring MQTT message on %s", message.topic)
+        except aiomqtt.MqttError as exc:
+            raise _ConnectionLost("closed by the broker or the network") from exc
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        # Forget what the previous broker had: it may have restarted without persistence, or be a
+        # different broker altogether. Changes from now on are marked dirty again.
+        self._last.clear()
+        self._dirty.clear()
+        self._wake.clear()
+        await client.publish(self.topics.availability, AVAILABILITY_ONLINE, qos=1, retain=True)
+        count = 0
+        for key in self._all_keys():
+            count += await self._publish_key(client, key)
+        self._up_since = asyncio.get_running_loop().time()
+        self._came_up(count)
+        self.connected.set()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, {}
+            for key in dirty:
+                await self._publish_key(client, key)
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """Best effort: a clean disconnect suppresses the Will, so say ``offline`` ourselves."""
+        self.connected.clear()
+        try:
+            await client.publish(
+                self.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True, timeout=GOODBYE_TIMEOUT_S
+            )
+        except aiomqtt.MqttError as exc:
+            log.debug("could not publish MQTT availability offline on shutdown: %s", exc)
+        else:
+            log.info("MQTT bridge stopped; published %s offline", self.topics.availability)
+
+    # -- logging of the broker's health ----------------------------------------------------------
+    def _lost(self, exc: aiomqtt.MqttError) -> None:
+        was_up = self.connected.is_set()
+        self.connected.clear()
+        if self._outage_logged:
+            log.debug("MQTT broker %s:%d still unavailable: %s", self._host, self._port, exc)
+            return
+        self._outage_logged = True
+        what = "connection lost" if was_up or self._ever_connected else "not reachable"
+        log.warning(
+            "MQTT broker %s:%d %s (%s); retrying with backoff up to %g s",
+            self._host,
+            self._port,
+            what,
+            exc,
+            self._backoff.max_s,
+        )
+
+    def _came_up(self, published: int) -> None:
+        if self._outage_logged:
+            log.info(
+                "MQTT broker %s:%d is back; republished availability and %d state topics",
+                self._host,
+                self._port,
+                published,
+            )
+        else:
+            log.info("connected to MQTT broker %s:%d as %r", self._host, self._port, self._client_id)
+        self._outage_logged = False
+        self._ever_connected = True
+
+    # -- from Site events to topics ----------------------------------------------------------------
+    async def _collect(self, stream: EventStream) -> None:
+        """Turn events into dirty topics, connected or not; the publisher reads the Site's view."""
+        async for event in stream:
+            for key in self._keys_for(event):
+                self._dirty[key] = None
+            self._wake.set()
+
+    def _keys_for(self, event: Event) -> Iterable[StateKey]:
+        match event:
+            case ConnectorStatusChanged(connector_id=cid) | ConnectorReadingChanged(connector_id=cid):
+                return [("connector", cid)]
+            case MeterReadingChanged(meter=name):
+                return [("meter", name)]
+            case DeviceHealthChanged(device=device, online=online, reason=reason, changed_at=at):
+                self._device_changed_at[device] = at
+                self._device_reason[device] = "" if online else reason
+                keys: list[StateKey] = [("device", device)]
+                keys += [("connector", c.connector_id) for c in self._site.connectors.values() if c.device == device]
+                if device in self._site.meters:
+                    keys.append(("meter", device))
+                return keys
+            case UpstreamStateChanged(changed_at=at):
+                self._upstream_changed_at = at
+                return [("upstream",)]
+        return []
+
+    def _all_keys(self) -> list[StateKey]:
+        keys: list[StateKey] = [("connector", cid) for cid in sorted(self._site.connectors)]
+        keys += [("meter", name) for name in sorted(self._site.meters)]
+        keys += [("device", name) for name in self._site.devices()]
+        keys.append(("upstream",))
+        return keys
+
+    def _render(self, key: StateKey) -> tuple[str, Payload] | None:
+        """The topic and payload for ``key`` from the Site's current view (None if it is unknown)."""
+        match key:
+            case ("connector", int(cid)):
+                connector = self._site.connectors.get(cid)
+                return None if connector is None else (self.topics.connector(cid), connector_state(connector))
+            case ("meter", str(name)):
+                meter = self._site.meters.get(name)
+                return None if meter is None else (self.topics.meter(name), meter_state(meter))
+            case ("device", str(name)):
+                payload = device_state(
+                    name,
+                    self._site.device_online(name),
+                    self._device_reason.get(name),
+                    self._device_changed_at.get(name),
+                )
+                return self.topics.device(name), payload
+            case ("upstream",):
+                up = self._site.upstream
+                return self.topics.upstream, upstream_state(up.connected, up.registration, self._upstream_changed_at)
+        return None
+
+    async def _publish_key(self, client: aiomqtt.Client, key: StateKey) -> int:
+        """Publish one state topic unless it says nothing new; returns 1 if a message went out."""
+        rendered = self._render(key)
+        if rendered is None:
+            return 0
+        topic, payload = rendered
+        if same_state(self._last.get(topic), payload):
+            return 0
+        await client.publish(topic, encode(payload), qos=self._qos, retain=True)
+        self._last[topic] = payload
+        return 1

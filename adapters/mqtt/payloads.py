@@ -1,0 +1,178 @@
+"""Topic names and JSON payloads of the MQTT adapter, as pure functions of the Site's view.
+
+Kept free of any client library so the wire schema (documented in ``docs/mqtt.md``) can be
+unit-tested without a broker. Units are in the key names, times are UTC ISO 8601 with ``Z``,
+and a value the source does not have is ``null`` (never a made-up zero).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.domain.model import Connector, Fault, Meter, Reading, iso_utc
+
+AVAILABILITY_ONLINE = "online"
+AVAILABILITY_OFFLINE = "offline"
+
+#: Reading fields published for connectors and meters, in wire order. Listed explicitly (not
+#: taken from ``Reading.__slots__``) because this is a public contract: a new domain field must
+#: be added here and to docs/mqtt.md on purpose; a unit test fails until it is.
+READING_FIELDS: tuple[str, ...] = (
+    "energy_wh",
+    "energy_export_wh",
+    "session_energy_wh",
+    "power_w",
+    "current_a",
+    "voltage_v",
+    "frequency_hz",
+    "temperature_c",
+    "soc_percent",
+    "offered_current_a",
+)
+
+#: Keys that change with every poll even when nothing else did; ignored by ``same_state``.
+VOLATILE_KEYS: frozenset[str] = frozenset({"measured_at"})
+
+_UNSAFE_IN_TOPIC = re.compile(r"[/+#\s\x00]+")
+
+Payload = dict[str, object]
+
+
+def topic_segment(name: str) -> str:
+    """``name`` made safe for one topic level: ``/``, ``+``, ``#``, NUL and blanks become ``_``.
+
+    Device names come from the config; a ``/`` would silently create an extra topic level and
+    ``+``/``#`` are wildcards that brokers reject in a publish. The payload keeps the real name.
+    """
+    safe = _UNSAFE_IN_TOPIC.sub("_", name)
+    return safe or "_"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic the bridge publishes, under one prefix such as ``ocpp-gateway/demo-site``."""
+
+    prefix: str
+
+    def __post_init__(self) -> None:
+        # Validate here, as aiomqtt's Topic does, so a bad prefix fails at start-up and not at
+        # the first publish minutes later.
+        # Same rules as gateway.config's MqttConfig (a leading '/' is legal MQTT, if unusual).
+        if not self.prefix or self.prefix.endswith("/"):
+            raise ValueError(f"MQTT topic prefix {self.prefix!r} must be non-empty without a trailing '/'")
+        if "+" in self.prefix or "#" in self.prefix or "\x00" in self.prefix:
+            raise ValueError(f"MQTT topic prefix {self.prefix!r} must not contain '+', '#' or NUL")
+
+    @property
+    def availability(self) -> str:
+        return f"{self.prefix}/availability"
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.prefix}/upstream/state"
+
+    def connector(self, connector_id: int) -> str:
+        return f"{self.prefix}/connector/{connector_id}/state"
+
+    def meter(self, name: str) -> str:
+        return f"{self.prefix}/meter/{topic_segment(name)}/state"
+
+    def device(self, name: str) -> str:
+        return f"{self.prefix}/device/{topic_segment(name)}/state"
+
+
+def _number(value: float | None) -> float | None:
+    """A JSON-safe number: NaN and infinities (a decoder's sentinel slipping through) become null."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return iso_utc(moment) if moment is not None else None
+
+
+def reading_fields(reading: Reading | None) -> Payload:
+    """The measured values and ``measured_at`` of ``reading``; all null (phase lists empty) if none yet."""
+    fields: Payload = {}
+    for name in READING_FIELDS:
+        value = getattr(reading, name) if reading is not None else None
+        if name in ("current_a", "voltage_v"):
+            fields[name] = [_number(v) for v in value] if value else []
+        else:
+            fields[name] = _number(value)
+    fields["measured_at"] = _iso(reading.measured_at) if reading is not None else None
+    return fields
+
+
+def fault_payload(fault: Fault) -> Payload:
+    return {"kind": fault.kind.value, "vendor_code": fault.vendor_code, "info": fault.info}
+
+
+def connector_state(connector: Connector) -> Payload:
+    """The retained state of one connector: status, health, faults and its latest reading."""
+    payload: Payload = {
+        "connector_id": connector.connector_id,
+        "device": connector.device,
+        "status": connector.status.value,
+        "status_since": iso_utc(connector.status_since),
+        "vehicle_state": connector.vehicle_state.value if connector.vehicle_state is not None else None,
+        "device_online": connector.device_online,
+        "faults": [fault_payload(f) for f in connector.faults],
+    }
+    payload.update(reading_fields(connector.reading))
+    return payload
+
+
+def meter_state(meter: Meter) -> Payload:
+    """The retained state of one meter; ``connector_id`` 0 = whole site, null = not tied to a connector."""
+    payload: Payload = {
+        "meter": meter.name,
+        "connector_id": meter.connector_id,
+        "device_online": meter.device_online,
+    }
+    payload.update(reading_fields(meter.reading))
+    return payload
+
+
+def upstream_state(connected: bool, registration: str, changed_at: datetime | None) -> Payload:
+    """The CSMS link: socket ``connected`` and the BootNotification ``registration`` result.
+
+    ``changed_at`` is null when the bridge has not seen a change since it started (the Site does
+    not keep that time).
+    """
+    return {"connected": connected, "registration": registration, "changed_at": _iso(changed_at)}
+
+
+def device_state(device: str, online: bool | None, reason: str | None, changed_at: datetime | None) -> Payload:
+    """Whether a field device answers its polls; ``online`` is null before the first poll."""
+    return {
+        "device": device,
+        "online": online,
+        "reason": reason if online is False and reason else None,
+        "changed_at": _iso(changed_at),
+    }
+
+
+def encode(payload: Mapping[str, object]) -> bytes:
+    """Compact UTF-8 JSON; ``allow_nan=False`` so a stray NaN fails here, not in a consumer."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def same_state(previous: Mapping[str, object] | None, current: Mapping[str, object]) -> bool:
+    """True if ``current`` says nothing new compared with ``previous`` (timestamps of polls ignored).
+
+    A poll that finds identical values must not produce a message: retained state is for
+    changes, and a busy site polls every second.
+    """
+    if previous is None:
+        return False
+    strip = {k: v for k, v in current.items() if k not in VOLATILE_KEYS}
+    return strip == {k: v for k, v in previous.items() if k not in VOLATILE_KEYS}

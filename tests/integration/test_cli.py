@@ -1,0 +1,136 @@
+"""The command line as a user runs it: check-config, run and demo in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from adapters.demo_csms.csms import DemoCsms
+from tests.fixtures.mosquitto import MosquittoBroker, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "gateway.cli"]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def shipped_with(replace: dict[str, str]) -> str:
+    text = (ROOT / "config.toml").read_text()
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def test_check_config_prints_a_summary_of_the_shipped_config() -> None:
+    result = run_cli("check-config", "config.toml")
+    assert result.returncode == 0, result.stderr
+    assert "config.toml: OK" in result.stdout
+    assert "ws://127.0.0.1:9000/ocpp/GW-DEMO-01" in result.stdout
+    assert "carport-left socket 1  (abb-terra-ac" in result.stdout
+    assert "site-meter  (eastron-sdm630, 127.0.0.1:15020): site meter, upstream connector 0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"port = 15021": 'port = "fifteen"'}, "chargers[0].port: Input should be a valid integer"),
+        (
+            {"poll_interval_s = 1.0\n\n[[chargers]]": "poll_intervall_s = 1.0\n\n[[chargers]]"},
+            "chargers[0].poll_intervall_s: unknown key",
+        ),
+        (
+            {'profile = "abb-terra-ac"': 'profile = "abb-terra-ac2"'},
+            "chargers[0].profile: no profile named 'abb-terra-ac2'",
+        ),
+        ({"connectors = [2]": "connectors = [1]"}, "chargers[1].connectors[0]: duplicate connector number 1"),
+        (
+            {'profile = "eastron-sdm630"': 'profile = "phoenix-ev-eth"'},
+            "'phoenix-ev-eth' is a charger profile, not a meter",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_bad_config_names_the_key_and_exits_2(tmp_path: Path, command: str, change: dict, expected: str) -> None:
+    path = write_config(tmp_path / "site.toml", shipped_with(change))
+    args = [command, str(path)] if command == "check-config" else [command, "--config", str(path)]
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = run_cli("check-config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "cannot read the file" in result.stderr
+
+
+def demo_config(tmp_path: Path, csms_port: int, mqtt_port: int) -> Path:
+    text = shipped_with(
+        {
+            "port = 15020": f"port = {free_port()}",
+            "port = 15021": f"port = {free_port()}",
+            "port = 15022": f"port = {free_port()}",
+            "127.0.0.1:9000": f"127.0.0.1:{csms_port}",
+            "port = 1883": f"port = {mqtt_port}",
+            "meter_value_sample_interval_s = 10": "meter_value_sample_interval_s = 1",
+        }
+    )
+    tomllib.loads(text)
+    return write_config(tmp_path / "demo.toml", text)
+
+
+def test_demo_runs_the_simulated_site_with_an_embedded_broker(tmp_path: Path) -> None:
+    path = demo_config(tmp_path, free_port(), free_port())  # nothing answers on the MQTT port
+    result = run_cli("demo", "--config", str(path), "--duration", "8", timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    last_table = result.stdout.rsplit("ocpp-gateway demo: site", 1)[-1]
+    assert "(embedded broker)" in last_table
+    assert "(built-in demo CSMS): connected, boot Accepted" in last_table
+    assert "charging" in last_table  # the scripted cars plug in and charge within a few seconds
+    assert "Traceback" not in result.stderr
+
+
+async def test_demo_against_an_external_csms_and_broker(
+    tmp_path: Path, csms: DemoCsms, mosquitto: MosquittoBroker
+) -> None:
+    path = demo_config(tmp_path, free_port(), free_port())
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "demo",
+        "--config",
+        str(path),
+        "--csms-url",
+        csms.url,
+        "--mqtt",
+        f"{mosquitto.host}:{mosquitto.port}",
+        "--duration",
+        "6",
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        boot = await csms.wait_for("BootNotification", timeout=20)
+        assert boot["chargePointVendor"] == "ocpp-gateway"
+        await csms.wait_for("MeterValues", lambda p: p["connectorId"] == 0, timeout=20)
+    finally:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert f"MQTT  {mosquitto.host}:{mosquitto.port} (external broker)" in stdout.decode()

@@ -1,0 +1,145 @@
+"""The whole chain once: Modbus simulators -> gateway -> a real CSMS and a real Mosquitto.
+
+Also measures how long a register change takes to reach the CSMS and MQTT (printed with -s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from adapters.demo_csms.csms import DemoCsms
+from adapters.modbus.profile import load_profile
+from adapters.modbus.simulator import ModbusSimulator
+from gateway.app import Gateway
+from gateway.config import parse_config
+from tests.fixtures.mosquitto import MosquittoBroker, WatchFactory, free_port
+
+SAMPLE_INTERVAL_S = 1
+FAULT_DEADLINE_S = 5.0  # comm loss must show upstream and on MQTT within this
+
+
+@dataclass
+class Site:
+    gateway: Gateway
+    meter: ModbusSimulator
+    left: ModbusSimulator
+    right: ModbusSimulator
+    ports: dict[str, int]
+
+
+@pytest.fixture
+async def site(csms: DemoCsms, mosquitto: MosquittoBroker, topic_prefix: str) -> AsyncIterator[Site]:
+    sims = {
+        "meter": ModbusSimulator(load_profile("eastron-sdm630")),
+        "left": ModbusSimulator(load_profile("abb-terra-ac")),
+        "right": ModbusSimulator(load_profile("phoenix-ev-eth")),
+    }
+    ports = {name: free_port() for name in sims}
+    for name, sim in sims.items():
+        await sim.start("127.0.0.1", ports[name])
+    device = {"host": "127.0.0.1", "poll_interval_s": 0.2, "timeout_s": 0.5}
+    config = parse_config(
+        {
+            "site": {"id": "e2e"},
+            "upstream": {
+                "url": csms.url,
+                "charge_point_id": "GW-E2E",
+                "meter_value_sample_interval_s": SAMPLE_INTERVAL_S,
+                "reconnect_max_s": 1,
+            },
+            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_prefix": topic_prefix},
+            "chargers": [
+                {"name": "left", "profile": "abb-terra-ac", "port": ports["left"], "connectors": [1], **device},
+                {"name": "right", "profile": "phoenix-ev-eth", "port": ports["right"], "connectors": [2], **device},
+            ],
+            "meters": [{"name": "grid", "profile": "eastron-sdm630", "port": ports["meter"], "connector": 0, **device}],
+        }
+    )
+    gateway = Gateway.build(config)
+    task = asyncio.create_task(gateway.run())
+    try:
+        yield Site(gateway, sims["meter"], sims["left"], sims["right"], ports)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for sim in sims.values():
+            await sim.stop()
+
+
+def energy_of(payload: dict) -> list[str]:
+    return [
+        sample["value"]
+        for value in payload["meterValue"]
+        for sample in value["sampledValue"]
+        if sample.get("measurand") == "Energy.Active.Import.Register"
+    ]
+
+
+async def test_whole_chain(site: Site, csms: DemoCsms, mqtt_watch: WatchFactory, topic_prefix: str) -> None:
+    watcher = await mqtt_watch(f"{topic_prefix}/#")
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Available")
+    await watcher.wait_for(f"{topic_prefix}/availability", lambda m: m.text == "online")
+
+    # 1. A new energy register value (4321.5 kWh in the SDM630's float register) arrives in Wh.
+    site.meter.set("energy_wh", 4_321_500)
+    changed_at = time.monotonic()
+    meter_state = await watcher.wait_for(
+        f"{topic_prefix}/meter/grid/state", lambda m: m.json()["energy_wh"] == 4_321_500, timeout=5
+    )
+    to_mqtt_s = time.monotonic() - changed_at
+    sent = await csms.wait_for(
+        "MeterValues", lambda p: p["connectorId"] == 0 and energy_of(p) == ["4321500"], timeout=5
+    )
+    to_csms_s = time.monotonic() - changed_at
+    assert meter_state.json()["measured_at"].endswith("Z")
+    late = await mqtt_watch(f"{topic_prefix}/meter/+/state")  # a new subscriber gets the retained state
+    retained = await late.wait_for(f"{topic_prefix}/meter/grid/state", lambda m: m.json()["energy_wh"] == 4_321_500)
+    assert retained.retain
+    samples = sent["meterValue"][0]["sampledValue"]
+    assert {s["unit"] for s in samples if s["measurand"] == "Energy.Active.Import.Register"} == {"Wh"}
+    print(f"\nregister change -> MQTT {to_mqtt_s * 1000:.0f} ms, -> CSMS MeterValues {to_csms_s * 1000:.0f} ms")
+
+    # 2. A car plugs in: Preparing upstream, "occupied" on MQTT.
+    mark = watcher.mark()
+    site.right.plug_in()
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Preparing")
+    state = await watcher.wait_for(
+        f"{topic_prefix}/connector/2/state", lambda m: m.json()["status"] == "occupied", after=mark
+    )
+    assert state.json()["vehicle_state"] == "B"
+
+    # 3. The charger stops answering: Faulted upstream and on MQTT within a bounded time; then back.
+    mark = watcher.mark()
+    await site.right.stop()
+    lost_at = time.monotonic()
+    faulted = await csms.wait_for(
+        "StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Faulted", timeout=FAULT_DEADLINE_S
+    )
+    assert faulted["errorCode"] == "OtherError" and faulted["vendorErrorCode"] == "CommLost"
+    gone = await watcher.wait_for(
+        f"{topic_prefix}/connector/2/state",
+        lambda m: m.json()["status"] == "faulted",
+        after=mark,
+        timeout=FAULT_DEADLINE_S,
+    )
+    assert gone.json()["faults"][0]["kind"] == "communication_lost"
+    print(f"comm loss -> Faulted upstream and on MQTT in {(time.monotonic() - lost_at) * 1000:.0f} ms")
+    # the other devices keep being polled and reported
+    assert site.gateway.site.device_online("left") is True
+
+    mark = watcher.mark()
+    site.right.unplug()  # the car left while the charger was unreachable
+    await site.right.start("127.0.0.1", site.ports["right"])
+    await csms.wait_for(
+        "StatusNotification",
+        lambda p: p["connectorId"] == 2 and p["status"] == "Available" and p["errorCode"] == "NoError",
+        timeout=15,
+    )
+    await watcher.wait_for(
+        f"{topic_prefix}/connector/2/state", lambda m: m.json()["status"] == "available", after=mark, timeout=15
+    )

@@ -1,0 +1,194 @@
+"""The MQTT wire schema (docs/mqtt.md) as pure functions: topics, payloads, change detection."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from adapters.mqtt.bridge import Backoff
+from adapters.mqtt.payloads import (
+    READING_FIELDS,
+    Topics,
+    connector_state,
+    device_state,
+    encode,
+    meter_state,
+    same_state,
+    topic_segment,
+    upstream_state,
+)
+from gateway.domain.model import (
+    Connector,
+    ConnectorStatus,
+    Fault,
+    FaultKind,
+    Meter,
+    Reading,
+    VehicleState,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def charging_connector() -> Connector:
+    return Connector(
+        connector_id=2,
+        device="wallbox-a",
+        socket=1,
+        vehicle_state=VehicleState.C,
+        device_faults=(Fault(FaultKind.OVER_TEMPERATURE, vendor_code="E42", info="derating"),),
+        device_online=True,
+        reading=Reading(
+            measured_at=T0,
+            energy_wh=123_456,
+            session_energy_wh=7_890,
+            power_w=11_040.0,
+            current_a=(16.0, 16.0, 16.1),
+            voltage_v=(230.1, 229.8, 231.0),
+            frequency_hz=50.0,
+            temperature_c=41.5,
+            soc_percent=None,
+            offered_current_a=16.0,
+        ),
+        status=ConnectorStatus.FAULTED,
+        status_since=T0 - timedelta(minutes=5),
+    )
+
+
+def test_topics_under_prefix() -> None:
+    topics = Topics("ocpp-gateway/demo-site")
+    assert topics.availability == "ocpp-gateway/demo-site/availability"
+    assert topics.connector(1) == "ocpp-gateway/demo-site/connector/1/state"
+    assert topics.meter("grid") == "ocpp-gateway/demo-site/meter/grid/state"
+    assert topics.upstream == "ocpp-gateway/demo-site/upstream/state"
+    assert topics.device("wb 1/left") == "ocpp-gateway/demo-site/device/wb_1_left/state"
+
+
+@pytest.mark.parametrize("prefix", ["", "site/", "site/+", "site/#", "a/+/b"])
+def test_topics_reject_bad_prefix(prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        Topics(prefix)
+
+
+@pytest.mark.parametrize(
+    ("name", "segment"), [("grid", "grid"), ("a/b", "a_b"), ("x+#y", "x_y"), ("two  words", "two_words"), ("", "_")]
+)
+def test_topic_segment_is_one_safe_level(name: str, segment: str) -> None:
+    assert topic_segment(name) == segment
+
+
+def test_connector_payload_carries_all_fields_with_units() -> None:
+    payload = connector_state(charging_connector())
+    assert payload == {
+        "connector_id": 2,
+        "device": "wallbox-a",
+        "status": "faulted",
+        "status_since": "2025-03-01T11:55:00.123Z",
+        "vehicle_state": "C",
+        "device_online": True,
+        "faults": [{"kind": "over_temperature", "vendor_code": "E42", "info": "derating"}],
+        "energy_wh": 123_456,
+        "energy_export_wh": None,
+        "session_energy_wh": 7_890,
+        "power_w": 11_040.0,
+        "current_a": [16.0, 16.0, 16.1],
+        "voltage_v": [230.1, 229.8, 231.0],
+        "frequency_hz": 50.0,
+        "temperature_c": 41.5,
+        "soc_percent": None,
+        "offered_current_a": 16.0,
+        "measured_at": "2025-03-01T12:00:00.123Z",
+    }
+
+
+def test_connector_before_first_poll_has_nulls_not_zeros() -> None:
+    payload = connector_state(Connector(connector_id=1, device="wb", status_since=T0))
+    assert payload["status"] == "unavailable"
+    assert payload["device_online"] is None
+    assert payload["vehicle_state"] is None
+    assert payload["faults"] == []
+    assert payload["energy_wh"] is None
+    assert payload["current_a"] == []
+    assert payload["measured_at"] is None
+
+
+def test_connector_offline_device_shows_communication_fault() -> None:
+    connector = Connector(connector_id=1, device="wb", device_online=False, status_since=T0)
+    faults = connector_state(connector)["faults"]
+    assert faults == [{"kind": "communication_lost", "vendor_code": "", "info": "no answer from the device"}]
+
+
+def test_meter_payload() -> None:
+    meter = Meter(
+        name="grid",
+        connector_id=0,
+        device_online=True,
+        reading=Reading(measured_at=T0, energy_wh=1_000, energy_export_wh=20, power_w=-350.5, current_a=(1.5,)),
+    )
+    payload = meter_state(meter)
+    assert payload["meter"] == "grid"
+    assert payload["connector_id"] == 0
+    assert payload["device_online"] is True
+    assert payload["energy_wh"] == 1_000
+    assert payload["energy_export_wh"] == 20
+    assert payload["power_w"] == -350.5
+    assert payload["current_a"] == [1.5]
+    assert payload["voltage_v"] == []
+    assert payload["measured_at"] == "2025-03-01T12:00:00.123Z"
+
+
+def test_every_reading_field_is_published() -> None:
+    """A new Reading field must be added to the wire schema (and docs/mqtt.md) on purpose."""
+    domain_fields = {f.name for f in dataclasses.fields(Reading)} - {"measured_at"}
+    assert set(READING_FIELDS) == domain_fields
+
+
+def test_non_finite_numbers_become_null() -> None:
+    meter = Meter(name="m", reading=Reading(measured_at=T0, power_w=float("nan"), voltage_v=(float("inf"), 230.0)))
+    payload = meter_state(meter)
+    assert payload["power_w"] is None
+    assert payload["voltage_v"] == [None, 230.0]
+    json.loads(encode(payload))  # strict JSON, no NaN token
+
+
+def test_upstream_and_device_payloads() -> None:
+    assert upstream_state(True, "Accepted", T0) == {
+        "connected": True,
+        "registration": "Accepted",
+        "changed_at": "2025-03-01T12:00:00.123Z",
+    }
+    assert upstream_state(False, "none", None)["changed_at"] is None
+    assert device_state("wb", False, "timeout", T0) == {
+        "device": "wb",
+        "online": False,
+        "reason": "timeout",
+        "changed_at": "2025-03-01T12:00:00.123Z",
+    }
+    assert device_state("wb", True, "", T0)["reason"] is None
+    assert device_state("wb", None, None, None) == {"device": "wb", "online": None, "reason": None, "changed_at": None}
+
+
+def test_encode_is_compact_utf8_json() -> None:
+    assert encode({"device": "Zähler", "online": True}) == '{"device":"Zähler","online":true}'.encode()
+
+
+def test_same_state_ignores_only_measured_at() -> None:
+    first = connector_state(charging_connector())
+    later_poll = dict(first, measured_at="2025-03-01T12:00:01.000Z")
+    assert same_state(first, later_poll)
+    assert not same_state(first, dict(later_poll, power_w=11_000.0))
+    assert not same_state(None, first)
+
+
+def test_backoff_doubles_with_jitter_up_to_max() -> None:
+    backoff = Backoff(0.5, 4.0, rng=lambda: 1.0)
+    assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5
+    low = Backoff(0.5, 4.0, rng=lambda: 0.0)
+    assert [low.next_delay() for _ in range(4)] == [0.25, 0.5, 1.0, 2.0]
+    with pytest.raises(ValueError):
+        Backoff(0.5, 0)
