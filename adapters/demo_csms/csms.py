@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
+from ocpp.exceptions import InternalError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, RegistrationStatus
@@ -63,6 +64,8 @@ class _Session(ChargePoint):
 
     def _record(self, action: str, payload: dict[str, Any]) -> None:
         self.csms.record(Received(self.id, action, payload))
+        if action in self.csms.failing:
+            raise InternalError(description=f"demo CSMS told to fail {action}")
 
     @on(Action.boot_notification)
     def on_boot(self, **kwargs: Any) -> call_result.BootNotification:
@@ -115,6 +118,8 @@ class DemoCsms:
         self.password = password
         self.boot_answers = list(boot_answers or [(RegistrationStatus.accepted, 60)])
         self.received: list[Received] = []
+        self.connections = 0  # websocket sessions accepted so far
+        self.failing: set[str] = set()  # actions answered with a CALLERROR (for tests)
         self.sessions: dict[str, _Session] = {}
         self.connected = asyncio.Event()
         self._arrived = asyncio.Event()
@@ -160,6 +165,7 @@ class DemoCsms:
         charge_point_id = connection.request.path.rstrip("/").rsplit("/", 1)[-1]
         session = _Session(self, charge_point_id, connection)
         self.sessions[charge_point_id] = session
+        self.connections += 1
         self.connected.set()
         log.info("charge point %s connected", charge_point_id)
         try:

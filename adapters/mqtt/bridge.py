@@ -16,7 +16,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Iterable
-from datetime import datetime
 
 import aiomqtt
 
@@ -145,11 +144,6 @@ class MqttBridge:
         self._outage_logged = False
         self._ever_connected = False
         self._up_since: float | None = None  # loop time of the last successful (re)publish
-        # The Site keeps neither why a device went offline nor when things changed: remember
-        # what the events told us so the retained payloads can say it.
-        self._device_reason: dict[str, str] = {}
-        self._device_changed_at: dict[str, datetime] = {}
-        self._upstream_changed_at: datetime | None = None
 
     def __repr__(self) -> str:  # never show the password
         return f"MqttBridge({self._host}:{self._port}, prefix={self.topics.prefix!r})"
@@ -310,16 +304,13 @@ class MqttBridge:
                 return [("connector", cid)]
             case MeterReadingChanged(meter=name):
                 return [("meter", name)]
-            case DeviceHealthChanged(device=device, online=online, reason=reason, changed_at=at):
-                self._device_changed_at[device] = at
-                self._device_reason[device] = "" if online else reason
+            case DeviceHealthChanged(device=device):
                 keys: list[StateKey] = [("device", device)]
                 keys += [("connector", c.connector_id) for c in self._site.connectors.values() if c.device == device]
                 if device in self._site.meters:
                     keys.append(("meter", device))
                 return keys
-            case UpstreamStateChanged(changed_at=at):
-                self._upstream_changed_at = at
+            case UpstreamStateChanged():
                 return [("upstream",)]
         return []
 
@@ -340,16 +331,11 @@ class MqttBridge:
                 meter = self._site.meters.get(name)
                 return None if meter is None else (self.topics.meter(name), meter_state(meter))
             case ("device", str(name)):
-                payload = device_state(
-                    name,
-                    self._site.device_online(name),
-                    self._device_reason.get(name),
-                    self._device_changed_at.get(name),
-                )
-                return self.topics.device(name), payload
+                health = self._site.device_health(name)
+                return self.topics.device(name), device_state(name, health.online, health.reason, health.since)
             case ("upstream",):
                 up = self._site.upstream
-                return self.topics.upstream, upstream_state(up.connected, up.registration, self._upstream_changed_at)
+                return self.topics.upstream, upstream_state(up.connected, up.registration, up.changed_at)
         return None
 
     async def _publish_key(self, client: aiomqtt.Client, key: StateKey) -> int:

@@ -179,7 +179,7 @@ class VirtualChargePoint:
     async def _heartbeats(self, peer: _Peer) -> None:
         while True:
             await self._wait_interval(self.configuration.heartbeat_interval_s)
-            await peer.call(call.Heartbeat(), suppress=False)
+            await _send(peer, call.Heartbeat())
 
     async def _meter_values(self, peer: _Peer) -> None:
         while True:
@@ -188,7 +188,7 @@ class VirtualChargePoint:
             if interval == 0 or self.configuration.meter_value_sample_interval_s == 0:
                 continue  # sampling switched off
             for connector_id, values in self._current_meter_values():
-                await peer.call(call.MeterValues(connector_id=connector_id, meter_value=values), suppress=False)
+                await _send(peer, call.MeterValues(connector_id=connector_id, meter_value=values))
 
     def _current_meter_values(self) -> list[tuple[int, list[Any]]]:
         """MeterValue lists per connector from the latest readings of devices that are answering."""
@@ -218,6 +218,22 @@ class VirtualChargePoint:
         self.configuration.changed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.configuration.changed.wait(), timeout=seconds or None)
+
+
+async def _send(peer: ChargePoint, payload: Any) -> Any | None:
+    """One CALL whose failure is the CSMS's problem, not ours: log it and carry on.
+
+    A CALLERROR or a missing answer must not end the connection or the process; the durable
+    outbox (a later issue) retries what must not be lost. Returns the result, or None on failure.
+    """
+    action = type(payload).__name__
+    try:
+        return await peer.call(payload, suppress=False)
+    except OCPPError as exc:
+        log.warning("CSMS answered %s with CALLERROR %s: %s", action, exc.code, exc.description)
+    except TimeoutError:
+        log.warning("CSMS did not answer %s in time", action)
+    return None
 
 
 async def _first_to_finish(*coroutines: Awaitable[Any]) -> None:

@@ -65,10 +65,22 @@ class EventStream:
             yield await self._queue.get()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class UpstreamState:
+    """The CSMS link as the upstream adapter last reported it."""
+
     connected: bool = False
     registration: str = "none"
+    changed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    """Whether a field device answers: ``online`` is None before its first poll; ``reason`` while down."""
+
+    online: bool | None = None
+    reason: str = ""
+    since: datetime | None = None
 
 
 class Site:
@@ -80,7 +92,7 @@ class Site:
         self.meters: dict[str, Meter] = {m.name: m for m in meters}
         self.upstream = UpstreamState()
         self._by_socket = {(c.device, c.socket): c for c in self.connectors.values()}
-        self._online: dict[str, bool] = {}
+        self._health: dict[str, DeviceHealth] = {}
         self._subscribers: list[EventStream] = []
 
     # -- subscriptions -------------------------------------------------------------------------
@@ -101,7 +113,11 @@ class Site:
     # -- queries ---------------------------------------------------------------------------------
     def device_online(self, device: str) -> bool | None:
         """True/False once the device was polled, None before."""
-        return self._online.get(device)
+        return self.device_health(device).online
+
+    def device_health(self, device: str) -> DeviceHealth:
+        """Whether the device answers, why not, and since when."""
+        return self._health.get(device, DeviceHealth())
 
     def devices(self) -> list[str]:
         names = {c.device for c in self.connectors.values()} | set(self.meters)
@@ -141,10 +157,10 @@ class Site:
             self._emit(MeterReadingChanged(meter.name, meter.connector_id, snap.reading))
 
     def _set_online(self, device: str, online: bool, reason: str, at: datetime) -> None:
-        was = self._online.get(device)
+        was = self.device_online(device)
         if was == online:
             return
-        self._online[device] = online
+        self._health[device] = DeviceHealth(online, "" if online else reason, at)
         if online:
             log.info("device %s is answering%s", device, " again" if was is False else "")
         else:
@@ -172,5 +188,5 @@ class Site:
         """Record the CSMS connection state (reported by the upstream adapter) for MQTT and status."""
         if (connected, registration) == (self.upstream.connected, self.upstream.registration):
             return
-        self.upstream = UpstreamState(connected, registration)
-        self._emit(UpstreamStateChanged(connected, registration, self.clock.now()))
+        self.upstream = UpstreamState(connected, registration, self.clock.now())
+        self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at))

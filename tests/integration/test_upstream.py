@@ -177,3 +177,18 @@ async def test_reconnects_after_csms_restart_without_rebooting(running: list) ->
         assert {p["connectorId"] for p in again.messages("StatusNotification")} == {0, 1, 2}
     finally:
         await again.stop()
+
+
+async def test_callerror_from_the_csms_does_not_end_the_connection(csms: DemoCsms, running: list) -> None:
+    csms.failing.add("MeterValues")
+    site = make_site()
+    site.apply(plugged("left", VehicleState.A))
+    cp = VirtualChargePoint(site, upstream(csms))
+    task = asyncio.create_task(cp.run())
+    running.append(task)
+    await csms.wait_for("MeterValues", timeout=5)  # answered with a CALLERROR
+    await csms.wait_for("MeterValues", lambda p: p is not csms.messages("MeterValues")[0], timeout=5)
+    site.apply(plugged("left", VehicleState.B))
+    await csms.wait_for("StatusNotification", lambda p: p["status"] == "Preparing")
+    assert not task.done()
+    assert csms.connections == 1  # the same connection carried on
