@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from adapters.modbus.profile import BIT_TABLES, Profile
 from gateway.domain.errors import DecodeError, DeviceError, DeviceTimeout, DeviceUnavailable
 from gateway.domain.model import ChargerSnapshot, DeviceFailed, MeterSnapshot, Reading, utc_now
 from gateway.domain.ports import Clock, SnapshotSink
+from gateway.services.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class ModbusDevice:
     one ``MeterSnapshot``. ``unit_id`` None means the profile's default. Timing is in seconds:
     ``timeout_s`` bounds each request (and the connect), ``poll_interval_s`` is the period while the
     device answers; after failures the retry delay starts at ``poll_interval_s`` and doubles up
-    to ``backoff_max_s`` (never below the poll interval), with +-20 % jitter.
+    to ``backoff_max_s`` (never below the poll interval), with jitter
+    (50-100 % of each step).
     """
 
     def __init__(
@@ -72,7 +73,7 @@ class ModbusDevice:
         self._blocks = self._map.read_blocks()
         self._poll_interval_s = poll_interval_s
         self._timeout_s = timeout_s
-        self._backoff_max_s = max(backoff_max_s, poll_interval_s)
+        self._backoff = Backoff(poll_interval_s, max(backoff_max_s, poll_interval_s))
         self._request_delay_s = profile.modbus.request_delay_ms / 1000
         self._sink = sink
         self._clock: Clock = clock or _UtcClock()
@@ -96,9 +97,10 @@ class ModbusDevice:
                 except DeviceError as exc:
                     failures += 1
                     self._report_failure(exc, failures)
-                    await asyncio.sleep(self._backoff_s(failures))
+                    await asyncio.sleep(self._backoff.next_delay())
                     continue
                 if failures:
+                    self._backoff.reset()
                     log.info("%s answers again after %d failed poll(s)", self._where, failures)
                     failures = 0
                 for snapshot in snapshots:
@@ -192,10 +194,6 @@ class ModbusDevice:
             log.warning("%s; retrying in the background", exc)
         else:
             log.debug("still failing (%d): %s", failures, exc)
-
-    def _backoff_s(self, failures: int) -> float:
-        delay = min(self._backoff_max_s, self._poll_interval_s * 2 ** min(failures - 1, 16))
-        return delay * random.uniform(0.8, 1.2)
 
 
 @contextmanager

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import aiomqtt
 
@@ -39,6 +38,7 @@ from gateway.domain.events import (
     MeterReadingChanged,
     UpstreamStateChanged,
 )
+from gateway.services.backoff import Backoff
 from gateway.services.site import EventStream, Site
 
 log = logging.getLogger(__name__)
@@ -78,29 +78,6 @@ async def _close_quietly(client: aiomqtt.Client) -> None:
         await asyncio.wait_for(client.__aexit__(None, None, None), GOODBYE_TIMEOUT_S)
     except (aiomqtt.MqttError, TimeoutError) as exc:
         log.debug("MQTT disconnect not clean: %s", exc)
-
-
-class Backoff:
-    """Exponential reconnect delays with jitter, so many gateways do not hammer a broker in step.
-
-    Delays double from ``initial_s`` up to ``max_s``; each is drawn from [50 %, 100 %] of that.
-    """
-
-    def __init__(self, initial_s: float, max_s: float, rng: Callable[[], float] = random.random) -> None:
-        if max_s <= 0 or initial_s <= 0:
-            raise ValueError("backoff delays must be positive")
-        self.initial_s = min(initial_s, max_s)
-        self.max_s = max_s
-        self._rng = rng
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.max_s, self.initial_s * 2 ** min(self._attempt, 32))
-        self._attempt += 1
-        return ceiling * (0.5 + 0.5 * self._rng())
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class MqttBridge:

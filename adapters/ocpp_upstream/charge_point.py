@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable
 from typing import Any
 
@@ -30,6 +29,7 @@ from adapters.ocpp_upstream.mapping import meter_value, status_notification_fiel
 from gateway.config import UpstreamConfig
 from gateway.domain.events import ConnectorStatusChanged
 from gateway.domain.model import ConnectorStatus, iso_utc
+from gateway.services.backoff import Backoff
 from gateway.services.site import Site
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,6 @@ log = logging.getLogger(__name__)
 frame_log = logging.getLogger("ocpp")
 
 BOOT_RETRY_FALLBACK_S = 30  # when a CSMS answers Pending/Rejected with interval 0, or errors
-
-
-def backoff_s(attempt: int, cap_s: float, base_s: float = 1.0) -> float:
-    """Exponential backoff with full jitter, so a site's gateways do not reconnect in lockstep."""
-    ceiling = min(cap_s, base_s * (2**attempt))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 class _Peer(ChargePoint):
@@ -78,7 +72,7 @@ class VirtualChargePoint:
     # -- connection loop ------------------------------------------------------------------------------
     async def run(self) -> None:
         """Connect, talk, and reconnect forever; only cancellation ends it."""
-        attempt = 0
+        backoff = Backoff(1.0, self.settings.reconnect_max_s)
         while True:
             try:
                 async with connect(
@@ -90,7 +84,7 @@ class VirtualChargePoint:
                     ping_timeout=20,
                     max_size=2**20,
                 ) as connection:
-                    attempt = 0
+                    backoff.reset()
                     log.info("connected to CSMS %s", self.settings.endpoint)
                     self.site.set_upstream(True, self.registration)
                     await self._session(connection)
@@ -103,8 +97,7 @@ class VirtualChargePoint:
             finally:
                 self._peer = None
                 self.site.set_upstream(False, self.registration)
-            delay = backoff_s(attempt, self.settings.reconnect_max_s)
-            attempt += 1
+            delay = backoff.next_delay()
             log.info("reconnecting to CSMS in %.1f s", delay)
             await asyncio.sleep(delay)
 

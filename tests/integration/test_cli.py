@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from adapters.demo_csms.csms import DemoCsms
-from tests.fixtures.mosquitto import MosquittoBroker, free_port
+from tests.fixtures.mosquitto import MosquittoBroker
+from tests.fixtures.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "gateway.cli"]

@@ -6,6 +6,7 @@ Also measures how long a register change takes to reach the CSMS and MQTT (print
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from adapters.modbus.profile import load_profile
 from adapters.modbus.simulator import ModbusSimulator
 from gateway.app import Gateway
 from gateway.config import parse_config
-from tests.fixtures.mosquitto import MosquittoBroker, WatchFactory, free_port
+from tests.fixtures.mosquitto import MosquittoBroker, WatchFactory
+from tests.fixtures.net import free_port
 
 SAMPLE_INTERVAL_S = 1
 FAULT_DEADLINE_S = 5.0  # comm loss must show upstream and on MQTT within this
@@ -32,8 +34,9 @@ class Site:
     ports: dict[str, int]
 
 
-@pytest.fixture
-async def site(csms: DemoCsms, mosquitto: MosquittoBroker, topic_prefix: str) -> AsyncIterator[Site]:
+@contextlib.asynccontextmanager
+async def running_site(csms_url: str, mosquitto: MosquittoBroker, topic_prefix: str) -> AsyncIterator[Site]:
+    """Three simulators on free ports and a gateway polling them, reporting to ``csms_url``."""
     sims = {
         "meter": ModbusSimulator(load_profile("eastron-sdm630")),
         "left": ModbusSimulator(load_profile("abb-terra-ac")),
@@ -47,7 +50,7 @@ async def site(csms: DemoCsms, mosquitto: MosquittoBroker, topic_prefix: str) ->
         {
             "site": {"id": "e2e"},
             "upstream": {
-                "url": csms.url,
+                "url": csms_url,
                 "charge_point_id": "GW-E2E",
                 "meter_value_sample_interval_s": SAMPLE_INTERVAL_S,
                 "reconnect_max_s": 1,
@@ -69,6 +72,12 @@ async def site(csms: DemoCsms, mosquitto: MosquittoBroker, topic_prefix: str) ->
         await asyncio.gather(task, return_exceptions=True)
         for sim in sims.values():
             await sim.stop()
+
+
+@pytest.fixture
+async def site(csms: DemoCsms, mosquitto: MosquittoBroker, topic_prefix: str) -> AsyncIterator[Site]:
+    async with running_site(csms.url, mosquitto, topic_prefix) as running:
+        yield running
 
 
 def energy_of(payload: dict) -> list[str]:
@@ -143,3 +152,18 @@ async def test_whole_chain(site: Site, csms: DemoCsms, mqtt_watch: WatchFactory,
     await watcher.wait_for(
         f"{topic_prefix}/connector/2/state", lambda m: m.json()["status"] == "available", after=mark, timeout=15
     )
+
+
+async def test_without_a_csms_devices_are_still_polled_and_published(
+    mosquitto: MosquittoBroker, mqtt_watch: WatchFactory, topic_prefix: str
+) -> None:
+    nobody = f"ws://127.0.0.1:{free_port()}/ocpp"  # nothing listens here
+    watcher = await mqtt_watch(f"{topic_prefix}/#")
+    async with running_site(nobody, mosquitto, topic_prefix) as site:
+        upstream = await watcher.wait_for(f"{topic_prefix}/upstream/state")
+        assert upstream.json()["connected"] is False
+        site.left.plug_in()
+        await watcher.wait_for(f"{topic_prefix}/connector/1/state", lambda m: m.json()["status"] == "occupied")
+        site.meter.set("energy_wh", 1_000_000)
+        await watcher.wait_for(f"{topic_prefix}/meter/grid/state", lambda m: m.json()["energy_wh"] == 1_000_000)
+        assert site.gateway.site.upstream.connected is False

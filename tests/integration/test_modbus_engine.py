@@ -21,7 +21,8 @@ from gateway.domain.model import (
     MeterSnapshot,
     VehicleState,
 )
-from tests.fixtures.modbus import RecordingSink, StartSimulator, StepClock, free_port
+from tests.fixtures.modbus import RecordingSink, StartSimulator, StepClock
+from tests.fixtures.net import free_port
 
 # A value per role, in the role's unit, chosen so a wrong scale or word order cannot pass.
 TEST_VALUES: dict[str, object] = {

@@ -22,7 +22,8 @@ from gateway.domain.model import (
     utc_now,
 )
 from gateway.services.site import Site
-from tests.fixtures.mosquitto import MosquittoBroker, Received, TcpProxy, WatchFactory, free_port
+from tests.fixtures.mosquitto import MosquittoBroker, Received, TcpProxy, WatchFactory
+from tests.fixtures.net import free_port
 
 PASSWORD = "s3cret-pw-never-logged"
 

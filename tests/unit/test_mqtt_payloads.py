@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.mqtt.bridge import Backoff
 from adapters.mqtt.payloads import (
     READING_FIELDS,
     Topics,
@@ -181,14 +180,3 @@ def test_same_state_ignores_only_measured_at() -> None:
     assert same_state(first, later_poll)
     assert not same_state(first, dict(later_poll, power_w=11_000.0))
     assert not same_state(None, first)
-
-
-def test_backoff_doubles_with_jitter_up_to_max() -> None:
-    backoff = Backoff(0.5, 4.0, rng=lambda: 1.0)
-    assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    backoff.reset()
-    assert backoff.next_delay() == 0.5
-    low = Backoff(0.5, 4.0, rng=lambda: 0.0)
-    assert [low.next_delay() for _ in range(4)] == [0.25, 0.5, 1.0, 2.0]
-    with pytest.raises(ValueError):
-        Backoff(0.5, 0)
