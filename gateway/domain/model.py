@@ -1,7 +1,8 @@
 """Quantities and states of a charging site, free of any protocol.
 
 Units are in the names: ``energy_wh`` is integer watt-hours read from a device's own register
-(never integrated from power), ``power_w`` watts, ``current_a`` amperes, ``voltage_v`` volts.
+(never integrated from power), ``power_w`` watts (positive = import: drawn from the grid by the
+site or delivered to the car), ``current_a`` amperes, ``voltage_v`` volts.
 Times are timezone-aware UTC datetimes taken when a value was measured.
 """
 
