@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ocpp.exceptions import OCPPError
@@ -170,18 +169,22 @@ class VirtualChargePoint:
                 await self._send_status(peer, event.connector_id, event.status, event.faults, event.changed_at)
 
     async def _heartbeats(self, peer: _Peer) -> None:
-        while True:
-            await self._wait_interval(self.configuration.heartbeat_interval_s)
-            await _send(peer, call.Heartbeat())
+        await self._every("HeartbeatInterval", lambda: _send(peer, call.Heartbeat()))
 
     async def _meter_values(self, peer: _Peer) -> None:
-        while True:
-            interval = self.configuration.meter_value_sample_interval_s
-            await self._wait_interval(interval)
-            if interval == 0 or self.configuration.meter_value_sample_interval_s == 0:
-                continue  # sampling switched off
+        async def send_samples() -> None:
             for connector_id, values in self._current_meter_values():
                 await _send(peer, call.MeterValues(connector_id=connector_id, meter_value=values))
+
+        await self._every("MeterValueSampleInterval", send_samples)
+
+    async def _every(self, key: str, send: Callable[[], Awaitable[Any]]) -> None:
+        """Call ``send`` every ``key`` seconds (never while it is 0); a new value restarts the wait."""
+        while True:
+            interval_s = self.configuration.integer(key)
+            changed = await self.configuration.wait_changed(key, interval_s or None)
+            if not changed:
+                await send()
 
     def _current_meter_values(self) -> list[tuple[int, list[Any]]]:
         """MeterValue lists per connector from the latest readings of devices that are answering."""
@@ -205,12 +208,6 @@ class VirtualChargePoint:
             if value is not None:
                 per_connector.setdefault(meter.connector_id, []).append(value)
         return sorted(per_connector.items())
-
-    async def _wait_interval(self, seconds: int) -> None:
-        """Sleep ``seconds`` (forever if 0), waking early when the CSMS changes configuration."""
-        self.configuration.changed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.configuration.changed.wait(), timeout=seconds or None)
 
 
 async def _send(peer: ChargePoint, payload: Any) -> Any | None:

@@ -1,6 +1,6 @@
 """The charge point's OCPP configuration keys (GetConfiguration / ChangeConfiguration).
 
-Holds typed values and validates changes; loops that depend on a key wait on ``changed``.
+Holds typed values and validates changes; a loop that depends on a key waits with ``wait_changed``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class OcppConfiguration:
             "SupportedFeatureProfiles": _Key("Core", True),
             "GetConfigurationMaxKeys": _Key("20", True),
         }
-        self.changed = asyncio.Event()
+        self._changed = {key: asyncio.Event() for key in self._keys}
 
     def get(self, keys: list[str] | None) -> tuple[list[dict[str, object]], list[str]]:
         """(configurationKey entries, unknownKey names) as GetConfiguration.conf wants them."""
@@ -66,21 +66,31 @@ class OcppConfiguration:
         if entry.readonly or (entry.check is not None and not entry.check(value.strip())):
             return "Rejected"
         entry.value = value.strip()
-        self.changed.set()
+        self._changed[key].set()
         return "Accepted"
 
     def set(self, key: str, value: str) -> None:
         """Set a key from the gateway itself (e.g. the heartbeat interval a CSMS sends in Boot)."""
         self._keys[key].value = value
-        self.changed.set()
+        self._changed[key].set()
+
+    async def wait_changed(self, key: str, timeout_s: float | None) -> bool:
+        """Wait until ``key`` changes (True) or ``timeout_s`` passes (False; None = forever)."""
+        event = self._changed[key]
+        event.clear()
+        try:
+            await asyncio.wait_for(event.wait(), timeout=timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def integer(self, key: str) -> int:
+        """The value of an integer key (intervals in seconds)."""
+        return int(self._keys[key].value)
 
     @property
     def heartbeat_interval_s(self) -> int:
-        return int(self._keys["HeartbeatInterval"].value)
-
-    @property
-    def meter_value_sample_interval_s(self) -> int:
-        return int(self._keys["MeterValueSampleInterval"].value)
+        return self.integer("HeartbeatInterval")
 
     @property
     def meter_values_sampled_data(self) -> list[str]:
