@@ -113,6 +113,9 @@ class DeviceConfig(Strict):
     unit_id: Annotated[int, Field(ge=0, le=255)] | None = None  # None: the profile's default
     poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # Consecutive failed polls before the device counts as lost (its connectors go Faulted):
+    # one lost packet on a busy RS-485 bus should not page anyone.
+    offline_after_failures: Annotated[int, Field(ge=1, le=100)] = 3
 
 
 class ChargerConfig(DeviceConfig):
