@@ -70,9 +70,9 @@ class _Car:
 
 def with_overrides(config: GatewayConfig, csms_url: str | None, mqtt: str | None) -> GatewayConfig:
     """The config with the demo's command-line overrides applied and validated again."""
-    data: dict[str, Any] = config.model_dump(mode="python")
+    data: dict[str, Any] = config.model_dump(mode="python", exclude_unset=True)
     for section in ("upstream", "mqtt"):
-        for key, value in list(data[section].items()):
+        for key, value in list(data.setdefault(section, {}).items()):
             if hasattr(value, "get_secret_value"):
                 data[section][key] = value.get_secret_value()
     if csms_url:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Iterable
 
 import aiomqtt
@@ -26,6 +27,7 @@ from adapters.mqtt.payloads import (
     connector_state,
     device_state,
     encode,
+    fault_event,
     meter_state,
     same_state,
     upstream_state,
@@ -35,6 +37,8 @@ from gateway.domain.events import (
     ConnectorStatusChanged,
     DeviceHealthChanged,
     Event,
+    FaultCleared,
+    FaultRaised,
     MeterReadingChanged,
     UpstreamStateChanged,
 )
@@ -55,6 +59,9 @@ RECONNECT_INITIAL_S = 0.5
 #: delay; a broker that accepts and then drops us at once (e.g. another client with our id) must
 #: not make us reconnect twice a second.
 STABLE_CONNECTION_S = 10.0
+
+#: Fault events kept while the broker is away; the oldest go first beyond this.
+MAX_PENDING_FAULT_EVENTS = 500
 
 # A topic the bridge publishes, named by what it describes: ("connector", 1), ("meter", "m1"),
 # ("device", "wb1") or ("upstream",). Kept instead of events so an outage costs O(entities).
@@ -118,6 +125,7 @@ class MqttBridge:
         self._last: dict[str, Payload] = {}  # topic -> last payload the broker acknowledged
         self._dirty: dict[StateKey, None] = {}  # an ordered set of topics to republish
         self._wake = asyncio.Event()
+        self._fault_events: deque[tuple[int, Payload]] = deque(maxlen=MAX_PENDING_FAULT_EVENTS)
         self._outage_logged = False
         self._ever_connected = False
         self._up_since: float | None = None  # loop time of the last successful (re)publish
@@ -217,12 +225,21 @@ class MqttBridge:
         self._up_since = asyncio.get_running_loop().time()
         self._came_up(count)
         self.connected.set()
+        await self._publish_fault_events(client)
         while True:
             await self._wake.wait()
             self._wake.clear()
             dirty, self._dirty = self._dirty, {}
             for key in dirty:
                 await self._publish_key(client, key)
+            await self._publish_fault_events(client)
+
+    async def _publish_fault_events(self, client: aiomqtt.Client) -> None:
+        """Fault events in the order they happened; one leaves the queue only once the broker has it."""
+        while self._fault_events:
+            connector_id, payload = self._fault_events[0]
+            await client.publish(self.topics.connector_fault(connector_id), encode(payload), qos=self._qos)
+            self._fault_events.popleft()
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """Best effort: a clean disconnect suppresses the Will, so say ``offline`` ourselves."""
@@ -269,8 +286,17 @@ class MqttBridge:
 
     # -- from Site events to topics ----------------------------------------------------------------
     async def _collect(self, stream: EventStream) -> None:
-        """Turn events into dirty topics, connected or not; the publisher reads the Site's view."""
+        """Turn events into dirty topics, connected or not; the publisher reads the Site's view.
+
+        Fault events are kept (up to MAX_PENDING_FAULT_EVENTS) until published, so a fault that
+        comes and goes while the broker is away is still told.
+        """
         async for event in stream:
+            if isinstance(event, FaultRaised | FaultCleared):
+                raised = isinstance(event, FaultRaised)
+                self._fault_events.append(
+                    (event.connector_id, fault_event(event.connector_id, event.fault, raised=raised, at=event.at))
+                )
             for key in self._keys_for(event):
                 self._dirty[key] = None
             self._wake.set()

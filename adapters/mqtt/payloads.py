@@ -79,6 +79,10 @@ class Topics:
     def connector(self, connector_id: int) -> str:
         return f"{self.prefix}/connector/{connector_id}/state"
 
+    def connector_fault(self, connector_id: int) -> str:
+        """Fault events of one connector (not retained: the state topic has the current list)."""
+        return f"{self.prefix}/connector/{connector_id}/fault"
+
     def meter(self, name: str) -> str:
         return f"{self.prefix}/meter/{topic_segment(name)}/state"
 
@@ -114,6 +118,16 @@ def reading_fields(reading: Reading | None) -> Payload:
 
 def fault_payload(fault: Fault) -> Payload:
     return {"kind": fault.kind.value, "vendor_code": fault.vendor_code, "info": fault.info}
+
+
+def fault_event(connector_id: int, fault: Fault, *, raised: bool, at: datetime) -> Payload:
+    """One fault raised or cleared, stamped with the time of the poll that saw it."""
+    return {
+        "connector_id": connector_id,
+        "event": "raised" if raised else "cleared",
+        **fault_payload(fault),
+        "at": iso_utc(at),
+    }
 
 
 def connector_state(connector: Connector) -> Payload:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from ocpp.exceptions import OCPPError
@@ -24,12 +25,12 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
 from adapters.ocpp_upstream.configuration import OcppConfiguration
-from adapters.ocpp_upstream.mapping import meter_value, status_notification_fields
+from adapters.ocpp_upstream.mapping import meter_value, primary_fault, status_notification_fields
 from gateway.config import UpstreamConfig
 from gateway.domain.events import ConnectorStatusChanged
-from gateway.domain.model import ConnectorStatus, iso_utc
+from gateway.domain.model import ConnectorStatus, Fault, iso_utc
 from gateway.services.backoff import Backoff
-from gateway.services.site import Site
+from gateway.services.site import EventStream, Site
 
 log = logging.getLogger(__name__)
 # The ocpp library logs every frame at INFO, id tags included: keep it at WARNING (see cli.py).
@@ -67,6 +68,7 @@ class VirtualChargePoint:
         self.registration = "none"  # the last BootNotification result
         self.accepted = asyncio.Event()  # set once Boot was Accepted in this process
         self._peer: _Peer | None = None
+        self._reported_faults: dict[int, tuple[Fault, ...]] = {}  # per connector, as last sent
 
     # -- connection loop ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -151,22 +153,31 @@ class VirtualChargePoint:
             await asyncio.sleep(wait_s)
 
     async def _send_all_statuses(self, peer: _Peer) -> None:
-        now = self.site.clock.now()
-        await self._send_status(peer, 0, ConnectorStatus.AVAILABLE, (), now)
+        """Connector 0 and every connector, as they are now (after boot and after each reconnect)."""
+        await self._send_status(peer, 0, ConnectorStatus.AVAILABLE, (), self.site.clock.now())
         for connector in self.site.connectors.values():
-            await self._send_status(peer, connector.connector_id, connector.status, connector.faults, now)
+            faults = connector.faults  # as sent: it may change while we await the answer
+            self._reported_faults[connector.connector_id] = faults
+            await self._send_status(peer, connector.connector_id, connector.status, faults, connector.status_since)
 
-    async def _send_status(self, peer: _Peer, connector_id: int, status, faults, at) -> None:
-        fields = status_notification_fields(status, faults)
-        await peer.call(
-            call.StatusNotification(connector_id=connector_id, timestamp=iso_utc(at), **fields),
-            suppress=False,
-        )
+    async def _send_status(
+        self, peer: _Peer, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
+    ) -> None:
+        fields = status_notification_fields(connector_id, status, faults)
+        await _send(peer, call.StatusNotification(connector_id=connector_id, timestamp=iso_utc(at), **fields))
 
-    async def _status_changes(self, peer: _Peer, events) -> None:
+    async def _status_changes(self, peer: _Peer, events: EventStream) -> None:
+        """A StatusNotification per change; a fault raised beside a more severe one still gets its own."""
         async for event in events:
-            if isinstance(event, ConnectorStatusChanged):
-                await self._send_status(peer, event.connector_id, event.status, event.faults, event.changed_at)
+            if not isinstance(event, ConnectorStatusChanged):
+                continue
+            reported = self._reported_faults.get(event.connector_id, ())
+            primary = primary_fault(event.faults)
+            for fault in event.faults:
+                if fault not in reported and fault != primary:
+                    await self._send_status(peer, event.connector_id, event.status, (fault,), event.changed_at)
+            await self._send_status(peer, event.connector_id, event.status, event.faults, event.changed_at)
+            self._reported_faults[event.connector_id] = event.faults
 
     async def _heartbeats(self, peer: _Peer) -> None:
         await self._every("HeartbeatInterval", lambda: _send(peer, call.Heartbeat()))

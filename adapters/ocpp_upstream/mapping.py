@@ -22,42 +22,61 @@ STATUS = {
     ConnectorStatus.FAULTED: enums.ChargePointStatus.faulted,
 }
 
+# Fault kind -> OCPP error code, most severe first: when several faults are active the first
+# one here decides the StatusNotification (each is still reported once when it is raised).
 ERROR_CODE = {
-    FaultKind.OVER_TEMPERATURE: enums.ChargePointErrorCode.high_temperature,
-    FaultKind.OVER_CURRENT: enums.ChargePointErrorCode.over_current_failure,
     FaultKind.GROUND_FAULT: enums.ChargePointErrorCode.ground_failure,
-    FaultKind.SHORT_CIRCUIT: enums.ChargePointErrorCode.ground_failure,
+    FaultKind.SHORT_CIRCUIT: enums.ChargePointErrorCode.over_current_failure,
+    FaultKind.OVER_CURRENT: enums.ChargePointErrorCode.over_current_failure,
+    FaultKind.OVER_TEMPERATURE: enums.ChargePointErrorCode.high_temperature,
     FaultKind.OVER_VOLTAGE: enums.ChargePointErrorCode.over_voltage,
     FaultKind.UNDER_VOLTAGE: enums.ChargePointErrorCode.under_voltage,
-    FaultKind.POWER_METER: enums.ChargePointErrorCode.power_meter_failure,
     FaultKind.POWER_SWITCH: enums.ChargePointErrorCode.power_switch_failure,
+    FaultKind.POWER_METER: enums.ChargePointErrorCode.power_meter_failure,
     FaultKind.CONNECTOR_LOCK: enums.ChargePointErrorCode.connector_lock_failure,
-    FaultKind.EV_COMMUNICATION: enums.ChargePointErrorCode.ev_communication_error,
-    FaultKind.COMMUNICATION_LOST: enums.ChargePointErrorCode.other_error,
     FaultKind.INTERNAL: enums.ChargePointErrorCode.internal_error,
+    FaultKind.COMMUNICATION_LOST: enums.ChargePointErrorCode.other_error,
     FaultKind.OTHER: enums.ChargePointErrorCode.other_error,
+    FaultKind.EV_COMMUNICATION: enums.ChargePointErrorCode.ev_communication_error,
+}
+SEVERITY = {kind: rank for rank, kind in enumerate(ERROR_CODE)}
+
+# info when the device gave none: says what the error code alone cannot (short circuit vs over-current).
+DEFAULT_INFO = {
+    FaultKind.SHORT_CIRCUIT: "short circuit",
+    FaultKind.OVER_CURRENT: "over-current",
+    FaultKind.GROUND_FAULT: "earth fault / residual current",
+    FaultKind.POWER_SWITCH: "contactor fault (welded or not closing)",
 }
 
-# vendorErrorCode when the fault itself has none: says what the gateway saw.
-DEFAULT_VENDOR_CODE = {FaultKind.COMMUNICATION_LOST: "CommLost"}
+# Connector 0 (the gateway itself) may only be Available, Unavailable or Faulted.
+CONNECTOR_ZERO_STATUSES = frozenset(
+    {enums.ChargePointStatus.available, enums.ChargePointStatus.unavailable, enums.ChargePointStatus.faulted}
+)
 
 MAX_TEXT = 50  # vendorErrorCode and info are CiString50 in OCPP 1.6
 
 
-def status_notification_fields(status: ConnectorStatus, faults: tuple[Fault, ...]) -> dict[str, str]:
-    """status, errorCode and optional info / vendorErrorCode for a StatusNotification.
+def primary_fault(faults: tuple[Fault, ...]) -> Fault | None:
+    """The fault that decides the error code: the most severe, the first reported among equals."""
+    return min(faults, key=lambda fault: SEVERITY[fault.kind], default=None)
 
-    The first fault decides the error code; OCPP has room for one.
+
+def status_notification_fields(connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...]) -> dict[str, str]:
+    """status, errorCode and (when faulted) info / vendorErrorCode of a StatusNotification.
+
+    One table-driven function for every connector, so the CSMS sees the same mapping everywhere.
     """
-    fields: dict[str, str] = {"status": STATUS[status], "error_code": enums.ChargePointErrorCode.no_error}
-    if faults:
-        fault = faults[0]
+    ocpp_status = STATUS[status]
+    if connector_id == 0 and ocpp_status not in CONNECTOR_ZERO_STATUSES:
+        ocpp_status = enums.ChargePointStatus.available
+    fields: dict[str, str] = {"status": ocpp_status, "error_code": enums.ChargePointErrorCode.no_error}
+    fault = primary_fault(faults)
+    if fault is not None:
         fields["error_code"] = ERROR_CODE[fault.kind]
-        vendor_code = fault.vendor_code or DEFAULT_VENDOR_CODE.get(fault.kind, "")
-        if vendor_code:
-            fields["vendor_error_code"] = vendor_code[:MAX_TEXT]
-        info = fault.info or fault.kind.value
-        fields["info"] = info[:MAX_TEXT]
+        if fault.vendor_code:
+            fields["vendor_error_code"] = fault.vendor_code[:MAX_TEXT]
+        fields["info"] = (fault.info or DEFAULT_INFO.get(fault.kind) or fault.kind.value)[:MAX_TEXT]
     return fields
 
 

@@ -22,6 +22,24 @@ class ConnectorStatusChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultRaised:
+    """A fault became active on a connector at ``at`` (when the poll that saw it was made)."""
+
+    connector_id: int
+    fault: Fault
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FaultCleared:
+    """A fault is no longer active on a connector."""
+
+    connector_id: int
+    fault: Fault
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectorReadingChanged:
     """A connector's measured values changed (not emitted when a poll finds the same values)."""
 

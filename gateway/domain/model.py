@@ -52,6 +52,11 @@ class FaultKind(StrEnum):
     OTHER = "other"
 
 
+# Faults that do not stop the connector: the charger waits for the car (OCPP 1.6 asks for
+# SuspendedEVSE with EVCommunicationError rather than Faulted for these).
+NON_BLOCKING_FAULTS = frozenset({FaultKind.EV_COMMUNICATION})
+
+
 @dataclass(frozen=True, slots=True)
 class Fault:
     """One active fault; ``vendor_code`` keeps the device's own code for the installer."""
@@ -59,6 +64,10 @@ class Fault:
     kind: FaultKind
     vendor_code: str = ""
     info: str = ""
+
+    @property
+    def blocks_charging(self) -> bool:
+        return self.kind not in NON_BLOCKING_FAULTS
 
 
 class ConnectorStatus(StrEnum):
@@ -142,15 +151,13 @@ class Connector:
     vehicle_state: VehicleState | None = None
     device_faults: tuple[Fault, ...] = ()
     device_online: bool | None = None  # None until the first poll
+    charging_enabled: bool | None = None  # as the charger reports it
+    available: bool = True  # operator availability (False: taken out of service)
+    session_active: bool = False  # the car has charged since it was plugged in
     reading: Reading | None = None
     status: ConnectorStatus = ConnectorStatus.UNAVAILABLE
-    status_faults: tuple[Fault, ...] = ()  # the faults that went with the last status change
+    faults: tuple[Fault, ...] = ()  # active faults, as of the last status derivation
     status_since: datetime = field(default_factory=utc_now)
-
-    @property
-    def faults(self) -> tuple[Fault, ...]:
-        """Device faults plus those derived from the vehicle state and device health."""
-        return derive_faults(self.vehicle_state, self.device_faults, self.device_online)
 
 
 @dataclass(slots=True)
@@ -161,30 +168,3 @@ class Meter:
     connector_id: int | None = None
     device_online: bool | None = None
     reading: Reading | None = None
-
-
-def derive_faults(
-    vehicle_state: VehicleState | None, device_faults: tuple[Fault, ...], device_online: bool | None
-) -> tuple[Fault, ...]:
-    """All active faults of a connector, device-reported ones first (nothing known before the first poll)."""
-    faults = list(device_faults)
-    if device_online is False:
-        faults.append(Fault(FaultKind.COMMUNICATION_LOST, info="no answer from the device"))
-    elif vehicle_state is VehicleState.E:
-        faults.append(Fault(FaultKind.EV_COMMUNICATION, vendor_code="CP-E", info="control pilot state E"))
-    elif vehicle_state is VehicleState.F:
-        faults.append(Fault(FaultKind.INTERNAL, vendor_code="CP-F", info="control pilot state F"))
-    return tuple(faults)
-
-
-def derive_status(vehicle_state: VehicleState | None, faults: tuple[Fault, ...]) -> ConnectorStatus:
-    """The connector status a driver would see, from IEC 61851 state and active faults."""
-    if faults:
-        return ConnectorStatus.FAULTED
-    if vehicle_state in (VehicleState.C, VehicleState.D):
-        return ConnectorStatus.CHARGING
-    if vehicle_state is VehicleState.B:
-        return ConnectorStatus.OCCUPIED
-    if vehicle_state is VehicleState.A:
-        return ConnectorStatus.AVAILABLE
-    return ConnectorStatus.UNAVAILABLE

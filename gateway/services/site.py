@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +17,8 @@ from gateway.domain.events import (
     ConnectorStatusChanged,
     DeviceHealthChanged,
     Event,
+    FaultCleared,
+    FaultRaised,
     MeterReadingChanged,
     UpstreamStateChanged,
 )
@@ -27,10 +29,11 @@ from gateway.domain.model import (
     Meter,
     MeterSnapshot,
     Snapshot,
-    derive_status,
+    VehicleState,
     utc_now,
 )
 from gateway.domain.ports import Clock
+from gateway.domain.status import derive_faults, derive_status, evse_offering
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +89,22 @@ class DeviceHealth:
 class Site:
     """The domain model of one charging site, with connectors 1..N and its meters."""
 
-    def __init__(self, connectors: Iterable[Connector], meters: Iterable[Meter], clock: Clock | None = None):
+    def __init__(
+        self,
+        connectors: Iterable[Connector],
+        meters: Iterable[Meter],
+        clock: Clock | None = None,
+        offline_after_failures: Mapping[str, int] | None = None,
+    ):
+        """``offline_after_failures``: consecutive failed polls before a device counts as lost (default 1)."""
         self.clock: Clock = clock or SystemClock()
         self.connectors: dict[int, Connector] = {c.connector_id: c for c in connectors}
         self.meters: dict[str, Meter] = {m.name: m for m in meters}
         self.upstream = UpstreamState()
         self._by_socket = {(c.device, c.socket): c for c in self.connectors.values()}
         self._health: dict[str, DeviceHealth] = {}
+        self._offline_after = dict(offline_after_failures or {})
+        self._failures: dict[str, int] = {}
         self._subscribers: list[EventStream] = []
 
     # -- subscriptions -------------------------------------------------------------------------
@@ -127,13 +139,17 @@ class Site:
     def apply(self, snapshot: Snapshot) -> None:
         """Take one poll result and emit the events it causes."""
         if isinstance(snapshot, DeviceFailed):
-            self._set_online(snapshot.device, False, snapshot.reason, snapshot.failed_at)
-        elif isinstance(snapshot, ChargerSnapshot):
-            self._set_online(snapshot.device, True, "", snapshot.reading.measured_at)
+            failures = self._failures.get(snapshot.device, 0) + 1
+            self._failures[snapshot.device] = failures
+            if failures >= self._offline_after.get(snapshot.device, 1):
+                self._set_online(snapshot.device, False, snapshot.reason, snapshot.failed_at)
+            return
+        self._failures[snapshot.device] = 0
+        if isinstance(snapshot, ChargerSnapshot):
             self._apply_charger(snapshot)
         elif isinstance(snapshot, MeterSnapshot):
-            self._set_online(snapshot.device, True, "", snapshot.reading.measured_at)
             self._apply_meter(snapshot)
+        self._set_online(snapshot.device, True, "", snapshot.reading.measured_at)
 
     def _apply_charger(self, snap: ChargerSnapshot) -> None:
         connector = self._by_socket.get((snap.device, snap.socket))
@@ -141,9 +157,15 @@ class Site:
             return  # a socket the config does not map to a connector
         connector.vehicle_state = snap.vehicle_state
         connector.device_faults = snap.faults
-        self._update_status(connector, snap.reading.measured_at)
+        connector.charging_enabled = snap.charging_enabled
+        if snap.vehicle_state in (VehicleState.C, VehicleState.D):
+            connector.session_active = True
+        elif snap.vehicle_state is VehicleState.A:
+            connector.session_active = False
         previous = connector.reading
         connector.reading = snap.reading
+        if connector.device_online:  # a returning device is re-derived once, in _set_online
+            self._update_status(connector, snap.reading.measured_at)
         if previous is None or previous.values() != snap.reading.values():
             self._emit(ConnectorReadingChanged(connector.connector_id, snap.reading))
 
@@ -174,13 +196,30 @@ class Site:
         self._emit(DeviceHealthChanged(device, online, reason, at))
 
     def _update_status(self, connector: Connector, at: datetime) -> None:
-        faults = connector.faults
-        status = derive_status(connector.vehicle_state, faults)
-        if status is connector.status and faults == connector.status_faults:
+        faults = derive_faults(connector.vehicle_state, connector.device_faults, connector.device_online)
+        offered = connector.reading.offered_current_a if connector.reading else None
+        status = derive_status(
+            connector.vehicle_state,
+            faults,
+            available=connector.available,
+            session_active=connector.session_active,
+            offering=evse_offering(connector.charging_enabled, offered),
+        )
+        if status is connector.status and faults == connector.faults:
             return
-        connector.status = status
-        connector.status_faults = faults
-        connector.status_since = at
+        for fault in connector.faults:
+            if fault not in faults:
+                log.info("connector %s fault cleared: %s %s", connector.connector_id, fault.kind, fault.vendor_code)
+                self._emit(FaultCleared(connector.connector_id, fault, at))
+        for fault in faults:
+            if fault not in connector.faults:
+                cid = connector.connector_id
+                log.warning("connector %s fault raised: %s %s %s", cid, fault.kind, fault.vendor_code, fault.info)
+                self._emit(FaultRaised(connector.connector_id, fault, at))
+        if status is not connector.status:
+            connector.status = status
+            connector.status_since = at
+        connector.faults = faults
         self._emit(ConnectorStatusChanged(connector.connector_id, status, faults, at))
 
     # -- upstream ----------------------------------------------------------------------------------

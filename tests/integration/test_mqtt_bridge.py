@@ -15,6 +15,8 @@ from gateway.domain.model import (
     ChargerSnapshot,
     Connector,
     DeviceFailed,
+    Fault,
+    FaultKind,
     Meter,
     MeterSnapshot,
     Reading,
@@ -319,3 +321,41 @@ async def test_bridge_waits_for_a_late_broker_then_publishes(
         await asyncio.gather(task, return_exceptions=True)
     assert not await broker_answers("127.0.0.1", port, timeout_s=1.0)
     assert [r.levelno for r in caplog.records if r.name.startswith("adapters.mqtt.bridge")].count(logging.WARNING) == 1
+
+
+async def test_fault_events_are_published_in_order_not_retained_and_survive_an_outage(
+    mosquitto: MosquittoBroker, mqtt_watch: WatchFactory, topic_prefix: str
+) -> None:
+    site = make_site()
+    site.apply(charger(1, VehicleState.C, energy_wh=10))
+    bridge = bridge_for(site, mosquitto.host, mosquitto.port, topic_prefix)
+    watcher = await mqtt_watch(f"{topic_prefix}/#")
+    hot = Fault(FaultKind.OVER_TEMPERATURE, vendor_code="13", info="derating")
+    topic = bridge.topics.connector_fault(1)
+    async with running(bridge):
+        site.apply(ChargerSnapshot("wb1", 1, Reading(utc_now(), energy_wh=10), VehicleState.C, faults=(hot,)))
+        raised = await watcher.wait_for(topic, field_is("event", "raised"))
+        assert raised.json() == {
+            "connector_id": 1,
+            "event": "raised",
+            "kind": "over_temperature",
+            "vendor_code": "13",
+            "info": "derating",
+            "at": raised.json()["at"],
+        }
+        state = await watcher.wait_for(bridge.topics.connector(1), field_is("status", "faulted"))
+        assert state.json()["faults"][0]["kind"] == "over_temperature"
+
+        # The broker goes away; the fault clears meanwhile; the event still arrives afterwards.
+        mosquitto.stop()
+        try:
+            site.apply(charger(1, VehicleState.C, energy_wh=11))
+        finally:
+            mosquitto.start()
+        again = await mqtt_watch(f"{topic_prefix}/#")
+        await again.wait_for(topic, field_is("event", "cleared"), timeout=15)
+        # Nothing is retained on the event topic: a new subscriber gets the state, not old events
+        # (mosquitto sends a subscription's retained messages together).
+        late = await mqtt_watch(f"{topic_prefix}/connector/1/#")
+        await late.wait_for(bridge.topics.connector(1), field_is("status", "charging"))
+        assert late.on(topic) == []

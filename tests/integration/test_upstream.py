@@ -12,7 +12,17 @@ from ocpp.v16 import call
 from adapters.demo_csms.csms import DemoCsms
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from gateway.config import UpstreamConfig
-from gateway.domain.model import ChargerSnapshot, Connector, DeviceFailed, Meter, MeterSnapshot, Reading, VehicleState
+from gateway.domain.model import (
+    ChargerSnapshot,
+    Connector,
+    DeviceFailed,
+    Fault,
+    FaultKind,
+    Meter,
+    MeterSnapshot,
+    Reading,
+    VehicleState,
+)
 from gateway.services.site import Site
 
 MEASURED_AT = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -192,3 +202,26 @@ async def test_callerror_from_the_csms_does_not_end_the_connection(csms: DemoCsm
     await csms.wait_for("StatusNotification", lambda p: p["status"] == "Preparing")
     assert not task.done()
     assert csms.connections == 1  # the same connection carried on
+
+
+async def test_every_raised_fault_is_reported_and_the_most_severe_stands(csms: DemoCsms, running: list) -> None:
+    site = make_site()
+    site.apply(plugged("left", VehicleState.C))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Charging")
+    hot = Fault(FaultKind.OVER_TEMPERATURE, vendor_code="13")
+    earth = Fault(FaultKind.GROUND_FAULT, vendor_code="RCD", info="residual current 30 mA")
+    site.apply(ChargerSnapshot("left", 1, Reading(MEASURED_AT), VehicleState.C, faults=(hot, earth)))
+    await csms.wait_for("StatusNotification", lambda p: p["errorCode"] == "GroundFailure")
+    faulted = [p for p in csms.messages("StatusNotification") if p["status"] == "Faulted"]
+    assert [p["errorCode"] for p in faulted] == ["HighTemperature", "GroundFailure"]  # the most severe last
+    assert faulted[1]["info"] == "residual current 30 mA" and faulted[1]["vendorErrorCode"] == "RCD"
+    count = len(csms.messages("StatusNotification"))
+    site.apply(plugged("left", VehicleState.C))
+    await csms.wait_for("StatusNotification", lambda p: len(csms.messages("StatusNotification")) > count)
+    assert csms.messages("StatusNotification")[-1] | {"timestamp": None} == {
+        "connectorId": 1,
+        "status": "Charging",
+        "errorCode": "NoError",
+        "timestamp": None,
+    }

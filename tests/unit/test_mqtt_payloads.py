@@ -22,12 +22,14 @@ from adapters.mqtt.payloads import (
 from gateway.domain.model import (
     Connector,
     ConnectorStatus,
+    DeviceFailed,
     Fault,
     FaultKind,
     Meter,
     Reading,
     VehicleState,
 )
+from gateway.services.site import Site
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -39,6 +41,7 @@ def charging_connector() -> Connector:
         socket=1,
         vehicle_state=VehicleState.C,
         device_faults=(Fault(FaultKind.OVER_TEMPERATURE, vendor_code="E42", info="derating"),),
+        faults=(Fault(FaultKind.OVER_TEMPERATURE, vendor_code="E42", info="derating"),),
         device_online=True,
         reading=Reading(
             measured_at=T0,
@@ -115,9 +118,13 @@ def test_connector_before_first_poll_has_nulls_not_zeros() -> None:
 
 
 def test_connector_offline_device_shows_communication_fault() -> None:
-    connector = Connector(connector_id=1, device="wb", device_online=False, status_since=T0)
-    faults = connector_state(connector)["faults"]
-    assert faults == [{"kind": "communication_lost", "vendor_code": "", "info": "no answer from the device"}]
+    site = Site([Connector(connector_id=1, device="wb", status_since=T0)], [])
+    site.apply(DeviceFailed("wb", "timeout", T0))
+    payload = connector_state(site.connectors[1])
+    assert payload["status"] == "faulted"
+    assert payload["faults"] == [
+        {"kind": "communication_lost", "vendor_code": "CommLost", "info": "the gateway gets no answer"}
+    ]
 
 
 def test_meter_payload() -> None:

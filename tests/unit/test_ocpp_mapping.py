@@ -15,7 +15,7 @@ def test_every_status_and_fault_kind_has_an_ocpp_code() -> None:
 
 def test_fault_fields_are_cut_to_50_characters() -> None:
     fields = status_notification_fields(
-        ConnectorStatus.FAULTED, (Fault(FaultKind.OVER_TEMPERATURE, vendor_code="X" * 80, info="y" * 80),)
+        1, ConnectorStatus.FAULTED, (Fault(FaultKind.OVER_TEMPERATURE, vendor_code="X" * 80, info="y" * 80),)
     )
     assert fields["status"] == "Faulted"
     assert fields["error_code"] == "HighTemperature"
@@ -24,7 +24,10 @@ def test_fault_fields_are_cut_to_50_characters() -> None:
 
 
 def test_no_fault_means_no_error() -> None:
-    assert status_notification_fields(ConnectorStatus.CHARGING, ()) == {"status": "Charging", "error_code": "NoError"}
+    assert status_notification_fields(1, ConnectorStatus.CHARGING, ()) == {
+        "status": "Charging",
+        "error_code": "NoError",
+    }
 
 
 def test_meter_value_units_and_single_phase() -> None:

@@ -8,6 +8,8 @@ from gateway.domain.events import (
     ConnectorReadingChanged,
     ConnectorStatusChanged,
     DeviceHealthChanged,
+    FaultCleared,
+    FaultRaised,
     MeterReadingChanged,
     UpstreamStateChanged,
 )
@@ -23,6 +25,7 @@ from gateway.domain.model import (
     Reading,
     VehicleState,
 )
+from gateway.domain.status import COMM_LOST
 from gateway.services.site import EventStream, Site
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -99,10 +102,18 @@ def test_device_faults_fault_the_connector_and_clear_again() -> None:
     site.apply(snap("a", VehicleState.C))
     drain(events)
     hot = Fault(FaultKind.OVER_TEMPERATURE, vendor_code="13")
-    site.apply(ChargerSnapshot("a", 1, Reading(T0), VehicleState.C, faults=(hot,)))
-    assert drain(events) == [ConnectorStatusChanged(1, ConnectorStatus.FAULTED, (hot,), T0)]
-    site.apply(snap("a", VehicleState.C))
-    assert drain(events) == [ConnectorStatusChanged(1, ConnectorStatus.CHARGING, (), T0)]
+    later = T0 + timedelta(seconds=5)
+    site.apply(ChargerSnapshot("a", 1, Reading(later), VehicleState.C, faults=(hot,)))
+    assert [e for e in drain(events) if not isinstance(e, ConnectorReadingChanged)] == [
+        FaultRaised(1, hot, later),
+        ConnectorStatusChanged(1, ConnectorStatus.FAULTED, (hot,), later),
+    ]
+    cleared_at = T0 + timedelta(seconds=9)
+    site.apply(snap("a", VehicleState.C, at=cleared_at))
+    assert [e for e in drain(events) if not isinstance(e, ConnectorReadingChanged)] == [
+        FaultCleared(1, hot, cleared_at),
+        ConnectorStatusChanged(1, ConnectorStatus.CHARGING, (), cleared_at),
+    ]
 
 
 def test_device_failure_faults_every_socket_once_and_recovers() -> None:
@@ -155,3 +166,49 @@ def test_unsubscribed_streams_get_nothing() -> None:
     site.unsubscribe(events)
     site.apply(snap("a", VehicleState.A))
     assert drain(events) == []
+
+
+def test_device_counts_as_lost_only_after_n_consecutive_failures() -> None:
+    site = Site([Connector(1, "a")], [], offline_after_failures={"a": 3})
+    events = site.subscribe()
+    site.apply(snap("a", VehicleState.A))
+    drain(events)
+    site.apply(DeviceFailed("a", "timeout", T0))
+    site.apply(DeviceFailed("a", "timeout", T0))
+    assert site.connectors[1].status is ConnectorStatus.AVAILABLE  # two misses on a noisy bus: no alarm
+    site.apply(snap("a", VehicleState.A))  # an answer resets the count
+    site.apply(DeviceFailed("a", "timeout", T0))
+    site.apply(DeviceFailed("a", "timeout", T0))
+    assert drain(events) == []
+    site.apply(DeviceFailed("a", "timeout", T0 + timedelta(seconds=3)))
+    got = drain(events)
+    assert FaultRaised(1, COMM_LOST, T0 + timedelta(seconds=3)) in got
+    assert site.connectors[1].status is ConnectorStatus.FAULTED
+    site.apply(snap("a", VehicleState.A, at=T0 + timedelta(seconds=4)))
+    got = drain(events)
+    assert FaultCleared(1, COMM_LOST, T0 + timedelta(seconds=4)) in got
+    assert site.connectors[1].status is ConnectorStatus.AVAILABLE
+
+
+def test_a_pause_after_charging_is_suspended_not_preparing() -> None:
+    site, _ = make()
+    site.apply(snap("a", VehicleState.B))
+    assert site.connectors[1].status is ConnectorStatus.OCCUPIED
+    site.apply(snap("a", VehicleState.C))
+    site.apply(snap("a", VehicleState.B, offered_current_a=16.0))
+    assert site.connectors[1].status is ConnectorStatus.SUSPENDED_EV  # the car stopped drawing
+    site.apply(snap("a", VehicleState.B, offered_current_a=0.0))
+    assert site.connectors[1].status is ConnectorStatus.SUSPENDED_EVSE  # the charger stopped offering
+    site.apply(snap("a", VehicleState.A))
+    site.apply(snap("a", VehicleState.B))
+    assert site.connectors[1].status is ConnectorStatus.OCCUPIED  # a new car, a new session
+
+
+def test_ev_communication_fault_suspends_without_faulting() -> None:
+    site, events = make()
+    site.apply(snap("a", VehicleState.B))
+    drain(events)
+    diode = Fault(FaultKind.EV_COMMUNICATION, vendor_code="13", info="CP diode missing")
+    site.apply(ChargerSnapshot("a", 1, Reading(T0), VehicleState.B, faults=(diode,)))
+    assert site.connectors[1].status is ConnectorStatus.SUSPENDED_EVSE
+    assert FaultRaised(1, diode, T0) in drain(events)
