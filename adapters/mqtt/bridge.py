@@ -125,7 +125,7 @@ class MqttBridge:
         self._last: dict[str, Payload] = {}  # topic -> last payload the broker acknowledged
         self._dirty: dict[StateKey, None] = {}  # an ordered set of topics to republish
         self._wake = asyncio.Event()
-        self._fault_events: deque[tuple[int, Payload]] = deque(maxlen=MAX_PENDING_FAULT_EVENTS)
+        self._fault_events: deque[tuple[str, Payload]] = deque(maxlen=MAX_PENDING_FAULT_EVENTS)
         self._outage_logged = False
         self._ever_connected = False
         self._up_since: float | None = None  # loop time of the last successful (re)publish
@@ -237,8 +237,8 @@ class MqttBridge:
     async def _publish_fault_events(self, client: aiomqtt.Client) -> None:
         """Fault events in the order they happened; one leaves the queue only once the broker has it."""
         while self._fault_events:
-            connector_id, payload = self._fault_events[0]
-            await client.publish(self.topics.connector_fault(connector_id), encode(payload), qos=self._qos)
+            topic, payload = self._fault_events[0]
+            await client.publish(topic, encode(payload), qos=self._qos)
             self._fault_events.popleft()
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
@@ -294,9 +294,12 @@ class MqttBridge:
         async for event in stream:
             if isinstance(event, FaultRaised | FaultCleared):
                 raised = isinstance(event, FaultRaised)
-                self._fault_events.append(
-                    (event.connector_id, fault_event(event.connector_id, event.fault, raised=raised, at=event.at))
-                )
+                if event.meter is not None:
+                    topic = self.topics.meter_fault(event.meter)
+                else:
+                    topic = self.topics.connector_fault(event.connector_id or 0)
+                payload = fault_event(event.connector_id, event.fault, raised=raised, at=event.at, meter=event.meter)
+                self._fault_events.append((topic, payload))
             for key in self._keys_for(event):
                 self._dirty[key] = None
             self._wake.set()

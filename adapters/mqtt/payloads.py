@@ -86,6 +86,10 @@ class Topics:
     def meter(self, name: str) -> str:
         return f"{self.prefix}/meter/{topic_segment(name)}/state"
 
+    def meter_fault(self, name: str) -> str:
+        """Fault events of one meter (not retained)."""
+        return f"{self.prefix}/meter/{topic_segment(name)}/fault"
+
     def device(self, name: str) -> str:
         return f"{self.prefix}/device/{topic_segment(name)}/state"
 
@@ -120,10 +124,13 @@ def fault_payload(fault: Fault) -> Payload:
     return {"kind": fault.kind.value, "vendor_code": fault.vendor_code, "info": fault.info}
 
 
-def fault_event(connector_id: int, fault: Fault, *, raised: bool, at: datetime) -> Payload:
-    """One fault raised or cleared, stamped with the time of the poll that saw it."""
+def fault_event(
+    connector_id: int | None, fault: Fault, *, raised: bool, at: datetime, meter: str | None = None
+) -> Payload:
+    """One fault raised or cleared (on a connector or a meter), stamped with the time of the poll that saw it."""
+    where: Payload = {"connector_id": connector_id} if meter is None else {"meter": meter}
     return {
-        "connector_id": connector_id,
+        **where,
         "event": "raised" if raised else "cleared",
         **fault_payload(fault),
         "at": iso_utc(at),
@@ -151,6 +158,7 @@ def meter_state(meter: Meter) -> Payload:
         "meter": meter.name,
         "connector_id": meter.connector_id,
         "device_online": meter.device_online,
+        "faults": [fault_payload(f) for f in meter.faults],
     }
     payload.update(reading_fields(meter.reading))
     return payload

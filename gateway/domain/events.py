@@ -23,20 +23,25 @@ class ConnectorStatusChanged:
 
 @dataclass(frozen=True, slots=True)
 class FaultRaised:
-    """A fault became active on a connector at ``at`` (when the poll that saw it was made)."""
+    """A fault became active at ``at`` (when the poll that saw it was made).
 
-    connector_id: int
+    On a connector (``connector_id``) or, with ``connector_id`` None, on the meter ``meter``.
+    """
+
+    connector_id: int | None
     fault: Fault
     at: datetime
+    meter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FaultCleared:
-    """A fault is no longer active on a connector."""
+    """A fault is no longer active (on a connector, or on the meter ``meter``)."""
 
-    connector_id: int
+    connector_id: int | None
     fault: Fault
     at: datetime
+    meter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

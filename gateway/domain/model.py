@@ -123,10 +123,11 @@ class ChargerSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class MeterSnapshot:
-    """What one poll of an energy meter found."""
+    """What one poll of an energy meter found (``faults``: e.g. SunSpec event bits)."""
 
     device: str
     reading: Reading
+    faults: tuple[Fault, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,3 +169,4 @@ class Meter:
     connector_id: int | None = None
     device_online: bool | None = None
     reading: Reading | None = None
+    faults: tuple[Fault, ...] = ()  # what the meter itself reports (not communication loss)

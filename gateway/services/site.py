@@ -173,9 +173,19 @@ class Site:
         meter = self.meters.get(snap.device)
         if meter is None:
             return
+        at = snap.reading.measured_at
+        for fault in meter.faults:
+            if fault not in snap.faults:
+                self._emit(FaultCleared(None, fault, at, meter=meter.name))
+        for fault in snap.faults:
+            if fault not in meter.faults:
+                log.warning("meter %s fault raised: %s %s %s", meter.name, fault.kind, fault.vendor_code, fault.info)
+                self._emit(FaultRaised(None, fault, at, meter=meter.name))
+        faults_changed = snap.faults != meter.faults
+        meter.faults = snap.faults
         previous = meter.reading
         meter.reading = snap.reading
-        if previous is None or previous.values() != snap.reading.values():
+        if faults_changed or previous is None or previous.values() != snap.reading.values():
             self._emit(MeterReadingChanged(meter.name, meter.connector_id, snap.reading))
 
     def _set_online(self, device: str, online: bool, reason: str, at: datetime) -> None:

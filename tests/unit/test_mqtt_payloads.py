@@ -14,6 +14,7 @@ from adapters.mqtt.payloads import (
     connector_state,
     device_state,
     encode,
+    fault_event,
     meter_state,
     same_state,
     topic_segment,
@@ -187,3 +188,18 @@ def test_same_state_ignores_only_measured_at() -> None:
     assert same_state(first, later_poll)
     assert not same_state(first, dict(later_poll, power_w=11_000.0))
     assert not same_state(None, first)
+
+
+def test_fault_events_name_their_connector_or_meter() -> None:
+    hot = Fault(FaultKind.OVER_TEMPERATURE, vendor_code="13", info="derating")
+    assert fault_event(3, hot, raised=True, at=T0) == {
+        "connector_id": 3,
+        "event": "raised",
+        "kind": "over_temperature",
+        "vendor_code": "13",
+        "info": "derating",
+        "at": "2025-03-01T12:00:00.123Z",
+    }
+    cleared = fault_event(None, hot, raised=False, at=T0, meter="grid")
+    assert cleared["meter"] == "grid" and cleared["event"] == "cleared" and "connector_id" not in cleared
+    assert Topics("p").meter_fault("grid") == "p/meter/grid/fault"

@@ -212,3 +212,17 @@ def test_ev_communication_fault_suspends_without_faulting() -> None:
     site.apply(ChargerSnapshot("a", 1, Reading(T0), VehicleState.B, faults=(diode,)))
     assert site.connectors[1].status is ConnectorStatus.SUSPENDED_EVSE
     assert FaultRaised(1, diode, T0) in drain(events)
+
+
+def test_meter_faults_are_events_and_part_of_the_meter() -> None:
+    site, events = make()
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=5)))
+    drain(events)
+    over = Fault(FaultKind.OVER_CURRENT, vendor_code="evt-5")
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=5), faults=(over,)))
+    got = drain(events)
+    assert FaultRaised(None, over, T0, meter="m") in got
+    assert any(isinstance(e, MeterReadingChanged) for e in got)  # the retained meter state shows it
+    assert site.meters["m"].faults == (over,)
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=5)))
+    assert FaultCleared(None, over, T0, meter="m") in drain(events)
