@@ -26,6 +26,7 @@ from gateway.domain.model import (
     ChargerSnapshot,
     Connector,
     DeviceFailed,
+    Fault,
     Meter,
     MeterSnapshot,
     Snapshot,
@@ -173,14 +174,7 @@ class Site:
         meter = self.meters.get(snap.device)
         if meter is None:
             return
-        at = snap.reading.measured_at
-        for fault in meter.faults:
-            if fault not in snap.faults:
-                self._emit(FaultCleared(None, fault, at, meter=meter.name))
-        for fault in snap.faults:
-            if fault not in meter.faults:
-                log.warning("meter %s fault raised: %s %s %s", meter.name, fault.kind, fault.vendor_code, fault.info)
-                self._emit(FaultRaised(None, fault, at, meter=meter.name))
+        self._emit_fault_changes(meter.faults, snap.faults, snap.reading.measured_at, None, meter.name)
         faults_changed = snap.faults != meter.faults
         meter.faults = snap.faults
         previous = meter.reading
@@ -217,20 +211,31 @@ class Site:
         )
         if status is connector.status and faults == connector.faults:
             return
-        for fault in connector.faults:
-            if fault not in faults:
-                log.info("connector %s fault cleared: %s %s", connector.connector_id, fault.kind, fault.vendor_code)
-                self._emit(FaultCleared(connector.connector_id, fault, at))
-        for fault in faults:
-            if fault not in connector.faults:
-                cid = connector.connector_id
-                log.warning("connector %s fault raised: %s %s %s", cid, fault.kind, fault.vendor_code, fault.info)
-                self._emit(FaultRaised(connector.connector_id, fault, at))
+        self._emit_fault_changes(connector.faults, faults, at, connector.connector_id, None)
         if status is not connector.status:
             connector.status = status
             connector.status_since = at
         connector.faults = faults
         self._emit(ConnectorStatusChanged(connector.connector_id, status, faults, at))
+
+    def _emit_fault_changes(
+        self,
+        before: tuple[Fault, ...],
+        after: tuple[Fault, ...],
+        at: datetime,
+        connector_id: int | None,
+        meter: str | None,
+    ) -> None:
+        """One FaultCleared / FaultRaised event (and log line) per fault that went or came."""
+        where = f"meter {meter}" if meter is not None else f"connector {connector_id}"
+        for fault in before:
+            if fault not in after:
+                log.info("%s fault cleared: %s %s", where, fault.kind, fault.vendor_code)
+                self._emit(FaultCleared(connector_id, fault, at, meter=meter))
+        for fault in after:
+            if fault not in before:
+                log.warning("%s fault raised: %s %s %s", where, fault.kind, fault.vendor_code, fault.info)
+                self._emit(FaultRaised(connector_id, fault, at, meter=meter))
 
     # -- upstream ----------------------------------------------------------------------------------
     def set_upstream(self, connected: bool, registration: str) -> None:
