@@ -12,7 +12,9 @@ import logging
 from dataclasses import dataclass, field
 
 from adapters.modbus.device import ModbusDevice
-from adapters.modbus.profile import load_profile, profile_names
+from adapters.modbus.layout import DeviceMap
+from adapters.modbus.profile import Profile, load_profile, profile_names
+from adapters.modbus.transport import ModbusLines, TcpTransport, Transport, line_key, serial_transport
 from adapters.mqtt.bridge import MqttBridge
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
@@ -31,6 +33,7 @@ def check_profiles(config: GatewayConfig) -> list[tuple[str, str]]:
         (f"chargers[{i}]", c, "charger") for i, c in enumerate(config.chargers)
     ]
     devices += [(f"meters[{i}]", m, "meter") for i, m in enumerate(config.meters)]
+    usable: list[tuple[str, DeviceConfig, Profile]] = []
     for path, device, kind in devices:
         try:
             profile = load_profile(device.profile)
@@ -46,6 +49,45 @@ def check_profiles(config: GatewayConfig) -> list[tuple[str, str]]:
         if isinstance(device, ChargerConfig) and len(device.connectors) > profile.sockets:
             reason = f"{device.profile!r} has {profile.sockets} socket(s), not {len(device.connectors)}"
             problems.append((f"{path}.connectors", reason))
+            continue
+        usable.append((path, device, profile))
+    return problems + check_lines(usable)
+
+
+def transport_for(device: DeviceConfig, profile: Profile) -> Transport:
+    """How to reach ``device``: its config keys win, then the profile's serial defaults, then 9600 8N1."""
+    if device.serial is None:
+        assert device.host is not None  # config validation guarantees one of host and serial
+        return TcpTransport(device.host, device.port, device.framer)
+    return serial_transport(
+        device.serial,
+        profile.modbus.serial,
+        baudrate=device.baudrate,
+        parity=device.parity,
+        stopbits=device.stopbits,
+        bytesize=device.bytesize,
+    )
+
+
+def check_lines(devices: list[tuple[str, DeviceConfig, Profile]]) -> list[tuple[str, str]]:
+    """Devices on one line (serial port or TCP endpoint) need the same serial settings and their own unit ids."""
+    problems: list[tuple[str, str]] = []
+    first_on_line: dict[str, tuple[str, Transport]] = {}
+    unit_users: dict[tuple[str, int], str] = {}
+    for path, device, profile in devices:
+        transport = transport_for(device, profile)
+        key = line_key(transport)
+        other, seen = first_on_line.setdefault(key, (path, transport))
+        if seen != transport:
+            same = "devices on one bus need the same baudrate, parity, stopbits, bytesize"
+            problems.append((f"{path}.serial", f"{other} uses this port as {seen}; {same}, not {transport}"))
+            continue
+        sockets = len(device.connectors) if isinstance(device, ChargerConfig) else 1
+        units = DeviceMap(profile, unit_id=device.unit_id, sockets=sockets)
+        for unit_id in sorted({block.unit_id for block in units.read_blocks()}):  # the unit ids it polls
+            user = unit_users.setdefault((key, unit_id), path)
+            if user != path:
+                problems.append((f"{path}.unit_id", f"unit id {unit_id} on {transport} is already {user}'s"))
     return problems
 
 
@@ -63,7 +105,10 @@ def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
         for socket, number in enumerate(charger.connectors, start=1)
     ]
     meters = [Meter(meter.name, meter.connector) for meter in config.meters]
-    return Site(sorted(connectors, key=lambda c: c.connector_id), meters, clock=clock)
+    offline_after = {device.name: device.offline_after_failures for device in [*config.chargers, *config.meters]}
+    return Site(
+        sorted(connectors, key=lambda c: c.connector_id), meters, clock=clock, offline_after_failures=offline_after
+    )
 
 
 @dataclass
@@ -80,12 +125,13 @@ class Gateway:
     def build(cls, config: GatewayConfig, clock: Clock | None = None) -> Gateway:
         validate(config)
         site = build_site(config, clock)
+        lines = ModbusLines()  # one connection and one turn-taking lock per bus
+        profiles = {device.name: load_profile(device.profile) for device in [*config.chargers, *config.meters]}
         devices = [
             ModbusDevice(
                 name=device.name,
-                profile=load_profile(device.profile),
-                host=device.host,
-                port=device.port,
+                profile=profiles[device.name],
+                line=lines.line(transport_for(device, profiles[device.name]), device.timeout_s),
                 unit_id=device.unit_id,
                 poll_interval_s=device.poll_interval_s,
                 timeout_s=device.timeout_s,

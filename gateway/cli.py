@@ -1,4 +1,4 @@
-"""Command line: ``ocpp-gateway run | check-config | demo``.
+"""Command line: ``ocpp-gateway run | check-config | demo | probe``.
 
 A user's mistake (bad config, busy port, missing file) ends with a clear message and exit code 2,
 never a traceback.
@@ -11,10 +11,16 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.config import GatewayConfig, load_config
-from gateway.domain.errors import ConfigError
+from gateway.config import BAUDRATES, DeviceConfig, GatewayConfig, load_config
+from gateway.domain.errors import ConfigError, DeviceUnavailable
+
+if TYPE_CHECKING:
+    from adapters.modbus.profile import Profile
+    from adapters.modbus.transport import Transport
 
 EXIT_USAGE = 2
 DEFAULT_CONFIG = Path("config.toml")
@@ -61,17 +67,25 @@ def summary(config: GatewayConfig) -> str:
     for charger in config.chargers:
         for socket, number in enumerate(charger.connectors, start=1):
             unit = f"unit {charger.unit_id}" if charger.unit_id is not None else "profile unit id"
-            where = f"{charger.profile}, {charger.host}:{charger.port}, {unit}"
+            where = f"{charger.profile}, {_where(charger)}, {unit}"
             lines.append(f"  {number:>3}  {charger.name} socket {socket}  ({where})")
     lines.append("meters")
     for meter in config.meters:
         role = {None: "MQTT only", 0: "site meter, upstream connector 0"}.get(
             meter.connector, f"billing meter of connector {meter.connector}"
         )
-        lines.append(f"  {meter.name}  ({meter.profile}, {meter.host}:{meter.port}): {role}")
+        lines.append(f"  {meter.name}  ({meter.profile}, {_where(meter)}): {role}")
     if not config.meters:
         lines.append("  (none)")
     return "\n".join(lines)
+
+
+def _where(device: DeviceConfig) -> str:
+    """The device's transport as the gateway will use it (serial defaults filled in from the profile)."""
+    from adapters.modbus.profile import load_profile
+    from gateway.app import transport_for
+
+    return str(transport_for(device, load_profile(device.profile)))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -116,6 +130,92 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT``; the port defaults to 502."""
+    host, port = text, "502"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or port
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST or HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _unit_id(text: str) -> int:
+    if not text.isdigit() or int(text) > 255:
+        raise argparse.ArgumentTypeError(f"a unit id is 0..255, not {text!r}")
+    return int(text)
+
+
+def _probe_transports(args: argparse.Namespace) -> Callable[[Profile], Transport]:
+    """The transport each profile is tried on: what the user gave, else the profile's serial defaults."""
+    from adapters.modbus.transport import TcpTransport, serial_transport
+
+    if args.tcp is not None:
+        tcp = TcpTransport(args.tcp[0], args.tcp[1], "rtu" if args.framer == "rtu" else "tcp")
+        return lambda _profile: tcp
+
+    def serial(profile: Profile) -> Transport:
+        return serial_transport(
+            args.serial,
+            profile.modbus.serial,
+            baudrate=args.baud,
+            parity=args.parity,
+            stopbits=args.stopbits,
+            bytesize=args.bytesize,
+        )
+
+    return serial
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from adapters.modbus.probe import config_snippet, describe_transport, describe_values, probe
+    from adapters.modbus.profile import load_profile, profile_names
+
+    _setup_logging(args.log_level)
+    if args.log_level != "debug":
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its connect errors; we say it in one line
+    profiles = []
+    for name in args.profile or profile_names():
+        try:
+            profiles.append(load_profile(name))
+        except ConfigError as exc:
+            _print_problems(f"profile {name}", exc.problems)
+            return EXIT_USAGE
+    transport_for = _probe_transports(args)
+    where = args.serial if args.tcp is None else describe_transport(transport_for(profiles[0]))
+    units = f"unit {args.unit}" if args.unit is not None else "each profile's unit id"
+    print(f"probe {where}: {len(profiles)} profile(s) at {units}, {args.timeout:g} s per request")
+    try:
+        report = asyncio.run(probe(profiles, transport_for, unit_id=args.unit, timeout_s=args.timeout))
+    except DeviceUnavailable as exc:
+        print(f"probe: {where}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for found in report.found:
+        result, profile = found.result, found.result.profile
+        print(f"\nfits: {profile.id} ({profile.vendor} {profile.model}, {profile.kind}) at unit {result.unit_id}")
+        print(f"  on        {describe_transport(found.transport)}")
+        more = f" (and {len(result.evidence) - 3} more)" if len(result.evidence) > 3 else ""
+        print(f"  because   {'; '.join(result.evidence[:3])}{more}")
+        print(f"  reads     {describe_values(result)}")
+        print("  paste into config.toml:\n")
+        print("\n".join(f"    {line}" for line in config_snippet(found).splitlines()))
+    if len(report.found) > 1:
+        print(f"\n{len(report.found)} profiles fit (related devices share registers): pick the one whose")
+        print("values look right, or the one named on the device's label.")
+    print("\nno profile fits. Tried:" if not report.found else "\ntried:")
+    width = max(len(a.profile_id) for a in report.attempts)
+    for attempt in report.attempts:
+        on = f" on {attempt.transport}" if args.tcp is None else ""
+        print(f"  {attempt.profile_id:<{width}}  unit {attempt.unit_id:<3}{on}  {attempt.outcome}")
+    if not report.found:
+        print("Check the unit id (--unit), the serial settings (--baud, --parity) and the wiring.")
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ocpp-gateway",
@@ -139,11 +239,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=cmd_demo)
+
+    probe = sub.add_parser(
+        "probe", help="find which profile fits the device at an address, and print a config block for it"
+    )
+    where = probe.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tcp", metavar="HOST[:PORT]", type=_host_port, help="a Modbus TCP device (port 502)")
+    where.add_argument("--serial", metavar="DEV", help="a serial port, e.g. /dev/ttyUSB0 (Modbus RTU)")
+    probe.add_argument("--framer", choices=["tcp", "rtu"], default="tcp", help="rtu: RTU over TCP (serial gateway)")
+    probe.add_argument("--baud", type=int, choices=BAUDRATES, metavar="N", help="default: each profile's usual rate")
+    probe.add_argument("--parity", choices=["N", "E", "O"], help="default: each profile's usual parity")
+    probe.add_argument("--stopbits", type=int, choices=[1, 2])
+    probe.add_argument("--bytesize", type=int, choices=[7, 8])
+    probe.add_argument("--unit", type=_unit_id, metavar="N", help="0..255 (default: each profile's unit id)")
+    probe.add_argument("--profile", action="append", metavar="ID", help="try only this profile (repeatable)")
+    probe.add_argument("--timeout", type=float, default=0.5, help="seconds to wait for each answer (default 0.5)")
+    probe.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    probe.set_defaults(func=cmd_probe)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "probe":
+        if args.tcp is not None and any(v is not None for v in (args.baud, args.parity, args.stopbits, args.bytesize)):
+            parser.error("--baud, --parity, --stopbits and --bytesize are for --serial")
+        if args.serial is not None and args.framer == "rtu":
+            parser.error("--framer is for --tcp (a serial port always speaks RTU)")
     return int(args.func(args))
 
 

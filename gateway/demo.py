@@ -91,12 +91,13 @@ def with_overrides(config: GatewayConfig, csms_url: str | None, mqtt: str | None
 async def _start_simulators(config: GatewayConfig) -> dict[str, ModbusSimulator]:
     simulators: dict[str, ModbusSimulator] = {}
     for device in [*config.chargers, *config.meters]:
-        if device.host not in LOCAL_HOSTS:
-            raise DemoError(f"the demo simulates devices on this machine; {device.name} has host {device.host!r}")
+        if device.serial is not None or device.host not in LOCAL_HOSTS:
+            where = f"serial = {device.serial!r}" if device.serial is not None else f"host = {device.host!r}"
+            raise DemoError(f"the demo simulates Modbus TCP devices on 127.0.0.1; {device.name} has {where}")
         sockets = len(device.connectors) if isinstance(device, ChargerConfig) else 1
         simulator = ModbusSimulator(load_profile(device.profile), unit_id=device.unit_id, sockets=sockets)
         try:
-            await simulator.start("127.0.0.1", device.port)
+            await simulator.start("127.0.0.1", device.port, framer=device.framer)
         except OSError as exc:
             raise DemoError(f"cannot simulate {device.name} on port {device.port}: {exc.strerror or exc}") from None
         if "energy_wh" in simulator.profile.values:  # a lived-in site: registers do not start at zero

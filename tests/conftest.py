@@ -1,3 +1,3 @@
-"""Shared fixtures: real peers on loopback (Mosquitto, pymodbus simulators, an ocpp CSMS)."""
+"""Shared fixtures: real peers on loopback (Mosquitto, pymodbus simulators, an ocpp CSMS, socat ptys)."""
 
-pytest_plugins = ["tests.fixtures.ocpp", "tests.fixtures.mosquitto", "tests.fixtures.modbus"]
+pytest_plugins = ["tests.fixtures.ocpp", "tests.fixtures.mosquitto", "tests.fixtures.modbus", "tests.fixtures.serial"]

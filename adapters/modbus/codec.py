@@ -117,18 +117,28 @@ def decode_raw(spec: RegisterSpec, words: Sequence[int] | Sequence[bool]) -> Raw
     return value
 
 
-def to_quantity(spec: RegisterSpec, raw: Raw | None) -> float | None:
-    """The value in the role's unit: ``raw * scale + offset``."""
+def to_quantity(spec: RegisterSpec, raw: Raw | None, sf: int = 0) -> float | None:
+    """The value in the role's unit: ``sign * raw * scale * 10^(exponent + sf) + offset``.
+
+    ``sf`` is the value of the spec's scale-factor register (SunSpec ``*_SF``), 0 without one;
+    ``sign`` is -1 when the spec says ``invert``. Powers of ten below zero divide, so a register in
+    hundredths gives back exactly the decimal the device meant (``3175`` at ``-2`` is ``31.75``).
+    """
     if raw is None:
         return None
     if isinstance(raw, str):
         raise ValueError(f"a {spec.type} text value {raw!r} is not a number")
-    return float(raw) * spec.scale + spec.offset
+    power = spec.exponent + sf
+    value = float(raw) * spec.scale
+    value = value * 10**power if power >= 0 else value / 10**-power
+    return (-value if spec.invert else value) + spec.offset
 
 
-def from_quantity(spec: RegisterSpec, value: float) -> int | float:
+def from_quantity(spec: RegisterSpec, value: float, sf: int = 0) -> int | float:
     """The inverse of ``to_quantity``: the raw number that reads back as ``value`` (rounded for ints)."""
-    raw = (float(value) - spec.offset) / spec.scale
+    power = spec.exponent + sf
+    raw = (float(value) - spec.offset) * (-1 if spec.invert else 1) / spec.scale
+    raw = raw / 10**power if power >= 0 else raw * 10**-power
     return float(raw) if _dtype(spec).kind == "float" else round(raw)
 
 

@@ -7,7 +7,7 @@ engine decodes for it, and the read planning the engine uses is the one tests ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from adapters.modbus.codec import (
@@ -25,23 +25,19 @@ from adapters.modbus.profile import (
     BIT_TABLES,
     NO_FAULT,
     ROLES,
+    TABLE_NAMES,
     FaultSpec,
     Profile,
     RegisterSpec,
     Table,
     ValueSpec,
+    WriteTarget,
     code_key,
 )
 from gateway.domain.errors import ConfigError
 from gateway.domain.model import Fault, FaultKind, VehicleState
 
 MAX_BITS_PER_READ = 2000  # Modbus limit for one coil / discrete-input read
-TABLE_NAMES = {
-    "coil": "coils",
-    "discrete": "discrete inputs",
-    "input": "input registers",
-    "holding": "holding registers",
-}
 
 RoleValue = float | int | bool | VehicleState | tuple[float | None, ...] | None
 
@@ -67,6 +63,41 @@ class ReadBlock:
 
     def __str__(self) -> str:
         return f"{TABLE_NAMES[self.table]} {self.address}..{self.address + self.count - 1} of unit {self.unit_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One thing a poll reads: a value, a fault source or a scale factor, for one socket.
+
+    ``socket`` is None for station-scope entries (read once per device). ``key`` is the profile
+    key (``values.soc_percent``), so a log line names what an installer can find in the file.
+    """
+
+    key: str
+    socket: int | None
+    locations: tuple[Location, ...]
+    optional: bool = False
+
+    @property
+    def id(self) -> EntryId:
+        return (self.key, self.socket)
+
+    def label(self, sockets: int) -> str:
+        """``values.soc_percent``, or ``values.soc_percent of socket 2`` on multi-socket devices."""
+        return self.key if self.socket is None or sockets == 1 else f"{self.key} of socket {self.socket}"
+
+    def within(self, block: ReadBlock) -> bool:
+        """Does ``block`` read any of this entry's registers?"""
+        return any(
+            loc.unit_id == block.unit_id
+            and loc.table == block.table
+            and loc.address < block.address + block.count
+            and block.address < loc.address + loc.width
+            for loc in self.locations
+        )
+
+
+EntryId = tuple[str, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +155,12 @@ def plan_reads(locations: Iterable[Location], max_block_registers: int, max_gap_
 
 
 class DeviceMap:
-    """A profile with unit ids and socket addresses resolved; decodes and encodes roles per socket."""
+    """A profile with unit ids and socket addresses resolved; decodes and encodes roles per socket.
+
+    ``unit_id`` overrides the profile's station unit id (``[modbus] unit_id``); sockets with their
+    own unit ids (``socket_unit_ids``) keep them. Station-scope registers are read from the station
+    unit without any socket offset, and their value goes to every socket.
+    """
 
     def __init__(self, profile: Profile, *, unit_id: int | None = None, sockets: int = 1) -> None:
         key = f"{profile.id}: sockets"
@@ -133,45 +169,85 @@ class DeviceMap:
             raise ConfigError([(key, f"{reason}; add one device per socket (own host/port or unit id)")])
         self.profile = profile
         self.sockets = sockets
-        self._unit_id = profile.modbus.unit_id if unit_id is None else unit_id
+        self.station_unit_id = profile.modbus.unit_id if unit_id is None else unit_id
 
     def unit_for(self, socket: int) -> int:
         """The unit id that serves ``socket`` (1-based)."""
         ids = self.profile.modbus.socket_unit_ids
-        return ids[socket - 1] if ids else self._unit_id
+        return ids[socket - 1] if ids else self.station_unit_id
 
-    def locations(self, spec: ValueOrFault, socket: int) -> list[Location]:
+    def locations(self, spec: RegisterSpec, socket: int = 1) -> list[Location]:
         """Where each item (phase, or fault register) of ``spec`` lives for ``socket``."""
         size = width(spec)
         items, step = 1, size
         if isinstance(spec, ValueSpec | FaultSpec):
             items = spec.phases if isinstance(spec, ValueSpec) else spec.count
             step = spec.stride or size
-        base = spec.address + (socket - 1) * self.profile.modbus.socket_address_stride
-        unit_id = self.unit_for(socket)
+        if spec.scope == "station":
+            base, unit_id = spec.address, self.station_unit_id
+        else:
+            base = spec.address + (socket - 1) * self.profile.modbus.socket_address_stride
+            unit_id = self.unit_for(socket)
         return [Location(unit_id, spec.table, base + i * step, size) for i in range(items)]
 
-    def all_locations(self) -> list[Location]:
-        specs: list[ValueOrFault] = [*self.profile.values.values(), *self.profile.faults.values()]
-        return [loc for s in range(1, self.sockets + 1) for spec in specs for loc in self.locations(spec, s)]
+    def entries(self) -> list[Entry]:
+        """Everything one poll reads: values, fault sources and scale factors of every socket."""
+        p = self.profile
+        specs: list[tuple[str, RegisterSpec]] = [
+            *((f"scale_factors.{n}", s) for n, s in p.scale_factors.items()),
+            *((f"values.{n}", s) for n, s in p.values.items()),
+            *((f"faults.{n}", s) for n, s in p.faults.items()),
+        ]
+        found = []
+        for socket in range(1, self.sockets + 1):
+            for key, spec in specs:
+                if spec.scope == "station" and socket > 1:
+                    continue
+                owner = None if spec.scope == "station" else socket
+                optional = bool(getattr(spec, "optional", False))
+                found.append(Entry(key, owner, tuple(self.locations(spec, socket)), optional))
+        return found
 
-    def read_blocks(self) -> list[ReadBlock]:
-        """The reads one poll makes, in order."""
+    def all_locations(self) -> list[Location]:
+        return [loc for entry in self.entries() for loc in entry.locations]
+
+    def served_locations(self) -> list[Location]:
+        """What a simulator of this device must answer: every read, write, watchdog and identify register."""
+        p = self.profile
+        targets: list[WriteTarget | None] = [p.writes.current_limit, p.writes.enable, p.watchdog]
+        extra = [t.register() for t in targets if t is not None and t.table is not None and t.address is not None]
+        if p.watchdog is not None and p.watchdog.timeout_register is not None:
+            extra.append(p.watchdog.timeout_register)
+        extra += list(p.identify.match) if p.identify else []
+        sockets = range(1, self.sockets + 1)
+        return self.all_locations() + [loc for spec in extra for s in sockets for loc in self.locations(spec, s)]
+
+    def read_blocks(self, skip: Collection[EntryId] = ()) -> list[ReadBlock]:
+        """The reads one poll makes, in order, leaving out the entries in ``skip``."""
         m = self.profile.modbus
-        return plan_reads(self.all_locations(), m.max_block_registers, m.max_gap_registers)
+        locations = [loc for entry in self.entries() if entry.id not in skip for loc in entry.locations]
+        return plan_reads(locations, m.max_block_registers, m.max_gap_registers)
 
     # --- decoding (engine and simulator) ---
 
-    def decode(self, image: RegisterImage, socket: int) -> Decoded:
-        """All roles and faults of ``socket``; raises ValueError if words cannot be decoded."""
+    def decode(self, image: RegisterImage, socket: int, unavailable: Collection[EntryId] = ()) -> Decoded:
+        """All roles and faults of ``socket``; ``unavailable`` entries read as None (or no faults).
+
+        Raises ValueError if words cannot be decoded.
+        """
         values = {
-            role: self.read_role(image, role, socket)
+            role: self.read_role(image, role, socket, unavailable)
             for role in self.profile.values
             if ROLES[role].kind in ("quantity", "energy")
         }
-        state = self.read_role(image, "vehicle_state", socket) if "vehicle_state" in self.profile.values else None
-        enabled = self.read_role(image, "charging_enabled", socket)
-        faults = tuple(f for name in self.profile.faults for f in self.read_faults(image, name, socket))
+        state = self.read_role(image, "vehicle_state", socket, unavailable)
+        enabled = self.read_role(image, "charging_enabled", socket, unavailable)
+        faults = tuple(
+            f
+            for name, spec in self.profile.faults.items()
+            if self._entry_id(f"faults.{name}", spec, socket) not in unavailable
+            for f in self.read_faults(image, name, socket)
+        )
         return Decoded(
             values=values,
             vehicle_state=state if isinstance(state, VehicleState) else None,
@@ -179,21 +255,40 @@ class DeviceMap:
             charging_enabled=enabled if isinstance(enabled, bool) else None,
         )
 
-    def read_role(self, image: RegisterImage, role: str, socket: int = 1) -> RoleValue:
+    def read_role(
+        self, image: RegisterImage, role: str, socket: int = 1, unavailable: Collection[EntryId] = ()
+    ) -> RoleValue:
         """One role in its unit (None if the profile lacks it or the device says "not available")."""
         spec = self.profile.values.get(role)
         if spec is None:
             return None
+        per_phase = ROLES[role].per_phase
+        missing = None if not per_phase else (None,) * spec.phases
+        if self._entry_id(f"values.{role}", spec, socket) in unavailable:
+            return missing
         raws = [decode_raw(spec, image.words(loc)) for loc in self.locations(spec, socket)]
         kind = ROLES[role].kind
         if kind == "state":
             return _lookup(spec.map or {}, raws[0])
         if kind == "flag":
             return None if raws[0] is None else bool(raws[0])
-        quantities = [to_quantity(spec, raw) for raw in raws]
+        sf = 0
+        if spec.scale_factor is not None:
+            sf_spec = self.profile.scale_factors[spec.scale_factor]
+            found = self.scale_factor(image, spec.scale_factor, socket)
+            if found is None or self._entry_id(f"scale_factors.{spec.scale_factor}", sf_spec, socket) in unavailable:
+                return missing
+            sf = found
+        quantities = [to_quantity(spec, raw, sf) for raw in raws]
         if kind == "energy":
             return None if quantities[0] is None else round(quantities[0])
-        return tuple(quantities) if ROLES[role].per_phase else quantities[0]
+        return tuple(quantities) if per_phase else quantities[0]
+
+    def scale_factor(self, image: RegisterImage, name: str, socket: int = 1) -> int | None:
+        """The power of ten in ``[scale_factors.<name>]`` now; None if the device says "not implemented"."""
+        spec = self.profile.scale_factors[name]
+        raw = decode_raw(spec, image.words(self.locations(spec, socket)[0]))
+        return None if raw is None else int(raw)
 
     def read_faults(self, image: RegisterImage, name: str, socket: int = 1) -> list[Fault]:
         """The active faults one ``[faults.<name>]`` source reports; unlisted codes count as ``other``."""
@@ -230,6 +325,12 @@ class DeviceMap:
             items = value
         else:
             items = [value] * len(locations)
+        sf = 0
+        if spec.scale_factor is not None:
+            found = self.scale_factor(image, spec.scale_factor, socket)
+            if found is None:
+                raise ValueError(f"scale factor '{spec.scale_factor}' shows 'not implemented': cannot encode {role}")
+            sf = found
         for loc, item in zip(locations, items, strict=True):
             if item is None:
                 image.put(loc.unit_id, loc.table, loc.address, encode_unavailable(spec))
@@ -240,8 +341,14 @@ class DeviceMap:
             elif kind == "flag":
                 raw = bool(item) if TYPES[spec.type or "bool"].kind == "bool" else int(bool(item))
             else:
-                raw = from_quantity(spec, float(item))
+                raw = from_quantity(spec, float(item), sf)  # type: ignore[arg-type]
             image.put(loc.unit_id, loc.table, loc.address, encode_raw(spec, raw, image.words(loc)))
+
+    def write_scale_factor(self, image: RegisterImage, name: str, exponent: int, socket: int = 1) -> None:
+        """Store a power of ten in ``[scale_factors.<name>]`` (values already stored keep their raw words)."""
+        spec = self.profile.scale_factors[name]
+        loc = self.locations(spec, socket)[0]
+        image.put(loc.unit_id, loc.table, loc.address, encode_raw(spec, exponent))
 
     def write_fault_raw(self, image: RegisterImage, name: str, index: int, raw: Raw, socket: int = 1) -> None:
         """Store a raw code in item ``index`` of fault source ``name``."""
@@ -253,8 +360,9 @@ class DeviceMap:
         spec = self.profile.faults[name]
         return decode_raw(spec, image.words(self.locations(spec, socket)[index]))
 
-
-ValueOrFault = RegisterSpec  # ValueSpec or FaultSpec; both are RegisterSpecs with an item count
+    @staticmethod
+    def _entry_id(key: str, spec: RegisterSpec, socket: int) -> EntryId:
+        return (key, None if spec.scope == "station" else socket)
 
 
 def fault_raw(spec: FaultSpec, kind: str) -> Raw | None:

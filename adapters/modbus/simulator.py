@@ -17,16 +17,20 @@ import functools
 import logging
 import socket as net  # "socket" is a charging socket everywhere else in this module
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from adapters.modbus.codec import Raw
-from adapters.modbus.layout import DeviceMap, RegisterImage, RoleValue, fault_raw
-from adapters.modbus.profile import BIT_TABLES, NO_FAULT, Profile, Table, load_profile
+from adapters.modbus.codec import Raw, encode_raw, from_quantity
+from adapters.modbus.layout import DeviceMap, Location, RegisterImage, RoleValue, fault_raw
+from adapters.modbus.profile import BIT_TABLES, NO_FAULT, IdentifyMatch, Profile, Table, load_profile
+from adapters.modbus.sim_charger import ChargerBehaviour, SocketState
 from gateway.domain.model import Fault, FaultKind, VehicleState
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,6 @@ _TABLE_OF_FUNCTION = {
     23: "holding",
 }
 _ENERGY_ROLES = ("energy_wh", "energy_export_wh", "session_energy_wh")
-_NOMINAL_VOLTAGE_V = 230.0  # used to derive phase currents when the profile has no voltage
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +80,17 @@ class ModbusSimulator:
         self._map = DeviceMap(self.profile, unit_id=unit_id, sockets=sockets)
         self._image = RegisterImage()
         self._energy: dict[tuple[int, str], float] = {}  # exact counters, so tick() keeps fractions of Wh
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._answering = asyncio.Event()
         self._answering.set()
         self.answer_with_exception = False  # True: every request gets "device failure" back
         self.requests: deque[SimRequest] = deque(maxlen=10_000)
         self.host = "127.0.0.1"
         self.port = 0
+        self.serial: str | None = None  # the serial port of start_serial()
+        self._refused: set[Location] = set()  # reads touching these answer "illegal address"
+        self._changed = asyncio.Event()  # set on every master write, watchdog expiry and state change
+        self._charger = ChargerBehaviour(self._map, self._image, self.set, self.get, self._changed.set)
         for socket in self._sockets:
             self._reset(socket)
 
@@ -93,9 +100,12 @@ class ModbusSimulator:
     def running(self) -> bool:
         return self._server is not None
 
-    async def start(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int | None = None, *, framer: Literal["tcp", "rtu"] = "tcp"
+    ) -> None:
         """Listen on ``host:port`` (default: the port of the previous start, else any free port).
 
+        ``framer="rtu"``: answer RTU frames over TCP, as a device behind a serial gateway does.
         Raises ``OSError`` if the address cannot be bound.
         """
         if self._server is not None:
@@ -105,11 +115,63 @@ class ModbusSimulator:
             # pymodbus only logs a failed bind; binding once here raises the real OSError (port in use...)
             probe.setsockopt(net.SOL_SOCKET, net.SO_REUSEADDR, 1)
             probe.bind((host, port))
-        server = ModbusTcpServer(self._sim_devices(), address=(host, port), trace_pdu=self._trace)
+        server = ModbusTcpServer(
+            self._sim_devices(),
+            address=(host, port),
+            framer=FramerType.RTU if framer == "rtu" else FramerType.SOCKET,
+            trace_pdu=self._trace,
+        )
         await server.serve_forever(background=True)
         self._server, self.host = server, host
         self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         log.debug("simulator %s listening on %s:%d", self.profile.id, host, self.port)
+
+    async def start_serial(
+        self,
+        device: str,
+        *,
+        baudrate: int = 9600,
+        parity: Literal["N", "E", "O"] = "N",
+        stopbits: int = 1,
+        bytesize: int = 8,
+        bus_with: Sequence[ModbusSimulator] = (),
+    ) -> None:
+        """Answer Modbus RTU on the serial port ``device`` (in tests: one end of a socat pty pair).
+
+        ``bus_with`` are other simulators on the same RS-485 bus: they need their own unit ids,
+        this simulator's server answers for them too, and ``stop()`` on this one ends the bus.
+        Raises ``OSError`` if the port cannot be opened, ``ValueError`` on a unit id clash.
+        """
+        if self._server is not None:
+            raise RuntimeError("the simulator is already running")
+        owners: dict[int, ModbusSimulator] = {}
+        devices: list[SimDevice] = []
+        for sim in (self, *bus_with):
+            for sim_device in sim._sim_devices():
+                if sim_device.id in owners:
+                    raise ValueError(f"unit id {sim_device.id} is on the bus twice ({sim.profile.id})")
+                owners[sim_device.id] = sim
+                devices.append(sim_device)
+
+        def trace(sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+            return owners.get(pdu.dev_id, self)._trace(sending, pdu)
+
+        server = ModbusSerialServer(
+            devices,
+            framer=FramerType.RTU,
+            port=device,
+            baudrate=baudrate,
+            parity=parity,
+            stopbits=stopbits,
+            bytesize=bytesize,
+            trace_pdu=trace,
+        )
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:  # pymodbus logs the OSError and raises this instead
+            raise OSError(f"cannot open serial port {device}") from exc
+        self._server, self.serial = server, device
+        log.debug("simulator %s answering RTU on %s", self.profile.id, device)
 
     async def stop(self) -> None:
         """Close the listener and every master connection; the device memory is kept."""
@@ -140,6 +202,7 @@ class ModbusSimulator:
         if role in _ENERGY_ROLES and value is not None:
             self._energy[(socket, role)] = float(value)  # type: ignore[arg-type]
         self._map.write_role(self._image, role, value, socket)
+        self._changed.set()
 
     def get(self, role: str, socket: int = 1) -> RoleValue:
         """What the engine would decode for ``role`` now (None if the profile does not map it)."""
@@ -152,23 +215,61 @@ class ModbusSimulator:
     def plug_in(self, socket: int = 1) -> None:
         """A vehicle is connected (state B); the session counter starts again."""
         self._set_if_mapped("session_energy_wh", 0, socket)
-        self.set("vehicle_state", VehicleState.B, socket)
+        self._charger.plug_in(socket)
 
     def start_charging(self, power_w: float, socket: int = 1) -> None:
-        """The vehicle draws ``power_w`` (state C), spread evenly over the profile's phases."""
-        self._set_if_mapped("charging_enabled", True, socket)
-        self.set("vehicle_state", VehicleState.C, socket)
-        self._set_power(power_w, socket)
+        """The vehicle wants ``power_w`` (W), spread evenly over the profile's phases.
+
+        It gets it (state C) while the master allows charging; power is capped at the offered
+        current (A) times the phase voltages. Disabled, or offered less than ``min_a``: state B.
+        """
+        self._charger.start_charging(power_w, socket)
 
     def stop_charging(self, socket: int = 1) -> None:
         """The vehicle stays plugged in but draws nothing (state B)."""
-        self.set("vehicle_state", VehicleState.B, socket)
-        self._set_power(0.0, socket)
+        self._charger.stop_charging(socket)
 
     def unplug(self, socket: int = 1) -> None:
         """The vehicle leaves (state A)."""
-        self.set("vehicle_state", VehicleState.A, socket)
-        self._set_power(0.0, socket)
+        self._charger.unplug(socket)
+
+    def offered_current_a(self, socket: int = 1) -> float | None:
+        """The current the charger offers now (A): the master's limit, or its safe current after a
+        watchdog expiry; None while neither the master nor the profile's initial values set one."""
+        return self._charger.offered_a(socket)
+
+    def charger_state(self, socket: int = 1) -> SocketState:
+        """The charger model of ``socket``: master limit/enable, watchdog ``feeds`` and ``expiries``."""
+        return self._charger.sockets[socket]
+
+    def watchdog_timeout_s(self, socket: int = 1) -> float | None:
+        """How long (s) the charger waits for a watchdog feed, from its timeout register or the profile."""
+        return self._charger.timeout_s(socket)
+
+    def set_scale_factor(self, name: str, exponent: int, socket: int = 1) -> None:
+        """Change ``[scale_factors.<name>]``; values already stored keep their raw words (as a device's would)."""
+        self._map.write_scale_factor(self._image, name, exponent, socket)
+
+    def scale_factor(self, name: str, socket: int = 1) -> int | None:
+        return self._map.scale_factor(self._image, name, socket)
+
+    def refuse(self, name: str, refused: bool = True, socket: int = 1) -> None:
+        """Test hook: reads touching value (role) or fault source ``name`` answer "illegal address".
+
+        ``refused=False`` answers them again.
+        """
+        spec = self.profile.values.get(name) or self.profile.faults.get(name) or self.profile.scale_factors.get(name)
+        if spec is None:
+            raise KeyError(f"profile '{self.profile.id}' maps no value, fault or scale factor '{name}'")
+        locations = set(self._map.locations(spec, socket))
+        self._refused = self._refused | locations if refused else self._refused - locations
+
+    async def wait_for(self, condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
+        """Wait until ``condition()`` holds, checked after every change; TimeoutError after ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
 
     def raise_fault(self, kind_or_code: FaultKind | str | int, socket: int = 1) -> None:
         """Show a fault: a ``FaultKind`` (the first code the profile maps to it) or a raw vendor code."""
@@ -233,26 +334,24 @@ class ModbusSimulator:
         return range(1, self._map.sockets + 1)
 
     def _reset(self, socket: int) -> None:
-        """Power-on state: no vehicle, no fault, zeros, then the profile's [simulator] initial values."""
+        """Power-on state: scale factors, what ``[identify]`` expects, no vehicle, no fault, zeros,
+        then the profile's [simulator] initial values."""
+        for name in self.profile.scale_factors:
+            self.set_scale_factor(name, self.profile.simulator.scale_factors.get(name, 0), socket)
+        for match in self.profile.identify.match if self.profile.identify else []:
+            for loc in self._map.locations(match, socket):
+                words = encode_raw(match, _shown(match), self._image.words(loc))
+                self._image.put(loc.unit_id, loc.table, loc.address, words)
         self.clear_faults(socket)
         if "vehicle_state" in self.profile.values:
             self.set("vehicle_state", VehicleState.A, socket)
         for role, value in self.profile.simulator.initial.items():
             self.set(role, value, socket)
+        self._charger.reset(socket)
 
     def _set_if_mapped(self, role: str, value: object, socket: int) -> None:
         if role in self.profile.values:
             self.set(role, value, socket)
-
-    def _set_power(self, power_w: float, socket: int) -> None:
-        self._set_if_mapped("power_w", power_w, socket)
-        spec = self.profile.values.get("current_a")
-        if spec is None:
-            return
-        voltages = self.get("voltage_v", socket) or ()
-        volts = [v if isinstance(v, float) and v > 0 else _NOMINAL_VOLTAGE_V for v in voltages]  # type: ignore[union-attr]
-        volts += [_NOMINAL_VOLTAGE_V] * (spec.phases - len(volts))
-        self.set("current_a", [power_w / spec.phases / v for v in volts[: spec.phases]], socket)
 
     def _free_slot(self, name: str, socket: int) -> int:
         """The first register of a multi-register fault source that shows no fault (else the last)."""
@@ -266,7 +365,7 @@ class ModbusSimulator:
     def _sim_devices(self) -> list[SimDevice]:
         """One SimDevice per unit id, each table filled over its whole span min..max address."""
         spans: dict[tuple[int, Table], tuple[int, int]] = {}
-        for loc in self._map.all_locations():
+        for loc in self._map.served_locations():
             lo, hi = spans.get((loc.unit_id, loc.table), (loc.address, loc.address + loc.width - 1))
             spans[(loc.unit_id, loc.table)] = (min(lo, loc.address), max(hi, loc.address + loc.width - 1))
         devices = []
@@ -295,15 +394,22 @@ class ModbusSimulator:
         registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        """pymodbus' hook: serve reads from the image, record writes into it."""
+        """pymodbus' hook: serve reads from the image, record writes into it (the charger reacts)."""
         await self._answering.wait()
         if self.answer_with_exception:
             return ExcCodes.DEVICE_FAILURE
         table = _TABLE_OF_FUNCTION[function_code]
         if set_values is not None:
+            refused = self._charger.check_write(unit_id, table, address, set_values)
+            if refused is not None:
+                return refused
             self._image.put(unit_id, table, address, set_values)
             log.debug("simulator %s: master wrote %s %d = %s", self.profile.id, table, address, set_values)
+            self._charger.after_write(unit_id, table, address, len(set_values))
             return None
+        end = address + count * 16 if table in BIT_TABLES else address + count  # bit reads: count in registers
+        if any(_touches(loc, unit_id, table, address, end) for loc in self._refused):
+            return ExcCodes.ILLEGAL_ADDRESS
         if table in BIT_TABLES:
             # bit blocks are packed 16 to a register; ``start_address`` and ``count`` are in registers
             first = address // 16 - start_address
@@ -319,3 +425,17 @@ class ModbusSimulator:
         if not sending:
             self.requests.append(SimRequest(pdu.dev_id, pdu.function_code, pdu.address, pdu.count))
         return pdu
+
+
+def _shown(match: IdentifyMatch) -> Raw:
+    """A raw value that satisfies an ``[[identify.match]]``: ``equals``, the first of ``one_of``, or ``min``."""
+    if match.equals is not None:
+        return match.equals
+    if match.one_of:
+        return match.one_of[0]
+    return from_quantity(match, match.min if match.min is not None else match.max or 0.0)
+
+
+def _touches(loc: Location, unit_id: int, table: str, first: int, end: int) -> bool:
+    """Does a request for addresses ``first`` up to (not including) ``end`` touch ``loc``?"""
+    return loc.unit_id == unit_id and loc.table == table and loc.address < end and first < loc.address + loc.width

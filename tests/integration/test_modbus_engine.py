@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapters.modbus.device import ModbusDevice
-from adapters.modbus.profile import ROLES, Profile, load_profile, profile_names
+from adapters.modbus.profile import ROLES, load_profile, profile_names
 from adapters.modbus.simulator import ModbusSimulator
 from gateway.domain.errors import DecodeError, DeviceTimeout, DeviceUnavailable
 from gateway.domain.model import (
@@ -21,22 +21,8 @@ from gateway.domain.model import (
     MeterSnapshot,
     VehicleState,
 )
-from tests.fixtures.modbus import RecordingSink, StartSimulator, StepClock
+from tests.fixtures.modbus import TEST_VALUES, RecordingSink, StartSimulator, StepClock
 from tests.fixtures.net import free_port
-
-# A value per role, in the role's unit, chosen so a wrong scale or word order cannot pass.
-TEST_VALUES: dict[str, object] = {
-    "energy_wh": 1_234_567,
-    "energy_export_wh": 76_543,
-    "session_energy_wh": 12_345,
-    "power_w": 7_321.0,
-    "current_a": (6.0, 15.5, 31.75),
-    "voltage_v": (229.5, 231.0, 233.5),
-    "frequency_hz": 49.98,
-    "temperature_c": 41.5,
-    "soc_percent": 57.0,
-    "offered_current_a": 13.0,
-}
 
 
 def device_for(sim: ModbusSimulator, sink: RecordingSink | None = None, **kwargs: object) -> ModbusDevice:
@@ -51,10 +37,13 @@ def device_for(sim: ModbusSimulator, sink: RecordingSink | None = None, **kwargs
     )
 
 
-def tolerance(profile: Profile, role: str) -> float:
-    """Half a register step in the role's unit (float registers: single precision)."""
-    spec = profile.values[role]
-    return abs(spec.scale) / 2 + 1e-9 if spec.type != "f32" and spec.type != "f64" else 0.0
+def tolerance(sim: ModbusSimulator, role: str) -> float:
+    """Half a register step in the role's unit (scale, 10^exponent and scale factor); 0 for floats."""
+    spec = sim.profile.values[role]
+    if spec.type in ("f32", "f64"):
+        return 0.0
+    sf = sim.scale_factor(spec.scale_factor) or 0 if spec.scale_factor else 0
+    return abs(spec.scale) * 10 ** (spec.exponent + sf) / 2 + 1e-9
 
 
 async def poll_socket(device: ModbusDevice, socket: int = 1) -> ChargerSnapshot | MeterSnapshot:
@@ -72,22 +61,22 @@ async def test_every_profile_round_trips_through_simulator_and_engine(
     profile = sim.profile
     device = device_for(sim, clock=StepClock())
     try:
-        for role in profile.values:
+        for role, spec in profile.values.items():
             if ROLES[role].kind in ("quantity", "energy"):
-                sim.set(role, TEST_VALUES[role])
+                value = TEST_VALUES[role]
+                sim.set(role, value[: spec.phases] if isinstance(value, tuple) else value)
         reading = (await poll_socket(device)).reading
         assert reading.measured_at == StepClock().now()
         for role in profile.values:
             if ROLES[role].kind not in ("quantity", "energy"):
                 continue
-            got, want = getattr(reading, role), TEST_VALUES[role]
+            got, held, want = getattr(reading, role), sim.get(role), TEST_VALUES[role]
+            assert got == held, role  # what the engine decodes is exactly what the simulator holds
+            if ROLES[role].per_phase:
+                want = want[: profile.values[role].phases]  # type: ignore[index]
             if ROLES[role].kind == "energy":
-                assert got == want and isinstance(got, int), role  # integer Wh
-            elif ROLES[role].per_phase:
-                spec = profile.values[role]
-                assert got == pytest.approx(want[: spec.phases], rel=1e-6, abs=tolerance(profile, role)), role  # type: ignore[index]
-            else:
-                assert got == pytest.approx(want, rel=1e-6, abs=tolerance(profile, role)), role
+                assert isinstance(got, int), role  # integer Wh
+            assert got == pytest.approx(want, rel=1e-6, abs=tolerance(sim, role)), role  # unit and scale
         if profile.kind == "meter":
             return
         for state in dict.fromkeys((profile.values["vehicle_state"].map or {}).values()):
@@ -128,6 +117,26 @@ GOLDEN = [
     ("bender-cc613", "holding", 122, [3], "vehicle_state", VehicleState.C),
     ("bender-cc613", "holding", 220, [0xFFFF, 0xFFFF], "power_w", None),  # "invalid" sentinel
     ("bender-cc613", "holding", 212, [0x0000, 0x1F40], "current_a", (8.0, 0.0, 0.0)),  # 8000 mA
+    ("eastron-sdm120", "input", 0x48, [0x4144, 0x0000], "energy_wh", 12_250),
+    ("carlo-gavazzi-em24", "input", 0x42, [0x3039, 0x0000], "energy_wh", 1_234_500),  # 12345 x 0.1 kWh, LSW first
+    ("carlo-gavazzi-em340", "input", 0x33, [0x01F4], "frequency_hz", 50.0),  # 500 x 0.1 Hz
+    ("abb-b23", "holding", 0x5000, [0, 0, 0, 0x3039], "energy_wh", 123_450),  # 12345 x 0.01 kWh, u64
+    ("abb-b23", "holding", 0x5B14, [0x7FFF, 0xFFFF], "power_w", None),  # signed "NaN"
+    ("janitza-umg96rme", "holding", 19068, [0x4974, 0x2400], "energy_wh", 1_000_000),  # f32 Wh
+    ("sunspec-203", "holding", 40088, [3000, 0, 0, 0, 0xFFFF], "power_w", 300.0),  # W = 3000, W_SF = -1
+    ("sunspec-203", "holding", 40116, [0x0001, 0x0000, 0, 0, 0, 0, 0, 0, 2], "energy_wh", 6_553_600),  # SF 2
+    ("sunspec-213", "holding", 40098, [0x45E1, 0x0000], "power_w", 7_200.0),  # f32
+    ("alfen-ng9xx", "holding", 1201, [0x4332, 0, 0, 0, 0], "vehicle_state", VehicleState.C),  # "C2"
+    ("alfen-ng9xx", "holding", 1201, [0x4331, 0, 0, 0, 0], "vehicle_state", VehicleState.B),  # "C1": no PWM yet
+    ("alfen-ng9xx", "holding", 374, [0x409F, 0x4000, 0, 0], "energy_wh", 2_000),  # f64 Wh
+    ("heidelberg-ec", "input", 6, [160, 0, 0], "current_a", (16.0, 0.0, 0.0)),  # 0.1 A
+    ("webasto-next", "input", 1008, [16_000], "current_a", (16.0, 0.0, 0.0)),  # mA
+    ("vestel-evc04", "input", 1036, [0, 1_234], "energy_wh", 123_400),  # 0.1 kWh
+    ("schneider-evlink-pro-ac", "holding", 3059, [0x6666, 0x40E6], "power_w", 7_200.0),  # 7.2 kW, LSW first
+    ("phoenix-charx", "holding", 1299, [0x4300], "vehicle_state", VehicleState.C),  # "C" in the high byte
+    ("phoenix-charx", "holding", 1238, [0, 16_000], "current_a", (16.0, 0.0, 0.0)),  # mA
+    ("mennekes-amtron-compact", "holding", 0x0108, [28], "vehicle_state", VehicleState.C),  # C2
+    ("mennekes-amtron-hcc3", "input", 781, [0x3039, 0x0000], "session_energy_wh", 12_345),  # LSW first
 ]
 
 
@@ -147,7 +156,7 @@ async def test_documented_register_contents_decode_to_the_right_units(
     snapshot = await poll_socket(device)
     device.close()
     got = snapshot.vehicle_state if role == "vehicle_state" else getattr(snapshot.reading, role)  # type: ignore[union-attr]
-    assert got == (pytest.approx(expected) if isinstance(expected, float | tuple) else expected)
+    assert got == (pytest.approx(expected, rel=1e-6) if isinstance(expected, float | tuple) else expected)
 
 
 async def test_contiguous_registers_are_read_in_one_request(modbus_simulator: StartSimulator) -> None:

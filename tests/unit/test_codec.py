@@ -146,3 +146,22 @@ def test_encoding_refuses_values_the_register_cannot_hold() -> None:
 def test_float_round_trip_keeps_single_precision() -> None:
     s = spec(type="f32", word_order="little")
     assert math.isclose(float(decode_raw(s, encode_raw(s, 49.98))), 49.98, rel_tol=1e-6)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("keys", "raw", "sf", "value"),
+    [
+        ({"type": "i16"}, 3175, -2, 31.75),  # SunSpec A with A_SF = -2: exactly the decimal meant
+        ({"type": "u32"}, 12, 3, 12_000.0),
+        ({"type": "i16", "exponent": -1}, 2305, 0, 230.5),
+        ({"type": "i16", "exponent": -1}, 2305, -1, 23.05),  # fixed exponent and scale factor add up
+        ({"type": "i32", "invert": True, "scale": 0.1}, 1000, 0, -100.0),
+        ({"type": "u16", "scale": 0.1, "offset": -40}, 650, 0, 25.0),
+    ],
+)
+def test_quantities_with_exponents_scale_factors_and_inversion(
+    keys: dict[str, object], raw: int, sf: int, value: float
+) -> None:
+    s = spec(**keys)
+    assert to_quantity(s, raw, sf) == pytest.approx(value, rel=1e-12)
+    assert from_quantity(s, value, sf) == raw

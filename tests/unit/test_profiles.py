@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
+from adapters.modbus import profile_schema as schema
 from adapters.modbus.layout import DeviceMap, Location, ReadBlock, RegisterImage, plan_reads
 from adapters.modbus.profile import PROFILE_DIR, ROLES, load_profile, profile_names
 from gateway.domain.errors import ConfigError
@@ -222,10 +224,212 @@ def test_several_sockets_need_a_way_to_address_them(tmp_path: Path) -> None:
     )
 
 
-def test_the_worked_example_in_the_docs_is_a_valid_profile(tmp_path: Path) -> None:
+def test_the_worked_example_in_the_docs_is_the_shipped_heidelberg_profile(tmp_path: Path) -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "profiles.md").read_text(encoding="utf-8")
     example = docs.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert example == (PROFILE_DIR / "heidelberg-ec.toml").read_text(encoding="utf-8")
     path = tmp_path / "heidelberg-ec.toml"
     path.write_text(example, encoding="utf-8")
     profile = load_profile(path)
-    assert DeviceMap(profile).read_blocks() == [ReadBlock(1, "input", 5, 14)]
+    assert DeviceMap(profile).read_blocks() == [ReadBlock(1, "holding", 261, 1), ReadBlock(1, "input", 5, 14)]
+
+
+def test_every_key_of_the_schema_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "profiles.md").read_text(encoding="utf-8")
+    models: list[type[BaseModel]] = [
+        schema.Profile,
+        schema.ModbusSettings,
+        schema.ValueSpec,
+        schema.FaultSpec,
+        schema.ScaleFactorSpec,
+        schema.CurrentLimitWrite,
+        schema.EnableWrite,
+        schema.WatchdogSpec,
+        schema.IdentifyMatch,
+        schema.SimulatorSettings,
+        schema.SerialSettings,
+    ]
+    keys = {key for model in models for key in model.model_fields}
+    assert [key for key in sorted(keys) if f"`{key}`" not in docs and f"`[{key}" not in docs] == []
+
+
+def test_at_least_eight_meters_and_seven_charger_families_are_shipped() -> None:
+    kinds = [load_profile(name).kind for name in profile_names()]
+    assert kinds.count("meter") >= 8
+    vendors = {load_profile(name).vendor for name in profile_names() if load_profile(name).kind == "charger"}
+    assert len(vendors) >= 7
+
+
+WRITER = """
+id = "{id}"
+kind = "charger"
+vendor = "Test"
+model = "Charger"
+source = "tests"
+[values.vehicle_state]
+table = "holding"
+address = 10
+type = "u16"
+map = { "1" = "A", "2" = "B", "3" = "C" }
+[values.current_a]
+table = "holding"
+address = 20
+type = "u32"
+phases = 3
+scale = 0.001
+[writes.current_limit]
+table = "holding"
+address = 100
+type = "u16"
+[watchdog]
+table = "holding"
+address = 200
+type = "u16"
+value = 1
+timeout_s = 10
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "reason"),
+    [
+        # overlapping registers: a u16 inside the second phase of a u32 triple
+        (("address = 100", "address = 23"), "writes.current_limit", "holding registers 23 overlap values.current_a"),
+        (("address = 10\n", "address = 21\n"), "values.vehicle_state", "holding registers 21 overlap values.current_a"),
+        # unknown type
+        (('type = "u16"\n[watchdog]', 'type = "u17"\n[watchdog]'), "writes.current_limit.type", "unknown type 'u17'"),
+        # a write to a read-only table
+        (
+            ('[writes.current_limit]\ntable = "holding"', '[writes.current_limit]\ntable = "input"'),
+            "writes.current_limit.table",
+            "input registers are read-only: a write needs table = 'holding'",
+        ),
+        (('table = "holding"\naddress = 200', 'table = "input"\naddress = 200'), "watchdog.table", "read-only"),
+        (('table = "holding"\naddress = 200', 'table = "discrete"\naddress = 200'), "watchdog.table", "read-only"),
+        # commands that cannot be encoded or sent as the profile says
+        (
+            ('address = 100\ntype = "u16"', 'address = 100\ntype = "u32"\nfunction = 6'),
+            "writes.current_limit.function",
+            "FC6 writes one register",
+        ),
+        (("timeout_s = 10", ""), "watchdog", "give timeout_s"),
+        (("value = 1", "value = 70000"), "watchdog.value", "does not fit into u16"),
+        (
+            ('address = 100\ntype = "u16"', 'address = 100\ntype = "u16"\nmin_a = 40'),
+            "writes.current_limit.min_a",
+            "above max_a",
+        ),
+        (
+            ('address = 100\ntype = "u16"', 'address = 100\ntype = "u16"\noff = "disable"'),
+            "writes.current_limit.off",
+            "needs a [writes.enable]",
+        ),
+        (
+            ('address = 100\ntype = "u16"', 'address = 100\ntype = "u16"\nfunction = 5'),
+            "writes.current_limit.function",
+            "function 6 or 16",
+        ),
+    ],
+)
+def test_bad_commands_name_key_and_reason(tmp_path: Path, change: tuple[str, str], key: str, reason: str) -> None:
+    text = WRITER.replace(*change)
+    assert text != WRITER
+    found = problems(write_profile(tmp_path, text))
+    assert reason in found[f"test-device.toml: {key}"], found
+
+
+def test_the_writer_fixture_is_valid(tmp_path: Path) -> None:
+    profile = load_profile(write_profile(tmp_path, WRITER))
+    assert profile.writes.current_limit is not None and profile.writes.current_limit.resolution_a == 1.0
+    assert profile.watchdog is not None and profile.watchdog.word_order == "big"
+
+
+def test_the_same_register_may_be_read_and_written_with_the_same_type(tmp_path: Path) -> None:
+    text = WRITER + '[values.offered_current_a]\ntable = "holding"\naddress = 100\ntype = "u16"\n'
+    assert load_profile(write_profile(tmp_path, text)).values["offered_current_a"].address == 100
+    text = WRITER + '[values.offered_current_a]\ntable = "holding"\naddress = 100\ntype = "i16"\n'
+    assert "overlap" in problems(write_profile(tmp_path, text))["test-device.toml: writes.current_limit"]
+
+
+def test_sockets_must_not_overlap_each_other(tmp_path: Path) -> None:
+    text = WRITER.replace('source = "tests"', 'source = "tests"\n[modbus]\nsockets = 2\nsocket_address_stride = 4')
+    found = problems(write_profile(tmp_path, text))
+    assert "for socket 2 overlap values.current_a" in found["test-device.toml: values.current_a"]
+
+
+SUNSPEC = """
+id = "{id}"
+kind = "meter"
+vendor = "Test"
+model = "SunSpec"
+source = "tests"
+[modbus.sentinels]
+i16 = [0x8000]
+[scale_factors.w]
+table = "holding"
+address = 40092
+[values.power_w]
+table = "holding"
+address = 40088
+type = "i16"
+scale_factor = "w"
+"""
+
+
+def test_a_missing_scale_factor_register_names_the_key(tmp_path: Path) -> None:
+    found = problems(write_profile(tmp_path, SUNSPEC.replace('scale_factor = "w"', 'scale_factor = "watts"')))
+    reason = "no [scale_factors.watts] register in this profile (defined: w)"
+    assert found == {"test-device.toml: values.power_w.scale_factor": reason}
+    found = problems(write_profile(tmp_path, SUNSPEC.replace("[scale_factors.w]", "[scale_factors.x]")))
+    assert "no [scale_factors.w] register" in found["test-device.toml: values.power_w.scale_factor"]
+
+
+def test_scale_factors_decode_with_their_sign_and_sentinels(tmp_path: Path) -> None:
+    profile = load_profile(write_profile(tmp_path, SUNSPEC))
+    assert profile.values["power_w"].sentinel == [0x8000]  # the [modbus.sentinels] default of the type
+    device = DeviceMap(profile)
+    image = RegisterImage()
+    image.put(1, "holding", 40088, [12345])
+    image.put(1, "holding", 40092, [0xFFFE])  # W_SF = -2
+    assert device.read_role(image, "power_w") == pytest.approx(123.45)
+    image.put(1, "holding", 40092, [2])
+    assert device.read_role(image, "power_w") == 1_234_500
+    image.put(1, "holding", 40092, [0x8000])  # scale factor "not implemented": the value is unknown
+    assert device.read_role(image, "power_w") is None
+    image.put(1, "holding", 40092, [0])
+    image.put(1, "holding", 40088, [0x8000])  # the value itself "not implemented"
+    assert device.read_role(image, "power_w") is None
+
+
+def test_exponent_offset_and_inversion(tmp_path: Path) -> None:
+    text = METER.replace('type = "f32"', 'type = "i16"\nexponent = -1\ninvert = true\noffset = 2')
+    device = DeviceMap(load_profile(write_profile(tmp_path, text)))
+    image = RegisterImage()
+    image.put(1, "input", 0, [125])
+    assert device.read_role(image, "power_w") == pytest.approx(-12.5 + 2)
+    device.write_role(image, "power_w", -40.0)
+    assert image.get(1, "input", 0) == [420]
+
+
+def test_identify_matches_need_a_condition_of_the_right_kind(tmp_path: Path) -> None:
+    text = METER + '[[identify.match]]\ntable = "input"\naddress = 5\ntype = "u16"\n'
+    assert (
+        "give equals, one_of, or min/max"
+        in problems(write_profile(tmp_path, text))["test-device.toml: identify.match[0]"]
+    )
+    text = METER + '[[identify.match]]\ntable = "input"\naddress = 5\ntype = "u16"\nequals = "SunS"\n'
+    assert "holds numbers" in problems(write_profile(tmp_path, text))["test-device.toml: identify.match[0].equals"]
+
+
+def test_a_meter_takes_no_commands(tmp_path: Path) -> None:
+    text = METER + '[writes.current_limit]\ntable = "holding"\naddress = 5\ntype = "u16"\n'
+    assert problems(write_profile(tmp_path, text)) == {"test-device.toml: writes": "a meter takes no commands"}
+
+
+def test_station_and_socket_unit_ids(tmp_path: Path) -> None:
+    alfen = DeviceMap(load_profile("alfen-ng9xx"), sockets=2)
+    temperature = alfen.profile.values["temperature_c"]
+    assert [loc.unit_id for loc in alfen.locations(temperature, 2)] == [200]
+    assert {block.unit_id for block in alfen.read_blocks()} == {1, 2, 200}
+    charx = DeviceMap(load_profile("phoenix-charx"), sockets=2)
+    assert charx.locations(charx.profile.values["vehicle_state"], 2)[0].address == 2299
