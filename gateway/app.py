@@ -18,9 +18,11 @@ from adapters.modbus.transport import ModbusLines, TcpTransport, Transport, line
 from adapters.mqtt.bridge import MqttBridge
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
-from gateway.domain.errors import ConfigError
+from gateway.domain.errors import CommandRejected, ConfigError, DeviceError
 from gateway.domain.model import Connector, Meter
 from gateway.domain.ports import Clock
+from gateway.domain.transactions import AuthPolicy, EnableCharging
+from gateway.services.sessions import DEFAULT_FREE_ID_TAG, ConnectorPolicy
 from gateway.services.site import Site
 
 log = logging.getLogger(__name__)
@@ -106,8 +108,13 @@ def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
     ]
     meters = [Meter(meter.name, meter.connector) for meter in config.meters]
     offline_after = {device.name: device.offline_after_failures for device in [*config.chargers, *config.meters]}
+    policies = {c.id: ConnectorPolicy(AuthPolicy(c.policy), c.id_tag or DEFAULT_FREE_ID_TAG) for c in config.connectors}
     return Site(
-        sorted(connectors, key=lambda c: c.connector_id), meters, clock=clock, offline_after_failures=offline_after
+        sorted(connectors, key=lambda c: c.connector_id),
+        meters,
+        clock=clock,
+        offline_after_failures=offline_after,
+        policies=policies,
     )
 
 
@@ -120,6 +127,9 @@ class Gateway:
     devices: list[ModbusDevice] = field(default_factory=list)
     upstream: VirtualChargePoint | None = None
     mqtt: MqttBridge | None = None
+
+    def __post_init__(self) -> None:
+        self._commands = self.site.subscribe()  # from the start: no command may slip before run()
 
     @classmethod
     def build(cls, config: GatewayConfig, clock: Clock | None = None) -> Gateway:
@@ -170,3 +180,23 @@ class Gateway:
                 tasks.create_task(self.upstream.run(), name="upstream")
             if self.mqtt is not None:
                 tasks.create_task(self.mqtt.run(), name="mqtt")
+            tasks.create_task(self._carry_out_commands(), name="commands")
+
+    async def _carry_out_commands(self) -> None:
+        """Enable or disable chargers as sessions start and stop (the Site decides, devices obey).
+
+        A charger that refuses is logged and the gateway carries on; the session stays as it is.
+        """
+        by_name = {device.name: device for device in self.devices}
+        async for event in self._commands:
+            if not isinstance(event, EnableCharging):
+                continue
+            connector = self.site.connectors[event.connector_id]
+            device = by_name.get(connector.device)
+            if device is None:
+                continue
+            try:
+                await device.set_enabled(event.enabled, socket=connector.socket)
+            except (CommandRejected, DeviceError) as exc:
+                action = "enable" if event.enabled else "disable"
+                log.warning("connector %s: could not %s charging: %s", event.connector_id, action, exc)

@@ -160,12 +160,29 @@ class MeterConfig(DeviceConfig):
     connector: Annotated[int, Field(ge=0)] | None = None  # 0: the site meter upstream; None: MQTT only
 
 
+class ConnectorConfig(Strict):
+    """How sessions on one connector are authorised (connectors not listed: ``free``)."""
+
+    id: Annotated[int, Field(ge=1)]
+    # free: every car charges, recorded under id_tag; remote: the CSMS starts sessions
+    # (RemoteStartTransaction); local_list: an RFID card read by the charger.
+    policy: Literal["free", "remote", "local_list"] = "free"
+    id_tag: Annotated[str, Field(min_length=1, max_length=20)] | None = None  # free only; default "ocpp-gateway"
+
+    @model_validator(mode="after")
+    def _tag_for_free_only(self) -> ConnectorConfig:
+        if self.id_tag is not None and self.policy != "free":
+            raise ValueError(f"id_tag is only used by the free policy, not {self.policy!r}")
+        return self
+
+
 class GatewayConfig(Strict):
     site: SiteConfig
     upstream: UpstreamConfig
     mqtt: MqttConfig = MqttConfig()
     chargers: list[ChargerConfig] = []
     meters: list[MeterConfig] = []
+    connectors: list[ConnectorConfig] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:
@@ -198,6 +215,14 @@ class GatewayConfig(Strict):
             if meter.connector in metered:
                 problems.append((path, f"connector {meter.connector} already has meter {metered[meter.connector]}"))
             metered.setdefault(meter.connector, path)
+        configured: dict[int, str] = {}
+        for i, connector in enumerate(self.connectors):
+            path = f"connectors[{i}].id"
+            if connector.id not in seen:
+                problems.append((path, f"no connector {connector.id} (connectors: {sorted(seen)})"))
+            if connector.id in configured:
+                problems.append((path, f"connector {connector.id} is already configured by {configured[connector.id]}"))
+            configured.setdefault(connector.id, f"connectors[{i}]")
         if problems:
             raise ConfigError(problems)
         return self

@@ -50,6 +50,10 @@ def _describe(action: str, payload: dict[str, Any]) -> str:
                 if sample.get("measurand") in ("Energy.Active.Import.Register", "Power.Active.Import"):
                     parts.append(f"{sample['value']} {sample.get('unit', '')}")
         return f"connector {payload['connectorId']}: " + ", ".join(parts)
+    if action == "StartTransaction":
+        return f"connector {payload['connectorId']}: meterStart {payload['meterStart']} Wh"
+    if action == "StopTransaction":
+        return f"transaction {payload['transactionId']}: meterStop {payload['meterStop']} Wh ({payload.get('reason')})"
     if action == "BootNotification":
         return f"{payload['chargePointVendor']} {payload['chargePointModel']}"
     return ""
@@ -82,6 +86,25 @@ class _Session(ChargePoint):
     def on_status(self, **kwargs: Any) -> call_result.StatusNotification:
         self._record("StatusNotification", _camel(kwargs))
         return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    def on_authorize(self, id_tag: str) -> call_result.Authorize:
+        self._record("Authorize", {"idTag": id_tag})
+        return call_result.Authorize(id_tag_info={"status": self.csms.id_tag_status(id_tag)})
+
+    @on(Action.start_transaction)
+    def on_start_transaction(self, **kwargs: Any) -> call_result.StartTransaction:
+        self._record("StartTransaction", _camel(kwargs))
+        self.csms.last_transaction_id += 1
+        return call_result.StartTransaction(
+            transaction_id=self.csms.last_transaction_id,
+            id_tag_info={"status": self.csms.id_tag_status(kwargs["id_tag"])},
+        )
+
+    @on(Action.stop_transaction)
+    def on_stop_transaction(self, **kwargs: Any) -> call_result.StopTransaction:
+        self._record("StopTransaction", _camel(kwargs))
+        return call_result.StopTransaction()
 
     @on(Action.meter_values)
     def on_meter_values(self, **kwargs: Any) -> call_result.MeterValues:
@@ -119,6 +142,8 @@ class DemoCsms:
         self.boot_answers = list(boot_answers or [(RegistrationStatus.accepted, 60)])
         self.received: list[Received] = []
         self.connections = 0  # websocket sessions accepted so far
+        self.last_transaction_id = 0
+        self.blocked_id_tags: set[str] = set()  # answered Blocked (for tests)
         self.failing: set[str] = set()  # actions answered with a CALLERROR (for tests)
         self.sessions: dict[str, _Session] = {}
         self.connected = asyncio.Event()
@@ -176,6 +201,9 @@ class DemoCsms:
             if self.sessions.get(charge_point_id) is session:
                 del self.sessions[charge_point_id]
                 self.connected.clear()
+
+    def id_tag_status(self, id_tag: str) -> str:
+        return "Blocked" if id_tag in self.blocked_id_tags else "Accepted"
 
     def next_boot_answer(self) -> tuple[str, int]:
         return self.boot_answers.pop(0) if len(self.boot_answers) > 1 else self.boot_answers[0]

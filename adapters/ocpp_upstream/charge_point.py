@@ -26,9 +26,11 @@ from websockets.typing import Subprotocol
 
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.mapping import meter_value, primary_fault, status_notification_fields
+from adapters.ocpp_upstream.transactions import TransactionLog, auth_status, start_call, stop_call
 from gateway.config import UpstreamConfig
 from gateway.domain.events import ConnectorStatusChanged
 from gateway.domain.model import ConnectorStatus, Fault, iso_utc
+from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopTransaction
 from gateway.services.backoff import Backoff
 from gateway.services.site import EventStream, Site
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 # The ocpp library logs every frame at INFO, id tags included: keep it at WARNING (see cli.py).
 frame_log = logging.getLogger("ocpp")
 
+TRANSACTION_RETRY_S = 5  # until the durable outbox (issue 6) brings TransactionMessageRetryInterval
 BOOT_RETRY_FALLBACK_S = 30  # when a CSMS answers Pending/Rejected with interval 0, or errors
 
 
@@ -50,6 +53,20 @@ class _Peer(ChargePoint):
     def on_get_configuration(self, key: list[str] | None = None) -> Any:
         known, unknown = self.owner.configuration.get(key)
         return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
+
+    @on(Action.remote_start_transaction)
+    def on_remote_start(self, id_tag: str, connector_id: int | None = None, **_: Any) -> Any:
+        authorize_first = self.owner.configuration.boolean("AuthorizeRemoteTxRequests")
+        accepted = self.owner.site.remote_start(connector_id, id_tag, authorize_first)
+        log.info("CSMS remote start on connector %s: %s", connector_id, "Accepted" if accepted else "Rejected")
+        return call_result.RemoteStartTransaction(status="Accepted" if accepted else "Rejected")
+
+    @on(Action.remote_stop_transaction)
+    def on_remote_stop(self, transaction_id: int) -> Any:
+        local_ref = self.owner.transactions.local_ref(transaction_id)
+        accepted = local_ref is not None and self.owner.site.remote_stop(local_ref)
+        log.info("CSMS remote stop of transaction %s: %s", transaction_id, "Accepted" if accepted else "Rejected")
+        return call_result.RemoteStopTransaction(status="Accepted" if accepted else "Rejected")
 
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str) -> Any:
@@ -69,10 +86,45 @@ class VirtualChargePoint:
         self.accepted = asyncio.Event()  # set once Boot was Accepted in this process
         self._peer: _Peer | None = None
         self._reported_faults: dict[int, tuple[Fault, ...]] = {}  # per connector, as last sent
+        self.transactions = TransactionLog()
+        self._transactions_waiting = asyncio.Event()
+        self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
+        self._effects = site.subscribe()
+        self._outage_reported = False
 
     # -- connection loop ------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Connect, talk, and reconnect forever; only cancellation ends it."""
+        """Connect, talk, and reconnect forever; only cancellation ends it.
+
+        Session effects are collected for the whole life of the process, connected or not (the
+        subscription is made in the constructor, so nothing that happens before ``run`` is lost).
+        """
+        try:
+            await _first_to_finish(self._stay_connected(), self._collect(self._effects))
+        finally:
+            self.site.unsubscribe(self._effects)
+
+    async def _collect(self, events: EventStream) -> None:
+        async for event in events:
+            if isinstance(event, StartTransaction | StopTransaction):
+                self.transactions.queue(event)
+                self._transactions_waiting.set()
+            elif isinstance(event, Authorize):
+                if self._peer is not None and self.accepted.is_set():
+                    self._authorizations.put_nowait(event)
+                else:
+                    self._authorize_offline(event)
+
+    def _authorize_offline(self, request: Authorize) -> None:
+        """No CSMS to ask: accept an unknown tag only where AllowOfflineTxForUnknownId says so."""
+        allowed = self.configuration.boolean("AllowOfflineTxForUnknownId")
+        log.info(
+            "CSMS away: id tag on connector %s %s offline", request.connector_id, "accepted" if allowed else "refused"
+        )
+        status = AuthStatus.ACCEPTED if allowed else AuthStatus.INVALID
+        self.site.authorization_result(request.connector_id, request.id_tag, status)
+
+    async def _stay_connected(self) -> None:
         backoff = Backoff(1.0, self.settings.reconnect_max_s)
         while True:
             try:
@@ -86,21 +138,27 @@ class VirtualChargePoint:
                     max_size=2**20,
                 ) as connection:
                     backoff.reset()
+                    self._outage_reported = False
                     log.info("connected to CSMS %s", self.settings.endpoint)
                     self.site.set_upstream(True, self.registration)
                     await self._session(connection)
             except InvalidStatus as exc:
                 code = exc.response.status_code
                 hint = " (check upstream.password)" if code in (401, 403) else ""
-                log.warning("CSMS refused the connection: HTTP %s%s", code, hint)
+                self._report_outage(f"CSMS refused the connection: HTTP {code}{hint}")
             except (OSError, WebSocketException, TimeoutError) as exc:
-                log.warning("CSMS connection lost or unreachable: %s", exc or type(exc).__name__)
+                self._report_outage(f"CSMS connection lost or unreachable: {exc or type(exc).__name__}")
             finally:
                 self._peer = None
                 self.site.set_upstream(False, self.registration)
             delay = backoff.next_delay()
-            log.info("reconnecting to CSMS in %.1f s", delay)
+            log.debug("reconnecting to CSMS in %.1f s", delay)
             await asyncio.sleep(delay)
+
+    def _report_outage(self, message: str) -> None:
+        """One WARNING when the CSMS goes away, DEBUG while it stays away (INFO when back)."""
+        log.log(logging.DEBUG if self._outage_reported else logging.WARNING, message)
+        self._outage_reported = True
 
     def _auth_headers(self) -> dict[str, str]:
         if self.settings.password is None:
@@ -121,7 +179,13 @@ class VirtualChargePoint:
         events = self.site.subscribe()  # subscribe before the initial statuses: no change slips between
         try:
             await self._send_all_statuses(peer)
-            await _first_to_finish(self._heartbeats(peer), self._meter_values(peer), self._status_changes(peer, events))
+            await _first_to_finish(
+                self._heartbeats(peer),
+                self._meter_values(peer),
+                self._status_changes(peer, events),
+                self._deliver_transactions(peer),
+                self._authorize(peer),
+            )
         finally:
             self.site.unsubscribe(events)
 
@@ -179,13 +243,49 @@ class VirtualChargePoint:
             await self._send_status(peer, event.connector_id, event.status, event.faults, event.changed_at)
             self._reported_faults[event.connector_id] = event.faults
 
+    async def _deliver_transactions(self, peer: _Peer) -> None:
+        """Start and stop calls in the order they happened, each until the CSMS has it."""
+        pending = self.transactions.pending
+        while True:
+            while pending:
+                item = pending[0]
+                if isinstance(item, StartTransaction):
+                    result = await _send(peer, start_call(item))
+                    if result is None:
+                        await asyncio.sleep(TRANSACTION_RETRY_S)
+                        continue
+                    self.transactions.csms_ids[item.local_ref] = result.transaction_id
+                    if auth_status(result.id_tag_info) is not AuthStatus.ACCEPTED:
+                        stop = self.configuration.boolean("StopTransactionOnInvalidId")
+                        self.site.start_rejected(item.local_ref, stop_on_invalid_id=stop)
+                else:
+                    start = self.transactions.starts.get(item.local_ref)
+                    csms_id = self.transactions.csms_ids.get(item.local_ref)
+                    if await _send(peer, stop_call(item, start, csms_id)) is None:
+                        await asyncio.sleep(TRANSACTION_RETRY_S)
+                        continue
+                    self.transactions.finished(item)
+                pending.popleft()
+            self._transactions_waiting.clear()
+            await self._transactions_waiting.wait()
+
+    async def _authorize(self, peer: _Peer) -> None:
+        while True:
+            request = await self._authorizations.get()
+            result = await _send(peer, call.Authorize(id_tag=request.id_tag))
+            status = auth_status(result.id_tag_info) if result is not None else AuthStatus.INVALID
+            self.site.authorization_result(request.connector_id, request.id_tag, status)
+
     async def _heartbeats(self, peer: _Peer) -> None:
         await self._every("HeartbeatInterval", lambda: _send(peer, call.Heartbeat()))
 
     async def _meter_values(self, peer: _Peer) -> None:
         async def send_samples() -> None:
             for connector_id, values in self._current_meter_values():
-                await _send(peer, call.MeterValues(connector_id=connector_id, meter_value=values))
+                transaction_id = self.transactions.active_id(connector_id)
+                await _send(
+                    peer, call.MeterValues(connector_id=connector_id, meter_value=values, transaction_id=transaction_id)
+                )
 
         await self._every("MeterValueSampleInterval", send_samples)
 
@@ -243,9 +343,22 @@ async def _first_to_finish(*coroutines: Awaitable[Any]) -> None:
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_all(tasks)
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+
+async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> None:
+    """Cancel until every task has ended.
+
+    On Python 3.11 ``asyncio.wait_for`` (inside the ocpp library's ``call``) can swallow a
+    cancellation that lands just as the answer arrives; the task then carries on. Cancelling
+    again until it is done keeps shutdown and reconnects from hanging on such a task.
+    """
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=0.5)
+        pending = list(still)

@@ -27,6 +27,10 @@ def _non_negative_int(text: str) -> bool:
     return text.isdigit()
 
 
+def _boolean(text: str) -> bool:
+    return text.lower() in ("true", "false")
+
+
 def _measurand_list(text: str) -> bool:
     items = [item.strip() for item in text.split(",")]
     return all(item in SUPPORTED_MEASURANDS for item in items) and len(items) <= len(SUPPORTED_MEASURANDS)
@@ -40,6 +44,9 @@ class OcppConfiguration:
             "HeartbeatInterval": _Key(str(upstream.heartbeat_interval_s), False, _positive_int),
             "MeterValueSampleInterval": _Key(str(upstream.meter_value_sample_interval_s), False, _non_negative_int),
             "MeterValuesSampledData": _Key(",".join(upstream.meter_values_sampled_data), False, _measurand_list),
+            "StopTransactionOnInvalidId": _Key("true", False, _boolean),
+            "AuthorizeRemoteTxRequests": _Key("false", False, _boolean),
+            "AllowOfflineTxForUnknownId": _Key("false", False, _boolean),
             "MeterValuesSampledDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
             "NumberOfConnectors": _Key(str(connector_count), True),
             "SupportedFeatureProfiles": _Key("Core", True),
@@ -65,7 +72,7 @@ class OcppConfiguration:
             return "NotSupported"
         if entry.readonly or (entry.check is not None and not entry.check(value.strip())):
             return "Rejected"
-        entry.value = value.strip()
+        entry.value = value.strip().lower() if entry.check is _boolean else value.strip()
         self._changed[key].set()
         return "Accepted"
 
@@ -83,6 +90,10 @@ class OcppConfiguration:
         except TimeoutError:
             return False
         return True
+
+    def boolean(self, key: str) -> bool:
+        """The value of a boolean key."""
+        return self._keys[key].value.lower() == "true"
 
     def integer(self, key: str) -> int:
         """The value of an integer key (intervals in seconds)."""

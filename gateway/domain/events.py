@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.domain.model import ConnectorStatus, Fault, Reading
+from gateway.domain.transactions import Effect
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,15 @@ class UpstreamStateChanged:
     changed_at: datetime
 
 
+# The session effects of gateway.domain.transactions travel as events too: Authorize,
+# StartTransaction, StopTransaction (for the upstream) and EnableCharging (for the device).
 Event = (
-    ConnectorStatusChanged | ConnectorReadingChanged | MeterReadingChanged | DeviceHealthChanged | UpstreamStateChanged
+    ConnectorStatusChanged
+    | FaultRaised
+    | FaultCleared
+    | ConnectorReadingChanged
+    | MeterReadingChanged
+    | DeviceHealthChanged
+    | UpstreamStateChanged
+    | Effect
 )

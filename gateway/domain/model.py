@@ -154,7 +154,8 @@ class Connector:
     device_online: bool | None = None  # None until the first poll
     charging_enabled: bool | None = None  # as the charger reports it
     available: bool = True  # operator availability (False: taken out of service)
-    session_active: bool = False  # the car has charged since it was plugged in
+    session_active: bool = False  # a transaction is running on this connector
+    finishing: bool = False  # a transaction ended while the car is still plugged in
     reading: Reading | None = None
     status: ConnectorStatus = ConnectorStatus.UNAVAILABLE
     faults: tuple[Fault, ...] = ()  # active faults, as of the last status derivation

@@ -67,8 +67,12 @@ def derive_status(
     available: bool = True,
     session_active: bool = False,
     offering: bool | None = None,
+    finishing: bool = False,
 ) -> ConnectorStatus:
-    """The connector status a driver would see."""
+    """The connector status a driver would see.
+
+    ``session_active``: a transaction is running; ``finishing``: it ended and the car is still plugged in.
+    """
     if any(fault.blocks_charging for fault in faults):
         return ConnectorStatus.FAULTED
     if not available:
@@ -81,4 +85,6 @@ def derive_status(
         return ConnectorStatus.SUSPENDED_EVSE
     if vehicle_state in STATE_STATUS:
         return STATE_STATUS[vehicle_state]
+    if finishing and not session_active:
+        return ConnectorStatus.FINISHING
     return PLUGGED_STATUS[(session_active, offering)]

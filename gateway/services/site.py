@@ -35,6 +35,8 @@ from gateway.domain.model import (
 )
 from gateway.domain.ports import Clock
 from gateway.domain.status import derive_faults, derive_status, evse_offering
+from gateway.domain.transactions import AuthStatus, Effect, StartTransaction, StopTransaction
+from gateway.services.sessions import PLUGGED_STATES, ConnectorPolicy, Sessions
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,10 @@ class Site:
         meters: Iterable[Meter],
         clock: Clock | None = None,
         offline_after_failures: Mapping[str, int] | None = None,
+        policies: Mapping[int, ConnectorPolicy] | None = None,
     ):
-        """``offline_after_failures``: consecutive failed polls before a device counts as lost (default 1)."""
+        """``offline_after_failures``: consecutive failed polls before a device counts as lost (default 1);
+        ``policies``: how sessions are authorised per connector (default: free, with a site-wide tag)."""
         self.clock: Clock = clock or SystemClock()
         self.connectors: dict[int, Connector] = {c.connector_id: c for c in connectors}
         self.meters: dict[str, Meter] = {m.name: m for m in meters}
@@ -107,6 +111,7 @@ class Site:
         self._offline_after = dict(offline_after_failures or {})
         self._failures: dict[str, int] = {}
         self._subscribers: list[EventStream] = []
+        self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
 
     # -- subscriptions -------------------------------------------------------------------------
     def subscribe(self) -> EventStream:
@@ -131,6 +136,17 @@ class Site:
     def device_health(self, device: str) -> DeviceHealth:
         """Whether the device answers, why not, and since when."""
         return self._health.get(device, DeviceHealth())
+
+    def billing_energy_wh(self, connector_id: int) -> int | None:
+        """The connector's billing register: its assigned meter if it has one, else the charger's own
+        lifetime counter; None when neither answers (a session counter never qualifies)."""
+        for meter in self.meters.values():
+            if meter.connector_id == connector_id and meter.connector_id:
+                return meter.reading.energy_wh if meter.reading and meter.device_online else None
+        connector = self.connectors.get(connector_id)
+        if connector is None or connector.reading is None or not connector.device_online:
+            return None
+        return connector.reading.energy_wh
 
     def devices(self) -> list[str]:
         names = {c.device for c in self.connectors.values()} | set(self.meters)
@@ -159,16 +175,19 @@ class Site:
         connector.vehicle_state = snap.vehicle_state
         connector.device_faults = snap.faults
         connector.charging_enabled = snap.charging_enabled
-        if snap.vehicle_state in (VehicleState.C, VehicleState.D):
-            connector.session_active = True
-        elif snap.vehicle_state is VehicleState.A:
-            connector.session_active = False
         previous = connector.reading
         connector.reading = snap.reading
-        if connector.device_online:  # a returning device is re-derived once, in _set_online
-            self._update_status(connector, snap.reading.measured_at)
         if previous is None or previous.values() != snap.reading.values():
             self._emit(ConnectorReadingChanged(connector.connector_id, snap.reading))
+        if connector.device_online:  # a returning device is handled once, in _set_online
+            self._follow_vehicle(connector, snap.reading.measured_at)
+
+    def _follow_vehicle(self, connector: Connector, at: datetime) -> None:
+        """Sessions follow the car, then the status follows both."""
+        if connector.vehicle_state is VehicleState.A:
+            connector.finishing = False
+        self.sessions.vehicle_state(connector.connector_id, connector.vehicle_state, at)
+        self._update_status(connector, at)
 
     def _apply_meter(self, snap: MeterSnapshot) -> None:
         meter = self.meters.get(snap.device)
@@ -196,7 +215,11 @@ class Site:
         for connector in self.connectors.values():
             if connector.device == device:
                 connector.device_online = online
-                self._update_status(connector, at)
+                if online:
+                    self.sessions.device_answers(connector.connector_id)
+                    self._follow_vehicle(connector, at)
+                else:
+                    self._update_status(connector, at)
         self._emit(DeviceHealthChanged(device, online, reason, at))
 
     def _update_status(self, connector: Connector, at: datetime) -> None:
@@ -208,6 +231,7 @@ class Site:
             available=connector.available,
             session_active=connector.session_active,
             offering=evse_offering(connector.charging_enabled, offered),
+            finishing=connector.finishing,
         )
         if status is connector.status and faults == connector.faults:
             return
@@ -236,6 +260,35 @@ class Site:
             if fault not in before:
                 log.warning("%s fault raised: %s %s %s", where, fault.kind, fault.vendor_code, fault.info)
                 self._emit(FaultRaised(connector_id, fault, at, meter=meter))
+
+    # -- sessions ----------------------------------------------------------------------------------
+    def _session_effect(self, effect: Effect) -> None:
+        """Keep the connector's view of its session current, then tell the subscribers."""
+        connector = self.connectors[effect.connector_id]
+        if isinstance(effect, StartTransaction):
+            connector.session_active, connector.finishing = True, False
+        elif isinstance(effect, StopTransaction):
+            connector.session_active = False
+            connector.finishing = connector.vehicle_state in PLUGGED_STATES
+        self._emit(effect)
+        if isinstance(effect, StartTransaction | StopTransaction) and connector.device_online:
+            self._update_status(connector, self.clock.now())
+
+    def authorization_result(self, connector_id: int, id_tag: str, status: AuthStatus) -> None:
+        """The answer to an ``Authorize`` event (from the CSMS, the local list or the cache)."""
+        self.sessions.authorization(connector_id, id_tag, status, self.clock.now())
+
+    def remote_start(self, connector_id: int | None, id_tag: str, authorize_first: bool = False) -> bool:
+        """A remote start: True if accepted (the session starts when the car is plugged in)."""
+        return self.sessions.remote_start(connector_id, id_tag, authorize_first, self.clock.now())
+
+    def remote_stop(self, local_ref: str) -> bool:
+        """A remote stop of the session recorded under ``local_ref``: True if it was running."""
+        return self.sessions.remote_stop(local_ref, self.clock.now())
+
+    def start_rejected(self, local_ref: str, stop_on_invalid_id: bool) -> None:
+        """The back office did not accept the id tag of a started session."""
+        self.sessions.start_rejected(local_ref, stop_on_invalid_id, self.clock.now())
 
     # -- upstream ----------------------------------------------------------------------------------
     def set_upstream(self, connected: bool, registration: str) -> None:

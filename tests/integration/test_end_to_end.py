@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from ocpp.v16 import call
 
 from adapters.demo_csms.csms import DemoCsms
 from adapters.modbus.profile import load_profile
@@ -61,6 +62,8 @@ async def running_site(csms_url: str, mosquitto: MosquittoBroker, topic_prefix: 
                 {"name": "right", "profile": "phoenix-ev-eth", "port": ports["right"], "connectors": [2], **device},
             ],
             "meters": [{"name": "grid", "profile": "eastron-sdm630", "port": ports["meter"], "connector": 0, **device}],
+            # connector 1 charges every car (free); connector 2 waits for the CSMS, so a car is Preparing
+            "connectors": [{"id": 1, "id_tag": "E2E-FREE"}, {"id": 2, "policy": "remote"}],
         }
     )
     gateway = Gateway.build(config)
@@ -162,8 +165,28 @@ async def test_without_a_csms_devices_are_still_polled_and_published(
     async with running_site(nobody, mosquitto, topic_prefix) as site:
         upstream = await watcher.wait_for(f"{topic_prefix}/upstream/state")
         assert upstream.json()["connected"] is False
-        site.left.plug_in()
-        await watcher.wait_for(f"{topic_prefix}/connector/1/state", lambda m: m.json()["status"] == "occupied")
+        site.left.plug_in()  # connector 1 is free: the session starts (and waits to be told upstream)
+        await watcher.wait_for(f"{topic_prefix}/connector/1/state", lambda m: m.json()["status"] == "suspended_ev")
         site.meter.set("energy_wh", 1_000_000)
         await watcher.wait_for(f"{topic_prefix}/meter/grid/state", lambda m: m.json()["energy_wh"] == 1_000_000)
         assert site.gateway.site.upstream.connected is False
+
+
+async def test_a_remote_session_bills_from_the_charger_register(site: Site, csms: DemoCsms) -> None:
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Available")
+    # remote policy: no energy without a session, so the gateway switches the charger off
+    await site.right.wait_for(lambda: not site.right.charger_state().enabled)
+    site.right.set("energy_wh", 2_000_000)
+    accepted = await csms.call("GW-E2E", call.RemoteStartTransaction(id_tag="APP-42", connector_id=2))
+    assert accepted.status == "Accepted"
+    site.right.plug_in()
+    start = await csms.wait_for("StartTransaction", lambda p: p["connectorId"] == 2)
+    assert (start["idTag"], start["meterStart"]) == ("APP-42", 2_000_000)
+    await site.right.wait_for(lambda: site.right.charger_state().enabled)  # enabled once the start is authorised
+    site.right.start_charging(7_400)
+    site.right.tick(3600)  # an hour of charging on the simulated register
+    site.right.unplug()
+    stop = await csms.wait_for("StopTransaction")
+    assert stop["reason"] == "EVDisconnected"
+    assert stop["meterStop"] == site.right.get("energy_wh") == 2_007_400
+    await site.right.wait_for(lambda: not site.right.charger_state().enabled)  # and off again afterwards

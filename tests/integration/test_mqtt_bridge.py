@@ -23,6 +23,8 @@ from gateway.domain.model import (
     VehicleState,
     utc_now,
 )
+from gateway.domain.transactions import AuthPolicy
+from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.mosquitto import MosquittoBroker, Received, TcpProxy, WatchFactory
 from tests.fixtures.net import free_port
@@ -31,9 +33,12 @@ PASSWORD = "s3cret-pw-never-logged"
 
 
 def make_site() -> Site:
+    """Sessions wait for a remote start, so a plugged-in car shows as ``occupied``."""
+    remote = ConnectorPolicy(AuthPolicy.REMOTE)
     return Site(
         connectors=[Connector(1, "wb1", socket=1), Connector(2, "wb1", socket=2)],
         meters=[Meter("grid", connector_id=0)],
+        policies={1: remote, 2: remote},
     )
 
 

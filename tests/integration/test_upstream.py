@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from ocpp.v16 import call
@@ -23,21 +23,33 @@ from gateway.domain.model import (
     Reading,
     VehicleState,
 )
+from gateway.domain.transactions import AuthPolicy, EnableCharging
+from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
+from tests.fixtures.net import free_port
 
 MEASURED_AT = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
 
-def make_site() -> Site:
+REMOTE = ConnectorPolicy(AuthPolicy.REMOTE)
+
+
+def make_site(policies: dict[int, ConnectorPolicy] | None = None) -> Site:
+    """Two connectors; by default sessions wait for a remote start, so plugging in alone is Preparing."""
     return Site(
         [Connector(1, "left"), Connector(2, "right")],
         [Meter("grid", connector_id=0)],
+        policies=policies or {1: REMOTE, 2: REMOTE},
     )
 
 
 def upstream(csms: DemoCsms, **overrides: object) -> UpstreamConfig:
+    return upstream_at(csms.port, **overrides)
+
+
+def upstream_at(port: int, **overrides: object) -> UpstreamConfig:
     settings: dict[str, object] = {
-        "url": csms.url,
+        "url": f"ws://127.0.0.1:{port}/ocpp",
         "charge_point_id": "GW-TEST",
         "heartbeat_interval_s": 60,
         "meter_value_sample_interval_s": 1,
@@ -225,3 +237,110 @@ async def test_every_raised_fault_is_reported_and_the_most_severe_stands(csms: D
         "errorCode": "NoError",
         "timestamp": None,
     }
+
+
+def at_minute(minute: int) -> datetime:
+    return MEASURED_AT + timedelta(minutes=minute)
+
+
+def charger_at(minute: int, state: VehicleState, energy_wh: int) -> ChargerSnapshot:
+    return ChargerSnapshot("left", 1, Reading(at_minute(minute), energy_wh=energy_wh), vehicle_state=state)
+
+
+async def test_free_session_start_and_stop_with_register_values(csms: DemoCsms, running: list) -> None:
+    site = make_site({1: ConnectorPolicy(AuthPolicy.FREE, "CARPORT"), 2: REMOTE})
+    clock_site_minute = iter(range(100))
+    site.clock = type("Clock", (), {"now": lambda self: at_minute(next(clock_site_minute))})()
+    site.apply(charger_at(0, VehicleState.A, 1_000_000))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+    site.apply(charger_at(1, VehicleState.B, 1_000_000))
+    start = await csms.wait_for("StartTransaction")
+    assert start == {
+        "connectorId": 1,
+        "idTag": "CARPORT",
+        "meterStart": 1_000_000,
+        "timestamp": "2026-11-29T12:01:00.000Z",
+    }
+    site.apply(charger_at(2, VehicleState.C, 1_000_100))
+    metered = await csms.wait_for("MeterValues", lambda p: p["connectorId"] == 1 and "transactionId" in p)
+    assert metered["transactionId"] == csms.last_transaction_id
+    site.apply(charger_at(45, VehicleState.A, 1_011_040))
+    stop = await csms.wait_for("StopTransaction")
+    assert (stop["transactionId"], stop["meterStop"], stop["reason"]) == (
+        csms.last_transaction_id,
+        1_011_040,
+        "EVDisconnected",
+    )
+    assert stop["timestamp"] == "2026-11-29T12:45:00.000Z" and stop["idTag"] == "CARPORT"
+    begin, end = stop["transactionData"]
+    assert begin["sampledValue"][0] | {"value": begin["sampledValue"][0]["value"]} == {
+        "value": "1000000",
+        "context": "Transaction.Begin",
+        "measurand": "Energy.Active.Import.Register",
+        "location": "Outlet",
+        "unit": "Wh",
+    }
+    assert end["sampledValue"][0]["value"] == "1011040" and end["timestamp"] == "2026-11-29T12:45:00.000Z"
+
+
+async def test_remote_start_and_stop(csms: DemoCsms, running: list) -> None:
+    site = make_site()
+    site.apply(charger_at(0, VehicleState.A, 500))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+    unknown = await csms.call("GW-TEST", call.RemoteStartTransaction(id_tag="APP-1", connector_id=9))
+    assert unknown.status == "Rejected"
+    started = await csms.call("GW-TEST", call.RemoteStartTransaction(id_tag="APP-1", connector_id=1))
+    assert started.status == "Accepted"
+    busy = await csms.call("GW-TEST", call.RemoteStartTransaction(id_tag="APP-2", connector_id=1))
+    assert busy.status == "Rejected"
+    site.apply(charger_at(1, VehicleState.B, 500))
+    start = await csms.wait_for("StartTransaction")
+    assert (start["idTag"], start["meterStart"]) == ("APP-1", 500)
+    transaction_id = csms.last_transaction_id
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "SuspendedEV")
+    assert (await csms.call("GW-TEST", call.RemoteStopTransaction(transaction_id=999))).status == "Rejected"
+    site.apply(charger_at(2, VehicleState.C, 2_500))
+    assert (await csms.call("GW-TEST", call.RemoteStopTransaction(transaction_id=transaction_id))).status == "Accepted"
+    stop = await csms.wait_for("StopTransaction")
+    assert (stop["reason"], stop["meterStop"], stop["transactionId"]) == ("Remote", 2_500, transaction_id)
+    site.apply(charger_at(3, VehicleState.B, 2_500))  # the disabled charger stops; the car is still there
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Finishing")
+
+
+async def test_a_start_the_csms_rejects_is_stopped_deauthorized(csms: DemoCsms, running: list) -> None:
+    csms.blocked_id_tags.add("STOLEN")
+    site = make_site({1: ConnectorPolicy(AuthPolicy.FREE, "STOLEN"), 2: REMOTE})
+    events = site.subscribe()
+    site.apply(charger_at(0, VehicleState.A, 10))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+    site.apply(charger_at(1, VehicleState.B, 10))
+    stop = await csms.wait_for("StopTransaction")
+    assert stop["reason"] == "DeAuthorized"
+    seen = []
+    while (event := events.get_nowait()) is not None:
+        seen.append(event)
+    assert EnableCharging(1, False) in seen  # the charger delivers nothing
+
+
+async def test_sessions_while_the_csms_is_away_are_delivered_in_order(running: list) -> None:
+    port = free_port()
+    site = make_site({1: ConnectorPolicy(AuthPolicy.FREE, "CARPORT"), 2: REMOTE})
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream_at(port)).run()))
+    site.apply(charger_at(0, VehicleState.A, 100))
+    site.apply(charger_at(1, VehicleState.B, 100))
+    site.apply(charger_at(30, VehicleState.A, 900))
+    site.apply(charger_at(31, VehicleState.B, 900))
+    csms = DemoCsms("127.0.0.1", port)
+    await csms.start()
+    try:
+        await csms.wait_for("StartTransaction", lambda p: p["meterStart"] == 900, timeout=15)
+        actions = [(m.action, m.payload.get("meterStart", m.payload.get("meterStop"))) for m in csms.received]
+        transactions = [a for a in actions if a[0] in ("StartTransaction", "StopTransaction")]
+        assert transactions == [("StartTransaction", 100), ("StopTransaction", 900), ("StartTransaction", 900)]
+        first_stop = csms.messages("StopTransaction")[0]
+        assert first_stop["transactionId"] == 1 and first_stop["timestamp"] == "2026-11-29T12:30:00.000Z"
+    finally:
+        await csms.stop()

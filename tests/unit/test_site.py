@@ -26,6 +26,8 @@ from gateway.domain.model import (
     VehicleState,
 )
 from gateway.domain.status import COMM_LOST
+from gateway.domain.transactions import AuthPolicy, EnableCharging, StartTransaction, StopReason, StopTransaction
+from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import EventStream, Site
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -46,8 +48,16 @@ def drain(stream: EventStream) -> list[object]:
     return events
 
 
+REMOTE = ConnectorPolicy(AuthPolicy.REMOTE)
+
+
 def make() -> tuple[Site, EventStream]:
-    site = Site([Connector(1, "a"), Connector(2, "b", socket=1), Connector(3, "b", socket=2)], [Meter("m", 0)])
+    """Three connectors whose sessions wait for a remote start, so plugging in alone starts nothing."""
+    site = Site(
+        [Connector(1, "a"), Connector(2, "b", socket=1), Connector(3, "b", socket=2)],
+        [Meter("m", 0)],
+        policies={1: REMOTE, 2: REMOTE, 3: REMOTE},
+    )
     return site, site.subscribe()
 
 
@@ -148,7 +158,9 @@ def test_unknown_devices_and_sockets_are_ignored() -> None:
     site, events = make()
     site.apply(snap("nobody", VehicleState.C))
     site.apply(snap("a", VehicleState.C, socket=9))
-    assert [e for e in drain(events) if not isinstance(e, DeviceHealthChanged)] == []
+    got = drain(events)
+    assert [e for e in got if isinstance(e, ConnectorReadingChanged | ConnectorStatusChanged)] == []
+    assert site.connectors[1].vehicle_state is None
 
 
 def test_upstream_state_uses_the_injected_clock_and_deduplicates() -> None:
@@ -190,10 +202,11 @@ def test_device_counts_as_lost_only_after_n_consecutive_failures() -> None:
     assert site.connectors[1].status is ConnectorStatus.AVAILABLE
 
 
-def test_a_pause_after_charging_is_suspended_not_preparing() -> None:
+def test_a_pause_in_a_session_is_suspended_not_preparing() -> None:
     site, _ = make()
     site.apply(snap("a", VehicleState.B))
     assert site.connectors[1].status is ConnectorStatus.OCCUPIED
+    assert site.remote_start(1, "APP")
     site.apply(snap("a", VehicleState.C))
     site.apply(snap("a", VehicleState.B, offered_current_a=16.0))
     assert site.connectors[1].status is ConnectorStatus.SUSPENDED_EV  # the car stopped drawing
@@ -226,3 +239,40 @@ def test_meter_faults_are_events_and_part_of_the_meter() -> None:
     assert site.meters["m"].faults == (over,)
     site.apply(MeterSnapshot("m", Reading(T0, energy_wh=5)))
     assert FaultCleared(None, over, T0, meter="m") in drain(events)
+
+
+def test_free_session_follows_the_car_with_the_billing_register() -> None:
+    site = Site([Connector(1, "a")], [], policies={1: ConnectorPolicy(AuthPolicy.FREE, "CARPORT")})
+    events = site.subscribe()
+    site.apply(snap("a", VehicleState.A, energy_wh=1_000))
+    site.apply(snap("a", VehicleState.B, at=T0 + timedelta(minutes=1), energy_wh=1_000))
+    got = drain(events)
+    start = next(e for e in got if isinstance(e, StartTransaction))
+    assert (start.connector_id, start.id_tag, start.meter_start_wh) == (1, "CARPORT", 1_000)
+    assert EnableCharging(1, True) in got
+    assert site.connectors[1].status is ConnectorStatus.SUSPENDED_EV  # in a session, the car not drawing yet
+    site.apply(snap("a", VehicleState.C, energy_wh=1_500))
+    assert site.connectors[1].status is ConnectorStatus.CHARGING
+    site.apply(snap("a", VehicleState.A, energy_wh=8_200))
+    stop = next(e for e in drain(events) if isinstance(e, StopTransaction))
+    assert (stop.local_ref, stop.meter_stop_wh, stop.reason) == (start.local_ref, 8_200, StopReason.EV_DISCONNECTED)
+    assert site.connectors[1].status is ConnectorStatus.AVAILABLE
+
+
+def test_an_assigned_meter_is_the_billing_register_and_a_remote_stop_leaves_finishing() -> None:
+    site = Site([Connector(1, "a")], [Meter("m", 1)], policies={1: REMOTE})
+    events = site.subscribe()
+    site.apply(snap("a", VehicleState.B, session_energy_wh=5))
+    assert EnableCharging(1, False) in drain(events)  # remote policy: no energy before a start
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=50_000)))
+    assert site.remote_start(1, "APP-7")
+    start = next(e for e in drain(events) if isinstance(e, StartTransaction))
+    assert start.meter_start_wh == 50_000  # the meter's register, never the session counter
+    assert not site.remote_start(1, "APP-8")  # one session at a time
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=57_000)))
+    assert site.remote_stop(start.local_ref)
+    stop = next(e for e in drain(events) if isinstance(e, StopTransaction))
+    assert (stop.meter_stop_wh, stop.reason) == (57_000, StopReason.REMOTE)
+    assert site.connectors[1].status is ConnectorStatus.FINISHING
+    site.apply(snap("a", VehicleState.A))
+    assert site.connectors[1].status is ConnectorStatus.AVAILABLE

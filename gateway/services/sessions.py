@@ -1,0 +1,142 @@
+"""Charging sessions of the whole site: one TransactionMachine per connector, fed by the Site.
+
+The Site tells this service when a car comes or goes (from the IEC 61851 state) and what the
+connector's billing register reads; back-office decisions (authorisation answers, remote start
+and stop, a rejected start) come in through the Site's command methods. The effects go out as
+domain events (``Authorize``, ``StartTransaction``, ``StopTransaction``, ``EnableCharging``) for
+the upstream charge point and the device command router.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.domain.model import VehicleState
+from gateway.domain.transactions import (
+    AuthPolicy,
+    AuthStatus,
+    Effect,
+    EnableCharging,
+    StopReason,
+    TransactionMachine,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FREE_ID_TAG = "ocpp-gateway"  # the tag free sessions are recorded under unless configured
+PLUGGED_STATES = frozenset({VehicleState.B, VehicleState.C, VehicleState.D})
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorPolicy:
+    """How sessions on one connector are authorised; ``id_tag`` is the tag of the ``free`` policy."""
+
+    policy: AuthPolicy = AuthPolicy.FREE
+    id_tag: str | None = DEFAULT_FREE_ID_TAG
+
+
+class Sessions:
+    """The session state machines of every connector, and the rules that need more than one."""
+
+    def __init__(
+        self,
+        connector_ids: list[int],
+        policies: Mapping[int, ConnectorPolicy],
+        billing_wh: Callable[[int], int | None],
+        emit: Callable[[Effect], None],
+    ) -> None:
+        self._billing_wh = billing_wh
+        self._emit = emit
+        self.machines = {}
+        for connector_id in connector_ids:
+            policy = policies.get(connector_id, ConnectorPolicy())
+            self.machines[connector_id] = TransactionMachine(connector_id, policy.policy, policy.id_tag)
+        self._warned_no_register: set[int] = set()
+
+    def _energy(self, connector_id: int) -> int:
+        """The billing register now; 0 (with one warning) for a connector that has none."""
+        energy = self._billing_wh(connector_id)
+        if energy is None:
+            if connector_id not in self._warned_no_register:
+                self._warned_no_register.add(connector_id)
+                log.warning(
+                    "connector %s has no billing register (lifetime energy or an assigned meter): "
+                    "its sessions are recorded with meter values 0",
+                    connector_id,
+                )
+            return 0
+        return energy
+
+    def _run(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            self._emit(effect)
+
+    # -- from the charger ------------------------------------------------------------------------
+    def vehicle_state(self, connector_id: int, state: VehicleState | None, at: datetime) -> None:
+        """A poll saw ``state``; a change between unplugged and plugged drives the session."""
+        machine = self.machines.get(connector_id)
+        if machine is None or state is None:
+            return
+        plugged = state in PLUGGED_STATES
+        if plugged and not machine.plugged:
+            self._run(machine.on_plugged(self._energy(connector_id), at))
+        elif state is VehicleState.A and machine.plugged:
+            self._run(machine.on_unplugged(self._energy(connector_id), at))
+
+    def device_answers(self, connector_id: int) -> None:
+        """The charger (again) answers: outside a session it must not deliver energy unless the
+        policy is free (whose session starts with the car anyway)."""
+        machine = self.machines.get(connector_id)
+        if machine is not None and machine.policy is not AuthPolicy.FREE and machine.transaction is None:
+            self._emit(EnableCharging(connector_id, False))
+
+    def id_tag_presented(self, connector_id: int, id_tag: str, at: datetime) -> None:
+        machine = self.machines.get(connector_id)
+        if machine is not None:
+            self._run(machine.on_id_tag(id_tag, self._energy(connector_id), at))
+
+    # -- from the back office --------------------------------------------------------------------
+    def authorization(self, connector_id: int, id_tag: str, status: AuthStatus, at: datetime) -> None:
+        machine = self.machines.get(connector_id)
+        if machine is not None:
+            self._run(machine.on_authorization(id_tag, status, self._energy(connector_id), at))
+
+    def remote_start(self, connector_id: int | None, id_tag: str, authorize_first: bool, at: datetime) -> bool:
+        """RemoteStartTransaction; without a connector the first idle one with a car (or any idle) is used."""
+        if connector_id is None:
+            idle = [m for m in self.machines.values() if m.transaction is None and m.pending_id_tag is None]
+            chosen = next((m for m in idle if m.plugged), idle[0] if idle else None)
+            if chosen is None:
+                return False
+            connector_id = chosen.connector_id
+        machine = self.machines.get(connector_id)
+        if machine is None:
+            return False
+        accepted, effects = machine.on_remote_start(id_tag, authorize_first, self._energy(connector_id), at)
+        self._run(effects)
+        return accepted
+
+    def remote_stop(self, local_ref: str, at: datetime) -> bool:
+        machine = self._by_ref(local_ref)
+        if machine is None:
+            return False
+        accepted, effects = machine.on_remote_stop(self._energy(machine.connector_id), at)
+        self._run(effects)
+        return accepted
+
+    def start_rejected(self, local_ref: str, stop_on_invalid_id: bool, at: datetime) -> None:
+        machine = self._by_ref(local_ref)
+        if machine is not None:
+            energy = self._energy(machine.connector_id)
+            self._run(machine.on_start_rejected(energy, at, stop_on_invalid_id))
+
+    def stop_all(self, reason: StopReason, at: datetime) -> None:
+        """End every running session (a reset, a shutdown)."""
+        for machine in self.machines.values():
+            self._run(machine.stop(self._energy(machine.connector_id), at, reason))
+
+    def _by_ref(self, local_ref: str) -> TransactionMachine | None:
+        return next((m for m in self.machines.values() if m.transaction and m.transaction.local_ref == local_ref), None)
