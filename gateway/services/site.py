@@ -22,6 +22,7 @@ from gateway.domain.events import (
     MeterReadingChanged,
     UpstreamStateChanged,
 )
+from gateway.domain.metering import check_register
 from gateway.domain.model import (
     ChargerSnapshot,
     Connector,
@@ -29,6 +30,7 @@ from gateway.domain.model import (
     Fault,
     Meter,
     MeterSnapshot,
+    Reading,
     Snapshot,
     VehicleState,
     utc_now,
@@ -110,6 +112,8 @@ class Site:
         self._health: dict[str, DeviceHealth] = {}
         self._offline_after = dict(offline_after_failures or {})
         self._failures: dict[str, int] = {}
+        self._last_good_wh: dict[str, int | None] = {}  # highest register value seen, per connector/meter
+        self._register_alarm: set[str] = set()
         self._subscribers: list[EventStream] = []
         self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
 
@@ -172,11 +176,12 @@ class Site:
         connector = self._by_socket.get((snap.device, snap.socket))
         if connector is None:
             return  # a socket the config does not map to a connector
+        reading, register_fault = self._guard_register(f"connector {connector.connector_id}", snap.reading)
         connector.vehicle_state = snap.vehicle_state
-        connector.device_faults = snap.faults
+        connector.device_faults = (*snap.faults, register_fault) if register_fault else snap.faults
         connector.charging_enabled = snap.charging_enabled
         previous = connector.reading
-        connector.reading = snap.reading
+        connector.reading = reading
         if previous is None or previous.values() != snap.reading.values():
             self._emit(ConnectorReadingChanged(connector.connector_id, snap.reading))
         if connector.device_online:  # a returning device is handled once, in _set_online
@@ -193,13 +198,29 @@ class Site:
         meter = self.meters.get(snap.device)
         if meter is None:
             return
-        self._emit_fault_changes(meter.faults, snap.faults, snap.reading.measured_at, None, meter.name)
-        faults_changed = snap.faults != meter.faults
-        meter.faults = snap.faults
+        reading, register_fault = self._guard_register(f"meter {meter.name}", snap.reading)
+        faults = (*snap.faults, register_fault) if register_fault else snap.faults
+        self._emit_fault_changes(meter.faults, faults, reading.measured_at, None, meter.name)
+        faults_changed = faults != meter.faults
+        meter.faults = faults
         previous = meter.reading
-        meter.reading = snap.reading
-        if faults_changed or previous is None or previous.values() != snap.reading.values():
-            self._emit(MeterReadingChanged(meter.name, meter.connector_id, snap.reading))
+        meter.reading = reading
+        if faults_changed or previous is None or previous.values() != reading.values():
+            self._emit(MeterReadingChanged(meter.name, meter.connector_id, reading))
+
+    def _guard_register(self, where: str, reading: Reading) -> tuple[Reading, Fault | None]:
+        """Never let a register that went backwards through as a billing value (see domain.metering)."""
+        last = self._last_good_wh.get(where)
+        checked, fault, self._last_good_wh[where] = check_register(last, reading)
+        if fault is not None and where not in self._register_alarm:
+            self._register_alarm.add(where)
+            log.warning(
+                "%s: energy register fell from %s to %s Wh; not used for billing", where, last, reading.energy_wh
+            )
+        elif fault is None and where in self._register_alarm:
+            self._register_alarm.discard(where)
+            log.info("%s: energy register back at %s Wh", where, reading.energy_wh)
+        return checked, fault
 
     def _set_online(self, device: str, online: bool, reason: str, at: datetime) -> None:
         was = self.device_online(device)

@@ -13,6 +13,7 @@ from gateway.domain.events import (
     MeterReadingChanged,
     UpstreamStateChanged,
 )
+from gateway.domain.metering import REGISTER_BACKWARDS
 from gateway.domain.model import (
     ChargerSnapshot,
     Connector,
@@ -276,3 +277,22 @@ def test_an_assigned_meter_is_the_billing_register_and_a_remote_stop_leaves_fini
     assert site.connectors[1].status is ConnectorStatus.FINISHING
     site.apply(snap("a", VehicleState.A))
     assert site.connectors[1].status is ConnectorStatus.AVAILABLE
+
+
+def test_a_register_that_goes_backwards_is_a_meter_fault_and_never_a_billing_value() -> None:
+    site, events = make()
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=10_000)))
+    site.apply(snap("a", VehicleState.A, energy_wh=500))
+    drain(events)
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=9_000)))  # swapped meter, rollover or garbage
+    assert site.meters["m"].reading is not None and site.meters["m"].reading.energy_wh is None
+    assert FaultRaised(None, REGISTER_BACKWARDS, T0, meter="m") in drain(events)
+    site.apply(snap("a", VehicleState.A, energy_wh=400))
+    assert site.connectors[1].status is ConnectorStatus.FAULTED
+    assert site.connectors[1].faults[0].kind is FaultKind.POWER_METER
+    assert site.billing_energy_wh(1) is None
+    site.apply(snap("a", VehicleState.A, energy_wh=501))  # counting on from the last good value
+    assert site.connectors[1].status is ConnectorStatus.AVAILABLE
+    assert site.billing_energy_wh(1) == 501
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=10_001)))
+    assert FaultCleared(None, REGISTER_BACKWARDS, T0, meter="m") in drain(events)
