@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from ocpp.exceptions import OCPPError
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action, RegistrationStatus
 from websockets.asyncio.client import ClientConnection, connect
@@ -40,6 +40,7 @@ frame_log = logging.getLogger("ocpp")
 
 TRANSACTION_RETRY_S = 5  # until the durable outbox (issue 6) brings TransactionMessageRetryInterval
 BOOT_RETRY_FALLBACK_S = 30  # when a CSMS answers Pending/Rejected with interval 0, or errors
+TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "StatusNotification", "MeterValues"})
 
 
 class _Peer(ChargePoint):
@@ -67,6 +68,19 @@ class _Peer(ChargePoint):
         accepted = local_ref is not None and self.owner.site.remote_stop(local_ref)
         log.info("CSMS remote stop of transaction %s: %s", transaction_id, "Accepted" if accepted else "Rejected")
         return call_result.RemoteStopTransaction(status="Accepted" if accepted else "Rejected")
+
+    @on(Action.trigger_message)
+    def on_trigger_message(self, requested_message: str, connector_id: int | None = None) -> Any:
+        if requested_message not in TRIGGERABLE:
+            return call_result.TriggerMessage(status="NotImplemented")
+        if connector_id is not None and connector_id != 0 and connector_id not in self.owner.site.connectors:
+            return call_result.TriggerMessage(status="Rejected")
+        return call_result.TriggerMessage(status="Accepted")
+
+    @after(Action.trigger_message)
+    async def after_trigger_message(self, requested_message: str, connector_id: int | None = None) -> None:
+        if requested_message in TRIGGERABLE:
+            await self.owner.send_triggered(self, requested_message, connector_id)
 
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str) -> Any:
@@ -280,14 +294,38 @@ class VirtualChargePoint:
         await self._every("HeartbeatInterval", lambda: _send(peer, call.Heartbeat()))
 
     async def _meter_values(self, peer: _Peer) -> None:
-        async def send_samples() -> None:
-            for connector_id, values in self._current_meter_values():
-                transaction_id = self.transactions.active_id(connector_id)
-                await _send(
-                    peer, call.MeterValues(connector_id=connector_id, meter_value=values, transaction_id=transaction_id)
-                )
+        await self._every("MeterValueSampleInterval", lambda: self._send_samples(peer))
 
-        await self._every("MeterValueSampleInterval", send_samples)
+    async def _send_samples(self, peer: _Peer, only_connector: int | None = None) -> None:
+        for connector_id, values in self._current_meter_values():
+            if only_connector is not None and connector_id != only_connector:
+                continue
+            transaction_id = self.transactions.active_id(connector_id)
+            await _send(
+                peer, call.MeterValues(connector_id=connector_id, meter_value=values, transaction_id=transaction_id)
+            )
+
+    async def send_triggered(self, peer: _Peer, message: str, connector_id: int | None) -> None:
+        """The message a TriggerMessage asked for, sent after its answer (never inside the handler)."""
+        if message == "Heartbeat":
+            await _send(peer, call.Heartbeat())
+        elif message == "MeterValues":
+            await self._send_samples(peer, connector_id)
+        elif message == "StatusNotification":
+            now = self.site.clock.now()
+            if connector_id in (None, 0):
+                await self._send_status(peer, 0, ConnectorStatus.AVAILABLE, (), now)
+            for connector in self.site.connectors.values():
+                if connector_id in (None, connector.connector_id):
+                    await self._send_status(peer, connector.connector_id, connector.status, connector.faults, now)
+        elif message == "BootNotification":
+            result = await _send(
+                peer,
+                call.BootNotification(charge_point_vendor=self.settings.vendor, charge_point_model=self.settings.model),
+            )
+            if result is not None:
+                self.registration = str(result.status)
+                self.site.set_upstream(True, self.registration)
 
     async def _every(self, key: str, send: Callable[[], Awaitable[Any]]) -> None:
         """Call ``send`` every ``key`` seconds (never while it is 0); a new value restarts the wait."""

@@ -344,3 +344,27 @@ async def test_sessions_while_the_csms_is_away_are_delivered_in_order(running: l
         assert first_stop["transactionId"] == 1 and first_stop["timestamp"] == "2026-11-29T12:30:00.000Z"
     finally:
         await csms.stop()
+
+
+async def test_trigger_message(csms: DemoCsms, running: list) -> None:
+    site = make_site()
+    site.apply(charger_at(0, VehicleState.A, 42))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+    before = len(csms.messages("StatusNotification"))
+    answer = await csms.call("GW-TEST", call.TriggerMessage(requested_message="StatusNotification", connector_id=1))
+    assert answer.status == "Accepted"
+    await csms.wait_for("StatusNotification", lambda p: len(csms.messages("StatusNotification")) > before)
+    assert csms.messages("StatusNotification")[-1]["connectorId"] == 1
+    assert (
+        await csms.call("GW-TEST", call.TriggerMessage(requested_message="MeterValues", connector_id=1))
+    ).status == "Accepted"
+    sample = await csms.wait_for("MeterValues")
+    assert sample["connectorId"] == 1  # sampling is off (interval 0): this one was triggered
+    assert (await csms.call("GW-TEST", call.TriggerMessage(requested_message="Heartbeat"))).status == "Accepted"
+    await csms.wait_for("Heartbeat")
+    assert (
+        await csms.call("GW-TEST", call.TriggerMessage(requested_message="StatusNotification", connector_id=7))
+    ).status == "Rejected"
+    firmware = call.TriggerMessage(requested_message="FirmwareStatusNotification")
+    assert (await csms.call("GW-TEST", firmware)).status == "NotImplemented"
