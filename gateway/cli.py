@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config import BAUDRATES, DeviceConfig, GatewayConfig, load_config
 from gateway.domain.errors import ConfigError, DeviceUnavailable
+from gateway.services.sessions import DEFAULT_FREE_ID_TAG
 
 if TYPE_CHECKING:
     from adapters.modbus.profile import Profile
@@ -64,11 +65,16 @@ def summary(config: GatewayConfig) -> str:
         f"mqtt       {config.mqtt.host}:{config.mqtt.port}, topics under {config.topic_prefix}/",
         "connectors",
     ]
+    policies = {c.id: c for c in config.connectors}
     for charger in config.chargers:
         for socket, number in enumerate(charger.connectors, start=1):
             unit = f"unit {charger.unit_id}" if charger.unit_id is not None else "profile unit id"
             where = f"{charger.profile}, {_where(charger)}, {unit}"
-            lines.append(f"  {number:>3}  {charger.name} socket {socket}  ({where})")
+            policy = policies.get(number)
+            sessions = "free" if policy is None else policy.policy
+            if sessions == "free":
+                sessions += f" as {policy.id_tag if policy and policy.id_tag else DEFAULT_FREE_ID_TAG}"
+            lines.append(f"  {number:>3}  {charger.name} socket {socket}  ({where}), sessions: {sessions}")
     lines.append("meters")
     for meter in config.meters:
         role = {None: "MQTT only", 0: "site meter, upstream connector 0"}.get(

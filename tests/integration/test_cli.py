@@ -42,7 +42,7 @@ def test_check_config_prints_a_summary_of_the_shipped_config() -> None:
     assert result.returncode == 0, result.stderr
     assert "config.toml: OK" in result.stdout
     assert "ws://127.0.0.1:9000/ocpp/GW-DEMO-01" in result.stdout
-    assert "carport-left socket 1  (abb-terra-ac" in result.stdout
+    assert "carport-left socket 1  (bender-cc613" in result.stdout
     assert "site-meter  (eastron-sdm630, 127.0.0.1:15020): site meter, upstream connector 0" in result.stdout
 
 
@@ -55,8 +55,8 @@ def test_check_config_prints_a_summary_of_the_shipped_config() -> None:
             "chargers[0].poll_intervall_s: unknown key",
         ),
         (
-            {'profile = "abb-terra-ac"': 'profile = "abb-terra-ac2"'},
-            "chargers[0].profile: no profile named 'abb-terra-ac2'",
+            {'profile = "bender-cc613"': 'profile = "bender-cc6133"'},
+            "chargers[0].profile: no profile named 'bender-cc6133'",
         ),
         ({"connectors = [2]": "connectors = [1]"}, "chargers[1].connectors[0]: duplicate connector number 1"),
         (

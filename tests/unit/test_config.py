@@ -112,3 +112,18 @@ def test_password_is_never_printed() -> None:
     config = parse_config(data)
     assert "hunter2" not in repr(config)
     assert config.upstream.password is not None and config.upstream.password.get_secret_value() == "hunter2"
+
+
+def test_connector_policies() -> None:
+    data = base()
+    data["connectors"] = [{"id": 1, "policy": "remote"}, {"id": 2, "id_tag": "CARPORT"}]
+    config = parse_config(data)
+    assert [(c.id, c.policy, c.id_tag) for c in config.connectors] == [(1, "remote", None), (2, "free", "CARPORT")]
+    data["connectors"] = [{"id": 2, "policy": "remote", "id_tag": "X"}, {"id": 3, "policy": "sometimes"}]
+    found = dict(problems(data))
+    assert "id_tag is only used by the free policy" in found["connectors[0]"]
+    assert "connectors[1].policy" in found
+    data["connectors"] = [{"id": 9}, {"id": 3}, {"id": 3}]
+    found = dict(problems(data))
+    assert found["connectors[0].id"] == "no connector 9 (connectors: [1, 2, 3])"
+    assert found["connectors[2].id"] == "connector 3 is already configured by connectors[1]"
