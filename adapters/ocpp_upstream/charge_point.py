@@ -17,15 +17,15 @@ from datetime import datetime
 from typing import Any
 
 from ocpp.exceptions import OCPPError
-from ocpp.routing import after, on
-from ocpp.v16 import ChargePoint, call, call_result
-from ocpp.v16.enums import Action, RegistrationStatus
+from ocpp.v16 import ChargePoint, call
+from ocpp.v16.enums import RegistrationStatus
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.mapping import meter_value, primary_fault, status_notification_fields
+from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.transactions import TransactionLog, auth_status, start_call, stop_call
 from gateway.config import UpstreamConfig
 from gateway.domain.events import ConnectorStatusChanged
@@ -35,58 +35,9 @@ from gateway.services.backoff import Backoff
 from gateway.services.site import EventStream, Site
 
 log = logging.getLogger(__name__)
-# The ocpp library logs every frame at INFO, id tags included: keep it at WARNING (see cli.py).
-frame_log = logging.getLogger("ocpp")
 
 TRANSACTION_RETRY_S = 5  # until the durable outbox (issue 6) brings TransactionMessageRetryInterval
 BOOT_RETRY_FALLBACK_S = 30  # when a CSMS answers Pending/Rejected with interval 0, or errors
-TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "StatusNotification", "MeterValues"})
-
-
-class _Peer(ChargePoint):
-    """The ocpp-library side of one connection; handlers delegate to the VirtualChargePoint."""
-
-    def __init__(self, owner: VirtualChargePoint, connection: ClientConnection, timeout_s: float) -> None:
-        super().__init__(owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log)
-        self.owner = owner
-
-    @on(Action.get_configuration)
-    def on_get_configuration(self, key: list[str] | None = None) -> Any:
-        known, unknown = self.owner.configuration.get(key)
-        return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
-
-    @on(Action.remote_start_transaction)
-    def on_remote_start(self, id_tag: str, connector_id: int | None = None, **_: Any) -> Any:
-        authorize_first = self.owner.configuration.boolean("AuthorizeRemoteTxRequests")
-        accepted = self.owner.site.remote_start(connector_id, id_tag, authorize_first)
-        log.info("CSMS remote start on connector %s: %s", connector_id, "Accepted" if accepted else "Rejected")
-        return call_result.RemoteStartTransaction(status="Accepted" if accepted else "Rejected")
-
-    @on(Action.remote_stop_transaction)
-    def on_remote_stop(self, transaction_id: int) -> Any:
-        local_ref = self.owner.transactions.local_ref(transaction_id)
-        accepted = local_ref is not None and self.owner.site.remote_stop(local_ref)
-        log.info("CSMS remote stop of transaction %s: %s", transaction_id, "Accepted" if accepted else "Rejected")
-        return call_result.RemoteStopTransaction(status="Accepted" if accepted else "Rejected")
-
-    @on(Action.trigger_message)
-    def on_trigger_message(self, requested_message: str, connector_id: int | None = None) -> Any:
-        if requested_message not in TRIGGERABLE:
-            return call_result.TriggerMessage(status="NotImplemented")
-        if connector_id is not None and connector_id != 0 and connector_id not in self.owner.site.connectors:
-            return call_result.TriggerMessage(status="Rejected")
-        return call_result.TriggerMessage(status="Accepted")
-
-    @after(Action.trigger_message)
-    async def after_trigger_message(self, requested_message: str, connector_id: int | None = None) -> None:
-        if requested_message in TRIGGERABLE:
-            await self.owner.send_triggered(self, requested_message, connector_id)
-
-    @on(Action.change_configuration)
-    def on_change_configuration(self, key: str, value: str) -> Any:
-        status = self.owner.configuration.change(key, value)
-        log.info("CSMS changed configuration %s=%s: %s", key, value, status)
-        return call_result.ChangeConfiguration(status=status)
 
 
 class VirtualChargePoint:
@@ -98,7 +49,7 @@ class VirtualChargePoint:
         self.configuration = OcppConfiguration(settings, len(site.connectors))
         self.registration = "none"  # the last BootNotification result
         self.accepted = asyncio.Event()  # set once Boot was Accepted in this process
-        self._peer: _Peer | None = None
+        self._peer: Peer | None = None
         self._reported_faults: dict[int, tuple[Fault, ...]] = {}  # per connector, as last sent
         self.transactions = TransactionLog()
         self._transactions_waiting = asyncio.Event()
@@ -183,12 +134,12 @@ class VirtualChargePoint:
     async def _session(self, connection: ClientConnection) -> None:
         if connection.subprotocol != "ocpp1.6":
             log.warning("CSMS did not confirm subprotocol ocpp1.6 (got %r); continuing", connection.subprotocol)
-        peer = _Peer(self, connection, self.settings.response_timeout_s)
+        peer = Peer(self, connection, self.settings.response_timeout_s)
         self._peer = peer
         await _first_to_finish(peer.start(), self._converse(peer))
 
     # -- what we say ------------------------------------------------------------------------------------
-    async def _converse(self, peer: _Peer) -> None:
+    async def _converse(self, peer: Peer) -> None:
         await self._boot(peer)
         events = self.site.subscribe()  # subscribe before the initial statuses: no change slips between
         try:
@@ -203,7 +154,7 @@ class VirtualChargePoint:
         finally:
             self.site.unsubscribe(events)
 
-    async def _boot(self, peer: _Peer) -> None:
+    async def _boot(self, peer: Peer) -> None:
         """BootNotification until Accepted; once accepted in this process, a reconnect does not reboot."""
         while not self.accepted.is_set():
             try:
@@ -230,7 +181,7 @@ class VirtualChargePoint:
             log.warning("CSMS answered BootNotification %s; retrying in %s s", result.status, wait_s)
             await asyncio.sleep(wait_s)
 
-    async def _send_all_statuses(self, peer: _Peer) -> None:
+    async def _send_all_statuses(self, peer: Peer) -> None:
         """Connector 0 and every connector, as they are now (after boot and after each reconnect)."""
         await self._send_status(peer, 0, ConnectorStatus.AVAILABLE, (), self.site.clock.now())
         for connector in self.site.connectors.values():
@@ -239,12 +190,12 @@ class VirtualChargePoint:
             await self._send_status(peer, connector.connector_id, connector.status, faults, connector.status_since)
 
     async def _send_status(
-        self, peer: _Peer, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
+        self, peer: Peer, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
     ) -> None:
         fields = status_notification_fields(connector_id, status, faults)
         await _send(peer, call.StatusNotification(connector_id=connector_id, timestamp=iso_utc(at), **fields))
 
-    async def _status_changes(self, peer: _Peer, events: EventStream) -> None:
+    async def _status_changes(self, peer: Peer, events: EventStream) -> None:
         """A StatusNotification per change; a fault raised beside a more severe one still gets its own."""
         async for event in events:
             if not isinstance(event, ConnectorStatusChanged):
@@ -257,7 +208,7 @@ class VirtualChargePoint:
             await self._send_status(peer, event.connector_id, event.status, event.faults, event.changed_at)
             self._reported_faults[event.connector_id] = event.faults
 
-    async def _deliver_transactions(self, peer: _Peer) -> None:
+    async def _deliver_transactions(self, peer: Peer) -> None:
         """Start and stop calls in the order they happened, each until the CSMS has it."""
         pending = self.transactions.pending
         while True:
@@ -283,20 +234,20 @@ class VirtualChargePoint:
             self._transactions_waiting.clear()
             await self._transactions_waiting.wait()
 
-    async def _authorize(self, peer: _Peer) -> None:
+    async def _authorize(self, peer: Peer) -> None:
         while True:
             request = await self._authorizations.get()
             result = await _send(peer, call.Authorize(id_tag=request.id_tag))
             status = auth_status(result.id_tag_info) if result is not None else AuthStatus.INVALID
             self.site.authorization_result(request.connector_id, request.id_tag, status)
 
-    async def _heartbeats(self, peer: _Peer) -> None:
+    async def _heartbeats(self, peer: Peer) -> None:
         await self._every("HeartbeatInterval", lambda: _send(peer, call.Heartbeat()))
 
-    async def _meter_values(self, peer: _Peer) -> None:
+    async def _meter_values(self, peer: Peer) -> None:
         await self._every("MeterValueSampleInterval", lambda: self._send_samples(peer))
 
-    async def _send_samples(self, peer: _Peer, only_connector: int | None = None) -> None:
+    async def _send_samples(self, peer: Peer, only_connector: int | None = None) -> None:
         for connector_id, values in self._current_meter_values():
             if only_connector is not None and connector_id != only_connector:
                 continue
@@ -305,7 +256,7 @@ class VirtualChargePoint:
                 peer, call.MeterValues(connector_id=connector_id, meter_value=values, transaction_id=transaction_id)
             )
 
-    async def send_triggered(self, peer: _Peer, message: str, connector_id: int | None) -> None:
+    async def send_triggered(self, peer: Peer, message: str, connector_id: int | None) -> None:
         """The message a TriggerMessage asked for, sent after its answer (never inside the handler)."""
         if message == "Heartbeat":
             await _send(peer, call.Heartbeat())
