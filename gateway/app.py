@@ -19,9 +19,11 @@ from adapters.mqtt.bridge import MqttBridge
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
 from gateway.domain.errors import CommandRejected, ConfigError, DeviceError
+from gateway.domain.events import CurrentLimitRequested
 from gateway.domain.model import Connector, Meter
 from gateway.domain.ports import Clock
 from gateway.domain.transactions import AuthPolicy, EnableCharging
+from gateway.services.charging_limits import LimitKeeper
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG, ConnectorPolicy
 from gateway.services.site import Site
 
@@ -127,9 +129,23 @@ class Gateway:
     devices: list[ModbusDevice] = field(default_factory=list)
     upstream: VirtualChargePoint | None = None
     mqtt: MqttBridge | None = None
+    limits: LimitKeeper | None = None
 
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
+        if self.limits is None:
+            self.limits = LimitKeeper(self.site, self.site.charging_profiles, self._max_current_a())
+
+    def _max_current_a(self) -> dict[int, float]:
+        """Each connector's highest settable current, from its charger profile's limit register."""
+        by_name = {device.name: device for device in self.devices}
+        result = {}
+        for connector in self.site.connectors.values():
+            device = by_name.get(connector.device)
+            limit = device.profile.writes.current_limit if device is not None else None
+            if limit is not None:
+                result[connector.connector_id] = limit.max_a
+        return result
 
     @classmethod
     def build(cls, config: GatewayConfig, clock: Clock | None = None) -> Gateway:
@@ -181,6 +197,8 @@ class Gateway:
             if self.mqtt is not None:
                 tasks.create_task(self.mqtt.run(), name="mqtt")
             tasks.create_task(self._carry_out_commands(), name="commands")
+            if self.limits is not None:
+                tasks.create_task(self.limits.run(), name="charging limits")
 
     async def _carry_out_commands(self) -> None:
         """Enable or disable chargers as sessions start and stop (the Site decides, devices obey).
@@ -189,14 +207,16 @@ class Gateway:
         """
         by_name = {device.name: device for device in self.devices}
         async for event in self._commands:
-            if not isinstance(event, EnableCharging):
+            if not isinstance(event, EnableCharging | CurrentLimitRequested):
                 continue
             connector = self.site.connectors[event.connector_id]
             device = by_name.get(connector.device)
             if device is None:
                 continue
             try:
-                await device.set_enabled(event.enabled, socket=connector.socket)
+                if isinstance(event, EnableCharging):
+                    await device.set_enabled(event.enabled, socket=connector.socket)
+                else:
+                    await device.set_current_limit_a(event.limit_a, socket=connector.socket)
             except (CommandRejected, DeviceError) as exc:
-                action = "enable" if event.enabled else "disable"
-                log.warning("connector %s: could not %s charging: %s", event.connector_id, action, exc)
+                log.warning("connector %s: the charger did not take %s: %s", event.connector_id, event, exc)

@@ -144,7 +144,7 @@ class CommandPlanner:
             if not allowed:
                 return [self._write(limit, socket, limit.off_value, "charging off (current limit)")]
             if amps is None:
-                amps = limit.min_a  # enabled before any limit was set: the least a car can charge with
+                amps = limit.max_a  # enabled before any limit was set: the charger's own maximum
         if amps is None:
             return []
         if amps < limit.min_a:

@@ -49,7 +49,11 @@ class OcppConfiguration:
             "AllowOfflineTxForUnknownId": _Key("false", False, _boolean),
             "MeterValuesSampledDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
             "NumberOfConnectors": _Key(str(connector_count), True),
-            "SupportedFeatureProfiles": _Key("Core", True),
+            "SupportedFeatureProfiles": _Key("Core,SmartCharging,RemoteTrigger", True),
+            "ChargeProfileMaxStackLevel": _Key("100", True),
+            "ChargingScheduleAllowedChargingRateUnit": _Key("Current,Power", True),
+            "ChargingScheduleMaxPeriods": _Key("100", True),
+            "MaxChargingProfilesInstalled": _Key("50", True),
             "GetConfigurationMaxKeys": _Key("20", True),
         }
         self._changed = {key: asyncio.Event() for key in self._keys}

@@ -14,6 +14,16 @@ from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.client import ClientConnection
 
+from adapters.ocpp_upstream.smart_charging import (
+    composite_schedule_result,
+    profile_from_ocpp,
+    purpose_from_ocpp,
+    unit_from_ocpp,
+)
+from gateway.domain.charging_profiles import RateUnit
+from gateway.domain.errors import CommandRejected
+from gateway.domain.events import ChargingProfilesChanged
+
 if TYPE_CHECKING:
     from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 
@@ -21,6 +31,7 @@ log = logging.getLogger(__name__)
 # The ocpp library logs every frame at INFO, id tags included: keep it at WARNING (see cli.py).
 frame_log = logging.getLogger("ocpp")
 
+UNLIMITED_A = 32.0  # what a composite schedule shows where no profile limits (OCPP has no "none")
 TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "StatusNotification", "MeterValues"})
 
 
@@ -62,6 +73,54 @@ class Peer(ChargePoint):
     async def after_trigger_message(self, requested_message: str, connector_id: int | None = None) -> None:
         if requested_message in TRIGGERABLE:
             await self.owner.send_triggered(self, requested_message, connector_id)
+
+    @on(Action.set_charging_profile)
+    def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]) -> Any:
+        site = self.owner.site
+        try:
+            if connector_id != 0 and connector_id not in site.connectors:
+                raise CommandRejected(f"no connector {connector_id}")
+            profile = profile_from_ocpp(connector_id, cs_charging_profiles)
+            active = self.owner.transactions.active_id(connector_id) if connector_id else None
+            site.charging_profiles.install(profile, active_transaction_id=active)
+        except CommandRejected as exc:
+            log.warning("SetChargingProfile on connector %s rejected: %s", connector_id, exc)
+            return call_result.SetChargingProfile(status="Rejected")
+        log.info("charging profile %s installed on connector %s", profile.profile_id, connector_id)
+        site.request(ChargingProfilesChanged())
+        return call_result.SetChargingProfile(status="Accepted")
+
+    @on(Action.clear_charging_profile)
+    def on_clear_charging_profile(
+        self,
+        id: int | None = None,
+        connector_id: int | None = None,
+        charging_profile_purpose: str | None = None,
+        stack_level: int | None = None,
+    ) -> Any:
+        cleared = self.owner.site.charging_profiles.clear(
+            profile_id=id,
+            connector_id=connector_id,
+            purpose=purpose_from_ocpp(charging_profile_purpose),
+            stack_level=stack_level,
+        )
+        if not cleared:
+            return call_result.ClearChargingProfile(status="Unknown")
+        log.info("charging profiles %s cleared", cleared)
+        self.owner.site.request(ChargingProfilesChanged())
+        return call_result.ClearChargingProfile(status="Accepted")
+
+    @on(Action.get_composite_schedule)
+    def on_get_composite_schedule(self, connector_id: int, duration: int, charging_rate_unit: str | None = None) -> Any:
+        site = self.owner.site
+        if connector_id != 0 and connector_id not in site.connectors:
+            return call_result.GetCompositeSchedule(status="Rejected")
+        unit = unit_from_ocpp(charging_rate_unit)
+        start = site.clock.now()
+        started_at = site.sessions.started_at(connector_id)
+        periods = site.charging_profiles.composite_schedule(connector_id, start, duration, started_at, unit)
+        unlimited = UNLIMITED_A if unit is RateUnit.AMPERE else UNLIMITED_A * 230 * 3
+        return composite_schedule_result(connector_id, start, duration, periods, unit, unlimited=unlimited)
 
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str) -> Any:

@@ -81,6 +81,19 @@ class UpstreamStateChanged:
     changed_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CurrentLimitRequested:
+    """Set a connector's charger to ``limit_a`` amperes per phase; 0 means pause (below 6 A)."""
+
+    connector_id: int
+    limit_a: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingProfilesChanged:
+    """The back office installed or cleared charging profiles: limits must be worked out again."""
+
+
 # The session effects of gateway.domain.transactions travel as events too: Authorize,
 # StartTransaction, StopTransaction (for the upstream) and EnableCharging (for the device).
 Event = (
@@ -91,5 +104,7 @@ Event = (
     | MeterReadingChanged
     | DeviceHealthChanged
     | UpstreamStateChanged
+    | CurrentLimitRequested
+    | ChargingProfilesChanged
     | Effect
 )

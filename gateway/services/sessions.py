@@ -138,5 +138,10 @@ class Sessions:
         for machine in self.machines.values():
             self._run(machine.stop(self._energy(machine.connector_id), at, reason))
 
+    def started_at(self, connector_id: int) -> datetime | None:
+        """When the session on ``connector_id`` started; None without one."""
+        machine = self.machines.get(connector_id)
+        return machine.transaction.started_at if machine and machine.transaction else None
+
     def _by_ref(self, local_ref: str) -> TransactionMachine | None:
         return next((m for m in self.machines.values() if m.transaction and m.transaction.local_ref == local_ref), None)

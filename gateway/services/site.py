@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.domain.charging_store import ChargingProfileStore
 from gateway.domain.events import (
+    ChargingProfilesChanged,
     ConnectorReadingChanged,
     ConnectorStatusChanged,
+    CurrentLimitRequested,
     DeviceHealthChanged,
     Event,
     FaultCleared,
@@ -115,6 +118,7 @@ class Site:
         self._last_good_wh: dict[str, int | None] = {}  # highest register value seen, per connector/meter
         self._register_alarm: set[str] = set()
         self._subscribers: list[EventStream] = []
+        self.charging_profiles = ChargingProfileStore(len(self.connectors))  # the back office's limits
         self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
 
     # -- subscriptions -------------------------------------------------------------------------
@@ -310,6 +314,10 @@ class Site:
     def start_rejected(self, local_ref: str, stop_on_invalid_id: bool) -> None:
         """The back office did not accept the id tag of a started session."""
         self.sessions.start_rejected(local_ref, stop_on_invalid_id, self.clock.now())
+
+    def request(self, event: CurrentLimitRequested | ChargingProfilesChanged) -> None:
+        """Pass a command or notice from one service or adapter to the others (one door in)."""
+        self._emit(event)
 
     # -- upstream ----------------------------------------------------------------------------------
     def set_upstream(self, connected: bool, registration: str) -> None:

@@ -190,3 +190,46 @@ async def test_a_remote_session_bills_from_the_charger_register(site: Site, csms
     assert stop["reason"] == "EVDisconnected"
     assert stop["meterStop"] == site.right.get("energy_wh") == 2_007_400
     await site.right.wait_for(lambda: not site.right.charger_state().enabled)  # and off again afterwards
+
+
+def tx_default(limit_a: float, profile_id: int = 1) -> dict:
+    return {
+        "chargingProfileId": profile_id,
+        "stackLevel": 0,
+        "chargingProfilePurpose": "TxDefaultProfile",
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": {
+            "chargingRateUnit": "A",
+            "startSchedule": "2020-01-01T00:00:00Z",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit_a}],
+        },
+    }
+
+
+async def test_smart_charging_limits_the_charger_during_a_session(site: Site, csms: DemoCsms) -> None:
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Available")
+    site.left.plug_in()  # connector 1 is free: the session starts at once
+    start = await csms.wait_for("StartTransaction", lambda p: p["connectorId"] == 1)
+    assert start["idTag"] == "E2E-FREE"
+    answer = await csms.call("GW-E2E", call.SetChargingProfile(connector_id=0, cs_charging_profiles=tx_default(10)))
+    assert answer.status == "Accepted"
+    await site.left.wait_for(lambda: site.left.offered_current_a() == 10)
+    tx = {
+        **tx_default(3, profile_id=2),
+        "chargingProfilePurpose": "TxProfile",
+        "transactionId": csms.last_transaction_id,
+    }
+    answer = await csms.call("GW-E2E", call.SetChargingProfile(connector_id=1, cs_charging_profiles=tx))
+    assert answer.status == "Accepted"  # below 6 A: the charger pauses instead of taking an illegal current
+    await csms.wait_for(
+        "StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "SuspendedEVSE", timeout=10
+    )
+    composite = await csms.call("GW-E2E", call.GetCompositeSchedule(connector_id=1, duration=3600))
+    assert composite.status == "Accepted"
+    assert composite.charging_schedule["charging_schedule_period"][0]["limit"] == 3
+    cleared = await csms.call("GW-E2E", call.ClearChargingProfile())
+    assert cleared.status == "Accepted"
+    await site.left.wait_for(lambda: (site.left.offered_current_a() or 0) >= 6 and site.left.offered_current_a() != 10)
+    bad = {**tx_default(10, profile_id=3), "chargingProfilePurpose": "TxProfile", "transactionId": 999}
+    rejected = await csms.call("GW-E2E", call.SetChargingProfile(connector_id=1, cs_charging_profiles=bad))
+    assert rejected.status == "Rejected"

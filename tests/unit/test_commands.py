@@ -54,7 +54,8 @@ def test_below_the_minimum_charging_pauses_as_the_profile_says() -> None:
 
 def test_enable_through_the_current_limit_replays_the_last_limit() -> None:
     bender = planner("bender-cc613")
-    assert [w.values for w in bender.enable(True)] == [(6,)]  # never limited: the least a car charges with
+    # never limited: the charger's own maximum (a session without smart charging charges at full power)
+    assert [w.values for w in bender.enable(True)] == [(32,)]
     bender.current_limit(20)
     assert [w.values for w in bender.enable(False)] == [(0,)]
     assert bender.current_limit(16)[0].values == (0,)  # disabled: a new limit is remembered, not applied
