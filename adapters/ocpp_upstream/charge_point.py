@@ -24,10 +24,13 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
 from adapters.ocpp_upstream.configuration import OcppConfiguration
+from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
 from adapters.ocpp_upstream.mapping import meter_value, primary_fault, status_notification_fields
 from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.transactions import TransactionLog, auth_status, start_call, stop_call
 from gateway.config import UpstreamConfig
+from gateway.domain.authorization import AuthorizationCache, LocalAuthList, mask_id_tag
+from gateway.domain.authorizer import AskBackOffice, Authorizer, RecordOutcome
 from gateway.domain.events import ConnectorStatusChanged
 from gateway.domain.model import ConnectorStatus, Fault, iso_utc
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopTransaction
@@ -55,6 +58,7 @@ class VirtualChargePoint:
         self._transactions_waiting = asyncio.Event()
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self._effects = site.subscribe()
+        self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
         self._outage_reported = False
 
     # -- connection loop ------------------------------------------------------------------------------
@@ -75,19 +79,31 @@ class VirtualChargePoint:
                 self.transactions.queue(event)
                 self._transactions_waiting.set()
             elif isinstance(event, Authorize):
-                if self._peer is not None and self.accepted.is_set():
-                    self._authorizations.put_nowait(event)
-                else:
-                    self._authorize_offline(event)
+                self._authorize_locally_or_ask(event)
 
-    def _authorize_offline(self, request: Authorize) -> None:
-        """No CSMS to ask: accept an unknown tag only where AllowOfflineTxForUnknownId says so."""
-        allowed = self.configuration.boolean("AllowOfflineTxForUnknownId")
-        log.info(
-            "CSMS away: id tag on connector %s %s offline", request.connector_id, "accepted" if allowed else "refused"
-        )
-        status = AuthStatus.ACCEPTED if allowed else AuthStatus.INVALID
-        self.site.authorization_result(request.connector_id, request.id_tag, status)
+    def _authorize_locally_or_ask(self, request: Authorize) -> None:
+        """The local list and cache answer where the rules allow (always when the CSMS is away)."""
+        online = self._peer is not None and self.accepted.is_set()
+        self.authorizer.settings = self.configuration.auth_settings()
+        decision = self.authorizer.decide(request.id_tag, online=online, at=self.site.clock.now())
+        if isinstance(decision, AskBackOffice):
+            self._authorizations.put_nowait(request)
+            return
+        verdict = "accepted" if decision.accepted else "refused"
+        tag = mask_id_tag(request.id_tag)
+        log.info("id tag %s on connector %s %s locally (%s)", tag, request.connector_id, verdict, decision.source)
+        self.site.authorization_result(request.connector_id, request.id_tag, decision.status)
+
+    def remember(self, id_tag: str, id_tag_info: Any) -> None:
+        """Feed the authorisation cache from a CSMS answer (Authorize or StartTransaction)."""
+        try:
+            info = id_tag_info_from_ocpp(id_tag_info)
+        except ValueError as exc:
+            log.warning("unreadable idTagInfo from the CSMS: %s", exc)
+            return
+        self.authorizer.settings = self.configuration.auth_settings()
+        if self.authorizer.record(id_tag, info, self.site.clock.now()) is RecordOutcome.LOCAL_LIST_CONFLICT:
+            log.warning("the CSMS and the local list disagree about id tag %s", mask_id_tag(id_tag))
 
     async def _stay_connected(self) -> None:
         backoff = Backoff(1.0, self.settings.reconnect_max_s)
@@ -220,6 +236,7 @@ class VirtualChargePoint:
                         await asyncio.sleep(TRANSACTION_RETRY_S)
                         continue
                     self.transactions.csms_ids[item.local_ref] = result.transaction_id
+                    self.remember(item.id_tag, result.id_tag_info)
                     if auth_status(result.id_tag_info) is not AuthStatus.ACCEPTED:
                         stop = self.configuration.boolean("StopTransactionOnInvalidId")
                         self.site.start_rejected(item.local_ref, stop_on_invalid_id=stop)
@@ -238,6 +255,8 @@ class VirtualChargePoint:
         while True:
             request = await self._authorizations.get()
             result = await _send(peer, call.Authorize(id_tag=request.id_tag))
+            if result is not None:
+                self.remember(request.id_tag, result.id_tag_info)
             status = auth_status(result.id_tag_info) if result is not None else AuthStatus.INVALID
             self.site.authorization_result(request.connector_id, request.id_tag, status)
 

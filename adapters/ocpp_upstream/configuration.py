@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import SUPPORTED_MEASURANDS, UpstreamConfig
+from gateway.domain.authorizer import AuthSettings
 
 
 @dataclass
@@ -47,9 +48,15 @@ class OcppConfiguration:
             "StopTransactionOnInvalidId": _Key("true", False, _boolean),
             "AuthorizeRemoteTxRequests": _Key("false", False, _boolean),
             "AllowOfflineTxForUnknownId": _Key("false", False, _boolean),
+            "LocalAuthListEnabled": _Key("true", False, _boolean),
+            "AuthorizationCacheEnabled": _Key("true", False, _boolean),
+            "LocalAuthorizeOffline": _Key("true", False, _boolean),
+            "LocalPreAuthorize": _Key("false", False, _boolean),
+            "LocalAuthListMaxLength": _Key("1000", True),
+            "SendLocalListMaxLength": _Key("100", True),
             "MeterValuesSampledDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
             "NumberOfConnectors": _Key(str(connector_count), True),
-            "SupportedFeatureProfiles": _Key("Core,SmartCharging,RemoteTrigger", True),
+            "SupportedFeatureProfiles": _Key("Core,LocalAuthListManagement,SmartCharging,RemoteTrigger", True),
             "ChargeProfileMaxStackLevel": _Key("100", True),
             "ChargingScheduleAllowedChargingRateUnit": _Key("Current,Power", True),
             "ChargingScheduleMaxPeriods": _Key("100", True),
@@ -98,6 +105,16 @@ class OcppConfiguration:
     def boolean(self, key: str) -> bool:
         """The value of a boolean key."""
         return self._keys[key].value.lower() == "true"
+
+    def auth_settings(self) -> AuthSettings:
+        """The authorisation keys as the domain's settings (read at each decision, so changes apply)."""
+        return AuthSettings(
+            local_auth_list_enabled=self.boolean("LocalAuthListEnabled"),
+            authorization_cache_enabled=self.boolean("AuthorizationCacheEnabled"),
+            local_authorize_offline=self.boolean("LocalAuthorizeOffline"),
+            local_pre_authorize=self.boolean("LocalPreAuthorize"),
+            allow_offline_tx_for_unknown_id=self.boolean("AllowOfflineTxForUnknownId"),
+        )
 
     def integer(self, key: str) -> int:
         """The value of an integer key (intervals in seconds)."""

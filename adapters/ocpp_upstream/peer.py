@@ -14,6 +14,7 @@ from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.client import ClientConnection
 
+from adapters.ocpp_upstream.local_list import get_local_list_version, send_local_list
 from adapters.ocpp_upstream.smart_charging import (
     composite_schedule_result,
     profile_from_ocpp,
@@ -121,6 +122,24 @@ class Peer(ChargePoint):
         periods = site.charging_profiles.composite_schedule(connector_id, start, duration, started_at, unit)
         unlimited = UNLIMITED_A if unit is RateUnit.AMPERE else UNLIMITED_A * 230 * 3
         return composite_schedule_result(connector_id, start, duration, periods, unit, unlimited=unlimited)
+
+    @on(Action.send_local_list)
+    def on_send_local_list(
+        self, list_version: int, update_type: str, local_authorization_list: list[dict[str, Any]] | None = None
+    ) -> Any:
+        answer = send_local_list(self.owner.authorizer.local_list, list_version, update_type, local_authorization_list)
+        log.info("SendLocalList %s version %s: %s", update_type, list_version, answer.status)
+        return answer
+
+    @on(Action.get_local_list_version)
+    def on_get_local_list_version(self) -> Any:
+        return get_local_list_version(self.owner.authorizer.local_list)
+
+    @on(Action.clear_cache)
+    def on_clear_cache(self) -> Any:
+        self.owner.authorizer.cache.clear()
+        log.info("authorisation cache cleared by the CSMS")
+        return call_result.ClearCache(status="Accepted")
 
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str) -> Any:

@@ -368,3 +368,39 @@ async def test_trigger_message(csms: DemoCsms, running: list) -> None:
     ).status == "Rejected"
     firmware = call.TriggerMessage(requested_message="FirmwareStatusNotification")
     assert (await csms.call("GW-TEST", firmware)).status == "NotImplemented"
+
+
+async def test_local_list_and_authorization_of_remote_starts(csms: DemoCsms, running: list) -> None:
+    site = make_site()
+    site.apply(charger_at(0, VehicleState.A, 10))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+
+    async def change(key: str, value: str) -> str:
+        return (await csms.call("GW-TEST", call.ChangeConfiguration(key=key, value=value))).status
+
+    entries = [{"idTag": "LISTED-CARD", "idTagInfo": {"status": "Accepted"}}]
+    sent = await csms.call(
+        "GW-TEST", call.SendLocalList(list_version=1, update_type="Full", local_authorization_list=entries)
+    )
+    assert sent.status == "Accepted"
+    assert (await csms.call("GW-TEST", call.GetLocalListVersion())).list_version == 1
+    stale = await csms.call("GW-TEST", call.SendLocalList(list_version=1, update_type="Differential"))
+    assert stale.status == "VersionMismatch"
+
+    assert await change("AuthorizeRemoteTxRequests", "true") == "Accepted"
+    assert (
+        await csms.call("GW-TEST", call.RemoteStartTransaction(id_tag="APP-1", connector_id=1))
+    ).status == "Accepted"
+    await csms.wait_for("Authorize", lambda p: p["idTag"] == "APP-1")  # online: the CSMS decides
+    site.apply(charger_at(1, VehicleState.B, 10))
+    await csms.wait_for("StartTransaction", lambda p: p["idTag"] == "APP-1")
+
+    assert await change("LocalPreAuthorize", "true") == "Accepted"
+    assert await change("LocalPreAuthorize", "maybe") == "Rejected"
+    remote = call.RemoteStartTransaction(id_tag="LISTED-CARD", connector_id=2)
+    assert (await csms.call("GW-TEST", remote)).status == "Accepted"
+    site.apply(ChargerSnapshot("right", 1, Reading(at_minute(2), energy_wh=20), vehicle_state=VehicleState.B))
+    await csms.wait_for("StartTransaction", lambda p: p["idTag"] == "LISTED-CARD")
+    assert [p["idTag"] for p in csms.messages("Authorize")] == ["APP-1"]  # the listed card needed no Authorize
+    assert (await csms.call("GW-TEST", call.ClearCache())).status == "Accepted"
