@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -33,7 +34,7 @@ from gateway.domain.authorization import AuthorizationCache, LocalAuthList, mask
 from gateway.domain.authorizer import AskBackOffice, Authorizer, RecordOutcome
 from gateway.domain.events import ConnectorStatusChanged
 from gateway.domain.model import ConnectorStatus, Fault, iso_utc
-from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopTransaction
+from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.backoff import Backoff
 from gateway.services.site import EventStream, Site
 
@@ -56,6 +57,7 @@ class VirtualChargePoint:
         self._reported_faults: dict[int, tuple[Fault, ...]] = {}  # per connector, as last sent
         self.transactions = TransactionLog()
         self._transactions_waiting = asyncio.Event()
+        self._drained = asyncio.Event()  # set while no session message waits for the CSMS
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self._effects = site.subscribe()
         self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
@@ -77,6 +79,7 @@ class VirtualChargePoint:
         async for event in events:
             if isinstance(event, StartTransaction | StopTransaction):
                 self.transactions.queue(event)
+                self._drained.clear()
                 self._transactions_waiting.set()
             elif isinstance(event, Authorize):
                 self._authorize_locally_or_ask(event)
@@ -248,6 +251,7 @@ class VirtualChargePoint:
                         continue
                     self.transactions.finished(item)
                 pending.popleft()
+            self._drained.set()
             self._transactions_waiting.clear()
             await self._transactions_waiting.wait()
 
@@ -274,6 +278,18 @@ class VirtualChargePoint:
             await _send(
                 peer, call.MeterValues(connector_id=connector_id, meter_value=values, transaction_id=transaction_id)
             )
+
+    async def reset(self, hard: bool) -> None:
+        """Reset as the CSMS asked: end every session (SoftReset/HardReset), deliver the stops, then
+        reconnect and boot again. The gateway process itself keeps running: its devices are fine."""
+        self.site.stop_all_sessions(StopReason.HARD_RESET if hard else StopReason.SOFT_RESET)
+        await asyncio.sleep(0)  # let the collector queue the stops before waiting for their delivery
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.response_timeout_s):
+                await self._drained.wait()
+        self.accepted.clear()
+        if self._peer is not None:
+            await self._peer.close()
 
     async def send_triggered(self, peer: Peer, message: str, connector_id: int | None) -> None:
         """The message a TriggerMessage asked for, sent after its answer (never inside the handler)."""

@@ -43,6 +43,10 @@ class Peer(ChargePoint):
         super().__init__(owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log)
         self.owner = owner
 
+    async def close(self) -> None:
+        """End the connection (a reset); the owner reconnects."""
+        await self._connection.close()
+
     @on(Action.get_configuration)
     def on_get_configuration(self, key: list[str] | None = None) -> Any:
         known, unknown = self.owner.configuration.get(key)
@@ -140,6 +144,30 @@ class Peer(ChargePoint):
         self.owner.authorizer.cache.clear()
         log.info("authorisation cache cleared by the CSMS")
         return call_result.ClearCache(status="Accepted")
+
+    @on(Action.change_availability)
+    def on_change_availability(self, connector_id: int, type: str) -> Any:
+        status = self.owner.site.change_availability(connector_id, available=type == "Operative")
+        log.info("CSMS made connector %s %s: %s", connector_id, type, status)
+        return call_result.ChangeAvailability(status=status)
+
+    @on(Action.reset)
+    def on_reset(self, type: str) -> Any:
+        log.warning("CSMS asked for a %s reset", type)
+        return call_result.Reset(status="Accepted")
+
+    @after(Action.reset)
+    async def after_reset(self, type: str) -> None:
+        await self.owner.reset(hard=type == "Hard")
+
+    @on(Action.unlock_connector)
+    def on_unlock_connector(self, connector_id: int) -> Any:
+        # No shipped profile has an unlock register: say so rather than pretend.
+        return call_result.UnlockConnector(status="NotSupported")
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **_: Any) -> Any:
+        return call_result.DataTransfer(status="UnknownVendorId")
 
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str) -> Any:

@@ -55,6 +55,7 @@ class Sessions:
             policy = policies.get(connector_id, ConnectorPolicy())
             self.machines[connector_id] = TransactionMachine(connector_id, policy.policy, policy.id_tag)
         self._warned_no_register: set[int] = set()
+        self.out_of_service: set[int] = set()  # connectors the operator made unavailable
 
     def _energy(self, connector_id: int) -> int:
         """The billing register now; 0 (with one warning) for a connector that has none."""
@@ -81,6 +82,9 @@ class Sessions:
         if machine is None or state is None:
             return
         plugged = state in PLUGGED_STATES
+        if connector_id in self.out_of_service and machine.transaction is None:
+            machine.plugged = plugged  # remembered, but no session starts on an unavailable connector
+            return
         if plugged and not machine.plugged:
             self._run(machine.on_plugged(self._energy(connector_id), at))
         elif state is VehicleState.A and machine.plugged:
@@ -113,7 +117,7 @@ class Sessions:
                 return False
             connector_id = chosen.connector_id
         machine = self.machines.get(connector_id)
-        if machine is None:
+        if machine is None or connector_id in self.out_of_service:
             return False
         accepted, effects = machine.on_remote_start(id_tag, authorize_first, self._energy(connector_id), at)
         self._run(effects)

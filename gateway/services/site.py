@@ -40,7 +40,14 @@ from gateway.domain.model import (
 )
 from gateway.domain.ports import Clock
 from gateway.domain.status import derive_faults, derive_status, evse_offering
-from gateway.domain.transactions import AuthStatus, Effect, StartTransaction, StopTransaction
+from gateway.domain.transactions import (
+    AuthStatus,
+    Effect,
+    EnableCharging,
+    StartTransaction,
+    StopReason,
+    StopTransaction,
+)
 from gateway.services.sessions import PLUGGED_STATES, ConnectorPolicy, Sessions
 
 log = logging.getLogger(__name__)
@@ -117,6 +124,7 @@ class Site:
         self._failures: dict[str, int] = {}
         self._last_good_wh: dict[str, int | None] = {}  # highest register value seen, per connector/meter
         self._register_alarm: set[str] = set()
+        self._availability_after_session: dict[int, bool] = {}  # ChangeAvailability that waits for a stop
         self._subscribers: list[EventStream] = []
         self.charging_profiles = ChargingProfileStore(len(self.connectors))  # the back office's limits
         self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
@@ -296,6 +304,8 @@ class Site:
             connector.session_active = False
             connector.finishing = connector.vehicle_state in PLUGGED_STATES
         self._emit(effect)
+        if isinstance(effect, StopTransaction) and effect.connector_id in self._availability_after_session:
+            self._set_available(effect.connector_id, self._availability_after_session.pop(effect.connector_id))
         if isinstance(effect, StartTransaction | StopTransaction) and connector.device_online:
             self._update_status(connector, self.clock.now())
 
@@ -310,6 +320,35 @@ class Site:
     def remote_stop(self, local_ref: str) -> bool:
         """A remote stop of the session recorded under ``local_ref``: True if it was running."""
         return self.sessions.remote_stop(local_ref, self.clock.now())
+
+    def change_availability(self, connector_id: int, available: bool) -> str:
+        """Take a connector (0: all) out of service or back: "Accepted", "Scheduled" (a session is
+        running; applied when it ends) or "Rejected" (no such connector)."""
+        targets = list(self.connectors) if connector_id == 0 else [connector_id]
+        if any(cid not in self.connectors for cid in targets):
+            return "Rejected"
+        scheduled = False
+        for cid in targets:
+            if self.connectors[cid].session_active:
+                self._availability_after_session[cid] = available
+                scheduled = True
+            else:
+                self._set_available(cid, available)
+        return "Scheduled" if scheduled else "Accepted"
+
+    def _set_available(self, connector_id: int, available: bool) -> None:
+        connector = self.connectors[connector_id]
+        connector.available = available
+        if available:
+            self.sessions.out_of_service.discard(connector_id)
+        else:
+            self.sessions.out_of_service.add(connector_id)
+            self._emit(EnableCharging(connector_id, False))
+        self._update_status(connector, self.clock.now())
+
+    def stop_all_sessions(self, reason: StopReason) -> None:
+        """End every running session (a reset of the gateway)."""
+        self.sessions.stop_all(reason, self.clock.now())
 
     def start_rejected(self, local_ref: str, stop_on_invalid_id: bool) -> None:
         """The back office did not accept the id tag of a started session."""

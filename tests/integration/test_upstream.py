@@ -404,3 +404,32 @@ async def test_local_list_and_authorization_of_remote_starts(csms: DemoCsms, run
     await csms.wait_for("StartTransaction", lambda p: p["idTag"] == "LISTED-CARD")
     assert [p["idTag"] for p in csms.messages("Authorize")] == ["APP-1"]  # the listed card needed no Authorize
     assert (await csms.call("GW-TEST", call.ClearCache())).status == "Accepted"
+
+
+async def test_availability_reset_unlock_and_data_transfer(csms: DemoCsms, running: list) -> None:
+    site = make_site({1: ConnectorPolicy(AuthPolicy.FREE, "CARPORT"), 2: REMOTE})
+    site.apply(charger_at(0, VehicleState.A, 10))
+    site.apply(ChargerSnapshot("right", 1, Reading(at_minute(0), energy_wh=5), vehicle_state=VehicleState.A))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Available")
+
+    def availability(connector_id: int, kind: str) -> call.ChangeAvailability:
+        return call.ChangeAvailability(connector_id=connector_id, type=kind)
+
+    assert (await csms.call("GW-TEST", availability(2, "Inoperative"))).status == "Accepted"
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Unavailable")
+    remote = call.RemoteStartTransaction(id_tag="APP", connector_id=2)
+    assert (await csms.call("GW-TEST", remote)).status == "Rejected"  # out of service
+    assert (await csms.call("GW-TEST", availability(7, "Inoperative"))).status == "Rejected"
+    site.apply(charger_at(1, VehicleState.B, 10))  # a free session on connector 1
+    await csms.wait_for("StartTransaction")
+    assert (await csms.call("GW-TEST", availability(1, "Inoperative"))).status == "Scheduled"
+    assert (await csms.call("GW-TEST", availability(2, "Operative"))).status == "Accepted"
+    assert (await csms.call("GW-TEST", call.UnlockConnector(connector_id=1))).status == "NotSupported"
+    assert (await csms.call("GW-TEST", call.DataTransfer(vendor_id="acme"))).status == "UnknownVendorId"
+
+    assert (await csms.call("GW-TEST", call.Reset(type="Soft"))).status == "Accepted"
+    stop = await csms.wait_for("StopTransaction")
+    assert stop["reason"] == "SoftReset"
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Unavailable")
+    await csms.wait_for("BootNotification", lambda p: len(csms.messages("BootNotification")) == 2, timeout=10)
