@@ -26,7 +26,7 @@ from websockets.typing import Subprotocol
 
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
-from adapters.ocpp_upstream.mapping import meter_value, primary_fault, status_notification_fields
+from adapters.ocpp_upstream.mapping import meter_value, next_boundary, primary_fault, status_notification_fields
 from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.transactions import TransactionLog, auth_status, start_call, stop_call
 from gateway.config import UpstreamConfig
@@ -166,6 +166,7 @@ class VirtualChargePoint:
             await _first_to_finish(
                 self._heartbeats(peer),
                 self._meter_values(peer),
+                self._clock_aligned(peer),
                 self._status_changes(peer, events),
                 self._deliver_transactions(peer),
                 self._authorize(peer),
@@ -321,9 +322,31 @@ class VirtualChargePoint:
             if not changed:
                 await send()
 
-    def _current_meter_values(self) -> list[tuple[int, list[Any]]]:
+    async def _clock_aligned(self, peer: Peer) -> None:
+        """MeterValues at every ClockAlignedDataInterval boundary (Sample.Clock, stamped with the
+        boundary), for every connector and the site meter; 0 switches them off."""
+        key = "ClockAlignedDataInterval"
+        while True:
+            interval_s = self.configuration.integer(key)
+            if interval_s == 0:
+                await self.configuration.wait_changed(key, None)
+                continue
+            now = self.site.clock.now()
+            boundary = next_boundary(now, interval_s)
+            if await self.configuration.wait_changed(key, (boundary - now).total_seconds()):
+                continue
+            measurands = self.configuration.measurands("MeterValuesAlignedData")
+            for connector_id, values in self._current_meter_values(measurands, "Sample.Clock", boundary):
+                transaction_id = self.transactions.active_id(connector_id)
+                await _send(
+                    peer, call.MeterValues(connector_id=connector_id, meter_value=values, transaction_id=transaction_id)
+                )
+
+    def _current_meter_values(
+        self, measurands: list[str] | None = None, context: str = "Sample.Periodic", stamp: datetime | None = None
+    ) -> list[tuple[int, list[Any]]]:
         """MeterValue lists per connector from the latest readings of devices that are answering."""
-        measurands = self.configuration.meter_values_sampled_data
+        measurands = measurands if measurands is not None else self.configuration.meter_values_sampled_data
         per_connector: dict[int, list[Any]] = {}
         metered = {m.connector_id for m in self.site.meters.values() if m.connector_id}
         for connector in self.site.connectors.values():
@@ -332,14 +355,14 @@ class VirtualChargePoint:
             wanted = measurands
             if connector.connector_id in metered:  # the assigned meter is the billing register
                 wanted = [m for m in measurands if m != "Energy.Active.Import.Register"]
-            value = meter_value(connector.reading, wanted)
+            value = meter_value(connector.reading, wanted, context=context, stamp=stamp)
             if value is not None:
                 per_connector.setdefault(connector.connector_id, []).append(value)
         for meter in self.site.meters.values():
             if meter.connector_id is None or meter.reading is None or not meter.device_online:
                 continue
             location = "Inlet" if meter.connector_id == 0 else "Outlet"
-            value = meter_value(meter.reading, measurands, location=location)
+            value = meter_value(meter.reading, measurands, context=context, location=location, stamp=stamp)
             if value is not None:
                 per_connector.setdefault(meter.connector_id, []).append(value)
         return sorted(per_connector.items())

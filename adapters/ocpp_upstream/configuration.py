@@ -54,6 +54,9 @@ class OcppConfiguration:
             "LocalPreAuthorize": _Key("false", False, _boolean),
             "LocalAuthListMaxLength": _Key("1000", True),
             "SendLocalListMaxLength": _Key("100", True),
+            "ClockAlignedDataInterval": _Key("0", False, _non_negative_int),
+            "MeterValuesAlignedData": _Key("Energy.Active.Import.Register", False, _measurand_list),
+            "MeterValuesAlignedDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
             "MeterValuesSampledDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
             "NumberOfConnectors": _Key(str(connector_count), True),
             "SupportedFeatureProfiles": _Key("Core,LocalAuthListManagement,SmartCharging,RemoteTrigger", True),
@@ -124,6 +127,10 @@ class OcppConfiguration:
     def heartbeat_interval_s(self) -> int:
         return self.integer("HeartbeatInterval")
 
+    def measurands(self, key: str) -> list[str]:
+        """A comma-separated measurand list (MeterValuesSampledData, MeterValuesAlignedData)."""
+        return [m.strip() for m in self._keys[key].value.split(",") if m.strip()]
+
     @property
     def meter_values_sampled_data(self) -> list[str]:
-        return [m.strip() for m in self._keys["MeterValuesSampledData"].value.split(",") if m.strip()]
+        return self.measurands("MeterValuesSampledData")

@@ -6,6 +6,7 @@ Kept free of I/O so the tables can be read and unit-tested on their own.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
 from ocpp.v16 import datatypes, enums
 
@@ -133,10 +134,23 @@ def sampled_values(
 
 
 def meter_value(
-    reading: Reading, measurands: Iterable[str], *, context: str = "Sample.Periodic", location: str = "Outlet"
+    reading: Reading,
+    measurands: Iterable[str],
+    *,
+    context: str = "Sample.Periodic",
+    location: str = "Outlet",
+    stamp: datetime | None = None,
 ) -> datatypes.MeterValue | None:
-    """One MeterValue stamped with the time the reading was made, or None if nothing to send."""
+    """One MeterValue stamped with the time the reading was made (or ``stamp``: the interval
+    boundary of a clock-aligned value), or None if nothing to send."""
     values = sampled_values(reading, measurands, context=context, location=location)
     if not values:
         return None
-    return datatypes.MeterValue(timestamp=iso_utc(reading.measured_at), sampled_value=values)
+    return datatypes.MeterValue(timestamp=iso_utc(stamp or reading.measured_at), sampled_value=values)
+
+
+def next_boundary(now: datetime, interval_s: int) -> datetime:
+    """The next clock-aligned instant: multiples of ``interval_s`` after midnight UTC."""
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    elapsed_s = (now - midnight).total_seconds()
+    return midnight + timedelta(seconds=(int(elapsed_s // interval_s) + 1) * interval_s)

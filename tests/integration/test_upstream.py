@@ -11,6 +11,7 @@ from ocpp.v16 import call
 
 from adapters.demo_csms.csms import DemoCsms
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
+from adapters.ocpp_upstream.mapping import next_boundary
 from gateway.config import UpstreamConfig
 from gateway.domain.model import (
     ChargerSnapshot,
@@ -433,3 +434,32 @@ async def test_availability_reset_unlock_and_data_transfer(csms: DemoCsms, runni
     assert stop["reason"] == "SoftReset"
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Unavailable")
     await csms.wait_for("BootNotification", lambda p: len(csms.messages("BootNotification")) == 2, timeout=10)
+
+
+async def test_clock_aligned_meter_values_carry_the_boundary_and_sample_clock(csms: DemoCsms, running: list) -> None:
+    site = make_site()
+    site.apply(charger_at(0, VehicleState.A, 777))
+    site.apply(MeterSnapshot("grid", Reading(MEASURED_AT, energy_wh=5_000_000)))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0)).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+    change = call.ChangeConfiguration(key="MeterValuesAlignedData", value="Energy.Active.Import.Register")
+    assert (await csms.call("GW-TEST", change)).status == "Accepted"
+    change = call.ChangeConfiguration(key="ClockAlignedDataInterval", value="1")
+    assert (await csms.call("GW-TEST", change)).status == "Accepted"
+    site_meter = await csms.wait_for("MeterValues", lambda p: p["connectorId"] == 0, timeout=5)
+    value = site_meter["meterValue"][0]
+    assert value["timestamp"].endswith(".000Z")  # the interval boundary, not the poll time
+    assert value["sampledValue"] == [
+        {
+            "value": "5000000",
+            "context": "Sample.Clock",
+            "measurand": "Energy.Active.Import.Register",
+            "location": "Inlet",
+            "unit": "Wh",
+        }
+    ]
+
+
+def test_next_boundary_is_aligned_to_midnight_utc() -> None:
+    assert next_boundary(datetime(2026, 1, 1, 10, 7, 30, tzinfo=UTC), 900) == datetime(2026, 1, 1, 10, 15, tzinfo=UTC)
+    assert next_boundary(datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC), 3600) == datetime(2026, 1, 2, 0, 0, tzinfo=UTC)
