@@ -26,8 +26,9 @@ from websockets.typing import Subprotocol
 
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
-from adapters.ocpp_upstream.mapping import meter_value, next_boundary, primary_fault, status_notification_fields
+from adapters.ocpp_upstream.mapping import next_boundary, primary_fault, status_notification_fields
 from adapters.ocpp_upstream.peer import Peer
+from adapters.ocpp_upstream.samples import site_meter_values
 from adapters.ocpp_upstream.transactions import TransactionLog, auth_status, start_call, stop_call
 from gateway.config import UpstreamConfig
 from gateway.domain.authorization import AuthorizationCache, LocalAuthList, mask_id_tag
@@ -272,7 +273,7 @@ class VirtualChargePoint:
         await self._every("MeterValueSampleInterval", lambda: self._send_samples(peer))
 
     async def _send_samples(self, peer: Peer, only_connector: int | None = None) -> None:
-        for connector_id, values in self._current_meter_values():
+        for connector_id, values in site_meter_values(self.site, self.configuration.meter_values_sampled_data):
             if only_connector is not None and connector_id != only_connector:
                 continue
             transaction_id = self.transactions.active_id(connector_id)
@@ -336,36 +337,11 @@ class VirtualChargePoint:
             if await self.configuration.wait_changed(key, (boundary - now).total_seconds()):
                 continue
             measurands = self.configuration.measurands("MeterValuesAlignedData")
-            for connector_id, values in self._current_meter_values(measurands, "Sample.Clock", boundary):
+            for connector_id, values in site_meter_values(self.site, measurands, "Sample.Clock", boundary):
                 transaction_id = self.transactions.active_id(connector_id)
                 await _send(
                     peer, call.MeterValues(connector_id=connector_id, meter_value=values, transaction_id=transaction_id)
                 )
-
-    def _current_meter_values(
-        self, measurands: list[str] | None = None, context: str = "Sample.Periodic", stamp: datetime | None = None
-    ) -> list[tuple[int, list[Any]]]:
-        """MeterValue lists per connector from the latest readings of devices that are answering."""
-        measurands = measurands if measurands is not None else self.configuration.meter_values_sampled_data
-        per_connector: dict[int, list[Any]] = {}
-        metered = {m.connector_id for m in self.site.meters.values() if m.connector_id}
-        for connector in self.site.connectors.values():
-            if connector.reading is None or not connector.device_online:
-                continue
-            wanted = measurands
-            if connector.connector_id in metered:  # the assigned meter is the billing register
-                wanted = [m for m in measurands if m != "Energy.Active.Import.Register"]
-            value = meter_value(connector.reading, wanted, context=context, stamp=stamp)
-            if value is not None:
-                per_connector.setdefault(connector.connector_id, []).append(value)
-        for meter in self.site.meters.values():
-            if meter.connector_id is None or meter.reading is None or not meter.device_online:
-                continue
-            location = "Inlet" if meter.connector_id == 0 else "Outlet"
-            value = meter_value(meter.reading, measurands, context=context, location=location, stamp=stamp)
-            if value is not None:
-                per_connector.setdefault(meter.connector_id, []).append(value)
-        return sorted(per_connector.items())
 
 
 async def _send(peer: ChargePoint, payload: Any) -> Any | None:
