@@ -134,7 +134,8 @@ class Gateway:
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
         if self.limits is None:
-            self.limits = LimitKeeper(self.site, self.site.charging_profiles, self._max_current_a())
+            targets = {c.id: c.soc_target_percent for c in self.config.connectors if c.soc_target_percent}
+            self.limits = LimitKeeper(self.site, self.site.charging_profiles, self._max_current_a(), targets)
 
     def _max_current_a(self) -> dict[int, float]:
         """Each connector's highest settable current, from its charger profile's limit register."""

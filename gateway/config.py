@@ -168,6 +168,8 @@ class ConnectorConfig(Strict):
     # (RemoteStartTransaction); local_list: an RFID card read by the charger.
     policy: Literal["free", "remote", "local_list"] = "free"
     id_tag: Annotated[str, Field(min_length=1, max_length=20)] | None = None  # free only; default "ocpp-gateway"
+    # Pause charging (SuspendedEVSE) once the car's state of charge reaches this, where a source has it.
+    soc_target_percent: Annotated[float, Field(gt=0, le=100)] | None = None
 
     @model_validator(mode="after")
     def _tag_for_free_only(self) -> ConnectorConfig:

@@ -1,6 +1,7 @@
 """Applies the back office's charging profiles to the chargers, exactly at period boundaries.
 
-For every connector in a session the limit of the installed profiles (ChargePointMax, TxDefault,
+For every connector in a session the limit of the installed profiles (and a state-of-charge
+target, where the car reports its SoC) (ChargePointMax, TxDefault,
 Tx; see gateway.domain.charging_store) becomes a ``CurrentLimitRequested`` event, which the
 composition root turns into a register write. Below 6 A the charger is paused (limit 0), never
 set to a current IEC 61851 does not allow. The keeper sleeps until the next period boundary or
@@ -17,7 +18,7 @@ from datetime import datetime
 
 from gateway.domain.charging_schedule import charger_setpoint_a
 from gateway.domain.charging_store import ChargingProfileStore
-from gateway.domain.events import ChargingProfilesChanged, CurrentLimitRequested
+from gateway.domain.events import ChargingProfilesChanged, ConnectorReadingChanged, CurrentLimitRequested
 from gateway.domain.transactions import StartTransaction, StopTransaction
 from gateway.services.site import Site
 
@@ -29,10 +30,19 @@ DEFAULT_MAX_A = 32.0
 class LimitKeeper:
     """Keeps each charger at the limit the profiles say, for as long as the gateway runs."""
 
-    def __init__(self, site: Site, store: ChargingProfileStore, max_a: Mapping[int, float] | None = None) -> None:
+    def __init__(
+        self,
+        site: Site,
+        store: ChargingProfileStore,
+        max_a: Mapping[int, float] | None = None,
+        soc_target_percent: Mapping[int, float] | None = None,
+    ) -> None:
+        """``soc_target_percent``: per connector, pause charging once the car reports this state of
+        charge, so the battery information is used to charge efficiently, not only shown."""
         self.site = site
         self.store = store
         self._max_a = dict(max_a or {})
+        self._soc_target = dict(soc_target_percent or {})
         self._applied: dict[int, float] = {}  # connector -> the limit last requested
         self._started_at: dict[int, datetime] = {}  # connector -> its session's start
         self._events = site.subscribe()
@@ -62,6 +72,9 @@ class LimitKeeper:
                 self._applied.pop(event.connector_id, None)
                 if self.store.end_transaction(event.connector_id):
                     log.info("connector %s: its transaction profiles ended with the session", event.connector_id)
+            elif isinstance(event, ConnectorReadingChanged):
+                if event.connector_id not in self._soc_target:
+                    continue
             elif not isinstance(event, ChargingProfilesChanged):
                 continue
             self._wake.set()
@@ -71,6 +84,8 @@ class LimitKeeper:
         next_change: datetime | None = None
         for connector_id, started_at in self._started_at.items():
             limit = self.store.limit_at(connector_id, now, started_at)
+            if self._target_reached(connector_id):
+                limit = limit._replace(limit_a=0.0)
             if limit.next_change_at is not None and (next_change is None or limit.next_change_at < next_change):
                 next_change = limit.next_change_at
             if limit.limit_a is None and connector_id not in self._applied:
@@ -83,3 +98,9 @@ class LimitKeeper:
                 log.info("connector %s: current limit %s", connector_id, f"{wanted:g} A" if wanted else "0 (paused)")
                 self.site.request(CurrentLimitRequested(connector_id, wanted))
         return next_change
+
+    def _target_reached(self, connector_id: int) -> bool:
+        target = self._soc_target.get(connector_id)
+        reading = self.site.connectors[connector_id].reading
+        soc = reading.soc_percent if reading is not None else None
+        return target is not None and soc is not None and soc >= target
