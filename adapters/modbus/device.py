@@ -290,6 +290,7 @@ class ModbusDevice:
             vehicle_state=decoded.vehicle_state,
             faults=decoded.faults,
             charging_enabled=decoded.charging_enabled,
+            id_tag=decoded.id_tag,
         )
 
     def _report_failure(self, exc: DeviceError, failures: int) -> None:

@@ -39,7 +39,7 @@ from gateway.domain.model import Fault, FaultKind, VehicleState
 
 MAX_BITS_PER_READ = 2000  # Modbus limit for one coil / discrete-input read
 
-RoleValue = float | int | bool | VehicleState | tuple[float | None, ...] | None
+RoleValue = float | int | bool | str | VehicleState | tuple[float | None, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +108,7 @@ class Decoded:
     vehicle_state: VehicleState | None
     faults: tuple[Fault, ...]
     charging_enabled: bool | None
+    id_tag: str | None = None
 
 
 class RegisterImage:
@@ -242,6 +243,7 @@ class DeviceMap:
         }
         state = self.read_role(image, "vehicle_state", socket, unavailable)
         enabled = self.read_role(image, "charging_enabled", socket, unavailable)
+        id_tag = self.read_role(image, "id_tag", socket, unavailable)
         faults = tuple(
             f
             for name, spec in self.profile.faults.items()
@@ -253,6 +255,7 @@ class DeviceMap:
             vehicle_state=state if isinstance(state, VehicleState) else None,
             faults=faults,
             charging_enabled=enabled if isinstance(enabled, bool) else None,
+            id_tag=id_tag if isinstance(id_tag, str) else None,
         )
 
     def read_role(
@@ -272,6 +275,9 @@ class DeviceMap:
             return _lookup(spec.map or {}, raws[0])
         if kind == "flag":
             return None if raws[0] is None else bool(raws[0])
+        if kind == "text":
+            text = str(raws[0]).strip("\x00 ") if raws[0] is not None else ""
+            return text or None
         sf = 0
         if spec.scale_factor is not None:
             sf_spec = self.profile.scale_factors[spec.scale_factor]
@@ -340,6 +346,8 @@ class DeviceMap:
                 raw = _inverse(spec, spec.map or {}, VehicleState(item))
             elif kind == "flag":
                 raw = bool(item) if TYPES[spec.type or "bool"].kind == "bool" else int(bool(item))
+            elif kind == "text":
+                raw = str(item)
             else:
                 raw = from_quantity(spec, float(item), sf)  # type: ignore[arg-type]
             image.put(loc.unit_id, loc.table, loc.address, encode_raw(spec, raw, image.words(loc)))

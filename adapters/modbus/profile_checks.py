@@ -130,7 +130,9 @@ class Checker:
         elif spec.map is not None:
             self.bad(f"{path}.map", "only vehicle_state translates codes through a map")
         scaled = spec.scale != 1.0 or spec.offset != 0.0 or spec.exponent or spec.invert or spec.scale_factor
-        if role.kind in ("state", "flag") and scaled:
+        if role.kind == "text" and kind != "string":
+            self.bad(f"{path}.type", f"'{role_name}' is text: type must be 'string'")
+        if role.kind in ("state", "flag", "text") and scaled:
             self.bad(path, f"'{role_name}' is not a quantity: scale, offset and scale factors do not apply")
         if role.kind in ("quantity", "energy") and (kind == "string" or spec.ascii):
             self.bad(f"{path}.type", f"'{role_name}' is a number; a text value cannot be scaled")

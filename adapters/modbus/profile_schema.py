@@ -36,7 +36,7 @@ class Role:
 
     name: str
     unit: str  # the unit the scaled value must be in; "" for states and flags
-    kind: Literal["quantity", "energy", "state", "flag"]
+    kind: Literal["quantity", "energy", "state", "flag", "text"]
     doc: str
     per_phase: bool = False
     charger_only: bool = False
@@ -63,6 +63,7 @@ ROLES: dict[str, Role] = {
         Role("offered_current_a", "A", "quantity", "current limit the charger applies now", charger_only=True),
         Role("vehicle_state", "", "state", "IEC 61851 control-pilot state A-F, through `map`", charger_only=True),
         Role("charging_enabled", "", "flag", "charging allowed by the device (non-zero = yes)", charger_only=True),
+        Role("id_tag", "", "text", "RFID card the charger read (a string); empty = no card", charger_only=True),
     )
 }
 """Every role a profile may map, with its unit: the key of ``[values.<role>]`` must be one of these."""

@@ -119,6 +119,7 @@ class ChargerSnapshot:
     vehicle_state: VehicleState | None = None
     faults: tuple[Fault, ...] = ()
     charging_enabled: bool | None = None
+    id_tag: str | None = None  # an RFID card the charger read, while it shows one
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,7 @@ class Connector:
     device_faults: tuple[Fault, ...] = ()
     device_online: bool | None = None  # None until the first poll
     charging_enabled: bool | None = None  # as the charger reports it
+    id_tag: str | None = None  # the card the charger shows now (never logged in full)
     available: bool = True  # operator availability (False: taken out of service)
     session_active: bool = False  # a transaction is running on this connector
     finishing: bool = False  # a transaction ended while the car is still plugged in

@@ -192,12 +192,15 @@ class Site:
         connector.vehicle_state = snap.vehicle_state
         connector.device_faults = (*snap.faults, register_fault) if register_fault else snap.faults
         connector.charging_enabled = snap.charging_enabled
+        card, connector.id_tag = (snap.id_tag if snap.id_tag != connector.id_tag else None), snap.id_tag
         previous = connector.reading
         connector.reading = reading
         if previous is None or previous.values() != snap.reading.values():
             self._emit(ConnectorReadingChanged(connector.connector_id, snap.reading))
         if connector.device_online:  # a returning device is handled once, in _set_online
             self._follow_vehicle(connector, snap.reading.measured_at)
+            if card is not None:  # a card newly shown at the charger
+                self.sessions.id_tag_presented(connector.connector_id, card, snap.reading.measured_at)
 
     def _follow_vehicle(self, connector: Connector, at: datetime) -> None:
         """Sessions follow the car, then the status follows both."""

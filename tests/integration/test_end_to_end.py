@@ -233,3 +233,45 @@ async def test_smart_charging_limits_the_charger_during_a_session(site: Site, cs
     bad = {**tx_default(10, profile_id=3), "chargingProfilePurpose": "TxProfile", "transactionId": 999}
     rejected = await csms.call("GW-E2E", call.SetChargingProfile(connector_id=1, cs_charging_profiles=bad))
     assert rejected.status == "Rejected"
+
+
+async def test_rfid_card_session_on_a_bender(csms: DemoCsms, mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    bender = ModbusSimulator(load_profile("bender-cc613"))
+    port = free_port()
+    await bender.start("127.0.0.1", port)
+    config = parse_config(
+        {
+            "site": {"id": "rfid"},
+            "upstream": {"url": csms.url, "charge_point_id": "GW-RFID", "reconnect_max_s": 1},
+            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_prefix": topic_prefix},
+            "chargers": [
+                {
+                    "name": "garage",
+                    "profile": "bender-cc613",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "connectors": [1],
+                    "poll_interval_s": 0.2,
+                }
+            ],
+            "connectors": [{"id": 1, "policy": "local_list"}],
+        }
+    )
+    task = asyncio.create_task(Gateway.build(config).run())
+    try:
+        await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Available")
+        bender.set("energy_wh", 3_000_000)
+        bender.set("id_tag", "CARD-0042")  # a card held to the reader
+        await csms.wait_for("Authorize", lambda p: p["idTag"] == "CARD-0042")
+        bender.set("id_tag", "")  # the card is taken away again
+        bender.plug_in()
+        start = await csms.wait_for("StartTransaction", lambda p: p["idTag"] == "CARD-0042")
+        assert start["meterStart"] == 3_000_000
+        bender.set("energy_wh", 3_004_000)
+        bender.set("id_tag", "CARD-0042")  # the same card ends the session
+        stop = await csms.wait_for("StopTransaction")
+        assert (stop["reason"], stop["meterStop"]) == ("Local", 3_004_000)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bender.stop()
