@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from adapters.modbus.device import ModbusDevice
 from adapters.modbus.layout import DeviceMap
@@ -17,6 +18,7 @@ from adapters.modbus.profile import Profile, load_profile, profile_names
 from adapters.modbus.transport import ModbusLines, TcpTransport, Transport, line_key, serial_transport
 from adapters.mqtt.bridge import MqttBridge
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
+from adapters.storage.settings import JsonSettingsStore
 from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
 from gateway.domain.errors import CommandRejected, ConfigError, DeviceError
 from gateway.domain.events import CurrentLimitRequested
@@ -111,13 +113,16 @@ def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
     meters = [Meter(meter.name, meter.connector) for meter in config.meters]
     offline_after = {device.name: device.offline_after_failures for device in [*config.chargers, *config.meters]}
     policies = {c.id: ConnectorPolicy(AuthPolicy(c.policy), c.id_tag or DEFAULT_FREE_ID_TAG) for c in config.connectors}
-    return Site(
+    site = Site(
         sorted(connectors, key=lambda c: c.connector_id),
         meters,
         clock=clock,
         offline_after_failures=offline_after,
         policies=policies,
+        settings=JsonSettingsStore(Path(config.site.state_dir) / "settings.json"),
     )
+    site.restore()
+    return site
 
 
 @dataclass

@@ -53,6 +53,9 @@ class Strict(BaseModel):
 class SiteConfig(Strict):
     id: Name
     name: str = ""
+    # Where settings the CSMS changes (configuration keys, availability, local list, charging
+    # profiles) are kept across restarts; relative paths are relative to the working directory.
+    state_dir: str = "state"
 
 
 class UpstreamConfig(Strict):

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -75,6 +76,8 @@ def with_overrides(config: GatewayConfig, csms_url: str | None, mqtt: str | None
         for key, value in list(data.setdefault(section, {}).items()):
             if hasattr(value, "get_secret_value"):
                 data[section][key] = value.get_secret_value()
+    # A simulated site keeps what a CSMS changes only for this run, not in the working directory.
+    data.setdefault("site", {})["state_dir"] = tempfile.mkdtemp(prefix="ocpp-gateway-demo-")
     if csms_url:
         data["upstream"]["url"] = csms_url
     if mqtt:

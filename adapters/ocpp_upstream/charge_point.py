@@ -31,7 +31,7 @@ from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.samples import site_meter_values
 from adapters.ocpp_upstream.transactions import TransactionLog, auth_status, start_call, stop_call
 from gateway.config import UpstreamConfig
-from gateway.domain.authorization import AuthorizationCache, LocalAuthList, mask_id_tag
+from gateway.domain.authorization import AuthorizationCache, LocalAuthList, UnreadableState, mask_id_tag
 from gateway.domain.authorizer import AskBackOffice, Authorizer, RecordOutcome
 from gateway.domain.events import ConnectorStatusChanged
 from gateway.domain.model import ConnectorStatus, Fault, iso_utc
@@ -62,6 +62,7 @@ class VirtualChargePoint:
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self._effects = site.subscribe()
         self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
+        self._restore()
         self._outage_reported = False
 
     # -- connection loop ------------------------------------------------------------------------------
@@ -98,6 +99,27 @@ class VirtualChargePoint:
         log.info("id tag %s on connector %s %s locally (%s)", tag, request.connector_id, verdict, decision.source)
         self.site.authorization_result(request.connector_id, request.id_tag, decision.status)
 
+    def _restore(self) -> None:
+        """Take back what the CSMS set before a restart: configuration keys, local list, cache."""
+        store = self.site.settings
+        skipped = self.configuration.restore(store.load("ocpp_configuration") or {})
+        if skipped:
+            log.warning("stored configuration keys ignored: %s", ", ".join(skipped))
+        try:
+            if (stored_list := store.load("local_list")) is not None:
+                self.authorizer.local_list = LocalAuthList.from_dict(stored_list)
+            if (stored_cache := store.load("authorization_cache")) is not None:
+                self.authorizer.cache = AuthorizationCache.from_dict(stored_cache)
+        except UnreadableState as exc:
+            log.warning("stored local authorisation list or cache ignored: %s", exc)
+
+    def save_configuration(self) -> None:
+        self.site.settings.save("ocpp_configuration", self.configuration.to_dict())
+
+    def save_authorization(self) -> None:
+        self.site.settings.save("local_list", self.authorizer.local_list.to_dict())
+        self.site.settings.save("authorization_cache", self.authorizer.cache.to_dict())
+
     def remember(self, id_tag: str, id_tag_info: Any) -> None:
         """Feed the authorisation cache from a CSMS answer (Authorize or StartTransaction)."""
         try:
@@ -106,8 +128,11 @@ class VirtualChargePoint:
             log.warning("unreadable idTagInfo from the CSMS: %s", exc)
             return
         self.authorizer.settings = self.configuration.auth_settings()
-        if self.authorizer.record(id_tag, info, self.site.clock.now()) is RecordOutcome.LOCAL_LIST_CONFLICT:
+        outcome = self.authorizer.record(id_tag, info, self.site.clock.now())
+        if outcome is RecordOutcome.LOCAL_LIST_CONFLICT:
             log.warning("the CSMS and the local list disagree about id tag %s", mask_id_tag(id_tag))
+        elif outcome is RecordOutcome.CACHED:
+            self.save_authorization()
 
     async def _stay_connected(self) -> None:
         backoff = Backoff(1.0, self.settings.reconnect_max_s)

@@ -68,6 +68,21 @@ class OcppConfiguration:
         }
         self._changed = {key: asyncio.Event() for key in self._keys}
 
+    def to_dict(self) -> dict[str, str]:
+        """The keys a CSMS can change, for storage."""
+        return {key: entry.value for key, entry in self._keys.items() if not entry.readonly}
+
+    def restore(self, stored: dict[str, str]) -> list[str]:
+        """Take back stored values; returns the keys it had to skip (unknown, read-only or invalid)."""
+        skipped = []
+        for key, value in stored.items():
+            entry = self._keys.get(key)
+            if entry is None or entry.readonly or (entry.check is not None and not entry.check(str(value))):
+                skipped.append(key)
+            else:
+                entry.value = str(value)
+        return skipped
+
     def get(self, keys: list[str] | None) -> tuple[list[dict[str, object]], list[str]]:
         """(configurationKey entries, unknownKey names) as GetConfiguration.conf wants them."""
         wanted = keys or list(self._keys)

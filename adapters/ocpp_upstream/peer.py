@@ -133,6 +133,8 @@ class Peer(ChargePoint):
     ) -> Any:
         answer = send_local_list(self.owner.authorizer.local_list, list_version, update_type, local_authorization_list)
         log.info("SendLocalList %s version %s: %s", update_type, list_version, answer.status)
+        if answer.status == "Accepted":
+            self.owner.save_authorization()
         return answer
 
     @on(Action.get_local_list_version)
@@ -142,6 +144,7 @@ class Peer(ChargePoint):
     @on(Action.clear_cache)
     def on_clear_cache(self) -> Any:
         self.owner.authorizer.cache.clear()
+        self.owner.save_authorization()
         log.info("authorisation cache cleared by the CSMS")
         return call_result.ClearCache(status="Accepted")
 
@@ -173,4 +176,6 @@ class Peer(ChargePoint):
     def on_change_configuration(self, key: str, value: str) -> Any:
         status = self.owner.configuration.change(key, value)
         log.info("CSMS changed configuration %s=%s: %s", key, value, status)
+        if status == "Accepted":
+            self.owner.save_configuration()
         return call_result.ChangeConfiguration(status=status)

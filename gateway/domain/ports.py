@@ -7,7 +7,7 @@ so tests can run a simulated day in a second.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.domain.model import Snapshot
 
@@ -22,3 +22,25 @@ class SnapshotSink(Protocol):
     def apply(self, snapshot: Snapshot) -> None:
         """Take what a device poll found (or that it failed)."""
         ...
+
+
+class SettingsStore(Protocol):
+    """Named sections of settings (JSON-able data) that must survive a restart."""
+
+    def load(self, section: str) -> Any | None:
+        """What was last saved under ``section``, or None."""
+        ...
+
+    def save(self, section: str, data: Any) -> None:
+        """Replace ``section``; returns only once it is on disk."""
+        ...
+
+
+class NoSettingsStore:
+    """Keeps nothing (tests and tools that need no persistence)."""
+
+    def load(self, section: str) -> Any | None:
+        return None
+
+    def save(self, section: str, data: Any) -> None:
+        pass

@@ -72,6 +72,7 @@ class LimitKeeper:
                 self._applied.pop(event.connector_id, None)
                 if self.store.end_transaction(event.connector_id):
                     log.info("connector %s: its transaction profiles ended with the session", event.connector_id)
+                    self.site.request(ChargingProfilesChanged())
             elif isinstance(event, ConnectorReadingChanged):
                 if event.connector_id not in self._soc_target:
                     continue

@@ -38,7 +38,7 @@ from gateway.domain.model import (
     VehicleState,
     utc_now,
 )
-from gateway.domain.ports import Clock
+from gateway.domain.ports import Clock, NoSettingsStore, SettingsStore
 from gateway.domain.status import derive_faults, derive_status, evse_offering
 from gateway.domain.transactions import (
     AuthStatus,
@@ -111,6 +111,7 @@ class Site:
         clock: Clock | None = None,
         offline_after_failures: Mapping[str, int] | None = None,
         policies: Mapping[int, ConnectorPolicy] | None = None,
+        settings: SettingsStore | None = None,
     ):
         """``offline_after_failures``: consecutive failed polls before a device counts as lost (default 1);
         ``policies``: how sessions are authorised per connector (default: free, with a site-wide tag)."""
@@ -126,6 +127,7 @@ class Site:
         self._register_alarm: set[str] = set()
         self._availability_after_session: dict[int, bool] = {}  # ChangeAvailability that waits for a stop
         self._subscribers: list[EventStream] = []
+        self.settings: SettingsStore = settings or NoSettingsStore()
         self.charging_profiles = ChargingProfileStore(len(self.connectors))  # the back office's limits
         self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
 
@@ -342,6 +344,8 @@ class Site:
     def _set_available(self, connector_id: int, available: bool) -> None:
         connector = self.connectors[connector_id]
         connector.available = available
+        stored = {str(cid): c.available for cid, c in self.connectors.items()}
+        self.settings.save("availability", stored)
         if available:
             self.sessions.out_of_service.discard(connector_id)
         else:
@@ -359,7 +363,18 @@ class Site:
 
     def request(self, event: CurrentLimitRequested | ChargingProfilesChanged) -> None:
         """Pass a command or notice from one service or adapter to the others (one door in)."""
+        if isinstance(event, ChargingProfilesChanged):
+            self.settings.save("charging_profiles", self.charging_profiles.to_dict())
         self._emit(event)
+
+    def restore(self) -> None:
+        """Take back what the back office set before a restart: availability and charging profiles."""
+        for problem in self.charging_profiles.load_dict(self.settings.load("charging_profiles") or {}):
+            log.warning("stored charging profile dropped: %s", problem)
+        for key, available in (self.settings.load("availability") or {}).items():
+            if int(key) in self.connectors and available is False:
+                self.connectors[int(key)].available = False
+                self.sessions.out_of_service.add(int(key))
 
     # -- upstream ----------------------------------------------------------------------------------
     def set_upstream(self, connected: bool, registration: str) -> None:

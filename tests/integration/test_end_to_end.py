@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ async def running_site(csms_url: str, mosquitto: MosquittoBroker, topic_prefix: 
     device = {"host": "127.0.0.1", "poll_interval_s": 0.2, "timeout_s": 0.5}
     config = parse_config(
         {
-            "site": {"id": "e2e"},
+            "site": {"id": "e2e", "state_dir": tempfile.mkdtemp(prefix="e2e-state-")},
             "upstream": {
                 "url": csms_url,
                 "charge_point_id": "GW-E2E",
@@ -241,7 +242,7 @@ async def test_rfid_card_session_on_a_bender(csms: DemoCsms, mosquitto: Mosquitt
     await bender.start("127.0.0.1", port)
     config = parse_config(
         {
-            "site": {"id": "rfid"},
+            "site": {"id": "rfid", "state_dir": tempfile.mkdtemp(prefix="rfid-state-")},
             "upstream": {"url": csms.url, "charge_point_id": "GW-RFID", "reconnect_max_s": 1},
             "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_prefix": topic_prefix},
             "chargers": [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator
 
 import pytest
@@ -169,7 +170,7 @@ async def test_gateway_puts_devices_of_one_port_on_one_line(
     serial = {"serial": pty_pair.gateway_end, "baudrate": 38400, "timeout_s": TIMEOUT_S}
     config = parse_config(
         {
-            "site": {"id": "rtu"},
+            "site": {"id": "rtu", "state_dir": tempfile.mkdtemp(prefix="rtu-state-")},
             "upstream": {"url": "ws://127.0.0.1:1/ocpp", "charge_point_id": "GW"},
             "chargers": [{"name": "wallbox", "profile": "abb-terra-ac", "unit_id": 3, "connectors": [1], **serial}],
             "meters": [{"name": "grid", "profile": "eastron-sdm630", "connector": 0, **serial}],
