@@ -53,9 +53,27 @@ class Peer(ChargePoint):
         return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
 
     @on(Action.remote_start_transaction)
-    def on_remote_start(self, id_tag: str, connector_id: int | None = None, **_: Any) -> Any:
+    def on_remote_start(
+        self, id_tag: str, connector_id: int | None = None, charging_profile: dict[str, Any] | None = None
+    ) -> Any:
+        site = self.owner.site
+        profile = None
+        if charging_profile is not None:  # a TxProfile for the session about to start
+            try:
+                if connector_id is None:
+                    raise CommandRejected("a charging profile needs a connector")
+                profile = profile_from_ocpp(connector_id, charging_profile)
+                reason = site.charging_profiles.rejection_reason(profile, remote_start=True)
+                if reason:
+                    raise CommandRejected(reason)
+            except CommandRejected as exc:
+                log.warning("RemoteStartTransaction rejected: its charging profile: %s", exc)
+                return call_result.RemoteStartTransaction(status="Rejected")
         authorize_first = self.owner.configuration.boolean("AuthorizeRemoteTxRequests")
-        accepted = self.owner.site.remote_start(connector_id, id_tag, authorize_first)
+        accepted = site.remote_start(connector_id, id_tag, authorize_first)
+        if accepted and profile is not None:
+            site.charging_profiles.install(profile, remote_start=True)
+            site.request(ChargingProfilesChanged())
         log.info("CSMS remote start on connector %s: %s", connector_id, "Accepted" if accepted else "Rejected")
         return call_result.RemoteStartTransaction(status="Accepted" if accepted else "Rejected")
 

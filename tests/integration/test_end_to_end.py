@@ -20,6 +20,7 @@ from adapters.modbus.profile import load_profile
 from adapters.modbus.simulator import ModbusSimulator
 from gateway.app import Gateway
 from gateway.config import parse_config
+from gateway.domain.events import ChargingProfilesChanged
 from tests.fixtures.mosquitto import MosquittoBroker, WatchFactory
 from tests.fixtures.net import free_port
 
@@ -276,3 +277,20 @@ async def test_rfid_card_session_on_a_bender(csms: DemoCsms, mosquitto: Mosquitt
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await bender.stop()
+
+
+async def test_remote_start_with_a_tx_profile_limits_that_session(site: Site, csms: DemoCsms) -> None:
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Available")
+    profile = {**tx_default(8, profile_id=5), "chargingProfilePurpose": "TxProfile"}
+    start = call.RemoteStartTransaction(id_tag="APP-5", connector_id=2, charging_profile=profile)
+    assert (await csms.call("GW-E2E", start)).status == "Accepted"
+    site.right.plug_in()
+    await csms.wait_for("StartTransaction", lambda p: p["connectorId"] == 2)
+    await site.right.wait_for(lambda: site.right.offered_current_a() == 8)
+    events = site.gateway.site.subscribe()
+    site.right.unplug()
+    await csms.wait_for("StopTransaction")
+    async with asyncio.timeout(5):  # the TxProfile ends with its transaction
+        while not isinstance(await events.get(), ChargingProfilesChanged):
+            pass
+    assert len(site.gateway.site.charging_profiles) == 0
