@@ -149,6 +149,11 @@ def connector_state(connector: Connector) -> Payload:
         "faults": [fault_payload(f) for f in connector.faults],
     }
     payload.update(reading_fields(connector.reading))
+    # Where the battery state comes from and when it was measured (its age is now - soc_measured_at).
+    has_soc = connector.reading is not None and connector.reading.soc_percent is not None
+    payload["soc_source"] = "charger" if has_soc else None
+    payload["soc_measured_at"] = payload["measured_at"] if has_soc else None
+    payload["session_active"] = connector.session_active
     return payload
 
 

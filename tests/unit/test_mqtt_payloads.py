@@ -104,6 +104,9 @@ def test_connector_payload_carries_all_fields_with_units() -> None:
         "soc_percent": None,
         "offered_current_a": 16.0,
         "measured_at": "2025-03-01T12:00:00.123Z",
+        "soc_source": None,
+        "soc_measured_at": None,
+        "session_active": False,
     }
 
 
@@ -203,3 +206,10 @@ def test_fault_events_name_their_connector_or_meter() -> None:
     cleared = fault_event(None, hot, raised=False, at=T0, meter="grid")
     assert cleared["meter"] == "grid" and cleared["event"] == "cleared" and "connector_id" not in cleared
     assert Topics("p").meter_fault("grid") == "p/meter/grid/fault"
+
+
+def test_soc_carries_its_source_and_measurement_time() -> None:
+    connector = Connector(connector_id=1, device="wb", reading=Reading(measured_at=T0, soc_percent=64.0))
+    payload = connector_state(connector)
+    assert (payload["soc_percent"], payload["soc_source"]) == (64.0, "charger")
+    assert payload["soc_measured_at"] == "2025-03-01T12:00:00.123Z"
