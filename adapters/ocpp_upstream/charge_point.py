@@ -255,7 +255,11 @@ class VirtualChargePoint:
             self._reported_faults[event.connector_id] = event.faults
 
     async def _deliver_transactions(self, peer: Peer) -> None:
-        """Start and stop calls in the order they happened, each until the CSMS has it."""
+        """Start and stop calls in the order they happened, each until the CSMS has it.
+
+        An answered call leaves the queue before anything else is done with its answer, so a
+        failure afterwards can never send it twice.
+        """
         pending = self.transactions.pending
         while True:
             while pending:
@@ -265,19 +269,20 @@ class VirtualChargePoint:
                     if result is None:
                         await asyncio.sleep(TRANSACTION_RETRY_S)
                         continue
+                    pending.popleft()
                     self.transactions.csms_ids[item.local_ref] = result.transaction_id
-                    self.remember(item.id_tag, result.id_tag_info)
                     if auth_status(result.id_tag_info) is not AuthStatus.ACCEPTED:
                         stop = self.configuration.boolean("StopTransactionOnInvalidId")
                         self.site.start_rejected(item.local_ref, stop_on_invalid_id=stop)
+                    self.remember(item.id_tag, result.id_tag_info)
                 else:
                     start = self.transactions.starts.get(item.local_ref)
                     csms_id = self.transactions.csms_ids.get(item.local_ref)
                     if await _send(peer, stop_call(item, start, csms_id)) is None:
                         await asyncio.sleep(TRANSACTION_RETRY_S)
                         continue
+                    pending.popleft()
                     self.transactions.finished(item)
-                pending.popleft()
             self._drained.set()
             self._transactions_waiting.clear()
             await self._transactions_waiting.wait()
@@ -285,7 +290,11 @@ class VirtualChargePoint:
     async def _authorize(self, peer: Peer) -> None:
         while True:
             request = await self._authorizations.get()
-            result = await _send(peer, call.Authorize(id_tag=request.id_tag))
+            try:
+                result = await _send(peer, call.Authorize(id_tag=request.id_tag))
+            except asyncio.CancelledError:
+                self._authorizations.put_nowait(request)  # the link went: ask again after the reconnect
+                raise
             if result is not None:
                 self.remember(request.id_tag, result.id_tag_info)
             status = auth_status(result.id_tag_info) if result is not None else AuthStatus.INVALID

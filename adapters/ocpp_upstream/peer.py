@@ -95,7 +95,10 @@ class Peer(ChargePoint):
     @after(Action.trigger_message)
     async def after_trigger_message(self, requested_message: str, connector_id: int | None = None) -> None:
         if requested_message in TRIGGERABLE:
-            await self.owner.send_triggered(self, requested_message, connector_id)
+            try:
+                await self.owner.send_triggered(self, requested_message, connector_id)
+            except Exception as exc:
+                log.warning("triggered %s not sent: %s", requested_message, exc)
 
     @on(Action.set_charging_profile)
     def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]) -> Any:
@@ -179,7 +182,10 @@ class Peer(ChargePoint):
 
     @after(Action.reset)
     async def after_reset(self, type: str) -> None:
-        await self.owner.reset(hard=type == "Hard")
+        try:
+            await self.owner.reset(hard=type == "Hard")
+        except Exception:  # an @after hook runs untracked: say what went wrong instead of losing it
+            log.exception("reset failed")
 
     @on(Action.unlock_connector)
     def on_unlock_connector(self, connector_id: int) -> Any:
@@ -193,7 +199,7 @@ class Peer(ChargePoint):
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str) -> Any:
         status = self.owner.configuration.change(key, value)
-        log.info("CSMS changed configuration %s=%s: %s", key, value, status)
+        log.info("CSMS changed configuration %s: %s", key, status)  # values may be secrets: never logged
         if status == "Accepted":
             self.owner.save_configuration()
         return call_result.ChangeConfiguration(status=status)

@@ -26,34 +26,46 @@ class JsonSettingsStore:
 
     def _read(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:  # garbage, not a passing disk error (that one is raised)
             aside = self.path.with_suffix(self.path.suffix + ".unreadable")
-            log.warning(
-                "settings file %s cannot be read (%s); kept as %s, starting from defaults", self.path, exc, aside
-            )
+            log.warning("settings file %s cannot be read (%s); kept as %s, using defaults", self.path, exc, aside)
             os.replace(self.path, aside)
             return {}
-        return data if isinstance(data, dict) else {}
+        return data
 
     def load(self, section: str) -> Any | None:
         """What was last saved under ``section``, or None."""
         return self._sections.get(section)
 
     def save(self, section: str, data: Any) -> None:
-        """Replace ``section`` and write the file durably before returning."""
-        self._sections[section] = data
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(self.path.suffix + ".tmp")
-        with open(temporary, "w", encoding="utf-8") as file:
-            json.dump(self._sections, file, indent=1, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
+        """Replace ``section`` and write the file durably before returning.
+
+        A disk that refuses the write is logged loudly and the gateway carries on: losing a
+        setting must not stop charging. Data that cannot be stored is a programming error.
+        """
+        sections = {**self._sections, section: data}
+        text = json.dumps(sections, indent=1, sort_keys=True)  # before anything changes
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_suffix(self.path.suffix + ".tmp")
+            with open(temporary, "w", encoding="utf-8") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            log.error("settings section %r not saved to %s: %s", section, self.path, exc)
+            return
+        self._sections = sections

@@ -49,7 +49,9 @@ class LimitKeeper:
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        watcher = asyncio.create_task(self._watch())
+        await asyncio.gather(self._watch(), self._keep())
+
+    async def _keep(self) -> None:
         try:
             while True:
                 next_change = self.apply(self.site.clock.now())
@@ -60,7 +62,6 @@ class LimitKeeper:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
-            watcher.cancel()
             self.site.unsubscribe(self._events)
 
     async def _watch(self) -> None:
@@ -69,7 +70,10 @@ class LimitKeeper:
                 self._started_at[event.connector_id] = event.started_at
             elif isinstance(event, StopTransaction):
                 self._started_at.pop(event.connector_id, None)
-                self._applied.pop(event.connector_id, None)
+                applied = self._applied.pop(event.connector_id, None)
+                max_a = self._max_a.get(event.connector_id, DEFAULT_MAX_A)
+                if applied is not None and applied != max_a:  # the next session starts unlimited
+                    self.site.request(CurrentLimitRequested(event.connector_id, max_a))
                 if self.store.end_transaction(event.connector_id):
                     log.info("connector %s: its transaction profiles ended with the session", event.connector_id)
                     self.site.request(ChargingProfilesChanged())

@@ -111,7 +111,11 @@ class Sessions:
     def remote_start(self, connector_id: int | None, id_tag: str, authorize_first: bool, at: datetime) -> bool:
         """RemoteStartTransaction; without a connector the first idle one with a car (or any idle) is used."""
         if connector_id is None:
-            idle = [m for m in self.machines.values() if m.transaction is None and m.pending_id_tag is None]
+            idle = [
+                m
+                for m in self.machines.values()
+                if m.transaction is None and m.pending_id_tag is None and m.connector_id not in self.out_of_service
+            ]
             chosen = next((m for m in idle if m.plugged), idle[0] if idle else None)
             if chosen is None:
                 return False

@@ -160,11 +160,14 @@ class Site:
         lifetime counter; None when neither answers (a session counter never qualifies)."""
         for meter in self.meters.values():
             if meter.connector_id == connector_id and meter.connector_id:
-                return meter.reading.energy_wh if meter.reading and meter.device_online else None
+                fresh = meter.reading.energy_wh if meter.reading and meter.device_online else None
+                # a meter that is away (or went backwards) still has its last good value: bill from that
+                return fresh if fresh is not None else self._last_good_wh.get(f"meter {meter.name}")
         connector = self.connectors.get(connector_id)
-        if connector is None or connector.reading is None or not connector.device_online:
+        if connector is None:
             return None
-        return connector.reading.energy_wh
+        fresh = connector.reading.energy_wh if connector.reading and connector.device_online else None
+        return fresh if fresh is not None else self._last_good_wh.get(f"connector {connector_id}")
 
     def devices(self) -> list[str]:
         names = {c.device for c in self.connectors.values()} | set(self.meters)

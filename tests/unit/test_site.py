@@ -290,9 +290,16 @@ def test_a_register_that_goes_backwards_is_a_meter_fault_and_never_a_billing_val
     site.apply(snap("a", VehicleState.A, energy_wh=400))
     assert site.connectors[1].status is ConnectorStatus.FAULTED
     assert site.connectors[1].faults[0].kind is FaultKind.POWER_METER
-    assert site.billing_energy_wh(1) is None
+    assert site.billing_energy_wh(1) == 500  # the last good value, never the one that went backwards
     site.apply(snap("a", VehicleState.A, energy_wh=501))  # counting on from the last good value
     assert site.connectors[1].status is ConnectorStatus.AVAILABLE
     assert site.billing_energy_wh(1) == 501
     site.apply(MeterSnapshot("m", Reading(T0, energy_wh=10_001)))
     assert FaultCleared(None, REGISTER_BACKWARDS, T0, meter="m") in drain(events)
+
+
+def test_billing_uses_the_last_good_register_while_the_meter_is_away() -> None:
+    site = Site([Connector(1, "a")], [Meter("m", 1)], policies={1: REMOTE})
+    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=70_000)))
+    site.apply(DeviceFailed("m", "timeout", T0))
+    assert site.billing_energy_wh(1) == 70_000  # never 0: that would bill the whole lifetime counter
