@@ -224,5 +224,5 @@ class Gateway:
                     await device.set_enabled(event.enabled, socket=connector.socket)
                 else:
                     await device.set_current_limit_a(event.limit_a, socket=connector.socket)
-            except (CommandRejected, DeviceError) as exc:
+            except (CommandRejected, DeviceError, OSError, TimeoutError) as exc:
                 log.warning("connector %s: the charger did not take %s: %s", event.connector_id, event, exc)
