@@ -63,6 +63,7 @@ class VirtualChargePoint:
         self._effects = site.subscribe()
         self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
         self._restore()
+        self.apply_site_settings()
         self._outage_reported = False
 
     # -- connection loop ------------------------------------------------------------------------------
@@ -112,6 +113,10 @@ class VirtualChargePoint:
                 self.authorizer.cache = AuthorizationCache.from_dict(stored_cache)
         except UnreadableState as exc:
             log.warning("stored local authorisation list or cache ignored: %s", exc)
+
+    def apply_site_settings(self) -> None:
+        """Configuration keys the Site itself follows."""
+        self.site.connection_timeout_s = float(self.configuration.integer("ConnectionTimeOut"))
 
     def save_configuration(self) -> None:
         self.site.settings.save("ocpp_configuration", self.configuration.to_dict())

@@ -55,6 +55,7 @@ class OcppConfiguration:
             "LocalAuthListMaxLength": _Key("1000", True),
             "SendLocalListMaxLength": _Key("100", True),
             "ClockAlignedDataInterval": _Key("0", False, _non_negative_int),
+            "ConnectionTimeOut": _Key("60", False, _positive_int),
             "MeterValuesAlignedData": _Key("Energy.Active.Import.Register", False, _measurand_list),
             "MeterValuesAlignedDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
             "MeterValuesSampledDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),

@@ -202,4 +202,5 @@ class Peer(ChargePoint):
         log.info("CSMS changed configuration %s: %s", key, status)  # values may be secrets: never logged
         if status == "Accepted":
             self.owner.save_configuration()
+            self.owner.apply_site_settings()
         return call_result.ChangeConfiguration(status=status)

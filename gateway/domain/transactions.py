@@ -130,6 +130,7 @@ class TransactionMachine:
         self.phase = Phase.IDLE
         self.plugged = False
         self.pending_id_tag: str | None = None  # authorising or authorised, not started yet
+        self.authorized_at: datetime | None = None  # when an authorised start began to wait for the car
         self.transaction: Transaction | None = None
 
     # -- what the charger does -----------------------------------------------------------------
@@ -175,6 +176,7 @@ class TransactionMachine:
             self._reset()
             return []
         self.phase = Phase.AUTHORIZED
+        self.authorized_at = at
         return self._start(energy_wh, at) if self.plugged else []
 
     def on_remote_start(
@@ -188,6 +190,7 @@ class TransactionMachine:
             self.phase = Phase.AUTHORIZING
             return True, [Authorize(self.connector_id, id_tag)]
         self.phase = Phase.AUTHORIZED
+        self.authorized_at = at
         return True, self._start(energy_wh, at) if self.plugged else []
 
     def on_remote_stop(self, energy_wh: int, at: datetime) -> tuple[bool, list[Effect]]:
@@ -215,6 +218,14 @@ class TransactionMachine:
         self._reset()
         return []
 
+    def expire(self, now: datetime, timeout_s: float) -> bool:
+        """Drop an authorisation whose car did not arrive within ``timeout_s`` (ConnectionTimeOut)."""
+        waited = self.phase is Phase.AUTHORIZED and self.authorized_at is not None
+        if waited and (now - self.authorized_at).total_seconds() >= timeout_s:  # type: ignore[operator]
+            self._reset()
+            return True
+        return False
+
     # -- internals ---------------------------------------------------------------------------------
     def _start(self, energy_wh: int, at: datetime) -> list[Effect]:
         assert self.pending_id_tag is not None
@@ -239,4 +250,5 @@ class TransactionMachine:
     def _reset(self) -> None:
         self.phase = Phase.IDLE
         self.pending_id_tag = None
+        self.authorized_at = None
         self.transaction = None

@@ -90,6 +90,14 @@ class Sessions:
         elif state is VehicleState.A and machine.plugged:
             self._run(machine.on_unplugged(self._energy(connector_id), at))
 
+    def expire_waiting(self, now: datetime, timeout_s: float) -> None:
+        """ConnectionTimeOut: authorised starts whose car did not come are dropped."""
+        for machine in self.machines.values():
+            if machine.expire(now, timeout_s):
+                log.info(
+                    "connector %s: no car within %g s of the authorisation; dropped", machine.connector_id, timeout_s
+                )
+
     def device_answers(self, connector_id: int) -> None:
         """The charger (again) answers: outside a session it must not deliver energy unless the
         policy is free (whose session starts with the car anyway)."""

@@ -128,6 +128,7 @@ class Site:
         self._availability_after_session: dict[int, bool] = {}  # ChangeAvailability that waits for a stop
         self._subscribers: list[EventStream] = []
         self.settings: SettingsStore = settings or NoSettingsStore()
+        self.connection_timeout_s = 60.0  # ConnectionTimeOut: how long an authorised start waits for the car
         self.charging_profiles = ChargingProfileStore(len(self.connectors))  # the back office's limits
         self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
 
@@ -211,6 +212,7 @@ class Site:
         """Sessions follow the car, then the status follows both."""
         if connector.vehicle_state is VehicleState.A:
             connector.finishing = False
+        self.sessions.expire_waiting(at, self.connection_timeout_s)
         self.sessions.vehicle_state(connector.connector_id, connector.vehicle_state, at)
         self._update_status(connector, at)
 

@@ -109,3 +109,12 @@ def test_gateway_initiated_stop_and_unique_refs() -> None:
     second = machine.on_plugged(20, at(8))[0]
     assert isinstance(first, StartTransaction) and isinstance(second, StartTransaction)
     assert first.local_ref != second.local_ref
+
+
+def test_an_authorisation_expires_when_no_car_comes() -> None:
+    machine = TransactionMachine(1, AuthPolicy.REMOTE)
+    machine.on_remote_start("APP", authorize_first=False, energy_wh=0, at=at(0))
+    assert not machine.expire(at(0.5), timeout_s=60)
+    assert machine.expire(at(1), timeout_s=60)
+    assert machine.phase is Phase.IDLE
+    assert machine.on_plugged(0, at(2)) == []  # the car came too late: no session
