@@ -234,11 +234,19 @@ class VirtualChargePoint:
 
     async def _send_all_statuses(self, peer: Peer) -> None:
         """Connector 0 and every connector, as they are now (after boot and after each reconnect)."""
-        await self._send_status(peer, 0, ConnectorStatus.AVAILABLE, (), self.site.clock.now())
+        await self._send_statuses(peer)
+
+    async def _send_statuses(self, peer: Peer, only: int | None = None, at: datetime | None = None) -> None:
+        """Connector 0 and every connector (or just ``only``), stamped ``at`` or with when each status began."""
+        if only in (None, 0):
+            await self._send_status(peer, 0, ConnectorStatus.AVAILABLE, (), at or self.site.clock.now())
         for connector in self.site.connectors.values():
+            if only not in (None, connector.connector_id):
+                continue
             faults = connector.faults  # as sent: it may change while we await the answer
             self._reported_faults[connector.connector_id] = faults
-            await self._send_status(peer, connector.connector_id, connector.status, faults, connector.status_since)
+            stamp = at or connector.status_since
+            await self._send_status(peer, connector.connector_id, connector.status, faults, stamp)
 
     async def _send_status(
         self, peer: Peer, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
@@ -312,8 +320,19 @@ class VirtualChargePoint:
         await self._every("MeterValueSampleInterval", lambda: self._send_samples(peer))
 
     async def _send_samples(self, peer: Peer, only_connector: int | None = None) -> None:
-        for connector_id, values in site_meter_values(self.site, self.configuration.meter_values_sampled_data):
-            if only_connector is not None and connector_id != only_connector:
+        await self._send_meter_values(peer, self.configuration.meter_values_sampled_data, only=only_connector)
+
+    async def _send_meter_values(
+        self,
+        peer: Peer,
+        measurands: list[str],
+        context: str = "Sample.Periodic",
+        stamp: datetime | None = None,
+        only: int | None = None,
+    ) -> None:
+        """MeterValues per connector from the latest readings, with the running transaction's id."""
+        for connector_id, values in site_meter_values(self.site, measurands, context, stamp):
+            if only is not None and connector_id != only:
                 continue
             transaction_id = self.transactions.active_id(connector_id)
             await _send(
@@ -339,12 +358,7 @@ class VirtualChargePoint:
         elif message == "MeterValues":
             await self._send_samples(peer, connector_id)
         elif message == "StatusNotification":
-            now = self.site.clock.now()
-            if connector_id in (None, 0):
-                await self._send_status(peer, 0, ConnectorStatus.AVAILABLE, (), now)
-            for connector in self.site.connectors.values():
-                if connector_id in (None, connector.connector_id):
-                    await self._send_status(peer, connector.connector_id, connector.status, connector.faults, now)
+            await self._send_statuses(peer, only=connector_id, at=self.site.clock.now())
         elif message == "BootNotification":
             result = await _send(
                 peer,
@@ -376,11 +390,7 @@ class VirtualChargePoint:
             if await self.configuration.wait_changed(key, (boundary - now).total_seconds()):
                 continue
             measurands = self.configuration.measurands("MeterValuesAlignedData")
-            for connector_id, values in site_meter_values(self.site, measurands, "Sample.Clock", boundary):
-                transaction_id = self.transactions.active_id(connector_id)
-                await _send(
-                    peer, call.MeterValues(connector_id=connector_id, meter_value=values, transaction_id=transaction_id)
-                )
+            await self._send_meter_values(peer, measurands, "Sample.Clock", boundary)
 
 
 async def _send(peer: ChargePoint, payload: Any) -> Any | None:
