@@ -1,0 +1,142 @@
+"""Delivery rules of the outbox, on an in-memory store (the durable store has its own tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway.domain.outbox import NewRecord, RecordKind
+from gateway.services.outbox import BacklogStats, Dropped, Outbox, OutboxSettings, Retry
+from tests.fixtures.memory_outbox import MemoryOutboxStore
+
+T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def record(kind: RecordKind, minute: float = 0, ref: str | None = "tx1", action: str = "MeterValues") -> NewRecord:
+    at = (T0 + timedelta(minutes=minute)).isoformat()
+    return NewRecord(kind, action, {"minute": minute}, at, ref)
+
+
+def test_fifo_one_head_at_a_time() -> None:
+    outbox = Outbox(MemoryOutboxStore())
+    first = outbox.enqueue(record(RecordKind.START, action="StartTransaction"))
+    second = outbox.enqueue(record(RecordKind.SAMPLED, 1))
+    assert asyncio.run(outbox.next()) == first
+    outbox.delivered(first)
+    assert asyncio.run(outbox.next()) == second
+
+
+async def test_next_waits_for_an_enqueue() -> None:
+    outbox = Outbox(MemoryOutboxStore())
+    waiter = asyncio.ensure_future(outbox.next())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    queued = outbox.enqueue(record(RecordKind.STOP, action="StopTransaction"))
+    assert await asyncio.wait_for(waiter, 1) == queued
+
+
+def test_failed_retries_with_growing_delay_then_drops() -> None:
+    outbox = Outbox(MemoryOutboxStore())
+    outbox.enqueue(record(RecordKind.SAMPLED))
+    delays = []
+    for _ in range(2):
+        head = outbox.store.head()
+        assert head is not None
+        outcome = outbox.failed(head, max_attempts=3, retry_interval_s=10)
+        assert isinstance(outcome, Retry)
+        delays.append(outcome.delay_s)
+    assert delays == [10, 20]
+    head = outbox.store.head()
+    assert head is not None and head.attempts == 2
+    assert isinstance(outbox.failed(head, max_attempts=3, retry_interval_s=10), Dropped)
+    assert len(outbox.store) == 0
+    assert outbox.stats().dropped == 1
+
+
+def test_a_stop_is_never_dropped() -> None:
+    outbox = Outbox(MemoryOutboxStore())
+    outbox.enqueue(record(RecordKind.STOP, action="StopTransaction"))
+    for _ in range(10):
+        head = outbox.store.head()
+        assert head is not None
+        outcome = outbox.failed(head, max_attempts=3, retry_interval_s=10)
+        assert isinstance(outcome, Retry)
+    assert outcome.delay_s == 30  # grows no further than attempts x interval
+    assert len(outbox.store) == 1 and outbox.stats().dropped == 0
+
+
+def test_thinning_keeps_first_and_last_per_window_and_never_touches_other_kinds() -> None:
+    outbox = Outbox(MemoryOutboxStore(), OutboxSettings(thin_after_records=5, thin_window_s=900))
+    outbox.enqueue(record(RecordKind.START, 0, action="StartTransaction"))
+    for minute in range(1, 60):  # 59 samples a minute apart: 4 windows of 15 minutes
+        kind = RecordKind.ALIGNED if minute % 15 == 0 else RecordKind.SAMPLED
+        outbox.enqueue(record(kind, minute))
+    outbox.enqueue(record(RecordKind.STOP, 60, action="StopTransaction"))
+    kinds = [info.kind for info in outbox.store.index()]
+    assert kinds.count(RecordKind.START) == 1 and kinds.count(RecordKind.STOP) == 1
+    assert kinds.count(RecordKind.ALIGNED) == 3
+    sampled = [info for info in outbox.store.index() if info.kind is RecordKind.SAMPLED]
+    windows: dict[int, list[str]] = {}
+    for info in sampled:
+        windows.setdefault(datetime.fromisoformat(info.created_at).minute // 15, []).append(info.created_at)
+    assert all(len(times) <= 2 for times in windows.values())
+    assert len(windows) == 4  # every window keeps something
+    assert outbox.stats().thinned > 0
+    seqs = [info.seq for info in outbox.store.index()]
+    assert seqs == sorted(seqs)
+
+
+def test_thinning_is_per_session() -> None:
+    outbox = Outbox(MemoryOutboxStore(), OutboxSettings(thin_after_records=4, thin_window_s=3600))
+    for minute in range(10):
+        outbox.enqueue(record(RecordKind.SAMPLED, minute, ref="a"))
+        outbox.enqueue(record(RecordKind.SAMPLED, minute, ref="b"))
+    refs = [info.local_ref for info in outbox.store.index()]
+    assert refs.count("a") >= 2 and refs.count("b") >= 2
+
+
+def test_disk_bound_drops_oldest_samples_first_and_keeps_the_rest() -> None:
+    store = MemoryOutboxStore()
+    outbox = Outbox(store, OutboxSettings(max_bytes=1_000, thin_after_records=10**6))
+    outbox.enqueue(record(RecordKind.START, 0, action="StartTransaction"))
+    for minute in range(1, 40):
+        outbox.enqueue(record(RecordKind.SAMPLED, minute))
+    outbox.enqueue(record(RecordKind.ALIGNED, 40))
+    outbox.enqueue(record(RecordKind.STOP, 41, action="StopTransaction"))
+    assert store.size_bytes() <= 1_000
+    index = store.index()
+    assert index[0].kind is RecordKind.START and index[-1].kind is RecordKind.STOP
+    assert any(info.kind is RecordKind.ALIGNED for info in index)
+    minutes = [store._records[info.seq].payload["minute"] for info in index if info.kind is RecordKind.SAMPLED]
+    assert minutes and min(minutes) > 1  # the oldest went first; the newest stayed
+    assert outbox.stats().dropped > 0
+
+
+def test_over_the_bound_with_nothing_droppable_keeps_everything(caplog: pytest.LogCaptureFixture) -> None:
+    outbox = Outbox(MemoryOutboxStore(), OutboxSettings(max_bytes=10))
+    for minute in range(5):
+        outbox.enqueue(record(RecordKind.STOP, minute, action="StopTransaction"))
+    assert len(outbox.store) == 5
+    assert sum("nothing left to drop" in r.message for r in caplog.records) == 1
+
+
+def test_stats_and_change_reports() -> None:
+    seen: list[BacklogStats] = []
+    outbox = Outbox(MemoryOutboxStore(), on_change=seen.append)
+    outbox.enqueue(record(RecordKind.SAMPLED, 5))
+    outbox.enqueue(record(RecordKind.SAMPLED, 7))
+    assert seen[-1].records == 2 and seen[-1].oldest_created_at == (T0 + timedelta(minutes=5)).isoformat()
+    head = outbox.store.head()
+    assert head is not None
+    outbox.delivered(head)
+    assert seen[-1].records == 1 and seen[-1].oldest_created_at == (T0 + timedelta(minutes=7)).isoformat()
+
+
+def test_a_backlog_from_before_a_restart_is_ready_at_once() -> None:
+    store = MemoryOutboxStore()
+    Outbox(store).enqueue(record(RecordKind.START, action="StartTransaction"))
+    restarted = Outbox(store)
+    head = asyncio.run(asyncio.wait_for(restarted.next(), 1))
+    assert head.action == "StartTransaction"
