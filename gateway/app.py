@@ -120,6 +120,7 @@ def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
         offline_after_failures=offline_after,
         policies=policies,
         settings=JsonSettingsStore(Path(config.site.state_dir) / "settings.json"),
+        soc_targets={c.id: c.soc_target_percent for c in config.connectors if c.soc_target_percent is not None},
     )
     site.restore()
     return site
@@ -139,8 +140,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
         if self.limits is None:
-            targets = {c.id: c.soc_target_percent for c in self.config.connectors if c.soc_target_percent}
-            self.limits = LimitKeeper(self.site, self.site.charging_profiles, self._max_current_a(), targets)
+            self.limits = LimitKeeper(self.site, self.site.charging_profiles, self._max_current_a())
 
     def _max_current_a(self) -> dict[int, float]:
         """Each connector's highest settable current, from its charger profile's limit register."""
@@ -182,6 +182,7 @@ class Gateway:
             client_id=mqtt.client_id or f"ocpp-gateway-{config.site.id}",
             username=mqtt.username,
             password=mqtt.password.get_secret_value() if mqtt.password else None,
+            commands=mqtt.commands.enabled,
         )
         return cls(config, site, devices, VirtualChargePoint(site, config.upstream), bridge)
 

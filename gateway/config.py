@@ -94,6 +94,19 @@ class UpstreamConfig(Strict):
         return f"{self.url}/{self.charge_point_id}"
 
 
+class MqttCommandsConfig(Strict):
+    """Which MQTT command topics the gateway acts on (``[mqtt.commands]``); all off by default,
+    because anyone who may publish on the broker may then steer the chargers."""
+
+    soc_input: bool = False  # <prefix>/connector/<n>/set/soc: a car integration's SoC and capacity
+    soc_target: bool = False  # <prefix>/connector/<n>/set/soc_target: the SoC at which charging pauses
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        """The names of the commands that are on."""
+        return frozenset(name for name, on in self.model_dump().items() if on)
+
+
 class MqttConfig(Strict):
     host: str = "127.0.0.1"
     port: Port = 1883
@@ -101,6 +114,7 @@ class MqttConfig(Strict):
     password: SecretStr | None = None
     topic_prefix: str | None = None  # default: ocpp-gateway/<site.id>
     client_id: str | None = None  # default: ocpp-gateway-<site.id>
+    commands: MqttCommandsConfig = MqttCommandsConfig()
 
     @field_validator("topic_prefix")
     @classmethod
@@ -171,7 +185,8 @@ class ConnectorConfig(Strict):
     # (RemoteStartTransaction); local_list: an RFID card read by the charger.
     policy: Literal["free", "remote", "local_list"] = "free"
     id_tag: Annotated[str, Field(min_length=1, max_length=20)] | None = None  # free only; default "ocpp-gateway"
-    # Pause charging (SuspendedEVSE) once the car's state of charge reaches this, where a source has it.
+    # Pause charging (SuspendedEVSE) once the car's state of charge reaches this, where a source has
+    # it; an MQTT soc_target command replaces it at runtime (until this value is changed).
     soc_target_percent: Annotated[float, Field(gt=0, le=100)] | None = None
 
     @model_validator(mode="after")

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import aiomqtt
 
+from adapters.mqtt.commands import CommandHandler
 from adapters.mqtt.payloads import (
     AVAILABILITY_OFFLINE,
     AVAILABILITY_ONLINE,
@@ -33,6 +34,7 @@ from adapters.mqtt.payloads import (
     upstream_state,
 )
 from gateway.domain.events import (
+    BatteryStateChanged,
     ConnectorReadingChanged,
     ConnectorStatusChanged,
     DeviceHealthChanged,
@@ -93,6 +95,7 @@ class MqttBridge:
     ``connected`` is set once ``online`` and all retained state are published after a connect and
     cleared when the connection is lost, so callers (and tests) can wait for a usable link.
     ``qos`` applies to state topics; availability always uses QoS 1 (as does the Last Will).
+    ``commands``: the ``[mqtt.commands]`` switches that are on (see adapters.mqtt.commands).
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class MqttBridge:
         password: str | None = None,
         qos: int = 1,
         reconnect_max_s: float = 30.0,
+        commands: Collection[str] = (),
     ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError(f"MQTT qos must be 0, 1 or 2, not {qos!r}")
@@ -114,6 +118,7 @@ class MqttBridge:
             raise ValueError(f"reconnect_max_s must be positive, not {reconnect_max_s!r}")
         self.topics = Topics(topic_prefix)
         self.connected = asyncio.Event()
+        self._commands = CommandHandler(site, self.topics, commands)
         self._site = site
         self._host = host
         self._port = port
@@ -207,8 +212,10 @@ class MqttBridge:
         """Raise ``MqttError`` as soon as the connection drops (aiomqtt reports it via ``messages``)."""
         try:
             async for message in client.messages:
-                # Nothing is subscribed yet; command topics will be dispatched from here.
-                log.debug("ignoring MQTT message on %s", message.topic)
+                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+                error = self._commands.handle(str(message.topic), payload, retained=bool(message.retain))
+                if error is not None:
+                    await client.publish(self.topics.error, encode(error), qos=self._qos)
         except aiomqtt.MqttError as exc:
             raise _ConnectionLost("closed by the broker or the network") from exc
 
@@ -219,6 +226,7 @@ class MqttBridge:
         self._dirty.clear()
         self._wake.clear()
         await client.publish(self.topics.availability, AVAILABILITY_ONLINE, qos=1, retain=True)
+        await client.subscribe(self.topics.commands, qos=1)  # a switched-off command is still logged once
         count = 0
         for key in self._all_keys():
             count += await self._publish_key(client, key)
@@ -306,7 +314,11 @@ class MqttBridge:
 
     def _keys_for(self, event: Event) -> Iterable[StateKey]:
         match event:
-            case ConnectorStatusChanged(connector_id=cid) | ConnectorReadingChanged(connector_id=cid):
+            case (
+                ConnectorStatusChanged(connector_id=cid)
+                | ConnectorReadingChanged(connector_id=cid)
+                | BatteryStateChanged(connector_id=cid)
+            ):
                 return [("connector", cid)]
             case MeterReadingChanged(meter=name):
                 return [("meter", name)]

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.domain.battery import SocSource
 from gateway.domain.model import Connector, Fault, Meter, Reading, iso_utc
 
 AVAILABILITY_ONLINE = "online"
@@ -34,6 +35,13 @@ READING_FIELDS: tuple[str, ...] = (
     "soc_percent",
     "offered_current_a",
 )
+
+#: ``soc_source`` on the wire: a car integration's report can only have come in over MQTT.
+SOC_SOURCE: dict[SocSource, str] = {
+    SocSource.CHARGER: "charger",
+    SocSource.REPORT: "mqtt",
+    SocSource.ESTIMATE: "estimate",
+}
 
 #: Keys that change with every poll even when nothing else did; ignored by ``same_state``.
 VOLATILE_KEYS: frozenset[str] = frozenset({"measured_at"})
@@ -93,6 +101,19 @@ class Topics:
     def device(self, name: str) -> str:
         return f"{self.prefix}/device/{topic_segment(name)}/state"
 
+    @property
+    def error(self) -> str:
+        """Why a command was not carried out (not retained)."""
+        return f"{self.prefix}/error"
+
+    @property
+    def commands(self) -> str:
+        """The subscription filter of every command topic: ``<prefix>/connector/<n>/set/<command>``."""
+        return f"{self.prefix}/connector/+/set/+"
+
+    def command(self, connector_id: int, name: str) -> str:
+        return f"{self.prefix}/connector/{connector_id}/set/{name}"
+
 
 def _number(value: float | None) -> float | None:
     """A JSON-safe number: NaN and infinities (a decoder's sentinel slipping through) become null."""
@@ -149,10 +170,14 @@ def connector_state(connector: Connector) -> Payload:
         "faults": [fault_payload(f) for f in connector.faults],
     }
     payload.update(reading_fields(connector.reading))
-    # Where the battery state comes from and when it was measured (its age is now - soc_measured_at).
-    has_soc = connector.reading is not None and connector.reading.soc_percent is not None
-    payload["soc_source"] = "charger" if has_soc else None
-    payload["soc_measured_at"] = payload["measured_at"] if has_soc else None
+    # The best SoC the Site knows (not only the charger's), where it comes from and when it was
+    # measured: its age is now - soc_measured_at, worked out by the reader, whose clock runs on.
+    soc = connector.soc
+    payload["soc_percent"] = _number(soc.soc_percent) if soc is not None else None
+    payload["soc_source"] = SOC_SOURCE[soc.source] if soc is not None else None
+    payload["soc_measured_at"] = iso_utc(soc.measured_at) if soc is not None else None
+    payload["soc_estimated"] = soc.estimated if soc is not None else False
+    payload["soc_target_percent"] = connector.soc_target_percent
     payload["session_active"] = connector.session_active
     return payload
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from ocpp.v16 import datatypes, enums
 
+from gateway.domain.battery import SocValue
 from gateway.domain.model import ConnectorStatus, Fault, FaultKind, Reading, iso_utc
 
 STATUS = {
@@ -93,6 +94,19 @@ def _per_phase(values: tuple[float | None, ...], phases: tuple[str, ...]) -> Ite
             yield phase, value
 
 
+def _sample(
+    measurand: str, value: float | int, unit: str | None, *, context: str, location: str, phase: str | None = None
+) -> datatypes.SampledValue:
+    return datatypes.SampledValue(
+        value=str(value) if isinstance(value, int) else _decimal(value),
+        context=context,
+        measurand=measurand,
+        phase=phase,
+        location=enums.Location.ev if measurand == "SoC" else location,  # the SoC is the car's
+        unit=unit,
+    )
+
+
 def sampled_values(
     reading: Reading, measurands: Iterable[str], *, context: str, location: str
 ) -> list[datatypes.SampledValue]:
@@ -100,16 +114,7 @@ def sampled_values(
     out: list[datatypes.SampledValue] = []
 
     def add(measurand: str, value: float | int, unit: str | None, phase: str | None = None) -> None:
-        out.append(
-            datatypes.SampledValue(
-                value=str(value) if isinstance(value, int) else _decimal(value),
-                context=context,
-                measurand=measurand,
-                phase=phase,
-                location=enums.Location.ev if measurand == "SoC" else location,
-                unit=unit,
-            )
-        )
+        out.append(_sample(measurand, value, unit, context=context, location=location, phase=phase))
 
     for measurand in measurands:
         if measurand == "Energy.Active.Import.Register" and reading.energy_wh is not None:
@@ -147,6 +152,21 @@ def meter_value(
     if not values:
         return None
     return datatypes.MeterValue(timestamp=iso_utc(stamp or reading.measured_at), sampled_value=values)
+
+
+def with_soc(
+    value: datatypes.MeterValue | None, soc: SocValue, *, context: str, stamp: datetime | None = None
+) -> list[datatypes.MeterValue]:
+    """``value`` with a SoC sample (unit Percent, location EV) stamped with the time the SoC was
+    measured: inside ``value`` when that is its time too (or both carry ``stamp``), else in an
+    element of its own. OCPP 1.6 cannot mark an estimate: it goes as SoC like a measured one."""
+    sample = _sample("SoC", soc.soc_percent, "Percent", context=context, location=enums.Location.ev)
+    timestamp = iso_utc(stamp or soc.measured_at)
+    if value is None:
+        return [datatypes.MeterValue(timestamp=timestamp, sampled_value=[sample])]
+    if value.timestamp == timestamp:
+        return [datatypes.MeterValue(timestamp=timestamp, sampled_value=[*value.sampled_value, sample])]
+    return [value, datatypes.MeterValue(timestamp=timestamp, sampled_value=[sample])]
 
 
 def next_boundary(now: datetime, interval_s: int) -> datetime:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.domain.battery import SocValue
 from gateway.domain.model import ConnectorStatus, Fault, Reading
 from gateway.domain.transactions import Effect
 
@@ -82,6 +83,19 @@ class UpstreamStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class BatteryStateChanged:
+    """The best state of charge known on a connector (its value or source), or its target, changed.
+
+    Also emitted for every report from a car integration, so its new measurement time is shown;
+    not for a charger poll or an estimate that only confirms the value.
+    """
+
+    connector_id: int
+    soc: SocValue | None
+    soc_target_percent: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class CurrentLimitRequested:
     """Set a connector's charger to ``limit_a`` amperes per phase; 0 means pause (below 6 A)."""
 
@@ -102,6 +116,7 @@ Event = (
     | FaultCleared
     | ConnectorReadingChanged
     | MeterReadingChanged
+    | BatteryStateChanged
     | DeviceHealthChanged
     | UpstreamStateChanged
     | CurrentLimitRequested

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from gateway.domain.battery import SocValue
+
 
 def utc_now() -> datetime:
     """The current time in UTC; the default clock of the gateway."""
@@ -159,6 +161,8 @@ class Connector:
     session_active: bool = False  # a transaction is running on this connector
     finishing: bool = False  # a transaction ended while the car is still plugged in
     reading: Reading | None = None
+    soc: SocValue | None = None  # the best state of charge known (see gateway.domain.battery)
+    soc_target_percent: float | None = None  # pause charging once ``soc`` reaches this
     status: ConnectorStatus = ConnectorStatus.UNAVAILABLE
     faults: tuple[Fault, ...] = ()  # active faults, as of the last status derivation
     status_since: datetime = field(default_factory=utc_now)

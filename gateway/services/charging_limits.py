@@ -1,8 +1,8 @@
 """Applies the back office's charging profiles to the chargers, exactly at period boundaries.
 
-For every connector in a session the limit of the installed profiles (and a state-of-charge
-target, where the car reports its SoC) (ChargePointMax, TxDefault,
-Tx; see gateway.domain.charging_store) becomes a ``CurrentLimitRequested`` event, which the
+For every connector in a session the limit of the installed profiles (ChargePointMax, TxDefault,
+Tx; see gateway.domain.charging_store) and its state-of-charge target (the Site's, reached by the
+best SoC known: see gateway.domain.battery) becomes a ``CurrentLimitRequested`` event, which the
 composition root turns into a register write. Below 6 A the charger is paused (limit 0), never
 set to a current IEC 61851 does not allow. The keeper sleeps until the next period boundary or
 until profiles or sessions change.
@@ -18,7 +18,7 @@ from datetime import datetime
 
 from gateway.domain.charging_schedule import charger_setpoint_a
 from gateway.domain.charging_store import ChargingProfileStore
-from gateway.domain.events import ChargingProfilesChanged, ConnectorReadingChanged, CurrentLimitRequested
+from gateway.domain.events import BatteryStateChanged, ChargingProfilesChanged, CurrentLimitRequested
 from gateway.domain.transactions import StartTransaction, StopTransaction
 from gateway.services.site import Site
 
@@ -35,14 +35,15 @@ class LimitKeeper:
         site: Site,
         store: ChargingProfileStore,
         max_a: Mapping[int, float] | None = None,
-        soc_target_percent: Mapping[int, float] | None = None,
     ) -> None:
-        """``soc_target_percent``: per connector, pause charging once the car reports this state of
-        charge, so the battery information is used to charge efficiently, not only shown."""
+        """``max_a``: per connector, the highest current its charger can be set to (default 32 A).
+
+        SoC targets are the Site's (``Site.soc_targets``, changed by ``Site.set_soc_target``): a
+        connector whose car reaches its target is paused, so the battery information is used to
+        charge efficiently, not only shown."""
         self.site = site
         self.store = store
         self._max_a = dict(max_a or {})
-        self._soc_target = dict(soc_target_percent or {})
         self._applied: dict[int, float] = {}  # connector -> the limit last requested
         self._started_at: dict[int, datetime] = {}  # connector -> its session's start
         self._events = site.subscribe()
@@ -77,10 +78,7 @@ class LimitKeeper:
                 if self.store.end_transaction(event.connector_id):
                     log.info("connector %s: its transaction profiles ended with the session", event.connector_id)
                     self.site.request(ChargingProfilesChanged())
-            elif isinstance(event, ConnectorReadingChanged):
-                if event.connector_id not in self._soc_target:
-                    continue
-            elif not isinstance(event, ChargingProfilesChanged):
+            elif not isinstance(event, ChargingProfilesChanged | BatteryStateChanged):
                 continue
             self._wake.set()
 
@@ -105,7 +103,6 @@ class LimitKeeper:
         return next_change
 
     def _target_reached(self, connector_id: int) -> bool:
-        target = self._soc_target.get(connector_id)
-        reading = self.site.connectors[connector_id].reading
-        soc = reading.soc_percent if reading is not None else None
-        return target is not None and soc is not None and soc >= target
+        connector = self.site.connectors[connector_id]
+        target, soc = connector.soc_target_percent, connector.soc
+        return target is not None and soc is not None and soc.soc_percent >= target

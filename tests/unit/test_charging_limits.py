@@ -35,8 +35,8 @@ async def next_limit(events: EventStream) -> CurrentLimitRequested:
 
 
 async def test_soc_target_pauses_and_a_profile_limits() -> None:
-    site = Site([Connector(1, "wb")], [], policies={1: ConnectorPolicy(AuthPolicy.FREE, "X")})
-    keeper = LimitKeeper(site, site.charging_profiles, max_a={1: 16.0}, soc_target_percent={1: 80.0})
+    site = Site([Connector(1, "wb")], [], policies={1: ConnectorPolicy(AuthPolicy.FREE, "X")}, soc_targets={1: 80.0})
+    keeper = LimitKeeper(site, site.charging_profiles, max_a={1: 16.0})
     events = site.subscribe()
     task = asyncio.create_task(keeper.run())
     try:

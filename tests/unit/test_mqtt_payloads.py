@@ -10,6 +10,7 @@ import pytest
 
 from adapters.mqtt.payloads import (
     READING_FIELDS,
+    SOC_SOURCE,
     Topics,
     connector_state,
     device_state,
@@ -20,6 +21,7 @@ from adapters.mqtt.payloads import (
     topic_segment,
     upstream_state,
 )
+from gateway.domain.battery import SocSource, SocValue
 from gateway.domain.model import (
     Connector,
     ConnectorStatus,
@@ -106,6 +108,8 @@ def test_connector_payload_carries_all_fields_with_units() -> None:
         "measured_at": "2025-03-01T12:00:00.123Z",
         "soc_source": None,
         "soc_measured_at": None,
+        "soc_estimated": False,
+        "soc_target_percent": None,
         "session_active": False,
     }
 
@@ -209,7 +213,30 @@ def test_fault_events_name_their_connector_or_meter() -> None:
 
 
 def test_soc_carries_its_source_and_measurement_time() -> None:
-    connector = Connector(connector_id=1, device="wb", reading=Reading(measured_at=T0, soc_percent=64.0))
+    connector = Connector(
+        connector_id=1,
+        device="wb",
+        reading=Reading(measured_at=T0, soc_percent=64.0),
+        soc=SocValue(64.0, SocSource.CHARGER, T0),
+    )
     payload = connector_state(connector)
-    assert (payload["soc_percent"], payload["soc_source"]) == (64.0, "charger")
+    assert (payload["soc_percent"], payload["soc_source"], payload["soc_estimated"]) == (64.0, "charger", False)
     assert payload["soc_measured_at"] == "2025-03-01T12:00:00.123Z"
+
+
+def test_soc_shows_the_best_value_known_its_source_and_the_target() -> None:
+    later = T0 + timedelta(minutes=3)
+    connector = Connector(
+        connector_id=1,
+        device="wb",
+        reading=Reading(measured_at=later, soc_percent=None),
+        soc=SocValue(71.5, SocSource.ESTIMATE, later),
+        soc_target_percent=80.0,
+    )
+    payload = connector_state(connector)
+    assert (payload["soc_percent"], payload["soc_source"], payload["soc_estimated"]) == (71.5, "estimate", True)
+    assert payload["soc_measured_at"] == "2025-03-01T12:03:00.123Z"
+    assert payload["soc_target_percent"] == 80.0
+    connector.soc = SocValue(40.0, SocSource.REPORT, T0)
+    assert connector_state(connector)["soc_source"] == "mqtt"
+    assert set(SOC_SOURCE) == set(SocSource)

@@ -1,0 +1,177 @@
+"""MQTT command topics: ``<prefix>/connector/<n>/set/<command>``, checked and handed to the Site.
+
+Each command is switched on in ``[mqtt.commands]``; anyone who may publish on the broker may
+otherwise steer the chargers. A payload that is not valid changes nothing and is answered on
+``<prefix>/error``; a command that is off, unknown or retained is ignored with one log line per
+topic. Retained commands are never acted on: a retained SoC of last week is not news, and the
+broker hands every retained message to the bridge again after each reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from adapters.mqtt.payloads import Payload, Topics
+from gateway.domain.errors import CommandRejected
+from gateway.domain.model import iso_utc
+from gateway.services.site import Site
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command topic: the ``[mqtt.commands]`` switch that enables it and the keys it takes."""
+
+    switch: str
+    required: frozenset[str]  # at least one of these
+    optional: frozenset[str] = frozenset()
+
+
+#: Command topics by their last level.
+COMMANDS: dict[str, Command] = {
+    "soc": Command("soc_input", frozenset({"soc_percent", "capacity_wh"}), frozenset({"measured_at"})),
+    "soc_target": Command("soc_target", frozenset({"soc_target_percent"})),
+}
+SWITCHES = frozenset(command.switch for command in COMMANDS.values())
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_json_object(payload: bytes) -> dict[str, Any]:
+    """The payload as a JSON object; raises CommandRejected naming what is wrong."""
+    try:
+        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise CommandRejected(f"payload is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CommandRejected("payload must be a JSON object")
+    return data
+
+
+def _number(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CommandRejected(f"{key} must be a number or null, not {json.dumps(value)}")
+    return float(value)
+
+
+def _time(data: dict[str, Any], key: str) -> datetime | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise CommandRejected(f"{key} must be an ISO 8601 time with a zone (e.g. 2025-03-01T12:00:05Z)")
+    return moment
+
+
+def _keys(name: str, data: dict[str, Any]) -> None:
+    command = COMMANDS[name]
+    known = command.required | command.optional
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CommandRejected(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if not command.required & set(data):
+        raise CommandRejected(f"give {' or '.join(sorted(command.required))}")
+
+
+def command_topic(topics: Topics, topic: str) -> tuple[str, str] | None:
+    """(connector segment, command) of ``<prefix>/connector/<n>/set/<command>``; None for other topics."""
+    head = f"{topics.prefix}/connector/"
+    if not topic.startswith(head):
+        return None
+    parts = topic[len(head) :].split("/")
+    if len(parts) != 3 or parts[1] != "set":
+        return None
+    return parts[0], parts[2]
+
+
+def _connector_id(segment: str) -> int:
+    if not segment.isdecimal():
+        raise CommandRejected(f"no connector {segment!r}")
+    return int(segment)
+
+
+class CommandHandler:
+    """Acts on command messages for the bridge; ``handle`` returns an error payload to publish, if any."""
+
+    def __init__(self, site: Site, topics: Topics, enabled: Collection[str]) -> None:
+        unknown = set(enabled) - SWITCHES
+        if unknown:
+            raise ValueError(f"unknown MQTT command(s) {sorted(unknown)}; known: {sorted(SWITCHES)}")
+        self._site = site
+        self._topics = topics
+        self._enabled = frozenset(enabled)
+        self._told: set[tuple[str, str]] = set()  # (topic, why) already logged
+        self._actions: dict[str, Callable[[int, dict[str, Any]], None]] = {
+            "soc": self._report_soc,
+            "soc_target": self._set_target,
+        }
+
+    def handle(self, topic: str, payload: bytes, *, retained: bool) -> Payload | None:
+        """Carry out one message; the error to publish on ``<prefix>/error`` when it is not valid."""
+        parsed = command_topic(self._topics, topic)
+        if parsed is None:
+            return None  # not a command topic (the subscription filter should not let one through)
+        segment, name = parsed
+        if not payload:  # how MQTT deletes a retained message: nothing to carry out
+            log.debug("MQTT command %s: empty message ignored", topic)
+            return None
+        ignored = self._ignored_because(name, retained)
+        if ignored is not None:
+            self._once(topic, ignored[0], "MQTT command %s ignored: %s", topic, ignored[1])
+            return None
+        return self._carry_out(topic, name, segment, payload)
+
+    def _ignored_because(self, name: str, retained: bool) -> tuple[str, str] | None:
+        """(kind, reason) when a message on this command must not be acted on."""
+        command = COMMANDS.get(name)
+        if command is None:
+            return "unknown", f"no such command (known: {', '.join(COMMANDS)})"
+        if command.switch not in self._enabled:
+            return "off", f"[mqtt.commands] {command.switch} is off"
+        if retained:
+            return "retained", "a retained message is not a new command (publish it without retain)"
+        return None
+
+    def _carry_out(self, topic: str, name: str, segment: str, payload: bytes) -> Payload | None:
+        try:
+            data = parse_json_object(payload)
+            _keys(name, data)
+            self._actions[name](_connector_id(segment), data)
+        except CommandRejected as exc:
+            self._once(topic, "invalid", "MQTT command %s rejected: %s", topic, exc)
+            return {"topic": topic, "reason": str(exc), "at": iso_utc(self._site.clock.now())}
+        self._told.discard((topic, "invalid"))
+        return None
+
+    def _report_soc(self, connector_id: int, data: dict[str, Any]) -> None:
+        soc_percent, capacity_wh = _number(data, "soc_percent"), _number(data, "capacity_wh")
+        self._site.report_battery(connector_id, soc_percent, capacity_wh, _time(data, "measured_at"))
+
+    def _set_target(self, connector_id: int, data: dict[str, Any]) -> None:
+        percent = _number(data, "soc_target_percent")
+        if percent is not None and not 1 <= percent <= 100:
+            raise CommandRejected(f"soc_target_percent must be 1..100 or null, not {percent:g}")
+        self._site.set_soc_target(connector_id, percent)
+
+    def _once(self, topic: str, why: str, message: str, *args: object) -> None:
+        """A WARNING the first time ``topic`` is ignored or rejected for ``why``; DEBUG after that
+        (a rejected command is logged again after one that was carried out)."""
+        first = (topic, why) not in self._told
+        self._told.add((topic, why))
+        log.log(logging.WARNING if first else logging.DEBUG, message, *args)
