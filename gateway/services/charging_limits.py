@@ -38,9 +38,9 @@ class LimitKeeper:
     ) -> None:
         """``max_a``: per connector, the highest current its charger can be set to (default 32 A).
 
-        SoC targets are the Site's (``Site.soc_targets``, changed by ``Site.set_soc_target``): a
-        connector whose car reaches its target is paused, so the battery information is used to
-        charge efficiently, not only shown."""
+        SoC targets are the Site's (``Connector.soc_target_percent``: the config's, or one set by
+        ``Site.set_soc_target``): a connector whose car reaches its target is paused, so the
+        battery information is used to charge efficiently, not only shown."""
         self.site = site
         self.store = store
         self._max_a = dict(max_a or {})

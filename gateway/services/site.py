@@ -12,11 +12,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.domain.battery import Battery, SocTargets, SocValue
 from gateway.domain.charging_store import ChargingProfileStore
-from gateway.domain.errors import CommandRejected
 from gateway.domain.events import (
-    BatteryStateChanged,
     ChargingProfilesChanged,
     ConnectorReadingChanged,
     ConnectorStatusChanged,
@@ -51,6 +48,7 @@ from gateway.domain.transactions import (
     StopReason,
     StopTransaction,
 )
+from gateway.services.batteries import Batteries
 from gateway.services.sessions import PLUGGED_STATES, ConnectorPolicy, Sessions
 
 log = logging.getLogger(__name__)
@@ -137,10 +135,7 @@ class Site:
         self.connection_timeout_s = 60.0  # ConnectionTimeOut: how long an authorised start waits for the car
         self.charging_profiles = ChargingProfileStore(len(self.connectors))  # the back office's limits
         self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
-        self.soc_targets = SocTargets(soc_targets)
-        self._batteries = {cid: Battery() for cid in self.connectors}
-        for cid, connector in self.connectors.items():
-            connector.soc_target_percent = self.soc_targets.get(cid)
+        self.batteries = Batteries(self.connectors, soc_targets, self.billing_register, self._emit, self.settings)
 
     # -- subscriptions -------------------------------------------------------------------------
     def subscribe(self) -> EventStream:
@@ -224,7 +219,7 @@ class Site:
         connector.reading = reading
         if previous is None or previous.values() != snap.reading.values():
             self._emit(ConnectorReadingChanged(connector.connector_id, snap.reading))
-        self._follow_battery(connector, car_left)
+        self.batteries.charger_polled(connector, car_left)
         if connector.device_online:  # a returning device is handled once, in _set_online
             self._follow_vehicle(connector, snap.reading.measured_at)
             if card is not None:  # a card newly shown at the charger
@@ -252,7 +247,7 @@ class Site:
         if faults_changed or previous is None or previous.values() != reading.values():
             self._emit(MeterReadingChanged(meter.name, meter.connector_id, reading))
         if meter.connector_id in self.connectors:  # the connector's billing register: estimates move
-            self._refresh_battery(meter.connector_id)
+            self.batteries.refresh(meter.connector_id)
 
     def _guard_register(self, where: str, reading: Reading) -> tuple[Reading, Fault | None]:
         """Never let a register that went backwards through as a billing value (see domain.metering)."""
@@ -329,50 +324,21 @@ class Site:
                 self._emit(FaultRaised(connector_id, fault, at, meter=meter))
 
     # -- battery ---------------------------------------------------------------------------------
-    def _follow_battery(self, connector: Connector, car_left: bool) -> None:
-        """Forget the battery when the car leaves; take the charger's SoC while one is plugged in."""
-        battery = self._batteries[connector.connector_id]
-        if car_left:
-            battery = self._batteries[connector.connector_id] = Battery()
-        elif connector.reading is not None and connector.vehicle_state is not VehicleState.A:
-            battery.charger_soc(connector.reading.soc_percent, connector.reading.measured_at)
-        self._refresh_battery(connector.connector_id)
-
     def report_battery(
         self, connector_id: int, soc_percent: float | None, capacity_wh: float | None, at: datetime | None = None
     ) -> None:
         """A car integration's report for the car on ``connector_id``: its SoC in percent measured at
         ``at`` (default now) and/or its usable capacity in Wh. Raises ``CommandRejected`` (nothing
         changes) for an unknown connector or values out of range."""
-        battery = self._batteries.get(connector_id)
-        if battery is None:
-            raise CommandRejected(f"no connector {connector_id} (connectors: {sorted(self.connectors)})")
         now = self.clock.now()
-        battery.report(soc_percent, capacity_wh, at or now, now)
-        self._refresh_battery(connector_id, always=True)
+        self.batteries.report(connector_id, soc_percent, capacity_wh, at or now, now)
 
     def set_soc_target(self, connector_id: int, percent: float | None) -> None:
         """Pause charging on ``connector_id`` once its SoC reaches ``percent`` (None: charge to full).
 
         Replaces the config's target and is kept across restarts. Raises ``CommandRejected`` for an
         unknown connector or a target out of range (above 0, at most 100)."""
-        if connector_id not in self.connectors:
-            raise CommandRejected(f"no connector {connector_id} (connectors: {sorted(self.connectors)})")
-        self.soc_targets.set(connector_id, percent)
-        self.settings.save("soc_targets", self.soc_targets.to_dict())
-        log.info("connector %s: SoC target %s", connector_id, "none" if percent is None else f"{percent:g} %")
-        self._refresh_battery(connector_id)
-
-    def _refresh_battery(self, connector_id: int, always: bool = False) -> None:
-        """Work out the connector's best SoC again; tell the subscribers if it (or the target) changed."""
-        connector, battery = self.connectors[connector_id], self._batteries[connector_id]
-        register = self.billing_register(connector_id)
-        if register is not None:
-            battery.register(*register)
-        before = (_shown(connector.soc), connector.soc_target_percent)
-        connector.soc, connector.soc_target_percent = battery.best(), self.soc_targets.get(connector_id)
-        if always or before != (_shown(connector.soc), connector.soc_target_percent):
-            self._emit(BatteryStateChanged(connector_id, connector.soc, connector.soc_target_percent))
+        self.batteries.set_target(connector_id, percent)
 
     # -- sessions ----------------------------------------------------------------------------------
     def _session_effect(self, effect: Effect) -> None:
@@ -446,13 +412,7 @@ class Site:
         """Take back what was set before a restart: availability, charging profiles and SoC targets."""
         for problem in self.charging_profiles.load_dict(self.settings.load("charging_profiles") or {}):
             log.warning("stored charging profile dropped: %s", problem)
-        notes = self.soc_targets.load_dict(self.settings.load("soc_targets") or {}, set(self.connectors))
-        for note in notes:
-            log.info("stored SoC target dropped: %s", note)
-        if notes:
-            self.settings.save("soc_targets", self.soc_targets.to_dict())
-        for cid, connector in self.connectors.items():
-            connector.soc_target_percent = self.soc_targets.get(cid)
+        self.batteries.restore()
         for key, available in (self.settings.load("availability") or {}).items():
             if int(key) in self.connectors and available is False:
                 self.connectors[int(key)].available = False
@@ -465,8 +425,3 @@ class Site:
             return
         self.upstream = UpstreamState(connected, registration, self.clock.now())
         self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at))
-
-
-def _shown(soc: SocValue | None) -> tuple[float, str] | None:
-    """What a SoC says apart from its time: a poll that only confirms it is no change."""
-    return None if soc is None else (soc.soc_percent, soc.source)
