@@ -1,4 +1,5 @@
-"""The MQTT bridge: publishes the Site's state as retained JSON and keeps an availability topic.
+"""The MQTT bridge: publishes the Site's state as retained JSON and keeps an availability topic;
+takes the command topics the config switches on (adapters.mqtt.commands).
 
 Building management and home automation read the gateway from a broker. They need the current
 state at any moment (so every state topic is retained), to know when the gateway is gone (a Last
@@ -72,6 +73,13 @@ StateKey = tuple[str] | tuple[str, int] | tuple[str, str]
 
 class _ConnectionLost(aiomqtt.MqttError):
     """The open connection dropped; aiomqtt's own message for it names its iterator, not the cause."""
+
+
+def _bytes(payload: object) -> bytes:
+    """A message's payload as bytes (paho delivers bytes; aiomqtt's type also allows others)."""
+    if payload is None:
+        return b""
+    return bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:
@@ -209,11 +217,14 @@ class MqttBridge:
         raise _ConnectionLost("the MQTT session ended unexpectedly")
 
     async def _watch_connection(self, client: aiomqtt.Client) -> None:
-        """Raise ``MqttError`` as soon as the connection drops (aiomqtt reports it via ``messages``)."""
+        """Carry out command messages (see adapters.mqtt.commands), answering invalid ones on the
+        error topic; raise ``MqttError`` as soon as the connection drops (aiomqtt reports it via
+        ``messages``)."""
         try:
             async for message in client.messages:
-                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                error = self._commands.handle(str(message.topic), payload, retained=bool(message.retain))
+                error = self._commands.handle(
+                    str(message.topic), _bytes(message.payload), retained=bool(message.retain)
+                )
                 if error is not None:
                     await client.publish(self.topics.error, encode(error), qos=self._qos)
         except aiomqtt.MqttError as exc:
