@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from adapters.storage.atomic import write_atomically
+
 log = logging.getLogger(__name__)
 
 
@@ -54,17 +56,7 @@ class JsonSettingsStore:
         text = json.dumps(sections, indent=1, sort_keys=True)  # before anything changes
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_suffix(self.path.suffix + ".tmp")
-            with open(temporary, "w", encoding="utf-8") as file:
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            write_atomically(self.path, text.encode("utf-8"))
         except OSError as exc:
             log.error("settings section %r not saved to %s: %s", section, self.path, exc)
             return
