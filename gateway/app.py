@@ -18,6 +18,7 @@ from adapters.modbus.profile import Profile, load_profile, profile_names
 from adapters.modbus.transport import ModbusLines, TcpTransport, Transport, line_key, serial_transport
 from adapters.mqtt.bridge import MqttBridge
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
+from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.settings import JsonSettingsStore
 from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
 from gateway.domain.errors import CommandRejected, ConfigError, DeviceError
@@ -26,6 +27,7 @@ from gateway.domain.model import Connector, Meter
 from gateway.domain.ports import Clock
 from gateway.domain.transactions import AuthPolicy, EnableCharging
 from gateway.services.charging_limits import LimitKeeper
+from gateway.services.outbox import Outbox, OutboxSettings
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG, ConnectorPolicy
 from gateway.services.site import Site
 
@@ -126,6 +128,20 @@ def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
     return site
 
 
+def build_outbox(config: GatewayConfig, site: Site) -> Outbox:
+    """The durable queue of billing messages, in ``<state_dir>/outbox``; its figures go to the Site."""
+    bounds = config.outbox
+    settings = OutboxSettings(
+        max_bytes=int(bounds.max_size_mb * 1024 * 1024),
+        thin_after_records=bounds.thin_after_records,
+        thin_window_s=bounds.thin_window_s,
+    )
+    store = SegmentedOutboxStore(Path(config.site.state_dir) / "outbox")
+    outbox = Outbox(store, settings, on_change=site.report_backlog)
+    site.report_backlog(outbox.stats())
+    return outbox
+
+
 @dataclass
 class Gateway:
     """Everything one ``ocpp-gateway run`` keeps alive."""
@@ -184,7 +200,8 @@ class Gateway:
             password=mqtt.password.get_secret_value() if mqtt.password else None,
             commands=mqtt.commands.enabled,
         )
-        return cls(config, site, devices, VirtualChargePoint(site, config.upstream), bridge)
+        upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site))
+        return cls(config, site, devices, upstream, bridge)
 
     async def run(self) -> None:
         log.info(

@@ -71,6 +71,8 @@ class UpstreamConfig(Strict):
     meter_values_sampled_data: tuple[str, ...] = DEFAULT_MEASURANDS
     response_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
+    transaction_message_attempts: Annotated[int, Field(gt=0)] = 3
+    transaction_message_retry_interval_s: Annotated[int, Field(gt=0)] = 30
 
     @field_validator("url")
     @classmethod
@@ -92,6 +94,14 @@ class UpstreamConfig(Strict):
     def endpoint(self) -> str:
         """The websocket URL with the charge point identity appended, as OCPP-J requires."""
         return f"{self.url}/{self.charge_point_id}"
+
+
+class OutboxConfig(Strict):
+    """Bounds of the durable queue of messages waiting for the CSMS (see README "While the CSMS is away")."""
+
+    max_size_mb: Annotated[float, Field(gt=0)] = 256
+    thin_after_records: Annotated[int, Field(gt=0)] = 20_000
+    thin_window_s: Annotated[int, Field(gt=0)] = 900
 
 
 class MqttCommandsConfig(Strict):
@@ -199,6 +209,7 @@ class ConnectorConfig(Strict):
 class GatewayConfig(Strict):
     site: SiteConfig
     upstream: UpstreamConfig
+    outbox: OutboxConfig = OutboxConfig()
     mqtt: MqttConfig = MqttConfig()
     chargers: list[ChargerConfig] = []
     meters: list[MeterConfig] = []

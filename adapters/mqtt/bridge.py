@@ -31,10 +31,12 @@ from adapters.mqtt.payloads import (
     encode,
     fault_event,
     meter_state,
+    outbox_state,
     same_state,
     upstream_state,
 )
 from gateway.domain.events import (
+    BacklogChanged,
     BatteryStateChanged,
     ConnectorReadingChanged,
     ConnectorStatusChanged,
@@ -65,6 +67,9 @@ STABLE_CONNECTION_S = 10.0
 
 #: Fault events kept while the broker is away; the oldest go first beyond this.
 MAX_PENDING_FAULT_EVENTS = 500
+# The backlog changes with every message queued or delivered (hundreds a second during a
+# replay): its topic is published at most this often, always with the latest figures.
+BACKLOG_PUBLISH_S = 1.0
 
 # A topic the bridge publishes, named by what it describes: ("connector", 1), ("meter", "m1"),
 # ("device", "wb1") or ("upstream",). Kept instead of events so an outage costs O(entities).
@@ -142,6 +147,7 @@ class MqttBridge:
         self._outage_logged = False
         self._ever_connected = False
         self._up_since: float | None = None  # loop time of the last successful (re)publish
+        self._backlog_due: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:  # never show the password
         return f"MqttBridge({self._host}:{self._port}, prefix={self.topics.prefix!r})"
@@ -311,6 +317,11 @@ class MqttBridge:
         comes and goes while the broker is away is still told.
         """
         async for event in stream:
+            if isinstance(event, BacklogChanged):
+                if self._backlog_due is None:
+                    loop = asyncio.get_running_loop()
+                    self._backlog_due = loop.call_later(BACKLOG_PUBLISH_S, self._backlog_is_due)
+                continue
             if isinstance(event, FaultRaised | FaultCleared):
                 raised = isinstance(event, FaultRaised)
                 if event.meter is not None:
@@ -322,6 +333,11 @@ class MqttBridge:
             for key in self._keys_for(event):
                 self._dirty[key] = None
             self._wake.set()
+
+    def _backlog_is_due(self) -> None:
+        self._backlog_due = None
+        self._dirty[("outbox",)] = None
+        self._wake.set()
 
     def _keys_for(self, event: Event) -> Iterable[StateKey]:
         match event:
@@ -347,7 +363,7 @@ class MqttBridge:
         keys: list[StateKey] = [("connector", cid) for cid in sorted(self._site.connectors)]
         keys += [("meter", name) for name in sorted(self._site.meters)]
         keys += [("device", name) for name in self._site.devices()]
-        keys.append(("upstream",))
+        keys += [("upstream",), ("outbox",)]
         return keys
 
     def _render(self, key: StateKey) -> tuple[str, Payload] | None:
@@ -365,6 +381,8 @@ class MqttBridge:
             case ("upstream",):
                 up = self._site.upstream
                 return self.topics.upstream, upstream_state(up.connected, up.registration, up.changed_at)
+            case ("outbox",):
+                return self.topics.outbox, outbox_state(self._site.backlog, self._site.clock.now())
         return None
 
     async def _publish_key(self, client: aiomqtt.Client, key: StateKey) -> int:

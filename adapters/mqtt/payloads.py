@@ -16,6 +16,7 @@ from datetime import datetime
 
 from gateway.domain.battery import SocSource
 from gateway.domain.model import Connector, Fault, Meter, Reading, iso_utc
+from gateway.domain.outbox import BacklogStats
 
 AVAILABILITY_ONLINE = "online"
 AVAILABILITY_OFFLINE = "offline"
@@ -83,6 +84,10 @@ class Topics:
     @property
     def upstream(self) -> str:
         return f"{self.prefix}/upstream/state"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}/outbox/state"
 
     def connector(self, connector_id: int) -> str:
         return f"{self.prefix}/connector/{connector_id}/state"
@@ -201,6 +206,21 @@ def upstream_state(connected: bool, registration: str, changed_at: datetime | No
     not keep that time).
     """
     return {"connected": connected, "registration": registration, "changed_at": _iso(changed_at)}
+
+
+def outbox_state(stats: BacklogStats, now: datetime) -> Payload:
+    """The queue of billing messages waiting for the CSMS: how many, how old the oldest is, and
+    what had to be given up (dropped after failed attempts or for disk space, or thinned)."""
+    oldest = datetime.fromisoformat(stats.oldest_created_at) if stats.oldest_created_at else None
+    return {
+        "records": stats.records,
+        "size_bytes": stats.size_bytes,
+        "oldest_created_at": stats.oldest_created_at,
+        "oldest_age_s": round((now - oldest).total_seconds(), 1) if oldest is not None else None,
+        "dropped": stats.dropped,
+        "thinned": stats.thinned,
+        "problems": [f"{problem.what} ({problem.path})" for problem in stats.problems],
+    }
 
 
 def device_state(device: str, online: bool | None, reason: str | None, changed_at: datetime | None) -> Payload:

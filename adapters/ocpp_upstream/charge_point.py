@@ -5,6 +5,10 @@ nothing but BootNotification before Accepted (retried at the CSMS's interval); a
 StatusNotification for connector 0 and every connector, then one on every change; Heartbeat;
 periodic MeterValues with values stamped when they were read. A lost connection is retried with
 exponential backoff and jitter; devices keep being polled meanwhile (that is the Site's job).
+
+Billing messages (StartTransaction, StopTransaction, a session's MeterValues and clock-aligned
+readings) go through the durable outbox: they are queued when they happen, connected or not,
+and delivered in order, one at a time, by ``_deliver``. Statuses and heartbeats are live only.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -29,42 +34,55 @@ from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
 from adapters.ocpp_upstream.mapping import next_boundary, primary_fault, status_notification_fields
 from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.samples import site_meter_values
-from adapters.ocpp_upstream.transactions import TransactionLog, auth_status, start_call, stop_call
+from adapters.ocpp_upstream.transactions import (
+    UNKNOWN_TRANSACTION_ID,
+    TransactionLog,
+    auth_status,
+    start_payload,
+)
 from gateway.config import UpstreamConfig
 from gateway.domain.authorization import AuthorizationCache, LocalAuthList, UnreadableState, mask_id_tag
 from gateway.domain.authorizer import AskBackOffice, Authorizer, RecordOutcome
 from gateway.domain.events import ConnectorStatusChanged
 from gateway.domain.model import ConnectorStatus, Fault, iso_utc
+from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.backoff import Backoff
+from gateway.services.outbox import Outbox, Retry
 from gateway.services.site import EventStream, Site
 
 log = logging.getLogger(__name__)
 
-TRANSACTION_RETRY_S = 5  # until the durable outbox (issue 6) brings TransactionMessageRetryInterval
+CALLS: dict[str, Callable[..., Any]] = {
+    "StartTransaction": call.StartTransaction,
+    "StopTransaction": call.StopTransaction,
+    "MeterValues": call.MeterValues,
+}
+CLEAN_SHUTDOWN = "clean_shutdown"  # settings section: did the last process end on purpose?
 BOOT_RETRY_FALLBACK_S = 30  # when a CSMS answers Pending/Rejected with interval 0, or errors
 
 
 class VirtualChargePoint:
     """Keeps the upstream connection alive and speaks for the Site."""
 
-    def __init__(self, site: Site, settings: UpstreamConfig) -> None:
+    def __init__(self, site: Site, settings: UpstreamConfig, outbox: Outbox) -> None:
         self.site = site
         self.settings = settings
+        self.outbox = outbox
         self.configuration = OcppConfiguration(settings, len(site.connectors))
         self.registration = "none"  # the last BootNotification result
         self.accepted = asyncio.Event()  # set once Boot was Accepted in this process
         self._peer: Peer | None = None
         self._reported_faults: dict[int, tuple[Fault, ...]] = {}  # per connector, as last sent
-        self.transactions = TransactionLog()
-        self._transactions_waiting = asyncio.Event()
-        self._drained = asyncio.Event()  # set while no session message waits for the CSMS
+        self._reported_zero = ConnectorStatus.AVAILABLE  # connector 0, as last sent
+        self.transactions = TransactionLog(site.settings)
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self._effects = site.subscribe()
         self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
         self._restore()
         self.apply_site_settings()
         self._outage_reported = False
+        self._stop_orphaned_sessions()
 
     # -- connection loop ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -73,19 +91,59 @@ class VirtualChargePoint:
         Session effects are collected for the whole life of the process, connected or not (the
         subscription is made in the constructor, so nothing that happens before ``run`` is lost).
         """
+        self.site.settings.save(CLEAN_SHUTDOWN, False)
         try:
-            await _first_to_finish(self._stay_connected(), self._collect(self._effects))
+            await _first_to_finish(
+                self._stay_connected(), self._collect(self._effects), self._sampled(), self._clock_aligned()
+            )
         finally:
             self.site.unsubscribe(self._effects)
+            self.site.settings.save(CLEAN_SHUTDOWN, True)
 
     async def _collect(self, events: EventStream) -> None:
         async for event in events:
-            if isinstance(event, StartTransaction | StopTransaction):
-                self.transactions.queue(event)
-                self._drained.clear()
-                self._transactions_waiting.set()
-            elif isinstance(event, Authorize):
-                self._authorize_locally_or_ask(event)
+            self._take(event)
+
+    def _take_pending(self) -> None:
+        """Session effects already emitted but not yet collected (so a sample sees every start)."""
+        while (event := self._effects.get_nowait()) is not None:
+            self._take(event)
+
+    def _take(self, event: object) -> None:
+        if isinstance(event, StartTransaction):
+            self.transactions.started(event)
+            start = start_payload(event)
+            self._queue(RecordKind.START, "StartTransaction", start, event.started_at, event.local_ref)
+        elif isinstance(event, StopTransaction):
+            payload = self.transactions.stopped(event)
+            self._queue(RecordKind.STOP, "StopTransaction", payload, event.stopped_at, event.local_ref)
+        elif isinstance(event, Authorize):
+            self._authorize_locally_or_ask(event)
+
+    def _queue(self, kind: RecordKind, action: str, payload: dict[str, Any], at: datetime, ref: str | None) -> None:
+        self.outbox.enqueue(NewRecord(kind, action, payload, iso_utc(at), ref))
+
+    def _stop_orphaned_sessions(self) -> None:
+        """Sessions open when the last process ended are stopped as OCPP 1.6 expects of a charge
+        point that lost power (PowerLoss) or was restarted (Reboot), with the last register
+        reading seen as meterStop. A car still plugged in starts a new session at the first poll."""
+        orphans = self.transactions.take_over_from_last_run()
+        reason = StopReason.REBOOT if self.site.settings.load(CLEAN_SHUTDOWN) else StopReason.POWER_LOSS
+        for orphan in orphans:
+            stopped_at = datetime.fromisoformat(orphan.last_register_at)
+            stop = StopTransaction(
+                orphan.connector_id, orphan.local_ref, orphan.id_tag, orphan.last_register_wh, stopped_at, reason
+            )
+            self.transactions.open[orphan.local_ref] = orphan  # for its Transaction.Begin value
+            log.warning(
+                "connector %s: session %s was open when the gateway stopped; stopped (%s) at %s Wh",
+                orphan.connector_id,
+                orphan.local_ref,
+                reason.value,
+                orphan.last_register_wh,
+            )
+            payload = self.transactions.stopped(stop)
+            self._queue(RecordKind.STOP, "StopTransaction", payload, stopped_at, orphan.local_ref)
 
     def _authorize_locally_or_ask(self, request: Authorize) -> None:
         """The local list and cache answer where the rules allow (always when the CSMS is away)."""
@@ -196,10 +254,8 @@ class VirtualChargePoint:
             await self._send_all_statuses(peer)
             await _first_to_finish(
                 self._heartbeats(peer),
-                self._meter_values(peer),
-                self._clock_aligned(peer),
                 self._status_changes(peer, events),
-                self._deliver_transactions(peer),
+                self._deliver(peer),
                 self._authorize(peer),
             )
         finally:
@@ -239,7 +295,7 @@ class VirtualChargePoint:
     async def _send_statuses(self, peer: Peer, only: int | None = None, at: datetime | None = None) -> None:
         """Connector 0 and every connector (or just ``only``), stamped ``at`` or with when each status began."""
         if only in (None, 0):
-            await self._send_status(peer, 0, ConnectorStatus.AVAILABLE, (), at or self.site.clock.now())
+            await self._send_zero_status(peer, at or self.site.clock.now())
         for connector in self.site.connectors.values():
             if only not in (None, connector.connector_id):
                 continue
@@ -247,6 +303,16 @@ class VirtualChargePoint:
             self._reported_faults[connector.connector_id] = faults
             stamp = at or connector.status_since
             await self._send_status(peer, connector.connector_id, connector.status, faults, stamp)
+
+    def _zero_status(self) -> ConnectorStatus:
+        """Connector 0 (the gateway as a whole) is Unavailable while every connector is taken out
+        of service (ChangeAvailability of connector 0), Available otherwise."""
+        in_service = any(c.available for c in self.site.connectors.values())
+        return ConnectorStatus.AVAILABLE if in_service else ConnectorStatus.UNAVAILABLE
+
+    async def _send_zero_status(self, peer: Peer, at: datetime) -> None:
+        self._reported_zero = self._zero_status()
+        await self._send_status(peer, 0, self._reported_zero, (), at)
 
     async def _send_status(
         self, peer: Peer, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
@@ -266,39 +332,44 @@ class VirtualChargePoint:
                     await self._send_status(peer, event.connector_id, event.status, (fault,), event.changed_at)
             await self._send_status(peer, event.connector_id, event.status, event.faults, event.changed_at)
             self._reported_faults[event.connector_id] = event.faults
+            if self._zero_status() is not self._reported_zero:
+                await self._send_zero_status(peer, event.changed_at)
 
-    async def _deliver_transactions(self, peer: Peer) -> None:
-        """Start and stop calls in the order they happened, each until the CSMS has it.
+    async def _deliver(self, peer: Peer) -> None:
+        """The outbox, head first, one call at a time, each until the CSMS has answered it.
 
-        An answered call leaves the queue before anything else is done with its answer, so a
-        failure afterwards can never send it twice.
+        An answered record leaves the queue before anything else is done with its answer, so a
+        failure afterwards can never send it twice; a dropped link leaves it at the head.
         """
-        pending = self.transactions.pending
         while True:
-            while pending:
-                item = pending[0]
-                if isinstance(item, StartTransaction):
-                    result = await _send(peer, start_call(item))
-                    if result is None:
-                        await asyncio.sleep(TRANSACTION_RETRY_S)
-                        continue
-                    pending.popleft()
-                    self.transactions.csms_ids[item.local_ref] = result.transaction_id
-                    if auth_status(result.id_tag_info) is not AuthStatus.ACCEPTED:
-                        stop = self.configuration.boolean("StopTransactionOnInvalidId")
-                        self.site.start_rejected(item.local_ref, stop_on_invalid_id=stop)
-                    self.remember(item.id_tag, result.id_tag_info)
-                else:
-                    start = self.transactions.starts.get(item.local_ref)
-                    csms_id = self.transactions.csms_ids.get(item.local_ref)
-                    if await _send(peer, stop_call(item, start, csms_id)) is None:
-                        await asyncio.sleep(TRANSACTION_RETRY_S)
-                        continue
-                    pending.popleft()
-                    self.transactions.finished(item)
-            self._drained.set()
-            self._transactions_waiting.clear()
-            await self._transactions_waiting.wait()
+            record = await self.outbox.next()
+            result = await _send(peer, self._call_for(record))
+            if result is None:
+                attempts = self.configuration.integer("TransactionMessageAttempts")
+                interval_s = self.configuration.integer("TransactionMessageRetryInterval")
+                outcome = self.outbox.failed(record, attempts, interval_s)
+                if isinstance(outcome, Retry):
+                    await asyncio.sleep(outcome.delay_s)
+                continue
+            self.outbox.delivered(record)
+            if record.action == "StartTransaction" and record.local_ref is not None:
+                self.transactions.numbered(record.local_ref, result.transaction_id)
+                if auth_status(result.id_tag_info) is not AuthStatus.ACCEPTED:
+                    stop = self.configuration.boolean("StopTransactionOnInvalidId")
+                    self.site.start_rejected(record.local_ref, stop_on_invalid_id=stop)
+                self.remember(record.payload["id_tag"], result.id_tag_info)
+            elif record.action == "StopTransaction" and record.local_ref is not None:
+                self.transactions.finished(record.local_ref)
+
+    def _call_for(self, record: OutboxRecord) -> Any:
+        """The CALL of a queued record, with the CSMS's transactionId patched in where it is known."""
+        payload = dict(record.payload)
+        csms_id = self.transactions.csms_id(record.local_ref)
+        if record.action == "StopTransaction":
+            payload["transaction_id"] = csms_id if csms_id is not None else UNKNOWN_TRANSACTION_ID
+        elif record.action == "MeterValues" and record.local_ref is not None:
+            payload["transaction_id"] = csms_id
+        return CALLS[record.action](**payload)
 
     async def _authorize(self, peer: Peer) -> None:
         while True:
@@ -316,28 +387,59 @@ class VirtualChargePoint:
     async def _heartbeats(self, peer: Peer) -> None:
         await self._every("HeartbeatInterval", lambda: _send(peer, call.Heartbeat()))
 
-    async def _meter_values(self, peer: Peer) -> None:
-        await self._every("MeterValueSampleInterval", lambda: self._send_samples(peer))
+    async def _sampled(self) -> None:
+        """Periodic MeterValues every MeterValueSampleInterval, connected or not."""
+        await self._every("MeterValueSampleInterval", self.take_samples)
 
-    async def _send_samples(self, peer: Peer, only_connector: int | None = None) -> None:
-        await self._send_meter_values(peer, self.configuration.meter_values_sampled_data, only=only_connector)
+    async def take_samples(self, only: int | None = None, context: str = "Sample.Periodic") -> None:
+        measurands = self.configuration.meter_values_sampled_data
+        stop_measurands = self.configuration.measurands("StopTxnSampledData")
+        await self._meter_values(measurands, stop_measurands, context, None, only)
 
-    async def _send_meter_values(
+    async def take_aligned(self, boundary: datetime) -> None:
+        measurands = self.configuration.measurands("MeterValuesAlignedData")
+        stop_measurands = self.configuration.measurands("StopTxnAlignedData")
+        await self._meter_values(measurands, stop_measurands, "Sample.Clock", boundary, None)
+
+    async def _meter_values(
         self,
-        peer: Peer,
         measurands: list[str],
-        context: str = "Sample.Periodic",
-        stamp: datetime | None = None,
-        only: int | None = None,
+        stop_measurands: list[str],
+        context: str,
+        stamp: datetime | None,
+        only: int | None,
     ) -> None:
-        """MeterValues per connector from the latest readings, with the running transaction's id."""
+        """MeterValues per connector from the latest readings.
+
+        A session's values (and every clock-aligned value of the site meter) are billing data and
+        go through the outbox; the rest is sent live, or not at all while the CSMS is away. Values
+        asked for by StopTxnSampledData / StopTxnAlignedData are kept for the session's stop.
+        """
+        self._take_pending()
+        aligned = context == "Sample.Clock"
         for connector_id, values in site_meter_values(self.site, measurands, context, stamp):
             if only is not None and connector_id != only:
                 continue
-            transaction_id = self.transactions.active_id(connector_id)
-            await _send(
-                peer, call.MeterValues(connector_id=connector_id, meter_value=values, transaction_id=transaction_id)
-            )
+            ref = self.transactions.running.get(connector_id)
+            if ref is not None or (aligned and connector_id == 0):
+                kind = RecordKind.ALIGNED if aligned else RecordKind.SAMPLED
+                payload = {"connector_id": connector_id, "meter_value": [asdict(v) for v in values]}
+                self.outbox.enqueue(NewRecord(kind, "MeterValues", payload, values[0].timestamp, ref))
+            elif self._peer is not None and self.accepted.is_set():
+                await _send(self._peer, call.MeterValues(connector_id=connector_id, meter_value=values))
+        self._keep_session_registers(stop_measurands, context, stamp)
+
+    def _keep_session_registers(self, stop_measurands: list[str], context: str, stamp: datetime | None) -> None:
+        """Each open session's register (for a restart) and its StopTxn values (for its stop)."""
+        if not self.transactions.running:
+            return
+        stop_values = dict(site_meter_values(self.site, stop_measurands, context, stamp)) if stop_measurands else {}
+        for connector_id, ref in list(self.transactions.running.items()):
+            register = self.site.billing_register(connector_id)
+            if register is not None:
+                self.transactions.register_seen(ref, *register)
+            for value in stop_values.get(connector_id, []):
+                self.transactions.add_stop_sample(ref, asdict(value))
 
     async def reset(self, hard: bool) -> None:
         """Reset as the CSMS asked: end every session (SoftReset/HardReset), deliver the stops, then
@@ -346,7 +448,7 @@ class VirtualChargePoint:
         await asyncio.sleep(0)  # let the collector queue the stops before waiting for their delivery
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.response_timeout_s):
-                await self._drained.wait()
+                await self.outbox.wait_empty()
         self.accepted.clear()
         if self._peer is not None:
             await self._peer.close()
@@ -356,7 +458,7 @@ class VirtualChargePoint:
         if message == "Heartbeat":
             await _send(peer, call.Heartbeat())
         elif message == "MeterValues":
-            await self._send_samples(peer, connector_id)
+            await self.take_samples(connector_id, context="Trigger")
         elif message == "StatusNotification":
             await self._send_statuses(peer, only=connector_id, at=self.site.clock.now())
         elif message == "BootNotification":
@@ -376,7 +478,7 @@ class VirtualChargePoint:
             if not changed:
                 await send()
 
-    async def _clock_aligned(self, peer: Peer) -> None:
+    async def _clock_aligned(self) -> None:
         """MeterValues at every ClockAlignedDataInterval boundary (Sample.Clock, stamped with the
         boundary), for every connector and the site meter; 0 switches them off."""
         key = "ClockAlignedDataInterval"
@@ -389,8 +491,7 @@ class VirtualChargePoint:
             boundary = next_boundary(now, interval_s)
             if await self.configuration.wait_changed(key, (boundary - now).total_seconds()):
                 continue
-            measurands = self.configuration.measurands("MeterValuesAlignedData")
-            await self._send_meter_values(peer, measurands, "Sample.Clock", boundary)
+            await self.take_aligned(boundary)
 
 
 async def _send(peer: ChargePoint, payload: Any) -> Any | None:

@@ -37,6 +37,10 @@ def _measurand_list(text: str) -> bool:
     return all(item in SUPPORTED_MEASURANDS for item in items) and len(items) <= len(SUPPORTED_MEASURANDS)
 
 
+def _measurand_list_or_empty(text: str) -> bool:
+    return text.strip() == "" or _measurand_list(text)
+
+
 class OcppConfiguration:
     """Configuration keys of the virtual charge point, with their OCPP string values."""
 
@@ -59,6 +63,14 @@ class OcppConfiguration:
             "MeterValuesAlignedData": _Key("Energy.Active.Import.Register", False, _measurand_list),
             "MeterValuesAlignedDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
             "MeterValuesSampledDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
+            "StopTxnSampledData": _Key("", False, _measurand_list_or_empty),
+            "StopTxnAlignedData": _Key("", False, _measurand_list_or_empty),
+            "StopTxnSampledDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
+            "StopTxnAlignedDataMaxLength": _Key(str(len(SUPPORTED_MEASURANDS)), True),
+            "TransactionMessageAttempts": _Key(str(upstream.transaction_message_attempts), False, _positive_int),
+            "TransactionMessageRetryInterval": _Key(
+                str(upstream.transaction_message_retry_interval_s), False, _positive_int
+            ),
             "NumberOfConnectors": _Key(str(connector_count), True),
             "SupportedFeatureProfiles": _Key("Core,LocalAuthListManagement,SmartCharging,RemoteTrigger", True),
             "ChargeProfileMaxStackLevel": _Key("100", True),

@@ -1,20 +1,24 @@
-"""Sessions towards the CSMS: the domain's session effects as OCPP 1.6 calls, and the ids they get.
+"""Sessions towards the CSMS: the domain's session effects as OCPP 1.6 payloads, and their ids.
 
 The CSMS numbers transactions (StartTransaction.conf); the gateway numbers them first with a
-local reference, so that a stop, a remote stop or meter values can be matched before (or
-without) the CSMS's answer. Pending calls wait in order in ``TransactionLog.pending`` while the
-CSMS is away; issue 6 makes that queue durable.
+local reference, so that a stop, a remote stop or meter values can be queued before (or without)
+the CSMS's answer and get the CSMS's id patched in when they are sent. What must survive a
+restart is kept in the settings store: the CSMS ids of sessions not yet stopped upstream, and
+the sessions open on the chargers with their last register reading (so a gateway that dies
+mid-session can stop them with a real meterStop when it comes back).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
 
 from ocpp.v16 import call, datatypes, enums
 
 from adapters.ocpp_upstream.local_list import AUTH_STATUS_FROM_OCPP
 from gateway.domain.model import iso_utc
+from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import AuthStatus, StartTransaction, StopReason, StopTransaction
 
 REASON = {
@@ -41,74 +45,145 @@ def auth_status(id_tag_info: dict[str, object]) -> AuthStatus:
     return AUTH_STATUS_FROM_OCPP[enums.AuthorizationStatus(status)] if known else AuthStatus.INVALID
 
 
-def _register(value_wh: int, at: str, context: str) -> datatypes.MeterValue:
-    return datatypes.MeterValue(
-        timestamp=at,
-        sampled_value=[
-            datatypes.SampledValue(
-                value=str(value_wh),
-                context=context,
-                measurand="Energy.Active.Import.Register",
-                location="Outlet",
-                unit="Wh",
-            )
-        ],
+def register_value(value_wh: int, at: str, context: str) -> dict[str, Any]:
+    """The billing register as one MeterValue (JSON-able, as queued)."""
+    return asdict(
+        datatypes.MeterValue(
+            timestamp=at,
+            sampled_value=[
+                datatypes.SampledValue(
+                    value=str(value_wh),
+                    context=context,
+                    measurand="Energy.Active.Import.Register",
+                    location="Outlet",
+                    unit="Wh",
+                )
+            ],
+        )
     )
 
 
-def start_call(start: StartTransaction) -> call.StartTransaction:
-    return call.StartTransaction(
-        connector_id=start.connector_id,
-        id_tag=start.id_tag,
-        meter_start=start.meter_start_wh,
-        timestamp=iso_utc(start.started_at),
+def start_payload(start: StartTransaction) -> dict[str, Any]:
+    return asdict(
+        call.StartTransaction(
+            connector_id=start.connector_id,
+            id_tag=start.id_tag,
+            meter_start=start.meter_start_wh,
+            timestamp=iso_utc(start.started_at),
+        )
     )
 
 
-def stop_call(
-    stop: StopTransaction, start: StartTransaction | None, transaction_id: int | None
-) -> call.StopTransaction:
-    """StopTransaction with transactionData: the register at Transaction.Begin and Transaction.End."""
-    data = []
-    if start is not None:
-        data.append(_register(start.meter_start_wh, iso_utc(start.started_at), "Transaction.Begin"))
-    data.append(_register(stop.meter_stop_wh, iso_utc(stop.stopped_at), "Transaction.End"))
-    return call.StopTransaction(
-        meter_stop=stop.meter_stop_wh,
-        timestamp=iso_utc(stop.stopped_at),
-        transaction_id=transaction_id if transaction_id is not None else UNKNOWN_TRANSACTION_ID,
-        reason=REASON[stop.reason],
-        id_tag=stop.id_tag,
-        transaction_data=data,
+def stop_payload(stop: StopTransaction, begin: dict[str, Any] | None, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """StopTransaction with transactionData: Transaction.Begin, the StopTxn samples, Transaction.End.
+
+    The transactionId is patched in at send time (``UNKNOWN_TRANSACTION_ID`` if the CSMS never
+    numbered the session).
+    """
+    data = ([begin] if begin is not None else []) + samples
+    data.append(register_value(stop.meter_stop_wh, iso_utc(stop.stopped_at), "Transaction.End"))
+    return asdict(
+        call.StopTransaction(
+            meter_stop=stop.meter_stop_wh,
+            timestamp=iso_utc(stop.stopped_at),
+            transaction_id=UNKNOWN_TRANSACTION_ID,
+            reason=REASON[stop.reason],
+            id_tag=stop.id_tag,
+            transaction_data=data,
+        )
     )
+
+
+STOP_TXN_DATA_MAX = 48  # StopTxn*Data values kept per session: the first and the latest
 
 
 @dataclass
+class OpenTransaction:
+    """A session running on a charger, as the gateway must remember it across a restart."""
+
+    local_ref: str
+    connector_id: int
+    id_tag: str
+    meter_start_wh: int
+    started_at: str
+    last_register_wh: int
+    last_register_at: str
+
+
 class TransactionLog:
-    """Calls waiting for the CSMS, in order, and what is known of each session."""
+    """What is known of each session: its CSMS id, whether it is open, its StopTxn samples."""
 
-    pending: deque[StartTransaction | StopTransaction] = field(default_factory=deque)
-    starts: dict[str, StartTransaction] = field(default_factory=dict)  # local ref -> its start
-    csms_ids: dict[str, int] = field(default_factory=dict)  # local ref -> CSMS transaction id
-    running: dict[int, str] = field(default_factory=dict)  # connector -> local ref of its session
+    def __init__(self, store: SettingsStore) -> None:
+        self._store = store
+        stored_ids = store.load("transaction_ids") or {}
+        self.csms_ids: dict[str, int] = {str(k): int(v) for k, v in stored_ids.items()}
+        stored_open = store.load("open_transactions") or {}
+        self.open: dict[str, OpenTransaction] = {ref: OpenTransaction(**item) for ref, item in stored_open.items()}
+        self.running: dict[int, str] = {}  # connector -> local ref of the session running now
+        self._samples: dict[str, list[dict[str, Any]]] = {}  # local ref -> StopTxn*Data MeterValues
 
-    def queue(self, effect: StartTransaction | StopTransaction) -> None:
-        if isinstance(effect, StartTransaction):
-            self.starts[effect.local_ref] = effect
-            self.running[effect.connector_id] = effect.local_ref
-        elif self.running.get(effect.connector_id) == effect.local_ref:
-            del self.running[effect.connector_id]
-        self.pending.append(effect)
+    def take_over_from_last_run(self) -> list[OpenTransaction]:
+        """Sessions that were open when the last process ended; forgotten here (the caller stops them)."""
+        orphans = list(self.open.values())
+        self.open.clear()
+        self._save_open()
+        return orphans
+
+    def started(self, start: StartTransaction) -> None:
+        at = iso_utc(start.started_at)
+        self.running[start.connector_id] = start.local_ref
+        self.open[start.local_ref] = OpenTransaction(
+            start.local_ref, start.connector_id, start.id_tag, start.meter_start_wh, at, start.meter_start_wh, at
+        )
+        self._save_open()
+
+    def stopped(self, stop: StopTransaction) -> dict[str, Any]:
+        """The StopTransaction payload of a session that ended on the charger."""
+        if self.running.get(stop.connector_id) == stop.local_ref:
+            del self.running[stop.connector_id]
+        opened = self.open.pop(stop.local_ref, None)
+        self._save_open()
+        begin = None
+        if opened is not None:
+            begin = register_value(opened.meter_start_wh, opened.started_at, "Transaction.Begin")
+        return stop_payload(stop, begin, self._samples.pop(stop.local_ref, []))
+
+    def register_seen(self, local_ref: str, value_wh: int, at: datetime) -> None:
+        """The billing register of an open session, kept so a restart can stop it with it."""
+        opened = self.open.get(local_ref)
+        if opened is not None and value_wh != opened.last_register_wh:
+            opened.last_register_wh = value_wh
+            opened.last_register_at = iso_utc(at)
+            self._save_open()
+
+    def add_stop_sample(self, local_ref: str, meter_value: dict[str, Any]) -> None:
+        """A StopTxnSampledData / StopTxnAlignedData value for the session's transactionData."""
+        samples = self._samples.setdefault(local_ref, [])
+        samples.append(meter_value)
+        if len(samples) > STOP_TXN_DATA_MAX:
+            del samples[1]  # keep the first; the rest is the latest ones
+
+    def numbered(self, local_ref: str, transaction_id: int) -> None:
+        self.csms_ids[local_ref] = transaction_id
+        self._save_ids()
+
+    def finished(self, local_ref: str) -> None:
+        """Forget a session's id once its StopTransaction was delivered."""
+        if self.csms_ids.pop(local_ref, None) is not None:
+            self._save_ids()
+
+    def csms_id(self, local_ref: str | None) -> int | None:
+        return self.csms_ids.get(local_ref) if local_ref is not None else None
 
     def local_ref(self, transaction_id: int) -> str | None:
         return next((ref for ref, tid in self.csms_ids.items() if tid == transaction_id), None)
 
     def active_id(self, connector_id: int) -> int | None:
         """The CSMS id of the session running on ``connector_id``, if the CSMS has numbered it."""
-        ref = self.running.get(connector_id)
-        return self.csms_ids.get(ref) if ref is not None else None
+        return self.csms_id(self.running.get(connector_id))
 
-    def finished(self, stop: StopTransaction) -> None:
-        """Forget a session once its StopTransaction was delivered."""
-        self.starts.pop(stop.local_ref, None)
-        self.csms_ids.pop(stop.local_ref, None)
+    def _save_open(self) -> None:
+        self._store.save("open_transactions", {ref: asdict(item) for ref, item in self.open.items()})
+
+    def _save_ids(self) -> None:
+        self._store.save("transaction_ids", self.csms_ids)

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from gateway.domain.battery import SocValue
 from gateway.domain.model import ConnectorStatus, Fault, Reading
+from gateway.domain.outbox import BacklogStats
 from gateway.domain.transactions import Effect
 
 
@@ -110,6 +111,13 @@ class ChargingProfilesChanged:
 
 # The session effects of gateway.domain.transactions travel as events too: Authorize,
 # StartTransaction, StopTransaction (for the upstream) and EnableCharging (for the device).
+@dataclass(frozen=True, slots=True)
+class BacklogChanged:
+    """The outbox of messages waiting for the CSMS grew, shrank, or had to drop something."""
+
+    stats: BacklogStats
+
+
 Event = (
     ConnectorStatusChanged
     | FaultRaised
@@ -119,6 +127,7 @@ Event = (
     | BatteryStateChanged
     | DeviceHealthChanged
     | UpstreamStateChanged
+    | BacklogChanged
     | CurrentLimitRequested
     | ChargingProfilesChanged
     | Effect

@@ -62,6 +62,18 @@ class StoreProblem:
     records_lost: int | None = None  # how many records it held, when that could be told
 
 
+@dataclass(frozen=True, slots=True)
+class BacklogStats:
+    """What the outbox holds now, and what it had to give up since the gateway started."""
+
+    records: int
+    size_bytes: int
+    oldest_created_at: str | None
+    dropped: int  # records given up after failed attempts, or for disk space
+    thinned: int  # periodic samples removed by thinning
+    problems: tuple[StoreProblem, ...] = ()
+
+
 @dataclass
 class NewRecord:
     """A record before the store numbers it."""

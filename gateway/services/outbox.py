@@ -20,7 +20,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from gateway.domain.outbox import NewRecord, OutboxRecord, OutboxStore, RecordInfo, RecordKind, StoreProblem
+from gateway.domain.outbox import (
+    BacklogStats,
+    NewRecord,
+    OutboxRecord,
+    OutboxStore,
+    RecordInfo,
+    RecordKind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +39,6 @@ class OutboxSettings:
     max_bytes: int = 256 * 1024 * 1024
     thin_after_records: int = 20_000
     thin_window_s: int = 900
-
-
-@dataclass(frozen=True, slots=True)
-class BacklogStats:
-    """What the outbox holds now, and what it had to give up since the gateway started."""
-
-    records: int
-    size_bytes: int
-    oldest_created_at: str | None
-    dropped: int  # records given up after failed attempts, or for disk space
-    thinned: int  # periodic samples removed by thinning
-    problems: tuple[StoreProblem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +68,7 @@ class Outbox:
         self.settings = settings or OutboxSettings()
         self._on_change = on_change
         self._waiting = asyncio.Event()
+        self._emptied = asyncio.Event()
         self._dropped = 0
         self._thinned = 0
         self._appended_since_thinning = 0
@@ -158,6 +154,12 @@ class Outbox:
             self._waiting.clear()
             await self._waiting.wait()
 
+    async def wait_empty(self) -> None:
+        """Until every queued record has been delivered or given up."""
+        while len(self.store):
+            self._emptied.clear()
+            await self._emptied.wait()
+
     def delivered(self, record: OutboxRecord) -> None:
         """The CSMS answered ``record``: it leaves the queue (before its answer is acted on)."""
         self.store.remove([record.seq])
@@ -201,5 +203,7 @@ class Outbox:
         )
 
     def _changed(self) -> None:
+        if not len(self.store):
+            self._emptied.set()
         if self._on_change is not None:
             self._on_change(self.stats())

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from gateway.domain.charging_store import ChargingProfileStore
 from gateway.domain.events import (
+    BacklogChanged,
     ChargingProfilesChanged,
     ConnectorReadingChanged,
     ConnectorStatusChanged,
@@ -38,6 +39,7 @@ from gateway.domain.model import (
     VehicleState,
     utc_now,
 )
+from gateway.domain.outbox import BacklogStats
 from gateway.domain.ports import Clock, NoSettingsStore, SettingsStore
 from gateway.domain.status import derive_faults, derive_status, evse_offering
 from gateway.domain.transactions import (
@@ -123,6 +125,7 @@ class Site:
         self.connectors: dict[int, Connector] = {c.connector_id: c for c in connectors}
         self.meters: dict[str, Meter] = {m.name: m for m in meters}
         self.upstream = UpstreamState()
+        self.backlog = BacklogStats(0, 0, None, 0, 0)
         self._by_socket = {(c.device, c.socket): c for c in self.connectors.values()}
         self._health: dict[str, DeviceHealth] = {}
         self._offline_after = dict(offline_after_failures or {})
@@ -419,6 +422,11 @@ class Site:
                 self.sessions.out_of_service.add(int(key))
 
     # -- upstream ----------------------------------------------------------------------------------
+    def report_backlog(self, stats: BacklogStats) -> None:
+        """The outbox's latest figures (reported by the outbox after every change), for MQTT and status."""
+        self.backlog = stats
+        self._emit(BacklogChanged(stats))
+
     def set_upstream(self, connected: bool, registration: str) -> None:
         """Record the CSMS connection state (reported by the upstream adapter) for MQTT and status."""
         if (connected, registration) == (self.upstream.connected, self.upstream.registration):

@@ -15,13 +15,14 @@ from adapters.storage.settings import JsonSettingsStore
 from gateway.config import UpstreamConfig
 from gateway.domain.model import ChargerSnapshot, Connector, ConnectorStatus, Reading, VehicleState
 from gateway.services.site import Site
+from tests.fixtures.memory_outbox import memory_outbox
 
 
 def make(path: Path, csms: DemoCsms) -> tuple[Site, VirtualChargePoint]:
     site = Site([Connector(1, "a"), Connector(2, "b")], [], settings=JsonSettingsStore(path))
     site.restore()
     settings = UpstreamConfig(url=csms.url, charge_point_id="GW-P", reconnect_max_s=0.5)
-    return site, VirtualChargePoint(site, settings)
+    return site, VirtualChargePoint(site, settings, memory_outbox())
 
 
 async def test_configuration_list_availability_and_profiles_survive_a_restart(tmp_path: Path, csms: DemoCsms) -> None:

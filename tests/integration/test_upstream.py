@@ -27,6 +27,7 @@ from gateway.domain.model import (
 from gateway.domain.transactions import AuthPolicy, EnableCharging
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
+from tests.fixtures.memory_outbox import memory_outbox
 from tests.fixtures.net import free_port
 
 MEASURED_AT = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -80,7 +81,7 @@ async def test_boot_is_retried_at_the_csms_interval_and_gates_everything_else(ru
     try:
         site = make_site()
         site.apply(plugged("left", VehicleState.A))
-        cp = VirtualChargePoint(site, upstream(csms))
+        cp = VirtualChargePoint(site, upstream(csms), memory_outbox())
         running.append(asyncio.create_task(cp.run()))
         await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2, timeout=10)
         actions = [m.action for m in csms.received]
@@ -97,7 +98,7 @@ async def test_boot_is_retried_at_the_csms_interval_and_gates_everything_else(ru
 async def test_status_changes_and_faults_go_upstream(csms: DemoCsms, running: list) -> None:
     site = make_site()
     site.apply(plugged("left", VehicleState.A))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Available")
     site.apply(plugged("left", VehicleState.B))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Preparing")
@@ -115,7 +116,7 @@ async def test_meter_values_carry_register_wh_and_reading_time(csms: DemoCsms, r
     )
     site.apply(ChargerSnapshot("left", 1, reading, vehicle_state=VehicleState.C))
     site.apply(MeterSnapshot("grid", Reading(MEASURED_AT, energy_wh=9_876_543, power_w=11000.0)))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
     sent = await csms.wait_for("MeterValues", lambda p: p["connectorId"] == 1)
     value = sent["meterValue"][0]
     assert value["timestamp"] == "2026-11-29T12:00:00.000Z"
@@ -133,7 +134,7 @@ async def test_meter_values_carry_register_wh_and_reading_time(csms: DemoCsms, r
 
 async def test_get_and_change_configuration(csms: DemoCsms, running: list) -> None:
     site = make_site()
-    cp = VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0))
+    cp = VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0), memory_outbox())
     running.append(asyncio.create_task(cp.run()))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
     result = await csms.call("GW-TEST", call.GetConfiguration(key=["HeartbeatInterval", "NoSuchKey"]))
@@ -169,14 +170,14 @@ async def test_basic_auth(running: list) -> None:
     csms = DemoCsms("127.0.0.1", 0, password="s3cret")
     await csms.start()
     try:
-        wrong = VirtualChargePoint(make_site(), upstream(csms, password="wrong"))
+        wrong = VirtualChargePoint(make_site(), upstream(csms, password="wrong"), memory_outbox())
         task = asyncio.create_task(wrong.run())
         running.append(task)
         await asyncio.sleep(0)  # let it try; a refused upgrade never reaches a session
         with pytest.raises(TimeoutError):
             await csms.wait_for("BootNotification", timeout=1.5)
         task.cancel()
-        right = VirtualChargePoint(make_site(), upstream(csms, password="s3cret"))
+        right = VirtualChargePoint(make_site(), upstream(csms, password="s3cret"), memory_outbox())
         running.append(asyncio.create_task(right.run()))
         await csms.wait_for("BootNotification", timeout=5)
     finally:
@@ -188,7 +189,7 @@ async def test_reconnects_after_csms_restart_without_rebooting(running: list) ->
     await csms.start()
     port = csms.port
     site = make_site()
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
     assert site.upstream.connected
     await csms.stop()
@@ -206,7 +207,7 @@ async def test_callerror_from_the_csms_does_not_end_the_connection(csms: DemoCsm
     csms.failing.add("MeterValues")
     site = make_site()
     site.apply(plugged("left", VehicleState.A))
-    cp = VirtualChargePoint(site, upstream(csms))
+    cp = VirtualChargePoint(site, upstream(csms), memory_outbox())
     task = asyncio.create_task(cp.run())
     running.append(task)
     await csms.wait_for("MeterValues", timeout=5)  # answered with a CALLERROR
@@ -220,7 +221,7 @@ async def test_callerror_from_the_csms_does_not_end_the_connection(csms: DemoCsm
 async def test_every_raised_fault_is_reported_and_the_most_severe_stands(csms: DemoCsms, running: list) -> None:
     site = make_site()
     site.apply(plugged("left", VehicleState.C))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Charging")
     hot = Fault(FaultKind.OVER_TEMPERATURE, vendor_code="13")
     earth = Fault(FaultKind.GROUND_FAULT, vendor_code="RCD", info="residual current 30 mA")
@@ -253,7 +254,7 @@ async def test_free_session_start_and_stop_with_register_values(csms: DemoCsms, 
     clock_site_minute = iter(range(100))
     site.clock = type("Clock", (), {"now": lambda self: at_minute(next(clock_site_minute))})()
     site.apply(charger_at(0, VehicleState.A, 1_000_000))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
     site.apply(charger_at(1, VehicleState.B, 1_000_000))
     start = await csms.wait_for("StartTransaction")
@@ -288,7 +289,7 @@ async def test_free_session_start_and_stop_with_register_values(csms: DemoCsms, 
 async def test_remote_start_and_stop(csms: DemoCsms, running: list) -> None:
     site = make_site()
     site.apply(charger_at(0, VehicleState.A, 500))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
     unknown = await csms.call("GW-TEST", call.RemoteStartTransaction(id_tag="APP-1", connector_id=9))
     assert unknown.status == "Rejected"
@@ -315,7 +316,7 @@ async def test_a_start_the_csms_rejects_is_stopped_deauthorized(csms: DemoCsms, 
     site = make_site({1: ConnectorPolicy(AuthPolicy.FREE, "STOLEN"), 2: REMOTE})
     events = site.subscribe()
     site.apply(charger_at(0, VehicleState.A, 10))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
     site.apply(charger_at(1, VehicleState.B, 10))
     stop = await csms.wait_for("StopTransaction")
@@ -329,7 +330,7 @@ async def test_a_start_the_csms_rejects_is_stopped_deauthorized(csms: DemoCsms, 
 async def test_sessions_while_the_csms_is_away_are_delivered_in_order(running: list) -> None:
     port = free_port()
     site = make_site({1: ConnectorPolicy(AuthPolicy.FREE, "CARPORT"), 2: REMOTE})
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream_at(port)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream_at(port), memory_outbox()).run()))
     site.apply(charger_at(0, VehicleState.A, 100))
     site.apply(charger_at(1, VehicleState.B, 100))
     site.apply(charger_at(30, VehicleState.A, 900))
@@ -350,7 +351,11 @@ async def test_sessions_while_the_csms_is_away_are_delivered_in_order(running: l
 async def test_trigger_message(csms: DemoCsms, running: list) -> None:
     site = make_site()
     site.apply(charger_at(0, VehicleState.A, 42))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0)).run()))
+    running.append(
+        asyncio.create_task(
+            VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0), memory_outbox()).run()
+        )
+    )
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
     before = len(csms.messages("StatusNotification"))
     answer = await csms.call("GW-TEST", call.TriggerMessage(requested_message="StatusNotification", connector_id=1))
@@ -374,7 +379,7 @@ async def test_trigger_message(csms: DemoCsms, running: list) -> None:
 async def test_local_list_and_authorization_of_remote_starts(csms: DemoCsms, running: list) -> None:
     site = make_site()
     site.apply(charger_at(0, VehicleState.A, 10))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
 
     async def change(key: str, value: str) -> str:
@@ -411,7 +416,7 @@ async def test_availability_reset_unlock_and_data_transfer(csms: DemoCsms, runni
     site = make_site({1: ConnectorPolicy(AuthPolicy.FREE, "CARPORT"), 2: REMOTE})
     site.apply(charger_at(0, VehicleState.A, 10))
     site.apply(ChargerSnapshot("right", 1, Reading(at_minute(0), energy_wh=5), vehicle_state=VehicleState.A))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms)).run()))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Available")
 
     def availability(connector_id: int, kind: str) -> call.ChangeAvailability:
@@ -440,7 +445,11 @@ async def test_clock_aligned_meter_values_carry_the_boundary_and_sample_clock(cs
     site = make_site()
     site.apply(charger_at(0, VehicleState.A, 777))
     site.apply(MeterSnapshot("grid", Reading(MEASURED_AT, energy_wh=5_000_000)))
-    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0)).run()))
+    running.append(
+        asyncio.create_task(
+            VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0), memory_outbox()).run()
+        )
+    )
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
     change = call.ChangeConfiguration(key="MeterValuesAlignedData", value="Energy.Active.Import.Register")
     assert (await csms.call("GW-TEST", change)).status == "Accepted"

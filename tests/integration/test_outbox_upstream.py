@@ -1,0 +1,172 @@
+"""Billing messages through the outbox, against a real CSMS: away and back, errors, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ocpp.v16 import call
+
+from adapters.demo_csms.csms import DemoCsms
+from adapters.ocpp_upstream.charge_point import CLEAN_SHUTDOWN, VirtualChargePoint
+from adapters.storage.settings import JsonSettingsStore
+from gateway.domain.model import ChargerSnapshot, Connector, Meter, Reading, VehicleState
+from gateway.domain.transactions import AuthPolicy
+from gateway.services.sessions import ConnectorPolicy
+from gateway.services.site import Site
+from tests.fixtures.memory_outbox import memory_outbox
+from tests.fixtures.net import free_port
+from tests.integration.test_upstream import REMOTE, at_minute, charger_at, make_site, running, upstream, upstream_at
+
+__all__ = ["running"]  # the fixture, shared with test_upstream
+
+FREE = {1: ConnectorPolicy(AuthPolicy.FREE, "CARPORT"), 2: REMOTE}
+
+
+async def test_meter_values_taken_while_away_arrive_in_order_with_the_csms_id(running: list) -> None:
+    port = free_port()
+    site = make_site(FREE)
+    cp = VirtualChargePoint(site, upstream_at(port, meter_value_sample_interval_s=0), memory_outbox())
+    running.append(asyncio.create_task(cp.run()))
+    site.apply(charger_at(0, VehicleState.A, 100))
+    site.apply(charger_at(1, VehicleState.B, 100))
+    for minute, energy_wh in ((2, 300), (3, 500), (4, 700)):
+        site.apply(charger_at(minute, VehicleState.C, energy_wh))
+        await cp.take_samples()
+    site.apply(charger_at(5, VehicleState.A, 800))
+    await cp.take_samples()  # (no session now: nothing more is queued)
+    assert len(cp.outbox.store) == 5  # start, three samples, stop: all waiting
+    csms = DemoCsms("127.0.0.1", port)
+    await csms.start()
+    try:
+        await csms.wait_for("StopTransaction", timeout=15)
+        billing = [m for m in csms.received if m.action in ("StartTransaction", "MeterValues", "StopTransaction")]
+        assert [m.action for m in billing] == ["StartTransaction"] + ["MeterValues"] * 3 + ["StopTransaction"]
+        samples = [m.payload for m in billing[1:4]]
+        assert all(p["transactionId"] == csms.last_transaction_id for p in samples)
+        stamps = [p["meterValue"][0]["timestamp"] for p in samples]
+        assert stamps == ["2026-11-29T12:02:00.000Z", "2026-11-29T12:03:00.000Z", "2026-11-29T12:04:00.000Z"]
+        assert billing[-1].payload["transactionId"] == csms.last_transaction_id
+        await asyncio.wait_for(cp.outbox.wait_empty(), 5)
+    finally:
+        await csms.stop()
+
+
+async def test_a_failing_message_is_dropped_after_its_attempts_but_a_stop_is_kept(
+    csms: DemoCsms, running: list
+) -> None:
+    site = make_site(FREE)
+    settings = upstream(
+        csms, meter_value_sample_interval_s=0, transaction_message_attempts=2, transaction_message_retry_interval_s=1
+    )
+    cp = VirtualChargePoint(site, settings, memory_outbox())
+    site.apply(charger_at(0, VehicleState.A, 100))
+    running.append(asyncio.create_task(cp.run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+    csms.failing.update({"MeterValues", "StopTransaction"})
+    site.apply(charger_at(1, VehicleState.B, 100))
+    await csms.wait_for("StartTransaction")
+    site.apply(charger_at(2, VehicleState.C, 400))
+    await cp.take_samples()
+    site.apply(charger_at(3, VehicleState.A, 500))
+    await csms.wait_for("StopTransaction", lambda p: len(csms.messages("StopTransaction")) == 3, timeout=15)
+    assert len(csms.messages("MeterValues")) == 2  # two attempts, then given up
+    assert cp.outbox.stats().dropped == 1
+    assert [r.action for r in (cp.outbox.store.head(),) if r] == ["StopTransaction"]  # kept past its attempts
+    csms.failing.clear()
+    await asyncio.wait_for(cp.outbox.wait_empty(), 15)
+    assert csms.messages("StopTransaction")[-1]["meterStop"] == 500
+
+
+async def test_stop_txn_sampled_data_goes_into_transaction_data(csms: DemoCsms, running: list) -> None:
+    site = make_site(FREE)
+    cp = VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0), memory_outbox())
+    site.apply(charger_at(0, VehicleState.A, 100))
+    running.append(asyncio.create_task(cp.run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
+    change = call.ChangeConfiguration(key="StopTxnSampledData", value="Energy.Active.Import.Register")
+    assert (await csms.call("GW-TEST", change)).status == "Accepted"
+    bad = call.ChangeConfiguration(key="StopTxnAlignedData", value="Bogus.Measurand")
+    assert (await csms.call("GW-TEST", bad)).status == "Rejected"
+    site.apply(charger_at(1, VehicleState.B, 100))
+    await csms.wait_for("StartTransaction")
+    for minute, energy_wh in ((2, 250), (3, 400)):
+        site.apply(charger_at(minute, VehicleState.C, energy_wh))
+        await cp.take_samples()
+    site.apply(charger_at(4, VehicleState.A, 450))
+    stop = await csms.wait_for("StopTransaction")
+    contexts = [(v["sampledValue"][0]["context"], v["sampledValue"][0]["value"]) for v in stop["transactionData"]]
+    assert contexts == [
+        ("Transaction.Begin", "100"),
+        ("Sample.Periodic", "250"),
+        ("Sample.Periodic", "400"),
+        ("Transaction.End", "450"),
+    ]
+
+
+def _persistent_site(path: Path) -> Site:
+    site = Site([Connector(1, "left"), Connector(2, "right")], [Meter("grid", 0)], policies=FREE)
+    site.settings = JsonSettingsStore(path)
+    return site
+
+
+async def test_a_session_open_when_the_gateway_died_is_stopped_with_power_loss(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    port = free_port()
+    site = _persistent_site(path)
+    cp = VirtualChargePoint(site, upstream_at(port, meter_value_sample_interval_s=0), memory_outbox())
+    task = asyncio.create_task(cp.run())
+    site.apply(charger_at(0, VehicleState.A, 100))
+    site.apply(charger_at(1, VehicleState.B, 100))
+    site.apply(charger_at(7, VehicleState.C, 2_100))
+    await asyncio.sleep(0)
+    await cp.take_samples()  # the register the restart will stop with
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert JsonSettingsStore(path).load(CLEAN_SHUTDOWN) is True
+    JsonSettingsStore(path).save(CLEAN_SHUTDOWN, False)  # as a kill -9 would have left it
+
+    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(port), memory_outbox())
+    records = [restarted.outbox.store.head()]
+    assert records[0] is not None and records[0].action == "StopTransaction"
+    stop = records[0].payload
+    assert (stop["reason"], stop["meter_stop"], stop["timestamp"]) == ("PowerLoss", 2_100, "2026-11-29T12:07:00.000Z")
+    assert restarted.transactions.open == {}
+
+
+async def test_a_clean_restart_stops_an_open_session_with_reboot(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    site = _persistent_site(path)
+    cp = VirtualChargePoint(site, upstream_at(free_port()), memory_outbox())
+    task = asyncio.create_task(cp.run())
+    site.apply(charger_at(0, VehicleState.A, 100))
+    site.apply(charger_at(1, VehicleState.B, 100))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(free_port()), memory_outbox())
+    head = restarted.outbox.store.head()
+    assert head is not None and head.payload["reason"] == "Reboot" and head.payload["meter_stop"] == 100
+
+
+async def test_connector_zero_is_unavailable_while_the_whole_site_is_out_of_service(
+    csms: DemoCsms, running: list
+) -> None:
+    site = make_site()
+    site.apply(charger_at(0, VehicleState.A, 10))
+    site.apply(ChargerSnapshot("right", 1, Reading(at_minute(0), energy_wh=5), vehicle_state=VehicleState.A))
+    running.append(asyncio.create_task(VirtualChargePoint(site, upstream(csms), memory_outbox()).run()))
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 0 and p["status"] == "Available")
+    assert (await csms.call("GW-TEST", call.ChangeAvailability(connector_id=0, type="Inoperative"))).status == (
+        "Accepted"
+    )
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 0 and p["status"] == "Unavailable")
+    assert (await csms.call("GW-TEST", call.ChangeAvailability(connector_id=1, type="Operative"))).status == (
+        "Accepted"
+    )
+
+    def zero() -> list[str]:
+        return [p["status"] for p in csms.messages("StatusNotification") if p["connectorId"] == 0]
+
+    await csms.wait_for("StatusNotification", lambda p: len(zero()) == 3)
+    assert zero() == ["Available", "Unavailable", "Available"]
