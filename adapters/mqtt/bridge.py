@@ -49,6 +49,7 @@ from gateway.domain.events import (
 )
 from gateway.services.backoff import Backoff
 from gateway.services.site import EventStream, Site
+from gateway.services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,6 @@ def _bytes(payload: object) -> bytes:
     if payload is None:
         return b""
     return bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
-
-
-async def _cancel(*tasks: asyncio.Task[None]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _close_quietly(client: aiomqtt.Client) -> None:
@@ -213,10 +208,10 @@ class MqttBridge:
         try:
             await asyncio.wait((watch, serve), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            await _cancel(watch, serve)
+            await cancel_and_wait(watch, serve)
             await self._say_offline(client)
             raise
-        await _cancel(watch, serve)
+        await cancel_and_wait(watch, serve)
         for task in (watch, serve):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 task.result()  # re-raise: MqttError means "reconnect", anything else is a bug

@@ -50,6 +50,7 @@ from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction,
 from gateway.services.backoff import Backoff
 from gateway.services.outbox import Outbox, Retry
 from gateway.services.site import EventStream, Site
+from gateway.services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -516,22 +517,7 @@ async def _first_to_finish(*coroutines: Awaitable[Any]) -> None:
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await _cancel_all(tasks)
+        await cancel_and_wait(*tasks)
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
-
-
-async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> None:
-    """Cancel until every task has ended.
-
-    On Python 3.11 ``asyncio.wait_for`` (inside the ocpp library's ``call``) can swallow a
-    cancellation that lands just as the answer arrives; the task then carries on. Cancelling
-    again until it is done keeps shutdown and reconnects from hanging on such a task.
-    """
-    pending = [task for task in tasks if not task.done()]
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, still = await asyncio.wait(pending, timeout=0.5)
-        pending = list(still)

@@ -1,0 +1,24 @@
+"""Cancelling asyncio tasks so that they really end.
+
+On Python 3.11 ``asyncio.wait_for`` (used inside the ocpp library's ``call`` and aiomqtt's
+``publish``) can swallow a cancellation that lands just as the awaited result arrives; the task
+then carries on and may wait forever. Cancelling again until it is done keeps shutdown and
+reconnects from hanging on such a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+RECANCEL_S = 0.5
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel ``tasks`` (again every RECANCEL_S) until every one has ended."""
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=RECANCEL_S)
+        pending = list(still)
