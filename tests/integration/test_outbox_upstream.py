@@ -9,9 +9,11 @@ from ocpp.v16 import call
 
 from adapters.demo_csms.csms import DemoCsms
 from adapters.ocpp_upstream.charge_point import CLEAN_SHUTDOWN, VirtualChargePoint
+from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.settings import JsonSettingsStore
 from gateway.domain.model import ChargerSnapshot, Connector, Meter, Reading, VehicleState
 from gateway.domain.transactions import AuthPolicy
+from gateway.services.outbox import Outbox
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.memory_outbox import memory_outbox
@@ -170,3 +172,37 @@ async def test_connector_zero_is_unavailable_while_the_whole_site_is_out_of_serv
 
     await csms.wait_for("StatusNotification", lambda p: len(zero()) == 3)
     assert zero() == ["Available", "Unavailable", "Available"]
+
+
+async def test_a_backlog_on_disk_survives_a_restart_and_keeps_its_ids(tmp_path: Path, running: list) -> None:
+    port = free_port()
+    path = tmp_path / "settings.json"
+    site = _persistent_site(path)
+    first = VirtualChargePoint(site, upstream_at(port, meter_value_sample_interval_s=0), disk_outbox(tmp_path))
+    site.apply(charger_at(0, VehicleState.A, 100))
+    site.apply(charger_at(1, VehicleState.B, 100))
+    site.apply(charger_at(2, VehicleState.C, 300))
+    await first.take_samples()
+    site.apply(charger_at(3, VehicleState.A, 400))
+    await first.take_samples()  # takes the stop in
+    assert [info.kind for info in first.outbox.store.index()] == ["start", "sampled", "stop"]
+
+    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(port), disk_outbox(tmp_path))
+    running.append(asyncio.create_task(restarted.run()))
+    csms = DemoCsms("127.0.0.1", port)
+    await csms.start()
+    try:
+        await asyncio.wait_for(restarted.outbox.wait_empty(), 15)
+    finally:
+        await csms.stop()
+    billing = [m for m in csms.received if m.action in ("StartTransaction", "MeterValues", "StopTransaction")]
+    assert [m.action for m in billing] == ["StartTransaction", "MeterValues", "StopTransaction"]
+    start, sample, stop = (m.payload for m in billing)
+    assert start["timestamp"] == "2026-11-29T12:01:00.000Z" and start["meterStart"] == 100
+    assert sample["transactionId"] == stop["transactionId"] == csms.last_transaction_id
+    assert sample["meterValue"][0]["timestamp"] == "2026-11-29T12:02:00.000Z"
+    assert (stop["meterStop"], stop["reason"]) == (400, "EVDisconnected")
+
+
+def disk_outbox(directory: Path) -> Outbox:
+    return Outbox(SegmentedOutboxStore(directory / "outbox"))
