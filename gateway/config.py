@@ -110,6 +110,9 @@ class MqttCommandsConfig(Strict):
 
     soc_input: bool = False  # <prefix>/connector/<n>/set/soc: a car integration's SoC and capacity
     soc_target: bool = False  # <prefix>/connector/<n>/set/soc_target: the SoC at which charging pauses
+    current_limit: bool = False  # <prefix>/connector/<n>/set/current_limit: a ceiling in A (or none)
+    availability: bool = False  # <prefix>/connector/<n>/set/available: take out of service / back
+    session: bool = False  # <prefix>/connector/<n>/set/session: start/stop where the policy allows it
 
     @property
     def enabled(self) -> frozenset[str]:
