@@ -31,7 +31,7 @@ from websockets.typing import Subprotocol
 
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
-from adapters.ocpp_upstream.mapping import next_boundary, primary_fault, status_notification_fields
+from adapters.ocpp_upstream.mapping import next_boundary
 from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.samples import site_meter_values
 from adapters.ocpp_upstream.transactions import (
@@ -48,6 +48,7 @@ from gateway.domain.model import ConnectorStatus, Fault, iso_utc
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.backoff import Backoff
+from gateway.services.ocpp_status import primary_fault, status_notification_fields
 from gateway.services.outbox import Outbox, Retry
 from gateway.services.site import EventStream, Site
 from gateway.services.tasks import cancel_and_wait

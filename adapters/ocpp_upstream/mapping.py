@@ -11,75 +11,7 @@ from datetime import UTC, datetime, timedelta
 from ocpp.v16 import datatypes, enums
 
 from gateway.domain.battery import SocValue
-from gateway.domain.model import ConnectorStatus, Fault, FaultKind, Reading, iso_utc
-
-STATUS = {
-    ConnectorStatus.AVAILABLE: enums.ChargePointStatus.available,
-    ConnectorStatus.OCCUPIED: enums.ChargePointStatus.preparing,
-    ConnectorStatus.CHARGING: enums.ChargePointStatus.charging,
-    ConnectorStatus.SUSPENDED_EV: enums.ChargePointStatus.suspended_ev,
-    ConnectorStatus.SUSPENDED_EVSE: enums.ChargePointStatus.suspended_evse,
-    ConnectorStatus.FINISHING: enums.ChargePointStatus.finishing,
-    ConnectorStatus.UNAVAILABLE: enums.ChargePointStatus.unavailable,
-    ConnectorStatus.FAULTED: enums.ChargePointStatus.faulted,
-}
-
-# Fault kind -> OCPP error code, most severe first: when several faults are active the first
-# one here decides the StatusNotification (each is still reported once when it is raised).
-ERROR_CODE = {
-    FaultKind.GROUND_FAULT: enums.ChargePointErrorCode.ground_failure,
-    FaultKind.SHORT_CIRCUIT: enums.ChargePointErrorCode.over_current_failure,
-    FaultKind.OVER_CURRENT: enums.ChargePointErrorCode.over_current_failure,
-    FaultKind.OVER_TEMPERATURE: enums.ChargePointErrorCode.high_temperature,
-    FaultKind.OVER_VOLTAGE: enums.ChargePointErrorCode.over_voltage,
-    FaultKind.UNDER_VOLTAGE: enums.ChargePointErrorCode.under_voltage,
-    FaultKind.POWER_SWITCH: enums.ChargePointErrorCode.power_switch_failure,
-    FaultKind.POWER_METER: enums.ChargePointErrorCode.power_meter_failure,
-    FaultKind.CONNECTOR_LOCK: enums.ChargePointErrorCode.connector_lock_failure,
-    FaultKind.INTERNAL: enums.ChargePointErrorCode.internal_error,
-    FaultKind.COMMUNICATION_LOST: enums.ChargePointErrorCode.other_error,
-    FaultKind.OTHER: enums.ChargePointErrorCode.other_error,
-    FaultKind.EV_COMMUNICATION: enums.ChargePointErrorCode.ev_communication_error,
-}
-SEVERITY = {kind: rank for rank, kind in enumerate(ERROR_CODE)}
-
-# info when the device gave none: says what the error code alone cannot (short circuit vs over-current).
-DEFAULT_INFO = {
-    FaultKind.SHORT_CIRCUIT: "short circuit",
-    FaultKind.OVER_CURRENT: "over-current",
-    FaultKind.GROUND_FAULT: "earth fault / residual current",
-    FaultKind.POWER_SWITCH: "contactor fault (welded or not closing)",
-}
-
-# Connector 0 (the gateway itself) may only be Available, Unavailable or Faulted.
-CONNECTOR_ZERO_STATUSES = frozenset(
-    {enums.ChargePointStatus.available, enums.ChargePointStatus.unavailable, enums.ChargePointStatus.faulted}
-)
-
-MAX_TEXT = 50  # vendorErrorCode and info are CiString50 in OCPP 1.6
-
-
-def primary_fault(faults: tuple[Fault, ...]) -> Fault | None:
-    """The fault that decides the error code: the most severe, the first reported among equals."""
-    return min(faults, key=lambda fault: SEVERITY[fault.kind], default=None)
-
-
-def status_notification_fields(connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...]) -> dict[str, str]:
-    """status, errorCode and (when faulted) info / vendorErrorCode of a StatusNotification.
-
-    One table-driven function for every connector, so the CSMS sees the same mapping everywhere.
-    """
-    ocpp_status = STATUS[status]
-    if connector_id == 0 and ocpp_status not in CONNECTOR_ZERO_STATUSES:
-        ocpp_status = enums.ChargePointStatus.available
-    fields: dict[str, str] = {"status": ocpp_status, "error_code": enums.ChargePointErrorCode.no_error}
-    fault = primary_fault(faults)
-    if fault is not None:
-        fields["error_code"] = ERROR_CODE[fault.kind]
-        if fault.vendor_code:
-            fields["vendor_error_code"] = fault.vendor_code[:MAX_TEXT]
-        fields["info"] = (fault.info or DEFAULT_INFO.get(fault.kind) or fault.kind.value)[:MAX_TEXT]
-    return fields
+from gateway.domain.model import Reading, iso_utc
 
 
 def _decimal(value: float) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from adapters.ocpp_upstream.mapping import ERROR_CODE, STATUS, meter_value, status_notification_fields
+from adapters.ocpp_upstream.mapping import meter_value
 from gateway.domain.model import ConnectorStatus, Fault, FaultKind, Reading
+from gateway.services.ocpp_status import ERROR_CODE, STATUS, status_notification_fields
 
 
 def test_every_status_and_fault_kind_has_an_ocpp_code() -> None:

@@ -9,9 +9,9 @@ import pytest
 from ocpp.charge_point import snake_to_camel_case
 from ocpp.messages import Call, _validate_payload
 
-from adapters.ocpp_upstream.mapping import ERROR_CODE, primary_fault, status_notification_fields
 from gateway.domain.model import ConnectorStatus, Fault, FaultKind, VehicleState
 from gateway.domain.status import COMM_LOST, derive_faults, derive_status, evse_offering
+from gateway.services.ocpp_status import ERROR_CODE, primary_fault, status_notification_fields
 
 STATES: list[VehicleState | None] = [None, *VehicleState]
 FAULT_SETS: list[tuple[Fault, ...]] = [
