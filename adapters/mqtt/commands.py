@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,7 +40,14 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "soc": Command("soc_input", frozenset({"soc_percent", "capacity_wh"}), frozenset({"measured_at"})),
     "soc_target": Command("soc_target", frozenset({"soc_target_percent"})),
+    "current_limit": Command("current_limit", frozenset({"current_a"})),
+    "available": Command("availability", frozenset({"available"})),
+    "session": Command("session", frozenset({"action"}), frozenset({"id_tag"})),
 }
+# A command topic takes at most RATE_LIMIT messages per RATE_WINDOW_S; the rest of a flood is
+# dropped (logged once per flood), so a looping automation cannot hammer a charger's registers.
+RATE_LIMIT = 5
+RATE_WINDOW_S = 10.0
 SWITCHES = frozenset(command.switch for command in COMMANDS.values())
 
 
@@ -109,7 +118,9 @@ def _connector_id(segment: str) -> int:
 class CommandHandler:
     """Acts on command messages for the bridge; ``handle`` returns an error payload to publish, if any."""
 
-    def __init__(self, site: Site, topics: Topics, enabled: Collection[str]) -> None:
+    def __init__(
+        self, site: Site, topics: Topics, enabled: Collection[str], monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         unknown = set(enabled) - SWITCHES
         if unknown:
             raise ValueError(f"unknown MQTT command(s) {sorted(unknown)}; known: {sorted(SWITCHES)}")
@@ -120,7 +131,12 @@ class CommandHandler:
         self._actions: dict[str, Callable[[int, dict[str, Any]], None]] = {
             "soc": self._report_soc,
             "soc_target": self._set_target,
+            "current_limit": self._set_current_limit,
+            "available": self._set_available,
+            "session": self._start_or_stop,
         }
+        self._monotonic = monotonic
+        self._recent: dict[str, deque[float]] = {}  # topic -> times of its latest messages
 
     def handle(self, topic: str, payload: bytes, *, retained: bool) -> Payload | None:
         """Carry out one message; the error to publish on ``<prefix>/error`` when it is not valid."""
@@ -135,7 +151,24 @@ class CommandHandler:
         if ignored is not None:
             self._once(topic, ignored[0], "MQTT command %s ignored: %s", topic, ignored[1])
             return None
+        if self._flooding(topic):
+            self._once(
+                topic, "flood", "MQTT command %s: more than %d in %g s, dropped", topic, RATE_LIMIT, RATE_WINDOW_S
+            )
+            return None
+        self._told.discard((topic, "flood"))
         return self._carry_out(topic, name, segment, payload)
+
+    def _flooding(self, topic: str) -> bool:
+        """True if ``topic`` already had RATE_LIMIT messages in the last RATE_WINDOW_S."""
+        now = self._monotonic()
+        recent = self._recent.setdefault(topic, deque())
+        while recent and now - recent[0] >= RATE_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= RATE_LIMIT:
+            return True
+        recent.append(now)
+        return False
 
     def _ignored_because(self, name: str, retained: bool) -> tuple[str, str] | None:
         """(kind, reason) when a message on this command must not be acted on."""
@@ -168,6 +201,28 @@ class CommandHandler:
         if percent is not None and not 1 <= percent <= 100:
             raise CommandRejected(f"soc_target_percent must be 1..100 or null, not {percent:g}")
         self._site.set_soc_target(connector_id, percent)
+
+    def _set_current_limit(self, connector_id: int, data: dict[str, Any]) -> None:
+        self._site.set_current_ceiling(connector_id, _number(data, "current_a"))
+
+    def _set_available(self, connector_id: int, data: dict[str, Any]) -> None:
+        available = data["available"]
+        if not isinstance(available, bool):
+            raise CommandRejected(f"available must be true or false, not {json.dumps(available)}")
+        if self._site.change_availability(connector_id, available) == "Rejected":
+            raise CommandRejected(f"no connector {connector_id}")
+
+    def _start_or_stop(self, connector_id: int, data: dict[str, Any]) -> None:
+        action, id_tag = data["action"], data.get("id_tag")
+        if id_tag is not None and (not isinstance(id_tag, str) or not 0 < len(id_tag) <= 20):
+            raise CommandRejected("id_tag must be a string of 1 to 20 characters")
+        if action == "start":
+            self._site.local_start(connector_id, id_tag)
+        elif action == "stop":
+            if not self._site.stop_session(connector_id):
+                raise CommandRejected(f"no session runs on connector {connector_id}")
+        else:
+            raise CommandRejected(f'action must be "start" or "stop", not {json.dumps(action)}')
 
     def _once(self, topic: str, why: str, message: str, *args: object) -> None:
         """A WARNING the first time ``topic`` is ignored or rejected for ``why``; DEBUG after that

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.domain.authorization import mask_id_tag
 from gateway.domain.battery import SocSource
-from gateway.domain.model import Connector, Fault, Meter, Reading, iso_utc
+from gateway.domain.model import Connector, ConnectorStatus, Fault, Meter, Reading, iso_utc
 from gateway.domain.outbox import BacklogStats
+from gateway.services.ocpp_status import status_notification_fields
 
 AVAILABILITY_ONLINE = "online"
 AVAILABILITY_OFFLINE = "offline"
@@ -88,6 +90,10 @@ class Topics:
     @property
     def outbox(self) -> str:
         return f"{self.prefix}/outbox/state"
+
+    @property
+    def site(self) -> str:
+        return f"{self.prefix}/site/state"
 
     def connector(self, connector_id: int) -> str:
         return f"{self.prefix}/connector/{connector_id}/state"
@@ -163,8 +169,13 @@ def fault_event(
     }
 
 
-def connector_state(connector: Connector) -> Payload:
-    """The retained state of one connector: status, health, faults and its latest reading."""
+def connector_state(connector: Connector, billing_wh: int | None = None) -> Payload:
+    """The retained state of one connector: status (the gateway's and the OCPP one the CSMS is
+    told), health, faults, its latest reading and its session.
+
+    ``billing_wh`` is the connector's billing register now: the session's energy is that minus
+    its meterStart, the same figure the CSMS will bill (a charger's own session counter is
+    never shown as it)."""
     payload: Payload = {
         "connector_id": connector.connector_id,
         "device": connector.device,
@@ -184,7 +195,37 @@ def connector_state(connector: Connector) -> Payload:
     payload["soc_estimated"] = soc.estimated if soc is not None else False
     payload["soc_target_percent"] = connector.soc_target_percent
     payload["session_active"] = connector.session_active
+    ocpp = status_notification_fields(connector.connector_id, connector.status, connector.faults)
+    payload["ocpp_status"], payload["ocpp_error_code"] = ocpp["status"], ocpp["error_code"]
+    session = connector.session
+    payload["transaction_id"] = session.transaction_id if session is not None else None
+    payload["id_tag"] = mask_id_tag(session.id_tag) if session is not None else None
+    payload["session_started_at"] = iso_utc(session.started_at) if session is not None else None
+    delivered = billing_wh - session.meter_start_wh if session is not None and billing_wh is not None else None
+    payload["session_energy_wh"] = delivered
+    payload["current_limit_a"] = connector.current_ceiling_a
     return payload
+
+
+def site_state(
+    connectors: Iterable[Connector], grid: Meter | None, upstream_connected: bool, backlog: BacklogStats, now: datetime
+) -> Payload:
+    """The whole site at a glance: what its connectors draw, what the grid meter (the meter on
+    connector 0) says, whether the CSMS is there and how much waits for it."""
+    connectors = list(connectors)
+    answering = [c for c in connectors if c.device_online and c.reading is not None]
+    powers = [c.reading.power_w for c in answering if c.reading is not None and c.reading.power_w is not None]
+    grid_reading = grid.reading if grid is not None and grid.device_online else None
+    backlog_fields = outbox_state(backlog, now)
+    return {
+        "total_power_w": _number(sum(powers)) if powers else None,
+        "connectors_charging": sum(1 for c in connectors if c.status is ConnectorStatus.CHARGING),
+        "grid_power_w": _number(grid_reading.power_w) if grid_reading is not None else None,
+        "grid_energy_wh": _number(grid_reading.energy_wh) if grid_reading is not None else None,
+        "upstream_connected": upstream_connected,
+        "backlog_records": backlog_fields["records"],
+        "backlog_oldest_age_s": backlog_fields["oldest_age_s"],
+    }
 
 
 def meter_state(meter: Meter) -> Payload:

@@ -356,6 +356,7 @@ class VirtualChargePoint:
             self.outbox.delivered(record)
             if record.action == "StartTransaction" and record.local_ref is not None:
                 self.transactions.numbered(record.local_ref, result.transaction_id)
+                self.site.transaction_numbered(record.local_ref, result.transaction_id)
                 if auth_status(result.id_tag_info) is not AuthStatus.ACCEPTED:
                     stop = self.configuration.boolean("StopTransactionOnInvalidId")
                     self.site.start_rejected(record.local_ref, stop_on_invalid_id=stop)

@@ -105,6 +105,22 @@ class CurrentLimitRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class CurrentCeilingChanged:
+    """The site owner set (or, with None, lifted) a connector's current ceiling."""
+
+    connector_id: int
+    current_a: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionNumbered:
+    """The CSMS gave the session on a connector its transaction id."""
+
+    connector_id: int
+    transaction_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChargingProfilesChanged:
     """The back office installed or cleared charging profiles: limits must be worked out again."""
 
@@ -128,6 +144,8 @@ Event = (
     | DeviceHealthChanged
     | UpstreamStateChanged
     | BacklogChanged
+    | CurrentCeilingChanged
+    | TransactionNumbered
     | CurrentLimitRequested
     | ChargingProfilesChanged
     | Effect

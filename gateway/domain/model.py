@@ -163,9 +163,22 @@ class Connector:
     reading: Reading | None = None
     soc: SocValue | None = None  # the best state of charge known (see gateway.domain.battery)
     soc_target_percent: float | None = None  # pause charging once ``soc`` reaches this
+    current_ceiling_a: float | None = None  # the site owner's ceiling (MQTT), under any profile limit
+    session: SessionInfo | None = None  # the transaction running now
     status: ConnectorStatus = ConnectorStatus.UNAVAILABLE
     faults: tuple[Fault, ...] = ()  # active faults, as of the last status derivation
     status_since: datetime = field(default_factory=utc_now)
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    """The transaction running on a connector: what MQTT and the status page show of it."""
+
+    local_ref: str
+    id_tag: str  # shown masked only
+    meter_start_wh: int
+    started_at: datetime
+    transaction_id: int | None = None  # the CSMS's number, once it has answered StartTransaction
 
 
 @dataclass(slots=True)

@@ -18,7 +18,12 @@ from datetime import datetime
 
 from gateway.domain.charging_schedule import charger_setpoint_a
 from gateway.domain.charging_store import ChargingProfileStore
-from gateway.domain.events import BatteryStateChanged, ChargingProfilesChanged, CurrentLimitRequested
+from gateway.domain.events import (
+    BatteryStateChanged,
+    ChargingProfilesChanged,
+    CurrentCeilingChanged,
+    CurrentLimitRequested,
+)
 from gateway.domain.transactions import StartTransaction, StopTransaction
 from gateway.services.site import Site
 
@@ -78,7 +83,7 @@ class LimitKeeper:
                 if self.store.end_transaction(event.connector_id):
                     log.info("connector %s: its transaction profiles ended with the session", event.connector_id)
                     self.site.request(ChargingProfilesChanged())
-            elif not isinstance(event, ChargingProfilesChanged | BatteryStateChanged):
+            elif not isinstance(event, ChargingProfilesChanged | BatteryStateChanged | CurrentCeilingChanged):
                 continue
             self._wake.set()
 
@@ -87,6 +92,9 @@ class LimitKeeper:
         next_change: datetime | None = None
         for connector_id, started_at in self._started_at.items():
             limit = self.store.limit_at(connector_id, now, started_at)
+            ceiling_a = self.site.connectors[connector_id].current_ceiling_a
+            if ceiling_a is not None:
+                limit = limit._replace(limit_a=ceiling_a if limit.limit_a is None else min(limit.limit_a, ceiling_a))
             if self._target_reached(connector_id):
                 limit = limit._replace(limit_a=0.0)
             if limit.next_change_at is not None and (next_change is None or limit.next_change_at < next_change):

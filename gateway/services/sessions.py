@@ -154,6 +154,14 @@ class Sessions:
         for machine in self.machines.values():
             self._run(machine.stop(self._energy(machine.connector_id), at, reason))
 
+    def stop_one(self, connector_id: int, reason: StopReason, at: datetime) -> bool:
+        """End the session on ``connector_id``; False if none runs there."""
+        machine = self.machines.get(connector_id)
+        if machine is None or machine.transaction is None:
+            return False
+        self._run(machine.stop(self._energy(connector_id), at, reason))
+        return True
+
     def started_at(self, connector_id: int) -> datetime | None:
         """When the session on ``connector_id`` started; None without one."""
         machine = self.machines.get(connector_id)

@@ -13,17 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.domain.charging_store import ChargingProfileStore
+from gateway.domain.errors import CommandRejected
 from gateway.domain.events import (
     BacklogChanged,
     ChargingProfilesChanged,
     ConnectorReadingChanged,
     ConnectorStatusChanged,
+    CurrentCeilingChanged,
     CurrentLimitRequested,
     DeviceHealthChanged,
     Event,
     FaultCleared,
     FaultRaised,
     MeterReadingChanged,
+    TransactionNumbered,
     UpstreamStateChanged,
 )
 from gateway.domain.metering import check_register
@@ -35,6 +38,7 @@ from gateway.domain.model import (
     Meter,
     MeterSnapshot,
     Reading,
+    SessionInfo,
     Snapshot,
     VehicleState,
     utc_now,
@@ -43,6 +47,7 @@ from gateway.domain.outbox import BacklogStats
 from gateway.domain.ports import Clock, NoSettingsStore, SettingsStore
 from gateway.domain.status import derive_faults, derive_status, evse_offering
 from gateway.domain.transactions import (
+    AuthPolicy,
     AuthStatus,
     Effect,
     EnableCharging,
@@ -51,9 +56,11 @@ from gateway.domain.transactions import (
     StopTransaction,
 )
 from gateway.services.batteries import Batteries
-from gateway.services.sessions import PLUGGED_STATES, ConnectorPolicy, Sessions
+from gateway.services.sessions import DEFAULT_FREE_ID_TAG, PLUGGED_STATES, ConnectorPolicy, Sessions
 
 log = logging.getLogger(__name__)
+
+MAX_CEILING_A = 80.0  # the highest per-phase current a Mode 3 AC connector carries
 
 
 class SystemClock:
@@ -349,8 +356,9 @@ class Site:
         connector = self.connectors[effect.connector_id]
         if isinstance(effect, StartTransaction):
             connector.session_active, connector.finishing = True, False
+            connector.session = SessionInfo(effect.local_ref, effect.id_tag, effect.meter_start_wh, effect.started_at)
         elif isinstance(effect, StopTransaction):
-            connector.session_active = False
+            connector.session_active, connector.session = False, None
             connector.finishing = connector.vehicle_state in PLUGGED_STATES
         self._emit(effect)
         if isinstance(effect, StopTransaction) and effect.connector_id in self._availability_after_session:
@@ -397,6 +405,46 @@ class Site:
             self._emit(EnableCharging(connector_id, False))
         self._update_status(connector, self.clock.now())
 
+    def local_start(self, connector_id: int, id_tag: str | None) -> None:
+        """Start a session on command (MQTT), as RemoteStartTransaction would: only on connectors
+        with the ``remote`` policy (``free`` ones start on plug-in, ``local_list`` ones on a card),
+        authorised first like a card. ``id_tag`` defaults to the connector's configured tag.
+        Raises ``CommandRejected`` saying why when it cannot."""
+        machine = self.sessions.machines.get(connector_id)
+        if machine is None:
+            raise CommandRejected(f"no connector {connector_id}")
+        if machine.policy is not AuthPolicy.REMOTE:
+            policy = machine.policy.value
+            raise CommandRejected(f"connector {connector_id} has the {policy} policy: only remote ones start so")
+        tag = id_tag or machine.free_id_tag or DEFAULT_FREE_ID_TAG
+        if not self.remote_start(connector_id, tag, authorize_first=True):
+            raise CommandRejected(f"connector {connector_id} is busy or out of service")
+
+    def stop_session(self, connector_id: int, reason: StopReason = StopReason.LOCAL) -> bool:
+        """End the session on one connector (a local stop, e.g. over MQTT); False if none runs."""
+        return self.sessions.stop_one(connector_id, reason, self.clock.now())
+
+    def transaction_numbered(self, local_ref: str, transaction_id: int) -> None:
+        """The CSMS numbered the session ``local_ref`` (reported by the upstream adapter)."""
+        for connector in self.connectors.values():
+            if connector.session is not None and connector.session.local_ref == local_ref:
+                connector.session.transaction_id = transaction_id
+                self._emit(TransactionNumbered(connector.connector_id, transaction_id))
+
+    def set_current_ceiling(self, connector_id: int, current_a: float | None) -> None:
+        """Cap ``connector_id`` at ``current_a`` (None: no cap) under any charging profile; kept
+        across restarts. Raises ``CommandRejected`` for an unknown connector or a negative value."""
+        if connector_id not in self.connectors:
+            raise CommandRejected(f"no connector {connector_id}")
+        if current_a is not None and not 0 <= current_a <= MAX_CEILING_A:
+            raise CommandRejected(f"current_a must be between 0 and {MAX_CEILING_A:g} A, not {current_a:g}")
+        self.connectors[connector_id].current_ceiling_a = current_a
+        stored = {
+            str(cid): c.current_ceiling_a for cid, c in self.connectors.items() if c.current_ceiling_a is not None
+        }
+        self.settings.save("current_ceilings", stored)
+        self._emit(CurrentCeilingChanged(connector_id, current_a))
+
     def stop_all_sessions(self, reason: StopReason) -> None:
         """End every running session (a reset of the gateway)."""
         self.sessions.stop_all(reason, self.clock.now())
@@ -416,6 +464,9 @@ class Site:
         for problem in self.charging_profiles.load_dict(self.settings.load("charging_profiles") or {}):
             log.warning("stored charging profile dropped: %s", problem)
         self.batteries.restore()
+        for key, current_a in (self.settings.load("current_ceilings") or {}).items():
+            if int(key) in self.connectors and isinstance(current_a, int | float):
+                self.connectors[int(key)].current_ceiling_a = float(current_a)
         for key, available in (self.settings.load("availability") or {}).items():
             if int(key) in self.connectors and available is False:
                 self.connectors[int(key)].available = False

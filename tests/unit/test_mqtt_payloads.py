@@ -30,6 +30,7 @@ from gateway.domain.model import (
     FaultKind,
     Meter,
     Reading,
+    SessionInfo,
     VehicleState,
 )
 from gateway.services.site import Site
@@ -86,7 +87,11 @@ def test_topic_segment_is_one_safe_level(name: str, segment: str) -> None:
 
 
 def test_connector_payload_carries_all_fields_with_units() -> None:
-    payload = connector_state(charging_connector())
+    connector = charging_connector()
+    connector.session = SessionInfo("c2-1", "RFID-00042137", 115_566, T0 - timedelta(hours=1), transaction_id=77)
+    connector.session_active = True
+    connector.current_ceiling_a = 16.0
+    payload = connector_state(connector, billing_wh=123_456)
     assert payload == {
         "connector_id": 2,
         "device": "wallbox-a",
@@ -97,7 +102,6 @@ def test_connector_payload_carries_all_fields_with_units() -> None:
         "faults": [{"kind": "over_temperature", "vendor_code": "E42", "info": "derating"}],
         "energy_wh": 123_456,
         "energy_export_wh": None,
-        "session_energy_wh": 7_890,
         "power_w": 11_040.0,
         "current_a": [16.0, 16.0, 16.1],
         "voltage_v": [230.1, 229.8, 231.0],
@@ -110,7 +114,14 @@ def test_connector_payload_carries_all_fields_with_units() -> None:
         "soc_measured_at": None,
         "soc_estimated": False,
         "soc_target_percent": None,
-        "session_active": False,
+        "session_active": True,
+        "ocpp_status": "Faulted",
+        "ocpp_error_code": "HighTemperature",
+        "transaction_id": 77,
+        "id_tag": "****2137",
+        "session_started_at": "2025-03-01T11:00:00.123Z",
+        "session_energy_wh": 7_890,  # 123,456 now - 115,566 at meterStart
+        "current_limit_a": 16.0,
     }
 
 
