@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from ocpp.v16 import call
@@ -157,6 +159,21 @@ async def test_whole_chain(site: Site, csms: DemoCsms, mqtt_watch: WatchFactory,
     await watcher.wait_for(
         f"{topic_prefix}/connector/2/state", lambda m: m.json()["status"] == "available", after=mark, timeout=15
     )
+    await watcher.wait_for(f"{topic_prefix}/site/state")  # summaries come within a second
+    await watcher.wait_for(f"{topic_prefix}/outbox/state")
+    undocumented = {m.topic for m in watcher.history} - documented(topic_prefix, {m.topic for m in watcher.history})
+    assert not undocumented, f"published but not in docs/mqtt.md: {sorted(undocumented)}"
+
+
+def documented(prefix: str, topics: set[str]) -> set[str]:
+    """The ``topics`` that docs/mqtt.md describes (its backticked ``<prefix>/...`` patterns)."""
+    text = (Path(__file__).parents[2] / "docs" / "mqtt.md").read_text(encoding="utf-8")
+    patterns = []
+    for pattern in set(re.findall(r"`(<prefix>/[^`\s]+)`", text)):
+        regex = re.escape(pattern).replace(re.escape("<prefix>"), re.escape(prefix))
+        regex = regex.replace(re.escape("<n>"), r"\d+").replace(re.escape("<name>"), r"[^/]+")
+        patterns.append(re.compile(regex + "$"))
+    return {topic for topic in topics if any(p.match(topic) for p in patterns)}
 
 
 async def test_without_a_csms_devices_are_still_polled_and_published(
