@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -73,6 +74,8 @@ class Outbox:
         self._thinned = 0
         self._appended_since_thinning = 0
         self._disk_full_reported = False
+        self._unwritten: deque[NewRecord] = deque()  # accepted while the disk refused writes, in order
+        self._disk_failing = False
         for problem in store.problems():
             log.warning("outbox: %s (%s)", problem.what, problem.path)
         if len(store):
@@ -80,10 +83,29 @@ class Outbox:
             self._waiting.set()
 
     # -- queueing -------------------------------------------------------------------------------------
-    def enqueue(self, record: NewRecord) -> OutboxRecord:
-        """Queue ``record``; returns once it is on disk (a disk error is raised to the caller)."""
-        stored = self.store.append(record)
-        self._appended_since_thinning += 1
+    def enqueue(self, record: NewRecord) -> OutboxRecord | None:
+        """Queue ``record``; returns it numbered once it is on disk.
+
+        A disk that refuses the write (full, read-only, failing) must not stop charging or lose
+        the message: it is held in memory, in order, and written before anything newer as soon as
+        the disk takes writes again (None is returned meanwhile). Memory is the last resort, so
+        the log says so loudly, once per outage."""
+        self._unwritten.append(record)
+        stored = None
+        while self._unwritten:
+            try:
+                stored = self.store.append(self._unwritten[0])
+            except OSError as exc:
+                if not self._disk_failing:
+                    held = len(self._unwritten)
+                    log.error("outbox: cannot write to disk (%s); holding %d message(s) in memory", exc, held)
+                    self._disk_failing = True
+                return None
+            self._unwritten.popleft()
+            self._appended_since_thinning += 1
+        if self._disk_failing:
+            log.warning("outbox: disk writes work again; messages held in memory are on disk")
+            self._disk_failing = False
         self._keep_bounds()
         self._waiting.set()
         self._changed()

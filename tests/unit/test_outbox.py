@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.domain.outbox import NewRecord, RecordKind
+from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind
 from gateway.services.outbox import BacklogStats, Dropped, Outbox, OutboxSettings, Retry
 from tests.fixtures.memory_outbox import MemoryOutboxStore
 
@@ -140,3 +140,30 @@ def test_a_backlog_from_before_a_restart_is_ready_at_once() -> None:
     restarted = Outbox(store)
     head = asyncio.run(asyncio.wait_for(restarted.next(), 1))
     assert head.action == "StartTransaction"
+
+
+class RefusingStore(MemoryOutboxStore):
+    """A store whose disk refuses writes while ``full`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+
+    def append(self, record: NewRecord) -> OutboxRecord:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        return super().append(record)
+
+
+def test_a_disk_that_refuses_writes_loses_nothing_and_keeps_the_order(caplog: pytest.LogCaptureFixture) -> None:
+    store = RefusingStore()
+    outbox = Outbox(store)
+    outbox.enqueue(record(RecordKind.START, 0, action="StartTransaction"))
+    store.full = True
+    assert outbox.enqueue(record(RecordKind.SAMPLED, 1)) is None
+    assert outbox.enqueue(record(RecordKind.STOP, 2, action="StopTransaction")) is None
+    assert len(store) == 1
+    assert sum("cannot write to disk" in r.message for r in caplog.records) == 1  # once per outage
+    store.full = False
+    outbox.enqueue(record(RecordKind.START, 3, action="StartTransaction"))
+    assert [r.payload["minute"] for r in store._records.values()] == [0, 1, 2, 3]
