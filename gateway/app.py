@@ -199,6 +199,7 @@ class Gateway:
             username=mqtt.username,
             password=mqtt.password.get_secret_value() if mqtt.password else None,
             commands=mqtt.commands.enabled,
+            discovery_prefix=mqtt.discovery_prefix or None,
         )
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site))
         return cls(config, site, devices, upstream, bridge)

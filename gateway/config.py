@@ -128,6 +128,7 @@ class MqttConfig(Strict):
     topic_prefix: str | None = None  # default: ocpp-gateway/<site.id>
     client_id: str | None = None  # default: ocpp-gateway-<site.id>
     commands: MqttCommandsConfig = MqttCommandsConfig()
+    discovery_prefix: Annotated[str, Field(pattern=r"^([^/+#]+(/[^/+#]+)*)?$")] = "homeassistant"  # "": no HA discovery
 
     @field_validator("topic_prefix")
     @classmethod

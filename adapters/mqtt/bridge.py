@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterable
 import aiomqtt
 
 from adapters.mqtt.commands import CommandHandler
+from adapters.mqtt.discovery import DEFAULT_DISCOVERY_PREFIX, Discovery
 from adapters.mqtt.payloads import (
     AVAILABILITY_OFFLINE,
     AVAILABILITY_ONLINE,
@@ -104,6 +105,7 @@ class MqttBridge:
     cleared when the connection is lost, so callers (and tests) can wait for a usable link.
     ``qos`` applies to state topics; availability always uses QoS 1 (as does the Last Will).
     ``commands``: the ``[mqtt.commands]`` switches that are on (see adapters.mqtt.commands).
+    ``discovery_prefix``: Home Assistant's discovery prefix (adapters.mqtt.discovery); None: none.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class MqttBridge:
         qos: int = 1,
         reconnect_max_s: float = 30.0,
         commands: Collection[str] = (),
+        discovery_prefix: str | None = DEFAULT_DISCOVERY_PREFIX,
     ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError(f"MQTT qos must be 0, 1 or 2, not {qos!r}")
@@ -127,6 +130,10 @@ class MqttBridge:
         self.topics = Topics(topic_prefix)
         self.connected = asyncio.Event()
         self._commands = CommandHandler(site, self.topics, commands)
+        self._discovery = Discovery(discovery_prefix, self.topics, frozenset(commands)) if discovery_prefix else None
+        # Built once (the Site's devices are fixed), so two entities with one id fail at start-up.
+        self._discovery_configs = [] if self._discovery is None else self._discovery.configs(site)
+        self._discovery_cleared = [] if self._discovery is None else self._discovery.cleared(site)
         self._site = site
         self._host = host
         self._port = port
@@ -223,6 +230,9 @@ class MqttBridge:
         ``messages``)."""
         try:
             async for message in client.messages:
+                if self._discovery is not None and str(message.topic) == self._discovery.status_topic:
+                    await self._home_assistant_status(client, _bytes(message.payload), bool(message.retain))
+                    continue
                 error = self._commands.handle(
                     str(message.topic), _bytes(message.payload), retained=bool(message.retain)
                 )
@@ -239,9 +249,12 @@ class MqttBridge:
         self._wake.clear()
         await client.publish(self.topics.availability, AVAILABILITY_ONLINE, qos=1, retain=True)
         await client.subscribe(self.topics.commands, qos=1)  # a switched-off command is still logged once
+        if self._discovery is not None:
+            await client.subscribe(self._discovery.status_topic, qos=1)
         count = 0
         for key in self._all_keys():
             count += await self._publish_key(client, key)
+        await self._publish_discovery(client)
         self._up_since = asyncio.get_running_loop().time()
         self._came_up(count)
         self.connected.set()
@@ -272,6 +285,27 @@ class MqttBridge:
             log.debug("could not publish MQTT availability offline on shutdown: %s", exc)
         else:
             log.info("MQTT bridge stopped; published %s offline", self.topics.availability)
+
+    # -- Home Assistant discovery (adapters.mqtt.discovery) -----------------------------------------
+    async def _publish_discovery(self, client: aiomqtt.Client) -> int:
+        """Every discovery config (retained, QoS 1), and an empty retained message on the config of
+        each command entity that is switched off, so that HA drops it. Returns the configs sent."""
+        for topic, config in self._discovery_configs:
+            await client.publish(topic, encode(config), qos=1, retain=True)
+        for topic in self._discovery_cleared:
+            await client.publish(topic, b"", qos=1, retain=True)
+        return len(self._discovery_configs)
+
+    async def _home_assistant_status(self, client: aiomqtt.Client, payload: bytes, retained: bool) -> None:
+        """HA announces ``online`` when it (re)starts: send it every config again, and ``online``.
+
+        A retained ``online`` comes when we subscribe, right after publishing everything: ignored.
+        """
+        if retained or payload.strip() != AVAILABILITY_ONLINE.encode():
+            return
+        await client.publish(self.topics.availability, AVAILABILITY_ONLINE, qos=1, retain=True)
+        count = await self._publish_discovery(client)
+        log.info("Home Assistant is online: republished %d discovery configs and availability", count)
 
     # -- logging of the broker's health ----------------------------------------------------------
     def _lost(self, exc: aiomqtt.MqttError) -> None:
