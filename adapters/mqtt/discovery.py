@@ -93,7 +93,7 @@ PLUGGED = "{{ {'A': 'OFF', 'B': 'ON', 'C': 'ON', 'D': 'ON'}.get(value_json.vehic
 SESSION_ACTIVE = "{{ 'ON' if value_json.session_active else 'OFF' }}"
 ONLINE = "{{ 'ON' if value_json.online else ('OFF' if value_json.online == false else None) }}"
 CONNECTED = "{{ 'ON' if value_json.connected else 'OFF' }}"
-IN_SERVICE = "{{ 'OFF' if value_json.status == 'unavailable' else 'ON' }}"
+IN_SERVICE = "{{ 'OFF' if value_json.available == false else 'ON' }}"
 
 
 # -- entities as data ------------------------------------------------------------------------------

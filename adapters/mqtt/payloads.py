@@ -204,6 +204,7 @@ def connector_state(connector: Connector, billing_wh: int | None = None) -> Payl
     delivered = billing_wh - session.meter_start_wh if session is not None and billing_wh is not None else None
     payload["session_energy_wh"] = delivered
     payload["current_limit_a"] = connector.current_ceiling_a
+    payload["available"] = connector.available
     return payload
 
 

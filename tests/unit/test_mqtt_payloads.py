@@ -122,6 +122,7 @@ def test_connector_payload_carries_all_fields_with_units() -> None:
         "session_started_at": "2025-03-01T11:00:00.123Z",
         "session_energy_wh": 7_890,  # 123,456 now - 115,566 at meterStart
         "current_limit_a": 16.0,
+        "available": True,
     }
 
 
