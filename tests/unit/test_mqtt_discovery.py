@@ -552,8 +552,8 @@ def test_number_and_switch_schemas(site: Site, topics: Topics) -> None:
     switch = entity(messages, "switch.demo_site_wb1_c1_available")
     assert (switch["state_on"], switch["state_off"]) == ("ON", "OFF")
     assert state_of(messages, "switch.demo_site_wb1_c1_available", states) == "ON"
-    site.change_availability(1, available=False)
-    assert state_of(messages, "switch.demo_site_wb1_c1_available", published(site, topics)) == "OFF"
+    assert site.change_availability(2, available=False) == "Accepted"
+    assert state_of(messages, "switch.demo_site_wb1_c2_available", published(site, topics)) == "OFF"
     stop = entity(messages, "button.demo_site_wb1_c1_session_stop")
     assert json.loads(str(stop["payload_press"])) == {"action": "stop"}
 
