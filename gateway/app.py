@@ -200,6 +200,10 @@ class Gateway:
             password=mqtt.password.get_secret_value() if mqtt.password else None,
             commands=mqtt.commands.enabled,
             discovery_prefix=mqtt.discovery_prefix or None,
+            qos=mqtt.qos,
+            reconnect_max_s=mqtt.reconnect_max_s,
+            protocol=mqtt.protocol,
+            tls=mqtt.tls,
         )
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site))
         return cls(config, site, devices, upstream, bridge)

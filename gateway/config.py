@@ -7,6 +7,7 @@ errors: a typo must not pass silently.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -120,6 +122,35 @@ class MqttCommandsConfig(Strict):
         return frozenset(name for name, on in self.model_dump().items() if on)
 
 
+class MqttTlsConfig(Strict):
+    """``[mqtt.tls]``: connect to the broker over TLS; on as soon as the table is present.
+
+    Files are PEM, relative paths are relative to the working directory, and each is checked to
+    exist when the config is loaded. Without ``ca_file`` the system's trusted CAs verify the broker.
+    """
+
+    ca_file: str | None = None  # the CA that signed the broker's certificate
+    cert_file: str | None = None  # client certificate, for brokers with require_certificate
+    key_file: str | None = None  # its private key (not needed if cert_file holds it too)
+    insecure: bool = False  # skip the check that the broker's certificate names `host` (logged as a warning)
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable_file(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"no such file: {path!r}")
+        if path is not None and not os.access(path, os.R_OK):
+            raise ValueError(f"cannot read the file {path!r} (permissions)")
+        return path
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_with_cert(cls, path: str | None, info: ValidationInfo) -> str | None:
+        if path is not None and info.data.get("cert_file") is None:
+            raise ValueError("a client key needs its certificate: set cert_file too")
+        return path
+
+
 class MqttConfig(Strict):
     host: str = "127.0.0.1"
     port: Port = 1883
@@ -127,6 +158,12 @@ class MqttConfig(Strict):
     password: SecretStr | None = None
     topic_prefix: str | None = None  # default: ocpp-gateway/<site.id>
     client_id: str | None = None  # default: ocpp-gateway-<site.id>
+    qos: Literal[0, 1, 2] = 1  # of the state topics; availability always uses 1
+    # 3.1.1 by default: every broker speaks it, the embedded one (amqtt) speaks nothing else, and
+    # nothing the gateway publishes needs an MQTT 5 feature.
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # upper bound of the reconnect backoff
+    tls: MqttTlsConfig | None = None  # [mqtt.tls]
     commands: MqttCommandsConfig = MqttCommandsConfig()
     discovery_prefix: Annotated[str, Field(pattern=r"^([^/+#]+(/[^/+#]+)*)?$")] = "homeassistant"  # "": no HA discovery
 

@@ -36,6 +36,8 @@ from adapters.mqtt.payloads import (
     same_state,
     upstream_state,
 )
+from adapters.mqtt.refusals import PROTOCOLS, refusal_reason
+from gateway.config import MqttTlsConfig
 from gateway.domain.events import (
     BacklogChanged,
     BatteryStateChanged,
@@ -105,6 +107,7 @@ class MqttBridge:
     cleared when the connection is lost, so callers (and tests) can wait for a usable link.
     ``qos`` applies to state topics; availability always uses QoS 1 (as does the Last Will).
     ``commands``: the ``[mqtt.commands]`` switches that are on (see adapters.mqtt.commands).
+    ``protocol``: ``"3.1.1"`` or ``"5"``; ``tls``: the ``[mqtt.tls]`` table, None for plain TCP.
     ``discovery_prefix``: Home Assistant's discovery prefix (adapters.mqtt.discovery); None: none.
     """
 
@@ -122,11 +125,22 @@ class MqttBridge:
         reconnect_max_s: float = 30.0,
         commands: Collection[str] = (),
         discovery_prefix: str | None = DEFAULT_DISCOVERY_PREFIX,
+        protocol: str = "3.1.1",
+        tls: MqttTlsConfig | None = None,
     ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError(f"MQTT qos must be 0, 1 or 2, not {qos!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"MQTT protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
         if reconnect_max_s <= 0:
             raise ValueError(f"reconnect_max_s must be positive, not {reconnect_max_s!r}")
+        if tls is not None and tls.insecure:
+            log.warning(
+                "MQTT over TLS to %s:%d does NOT check that the broker's certificate is for that host "
+                "([mqtt.tls] insecure = true): whoever can redirect the traffic can pose as the broker",
+                host,
+                port,
+            )
         self.topics = Topics(topic_prefix)
         self.connected = asyncio.Event()
         self._commands = CommandHandler(site, self.topics, commands)
@@ -141,6 +155,9 @@ class MqttBridge:
         self._username = username
         self._password = password
         self._qos = qos
+        self._protocol = protocol
+        self._tls = tls
+        self._refusal_logged: str | None = None  # the broker's refusal last logged as an ERROR
         self._backoff = Backoff(RECONNECT_INITIAL_S, reconnect_max_s)
         self._last: dict[str, Payload] = {}  # topic -> last payload the broker acknowledged
         self._dirty: dict[StateKey, None] = {}  # an ordered set of topics to republish
@@ -184,6 +201,7 @@ class MqttBridge:
 
     def _new_client(self) -> aiomqtt.Client:
         """A fresh client per attempt: aiomqtt 2.x clients do not reconnect by themselves."""
+        tls = self._tls
         return aiomqtt.Client(
             self._host,
             self._port,
@@ -193,6 +211,9 @@ class MqttBridge:
             will=aiomqtt.Will(self.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True),
             keepalive=KEEPALIVE_S,
             timeout=BROKER_TIMEOUT_S,
+            protocol=PROTOCOLS[self._protocol],
+            tls_params=None if tls is None else aiomqtt.TLSParameters(tls.ca_file, tls.cert_file, tls.key_file),
+            tls_insecure=None if tls is None else tls.insecure,
         )
 
     async def _connect_and_serve(self) -> None:
@@ -309,8 +330,24 @@ class MqttBridge:
 
     # -- logging of the broker's health ----------------------------------------------------------
     def _lost(self, exc: aiomqtt.MqttError) -> None:
+        """One WARNING per outage; a refusal that needs a change of config (credentials, TLS) is
+        an ERROR instead, once per cause, then DEBUG while it goes on."""
         was_up = self.connected.is_set()
         self.connected.clear()
+        if not self._outage_logged:  # a new outage: a refusal logged in an earlier one is news again
+            self._refusal_logged = None
+        refusal = refusal_reason(exc, self._username, self._protocol)
+        if refusal is not None and refusal != self._refusal_logged:
+            self._refusal_logged = refusal
+            self._outage_logged = True
+            log.error(
+                "MQTT broker %s:%d %s; retrying with backoff up to %g s",
+                self._host,
+                self._port,
+                refusal,
+                self._backoff.max_s,
+            )
+            return
         if self._outage_logged:
             log.debug("MQTT broker %s:%d still unavailable: %s", self._host, self._port, exc)
             return
