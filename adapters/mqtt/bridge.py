@@ -34,6 +34,7 @@ from adapters.mqtt.payloads import (
     meter_state,
     outbox_state,
     same_state,
+    site_state,
     upstream_state,
 )
 from adapters.mqtt.refusals import PROTOCOLS, refusal_reason
@@ -43,18 +44,30 @@ from gateway.domain.events import (
     BatteryStateChanged,
     ConnectorReadingChanged,
     ConnectorStatusChanged,
+    CurrentCeilingChanged,
     DeviceHealthChanged,
     Event,
     FaultCleared,
     FaultRaised,
     MeterReadingChanged,
+    TransactionNumbered,
     UpstreamStateChanged,
 )
+from gateway.domain.transactions import StartTransaction, StopTransaction
 from gateway.services.backoff import Backoff
 from gateway.services.site import EventStream, Site
 from gateway.services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+SITE_SUMMARY_EVENTS = (
+    ConnectorStatusChanged,
+    ConnectorReadingChanged,
+    MeterReadingChanged,
+    DeviceHealthChanged,
+    UpstreamStateChanged,
+    BacklogChanged,
+)
 
 #: Seconds between MQTT PINGs; a half-open TCP link is noticed after 1.5 x this.
 KEEPALIVE_S = 30
@@ -71,9 +84,10 @@ STABLE_CONNECTION_S = 10.0
 
 #: Fault events kept while the broker is away; the oldest go first beyond this.
 MAX_PENDING_FAULT_EVENTS = 500
-# The backlog changes with every message queued or delivered (hundreds a second during a
-# replay): its topic is published at most this often, always with the latest figures.
-BACKLOG_PUBLISH_S = 1.0
+# Summary topics (the outbox's backlog, the site) change with every message queued or
+# delivered and every poll of any device: they are published at most this often, always with
+# the latest figures.
+SUMMARY_PUBLISH_S = 1.0
 
 # A topic the bridge publishes, named by what it describes: ("connector", 1), ("meter", "m1"),
 # ("device", "wb1") or ("upstream",). Kept instead of events so an outage costs O(entities).
@@ -107,8 +121,8 @@ class MqttBridge:
     cleared when the connection is lost, so callers (and tests) can wait for a usable link.
     ``qos`` applies to state topics; availability always uses QoS 1 (as does the Last Will).
     ``commands``: the ``[mqtt.commands]`` switches that are on (see adapters.mqtt.commands).
-    ``protocol``: ``"3.1.1"`` or ``"5"``; ``tls``: the ``[mqtt.tls]`` table, None for plain TCP.
     ``discovery_prefix``: Home Assistant's discovery prefix (adapters.mqtt.discovery); None: none.
+    ``protocol``: ``"3.1.1"`` or ``"5"``; ``tls``: the ``[mqtt.tls]`` table, None for plain TCP.
     """
 
     def __init__(
@@ -166,7 +180,7 @@ class MqttBridge:
         self._outage_logged = False
         self._ever_connected = False
         self._up_since: float | None = None  # loop time of the last successful (re)publish
-        self._backlog_due: asyncio.TimerHandle | None = None
+        self._due: dict[StateKey, asyncio.TimerHandle] = {}  # summary topics waiting for their turn
 
     def __repr__(self) -> str:  # never show the password
         return f"MqttBridge({self._host}:{self._port}, prefix={self.topics.prefix!r})"
@@ -384,10 +398,9 @@ class MqttBridge:
         """
         async for event in stream:
             if isinstance(event, BacklogChanged):
-                if self._backlog_due is None:
-                    loop = asyncio.get_running_loop()
-                    self._backlog_due = loop.call_later(BACKLOG_PUBLISH_S, self._backlog_is_due)
-                continue
+                self._publish_soon(("outbox",))
+            if isinstance(event, SITE_SUMMARY_EVENTS):
+                self._publish_soon(("site",))
             if isinstance(event, FaultRaised | FaultCleared):
                 raised = isinstance(event, FaultRaised)
                 if event.meter is not None:
@@ -400,9 +413,14 @@ class MqttBridge:
                 self._dirty[key] = None
             self._wake.set()
 
-    def _backlog_is_due(self) -> None:
-        self._backlog_due = None
-        self._dirty[("outbox",)] = None
+    def _publish_soon(self, key: StateKey) -> None:
+        """Mark a summary topic dirty within SUMMARY_PUBLISH_S, once however often it changes."""
+        if key not in self._due:
+            self._due[key] = asyncio.get_running_loop().call_later(SUMMARY_PUBLISH_S, self._now_due, key)
+
+    def _now_due(self, key: StateKey) -> None:
+        del self._due[key]
+        self._dirty[key] = None
         self._wake.set()
 
     def _keys_for(self, event: Event) -> Iterable[StateKey]:
@@ -411,6 +429,10 @@ class MqttBridge:
                 ConnectorStatusChanged(connector_id=cid)
                 | ConnectorReadingChanged(connector_id=cid)
                 | BatteryStateChanged(connector_id=cid)
+                | TransactionNumbered(connector_id=cid)
+                | CurrentCeilingChanged(connector_id=cid)
+                | StartTransaction(connector_id=cid)
+                | StopTransaction(connector_id=cid)
             ):
                 return [("connector", cid)]
             case MeterReadingChanged(meter=name):
@@ -429,7 +451,7 @@ class MqttBridge:
         keys: list[StateKey] = [("connector", cid) for cid in sorted(self._site.connectors)]
         keys += [("meter", name) for name in sorted(self._site.meters)]
         keys += [("device", name) for name in self._site.devices()]
-        keys += [("upstream",), ("outbox",)]
+        keys += [("upstream",), ("outbox",), ("site",)]
         return keys
 
     def _render(self, key: StateKey) -> tuple[str, Payload] | None:
@@ -437,7 +459,9 @@ class MqttBridge:
         match key:
             case ("connector", int(cid)):
                 connector = self._site.connectors.get(cid)
-                return None if connector is None else (self.topics.connector(cid), connector_state(connector))
+                if connector is None:
+                    return None
+                return self.topics.connector(cid), connector_state(connector, self._site.billing_energy_wh(cid))
             case ("meter", str(name)):
                 meter = self._site.meters.get(name)
                 return None if meter is None else (self.topics.meter(name), meter_state(meter))
@@ -447,6 +471,11 @@ class MqttBridge:
             case ("upstream",):
                 up = self._site.upstream
                 return self.topics.upstream, upstream_state(up.connected, up.registration, up.changed_at)
+            case ("site",):
+                site = self._site
+                grid = next((m for m in site.meters.values() if m.connector_id == 0), None)
+                connected, now = site.upstream.connected, site.clock.now()
+                return self.topics.site, site_state(site.connectors.values(), grid, connected, site.backlog, now)
             case ("outbox",):
                 return self.topics.outbox, outbox_state(self._site.backlog, self._site.clock.now())
         return None
