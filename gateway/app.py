@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from adapters.modbus.device import ModbusDevice
 from adapters.modbus.layout import DeviceMap
@@ -218,9 +220,13 @@ class Gateway:
             self.config.mqtt.host,
             self.config.mqtt.port,
         )
+        intervals = {device.name: device.poll_interval_s for device in [*self.config.chargers, *self.config.meters]}
         async with asyncio.TaskGroup() as tasks:
-            for device in self.devices:
-                tasks.create_task(device.run(), name=f"device {device.name}")
+            for index, device in enumerate(self.devices):
+                # Spread the first polls over one interval: devices polled in step would land
+                # their changes on the bus, the CPU and MQTT in one burst every interval.
+                delay_s = intervals.get(device.name, 0.0) * index / len(self.devices)
+                tasks.create_task(_after(delay_s, device.run()), name=f"device {device.name}")
             if self.upstream is not None:
                 tasks.create_task(self.upstream.run(), name="upstream")
             if self.mqtt is not None:
@@ -249,3 +255,13 @@ class Gateway:
                     await device.set_current_limit_a(event.limit_a, socket=connector.socket)
             except (CommandRejected, DeviceError, OSError, TimeoutError) as exc:
                 log.warning("connector %s: the charger did not take %s: %s", event.connector_id, event, exc)
+
+
+async def _after(delay_s: float, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` after ``delay_s`` (closed unstarted if cancelled before, so nothing warns)."""
+    try:
+        await asyncio.sleep(delay_s)
+    except asyncio.CancelledError:
+        work.close()
+        raise
+    await work
