@@ -21,6 +21,7 @@ from adapters.modbus.transport import ModbusLines, TcpTransport, Transport, line
 from adapters.mqtt.bridge import MqttBridge
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.storage.outbox_store import SegmentedOutboxStore
+from adapters.storage.parked import ParkedMessages
 from adapters.storage.settings import JsonSettingsStore
 from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
 from gateway.domain.errors import CommandRejected, ConfigError, DeviceError
@@ -138,8 +139,10 @@ def build_outbox(config: GatewayConfig, site: Site) -> Outbox:
         thin_after_records=bounds.thin_after_records,
         thin_window_s=bounds.thin_window_s,
     )
-    store = SegmentedOutboxStore(Path(config.site.state_dir) / "outbox")
-    outbox = Outbox(store, settings, on_change=site.report_backlog)
+    state_dir = Path(config.site.state_dir)
+    store = SegmentedOutboxStore(state_dir / "outbox")
+    parked = ParkedMessages(state_dir / "outbox-parked.jsonl")
+    outbox = Outbox(store, settings, on_change=site.report_backlog, park=parked.add)
     site.report_backlog(outbox.stats())
     return outbox
 

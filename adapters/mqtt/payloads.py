@@ -261,6 +261,7 @@ def outbox_state(stats: BacklogStats, now: datetime) -> Payload:
         "oldest_age_s": round((now - oldest).total_seconds(), 1) if oldest is not None else None,
         "dropped": stats.dropped,
         "thinned": stats.thinned,
+        "parked": stats.parked,
         "problems": [f"{problem.what} ({problem.path})" for problem in stats.problems],
     }
 

@@ -43,7 +43,7 @@ from adapters.ocpp_upstream.transactions import (
 from gateway.config import UpstreamConfig
 from gateway.domain.authorization import AuthorizationCache, LocalAuthList, UnreadableState, mask_id_tag
 from gateway.domain.authorizer import AskBackOffice, Authorizer, RecordOutcome
-from gateway.domain.events import ConnectorStatusChanged
+from gateway.domain.events import ConnectorReadingChanged, ConnectorStatusChanged, MeterReadingChanged
 from gateway.domain.model import ConnectorStatus, Fault, iso_utc
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
@@ -117,8 +117,11 @@ class VirtualChargePoint:
             start = start_payload(event)
             self._queue(RecordKind.START, "StartTransaction", start, event.started_at, event.local_ref)
         elif isinstance(event, StopTransaction):
-            payload = self.transactions.stopped(event)
+            payload = self.transactions.stop_payload(event)
             self._queue(RecordKind.STOP, "StopTransaction", payload, event.stopped_at, event.local_ref)
+            self.transactions.closed(event.local_ref)
+        elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
+            self._note_session_registers()
         elif isinstance(event, Authorize):
             self._authorize_locally_or_ask(event)
 
@@ -129,14 +132,19 @@ class VirtualChargePoint:
         """Sessions open when the last process ended are stopped as OCPP 1.6 expects of a charge
         point that lost power (PowerLoss) or was restarted (Reboot), with the last register
         reading seen as meterStop. A car still plugged in starts a new session at the first poll."""
-        orphans = self.transactions.take_over_from_last_run()
         reason = StopReason.REBOOT if self.site.settings.load(CLEAN_SHUTDOWN) else StopReason.POWER_LOSS
-        for orphan in orphans:
+        queued = {(info.kind, info.local_ref) for info in self.outbox.store.index()}
+        for orphan in self.transactions.left_open_by_last_run():
+            ref = orphan.local_ref
+            if (RecordKind.STOP, ref) in queued:  # killed between queueing its stop and closing it
+                self.transactions.closed(ref)
+                continue
+            if (RecordKind.START, ref) not in queued and ref not in self.transactions.csms_ids:
+                log.info("connector %s: session %s never reached the queue; nothing to stop", orphan.connector_id, ref)
+                self.transactions.closed(ref)
+                continue
             stopped_at = datetime.fromisoformat(orphan.last_register_at)
-            stop = StopTransaction(
-                orphan.connector_id, orphan.local_ref, orphan.id_tag, orphan.last_register_wh, stopped_at, reason
-            )
-            self.transactions.open[orphan.local_ref] = orphan  # for its Transaction.Begin value
+            stop = StopTransaction(orphan.connector_id, ref, orphan.id_tag, orphan.last_register_wh, stopped_at, reason)
             log.warning(
                 "connector %s: session %s was open when the gateway stopped; stopped (%s) at %s Wh",
                 orphan.connector_id,
@@ -144,8 +152,9 @@ class VirtualChargePoint:
                 reason.value,
                 orphan.last_register_wh,
             )
-            payload = self.transactions.stopped(stop)
-            self._queue(RecordKind.STOP, "StopTransaction", payload, stopped_at, orphan.local_ref)
+            payload = self.transactions.stop_payload(stop)
+            self._queue(RecordKind.STOP, "StopTransaction", payload, stopped_at, ref)
+            self.transactions.closed(ref)
 
     def _authorize_locally_or_ask(self, request: Authorize) -> None:
         """The local list and cache answer where the rules allow (always when the CSMS is away)."""
@@ -368,10 +377,8 @@ class VirtualChargePoint:
         """The CALL of a queued record, with the CSMS's transactionId patched in where it is known."""
         payload = dict(record.payload)
         csms_id = self.transactions.csms_id(record.local_ref)
-        if record.action == "StopTransaction":
+        if record.local_ref is not None and record.action != "StartTransaction":  # -1: never numbered
             payload["transaction_id"] = csms_id if csms_id is not None else UNKNOWN_TRANSACTION_ID
-        elif record.action == "MeterValues" and record.local_ref is not None:
-            payload["transaction_id"] = csms_id
         return CALLS[record.action](**payload)
 
     async def _authorize(self, peer: Peer) -> None:
@@ -436,19 +443,25 @@ class VirtualChargePoint:
         """Each open session's register (for a restart) and its StopTxn values (for its stop)."""
         if not self.transactions.running:
             return
+        self._note_session_registers()
         stop_values = dict(site_meter_values(self.site, stop_measurands, context, stamp)) if stop_measurands else {}
+        for connector_id, ref in list(self.transactions.running.items()):
+            for value in stop_values.get(connector_id, []):
+                self.transactions.add_stop_sample(ref, asdict(value))
+
+    def _note_session_registers(self) -> None:
+        """The billing register of every running session, so a restart can stop it with a real
+        meterStop whatever the sample intervals are (even 0)."""
         for connector_id, ref in list(self.transactions.running.items()):
             register = self.site.billing_register(connector_id)
             if register is not None:
                 self.transactions.register_seen(ref, *register)
-            for value in stop_values.get(connector_id, []):
-                self.transactions.add_stop_sample(ref, asdict(value))
 
     async def reset(self, hard: bool) -> None:
         """Reset as the CSMS asked: end every session (SoftReset/HardReset), deliver the stops, then
         reconnect and boot again. The gateway process itself keeps running: its devices are fine."""
         self.site.stop_all_sessions(StopReason.HARD_RESET if hard else StopReason.SOFT_RESET)
-        await asyncio.sleep(0)  # let the collector queue the stops before waiting for their delivery
+        self._take_pending()  # queue the stops now, before waiting for their delivery
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.response_timeout_s):
                 await self.outbox.wait_empty()

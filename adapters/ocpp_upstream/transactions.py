@@ -94,6 +94,7 @@ def stop_payload(stop: StopTransaction, begin: dict[str, Any] | None, samples: l
     )
 
 
+REGISTER_SAVE_S = 60  # how often an open session's register is written down (seconds of reading time)
 STOP_TXN_DATA_MAX = 48  # StopTxn*Data values kept per session: the first and the latest
 
 
@@ -122,12 +123,9 @@ class TransactionLog:
         self.running: dict[int, str] = {}  # connector -> local ref of the session running now
         self._samples: dict[str, list[dict[str, Any]]] = {}  # local ref -> StopTxn*Data MeterValues
 
-    def take_over_from_last_run(self) -> list[OpenTransaction]:
-        """Sessions that were open when the last process ended; forgotten here (the caller stops them)."""
-        orphans = list(self.open.values())
-        self.open.clear()
-        self._save_open()
-        return orphans
+    def left_open_by_last_run(self) -> list[OpenTransaction]:
+        """Sessions that were open when the last process ended (the caller stops them)."""
+        return list(self.open.values())
 
     def started(self, start: StartTransaction) -> None:
         at = iso_utc(start.started_at)
@@ -137,23 +135,34 @@ class TransactionLog:
         )
         self._save_open()
 
-    def stopped(self, stop: StopTransaction) -> dict[str, Any]:
-        """The StopTransaction payload of a session that ended on the charger."""
+    def stop_payload(self, stop: StopTransaction) -> dict[str, Any]:
+        """The StopTransaction payload of a session that ended on the charger (nothing forgotten
+        yet: the caller queues it first, then calls ``closed``, so a kill in between leaves the
+        session open, to be stopped after the restart, rather than lost)."""
         if self.running.get(stop.connector_id) == stop.local_ref:
             del self.running[stop.connector_id]
-        opened = self.open.pop(stop.local_ref, None)
-        self._save_open()
+        opened = self.open.get(stop.local_ref)
         begin = None
         if opened is not None:
             begin = register_value(opened.meter_start_wh, opened.started_at, "Transaction.Begin")
         return stop_payload(stop, begin, self._samples.pop(stop.local_ref, []))
 
+    def closed(self, local_ref: str) -> None:
+        """The session's StopTransaction is queued: it is no longer open."""
+        if self.open.pop(local_ref, None) is not None:
+            self._save_open()
+
     def register_seen(self, local_ref: str, value_wh: int, at: datetime) -> None:
-        """The billing register of an open session, kept so a restart can stop it with it."""
+        """The billing register of an open session, kept so a restart can stop it with it.
+
+        Written to disk at most every REGISTER_SAVE_S of reading time per session (the settings
+        file is rewritten and fsynced whole); a power cut loses at most that much of the meterStop.
+        """
         opened = self.open.get(local_ref)
-        if opened is not None and value_wh != opened.last_register_wh:
-            opened.last_register_wh = value_wh
-            opened.last_register_at = iso_utc(at)
+        if opened is None or value_wh == opened.last_register_wh:
+            return
+        if (at - datetime.fromisoformat(opened.last_register_at)).total_seconds() >= REGISTER_SAVE_S:
+            opened.last_register_wh, opened.last_register_at = value_wh, iso_utc(at)
             self._save_open()
 
     def add_stop_sample(self, local_ref: str, meter_value: dict[str, Any]) -> None:

@@ -72,6 +72,7 @@ class BacklogStats:
     dropped: int  # records given up after failed attempts, or for disk space
     thinned: int  # periodic samples removed by thinning
     problems: tuple[StoreProblem, ...] = ()
+    parked: int = 0  # StopTransactions the CSMS kept refusing, set aside for the operator
 
 
 @dataclass

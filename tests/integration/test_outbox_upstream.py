@@ -12,7 +12,8 @@ from adapters.ocpp_upstream.charge_point import CLEAN_SHUTDOWN, VirtualChargePoi
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.settings import JsonSettingsStore
 from gateway.domain.model import ChargerSnapshot, Connector, Meter, Reading, VehicleState
-from gateway.domain.transactions import AuthPolicy
+from gateway.domain.outbox import RecordKind
+from gateway.domain.transactions import AuthPolicy, StopTransaction
 from gateway.services.outbox import Outbox
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
@@ -116,7 +117,7 @@ async def test_a_session_open_when_the_gateway_died_is_stopped_with_power_loss(t
     path = tmp_path / "settings.json"
     port = free_port()
     site = _persistent_site(path)
-    cp = VirtualChargePoint(site, upstream_at(port, meter_value_sample_interval_s=0), memory_outbox())
+    cp = VirtualChargePoint(site, upstream_at(port, meter_value_sample_interval_s=0), disk_outbox(tmp_path))
     task = asyncio.create_task(cp.run())
     site.apply(charger_at(0, VehicleState.A, 100))
     site.apply(charger_at(1, VehicleState.B, 100))
@@ -128,10 +129,10 @@ async def test_a_session_open_when_the_gateway_died_is_stopped_with_power_loss(t
     assert JsonSettingsStore(path).load(CLEAN_SHUTDOWN) is True
     JsonSettingsStore(path).save(CLEAN_SHUTDOWN, False)  # as a kill -9 would have left it
 
-    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(port), memory_outbox())
-    records = [restarted.outbox.store.head()]
-    assert records[0] is not None and records[0].action == "StopTransaction"
-    stop = records[0].payload
+    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(port), disk_outbox(tmp_path))
+    queued = [info.kind for info in restarted.outbox.store.index()]
+    assert queued == ["start", "sampled", "stop"]  # the start and its sample still wait for the CSMS
+    stop = _last_payload(restarted)
     assert (stop["reason"], stop["meter_stop"], stop["timestamp"]) == ("PowerLoss", 2_100, "2026-11-29T12:07:00.000Z")
     assert restarted.transactions.open == {}
 
@@ -139,16 +140,28 @@ async def test_a_session_open_when_the_gateway_died_is_stopped_with_power_loss(t
 async def test_a_clean_restart_stops_an_open_session_with_reboot(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     site = _persistent_site(path)
-    cp = VirtualChargePoint(site, upstream_at(free_port()), memory_outbox())
+    cp = VirtualChargePoint(site, upstream_at(free_port()), disk_outbox(tmp_path))
     task = asyncio.create_task(cp.run())
     site.apply(charger_at(0, VehicleState.A, 100))
     site.apply(charger_at(1, VehicleState.B, 100))
     await asyncio.sleep(0.05)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(free_port()), memory_outbox())
-    head = restarted.outbox.store.head()
-    assert head is not None and head.payload["reason"] == "Reboot" and head.payload["meter_stop"] == 100
+    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(free_port()), disk_outbox(tmp_path))
+    stop = _last_payload(restarted)
+    assert stop["reason"] == "Reboot" and stop["meter_stop"] == 100
+
+
+def _last_payload(cp: VirtualChargePoint) -> dict:
+    """The payload of the newest queued record (read through delivering the ones before it)."""
+    store = cp.outbox.store
+    while len(store) > 1:
+        head = store.head()
+        assert head is not None
+        store.remove([head.seq])
+    last = store.head()
+    assert last is not None and last.action == "StopTransaction"
+    return last.payload
 
 
 async def test_connector_zero_is_unavailable_while_the_whole_site_is_out_of_service(
@@ -206,3 +219,37 @@ async def test_a_backlog_on_disk_survives_a_restart_and_keeps_its_ids(tmp_path: 
 
 def disk_outbox(directory: Path) -> Outbox:
     return Outbox(SegmentedOutboxStore(directory / "outbox"))
+
+
+async def test_after_a_kill_a_session_is_stopped_once_and_only_if_its_start_was_queued(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    site = _persistent_site(path)
+    cp = VirtualChargePoint(site, upstream_at(free_port()), disk_outbox(tmp_path))
+    site.apply(charger_at(0, VehicleState.A, 100))
+    site.apply(charger_at(1, VehicleState.B, 100))
+    cp._take_pending()  # the start is queued and the session recorded open
+    site.apply(charger_at(2, VehicleState.A, 150))
+    stop = next(e for e in iter(cp._effects.get_nowait, None) if isinstance(e, StopTransaction))
+    cp._queue(RecordKind.STOP, "StopTransaction", cp.transactions.stop_payload(stop), stop.stopped_at, stop.local_ref)
+    # killed here: the stop is queued, the session still recorded open
+    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(free_port()), disk_outbox(tmp_path))
+    assert [info.kind for info in restarted.outbox.store.index()] == ["start", "stop"]  # no second stop
+    assert restarted.transactions.open == {}
+
+    store = JsonSettingsStore(path)  # a session recorded open whose start never reached the queue
+    store.save("open_transactions", {"c2-x": {**_open("c2-x"), "connector_id": 2}})
+    again = VirtualChargePoint(_persistent_site(path), upstream_at(free_port()), disk_outbox(tmp_path / "other"))
+    assert len(again.outbox.store) == 0 and again.transactions.open == {}
+
+
+def _open(ref: str) -> dict[str, object]:
+    at = "2026-11-29T12:00:00.000Z"
+    return {
+        "local_ref": ref,
+        "connector_id": 1,
+        "id_tag": "X",
+        "meter_start_wh": 1,
+        "started_at": at,
+        "last_register_wh": 1,
+        "last_register_at": at,
+    }

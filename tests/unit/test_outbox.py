@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -167,3 +168,91 @@ def test_a_disk_that_refuses_writes_loses_nothing_and_keeps_the_order(caplog: py
     store.full = False
     outbox.enqueue(record(RecordKind.START, 3, action="StartTransaction"))
     assert [r.payload["minute"] for r in store._records.values()] == [0, 1, 2, 3]
+
+
+class FlakyStore(MemoryOutboxStore):
+    """A store whose removals and attempt counts fail while ``broken`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = False
+
+    def remove(self, seqs: Iterable[int]) -> None:
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        super().remove(seqs)
+
+    def set_attempts(self, seq: int, attempts: int) -> None:
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        super().set_attempts(seq, attempts)
+
+
+async def test_a_delivery_the_disk_cannot_write_off_is_never_sent_again() -> None:
+    store = FlakyStore()
+    outbox = Outbox(store)
+    first = outbox.enqueue(record(RecordKind.START, 0, action="StartTransaction"))
+    second = outbox.enqueue(record(RecordKind.SAMPLED, 1))
+    assert first is not None and second is not None
+    store.broken = True
+    outbox.delivered(await outbox.next())  # answered by the CSMS, but the disk refuses
+    assert outbox.stats().records == 1
+    store.broken = False
+    assert (await asyncio.wait_for(outbox.next(), 1)).seq == second.seq  # not the start again
+    assert len(store) == 1
+
+
+async def test_failed_attempts_count_in_memory_when_the_disk_refuses() -> None:
+    store = FlakyStore()
+    outbox = Outbox(store)
+    outbox.enqueue(record(RecordKind.SAMPLED))
+    store.broken = True
+    head = await outbox.next()
+    assert isinstance(outbox.failed(head, max_attempts=3, retry_interval_s=1), Retry)
+    head = await outbox.next()
+    assert head.attempts == 1
+    assert isinstance(outbox.failed(head, max_attempts=3, retry_interval_s=1), Retry)
+    store.broken = False
+    head = await outbox.next()
+    assert isinstance(outbox.failed(head, max_attempts=3, retry_interval_s=1), Dropped)
+
+
+def test_thinning_on_a_refusing_disk_waits_and_queues_anyway() -> None:
+    store = FlakyStore()
+    outbox = Outbox(store, OutboxSettings(thin_after_records=2))
+    store.broken = True
+    for minute in range(6):
+        assert outbox.enqueue(record(RecordKind.SAMPLED, minute)) is not None
+    assert len(store) == 6
+
+
+def test_a_stop_refused_again_and_again_is_parked_and_the_queue_goes_on() -> None:
+    parked: list[OutboxRecord] = []
+    outbox = Outbox(MemoryOutboxStore(), park=parked.append)
+    outbox.enqueue(record(RecordKind.STOP, 0, action="StopTransaction"))
+    outbox.enqueue(record(RecordKind.START, 1, action="StartTransaction"))
+    outcomes = []
+    for _ in range(9):
+        head = asyncio.run(outbox.next())
+        outcomes.append(outbox.failed(head, max_attempts=3, retry_interval_s=1))
+        if isinstance(outcomes[-1], Dropped):
+            break
+    assert [type(o).__name__ for o in outcomes] == ["Retry"] * 8 + ["Dropped"]
+    assert [r.action for r in parked] == ["StopTransaction"] and parked[0].attempts == 9
+    assert asyncio.run(outbox.next()).action == "StartTransaction"
+    assert outbox.stats().parked == 1 and outbox.stats().dropped == 0
+
+
+def test_a_stop_that_cannot_be_parked_stays_at_the_head() -> None:
+    def refuse(_: OutboxRecord) -> None:
+        raise OSError(30, "Read-only file system")
+
+    outbox = Outbox(MemoryOutboxStore(), park=refuse)
+    stop = outbox.enqueue(record(RecordKind.STOP, 0, action="StopTransaction"))
+    assert stop is not None
+    outbox._attempts[stop.seq] = 8  # refused 8 times already: the 9th would park it
+    head = asyncio.run(outbox.next())
+    assert head.attempts == 8
+    outcome = outbox.failed(head, max_attempts=3, retry_interval_s=1)
+    assert isinstance(outcome, Retry) and outcome.delay_s == 5.0  # the disk is tried again soon
+    assert len(outbox.store) == 1
