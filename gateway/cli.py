@@ -63,6 +63,7 @@ def summary(config: GatewayConfig) -> str:
         f"site       {config.site.id}" + (f" ({config.site.name})" if config.site.name else ""),
         f"upstream   {up.endpoint} as one charge point with {config.connector_count} connector(s), {auth}",
         f"mqtt       {config.mqtt.host}:{config.mqtt.port}, topics under {config.topic_prefix}/",
+        *_ocpp_server_lines(config),
         "connectors",
     ]
     policies = {c.id: c for c in config.connectors}
@@ -75,6 +76,7 @@ def summary(config: GatewayConfig) -> str:
             if sessions == "free":
                 sessions += f" as {policy.id_tag if policy and policy.id_tag else DEFAULT_FREE_ID_TAG}"
             lines.append(f"  {number:>3}  {charger.name} socket {socket}  ({where}), sessions: {sessions}")
+    lines += _ocpp_connector_lines(config)
     lines.append("meters")
     for meter in config.meters:
         role = {None: "MQTT only", 0: "site meter, upstream connector 0"}.get(
@@ -84,6 +86,26 @@ def summary(config: GatewayConfig) -> str:
     if not config.meters:
         lines.append("  (none)")
     return "\n".join(lines)
+
+
+def _ocpp_server_lines(config: GatewayConfig) -> list[str]:
+    """The local OCPP server, when native chargers are configured."""
+    if not config.ocpp_chargers:
+        return []
+    server = config.ocpp_server
+    url = f"{'wss' if server.tls else 'ws'}://{server.host}:{server.port}/<identity>"
+    note = "not served by `run` until the Site merge (coming)"
+    return [f"ocpp       {url} for {len(config.ocpp_chargers)} OCPP charger(s); {note}"]
+
+
+def _ocpp_connector_lines(config: GatewayConfig) -> list[str]:
+    """One line per connector of a native OCPP charger, in the style of the Modbus ones."""
+    lines = []
+    for charger in config.ocpp_chargers:
+        auth = "Basic auth" if charger.password else "no password"
+        for socket, number in enumerate(charger.connectors, start=1):
+            lines.append(f"  {number:>3}  {charger.identity} connector {socket}  (OCPP 1.6J, {charger.mode}, {auth})")
+    return lines
 
 
 def _where(device: DeviceConfig) -> str:

@@ -8,6 +8,7 @@ errors: a typo must not pass silently.
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -247,6 +248,77 @@ class ConnectorConfig(Strict):
         return self
 
 
+class OcppServerTlsConfig(Strict):
+    """``[ocpp_server.tls]``: serve ``wss://`` (OCPP security profile 2); PEM files, checked when loaded."""
+
+    cert_file: str  # the server certificate (the chain after it, if any)
+    key_file: str | None = None  # its private key (not needed if cert_file holds it too)
+
+    @field_validator("cert_file", "key_file")
+    @classmethod
+    def _file_exists(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"no such file: {path!r}")
+        return path
+
+    @model_validator(mode="after")
+    def _loads(self) -> OcppServerTlsConfig:
+        try:  # an unreadable file, a key that does not match or no PEM should fail check-config, not a charger
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"cannot load the certificate and key: {exc}") from None
+        return self
+
+
+class OcppServerConfig(Strict):
+    """``[ocpp_server]``: the local OCPP 1.6J server native chargers connect to (``ws://host:port/<identity>``)."""
+
+    host: str = "127.0.0.1"  # "0.0.0.0" to accept chargers from the network
+    port: Port = 9100
+    tls: OcppServerTlsConfig | None = None
+    max_frame_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536  # larger frames close the socket
+    ping_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # websocket keepalive pings
+    ping_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # no pong (or close) by then: the charger is gone
+    heartbeat_interval_s: Annotated[int, Field(gt=0)] = 300  # the interval BootNotification.conf gives chargers
+
+
+class OcppChargerConfig(Strict):
+    """``[[ocpp_chargers]]``: a charger that speaks OCPP 1.6J itself and connects to the local server."""
+
+    identity: Annotated[str, Field(min_length=1, max_length=48)]  # CiString: compared case-insensitively
+    password: SecretStr | None = None  # HTTP Basic auth (security profile 1); None: no auth (warned at start)
+    # merged: the charger's connectors become site connectors (we are its CSMS); passthrough: relayed as is.
+    mode: Literal["merged", "passthrough"] = "merged"
+    connectors: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]  # site numbers, charger order
+
+    @field_validator("identity")
+    @classmethod
+    def _fits_url_and_basic_auth(cls, identity: str) -> str:
+        if not all("!" <= ch <= "~" for ch in identity):
+            raise ValueError("must be printable ASCII without spaces")
+        if bad := [ch for ch in "/?#%:" if ch in identity]:
+            reason = "it is the last part of the charger's URL and the user name of its Basic auth"
+            raise ValueError(f"may not contain {' '.join(bad)}: {reason}")
+        return identity
+
+
+def _ocpp_charger_problems(chargers: list[OcppChargerConfig], seen: dict[int, str]) -> list[tuple[str, str]]:
+    """Duplicate identities, and site connectors already taken (``seen``: number -> key path, extended here)."""
+    problems: list[tuple[str, str]] = []
+    identities: dict[str, str] = {}
+    for i, charger in enumerate(chargers):
+        other = identities.setdefault(charger.identity.casefold(), f"ocpp_chargers[{i}]")
+        if other != f"ocpp_chargers[{i}]":
+            reason = f"duplicate identity {charger.identity!r} (also {other}; identities ignore case)"
+            problems.append((f"ocpp_chargers[{i}].identity", reason))
+        for j, number in enumerate(charger.connectors):
+            path = f"ocpp_chargers[{i}].connectors[{j}]"
+            if number in seen:
+                problems.append((path, f"connector {number} is already {seen[number]}"))
+            seen.setdefault(number, path)
+    return problems
+
+
 class GatewayConfig(Strict):
     site: SiteConfig
     upstream: UpstreamConfig
@@ -255,6 +327,8 @@ class GatewayConfig(Strict):
     chargers: list[ChargerConfig] = []
     meters: list[MeterConfig] = []
     connectors: list[ConnectorConfig] = []
+    ocpp_server: OcppServerConfig = OcppServerConfig()
+    ocpp_chargers: list[OcppChargerConfig] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:
@@ -274,9 +348,11 @@ class GatewayConfig(Strict):
                 if number in seen:
                     problems.append((path, f"duplicate connector number {number} (also {seen[number]})"))
                 seen.setdefault(number, path)
+        problems += _ocpp_charger_problems(self.ocpp_chargers, seen)
         missing = sorted(set(range(1, len(seen) + 1)) - set(seen))
         if missing:
-            problems.append(("chargers", f"connector numbers must run 1..N without gaps; missing {missing}"))
+            key = "chargers + ocpp_chargers" if self.ocpp_chargers else "chargers"
+            problems.append((key, f"connector numbers must run 1..N without gaps; missing {missing}"))
         metered: dict[int, str] = {}
         for i, meter in enumerate(self.meters):
             path = f"meters[{i}].connector"
@@ -305,7 +381,7 @@ class GatewayConfig(Strict):
 
     @property
     def connector_count(self) -> int:
-        return sum(len(c.connectors) for c in self.chargers)
+        return sum(len(c.connectors) for c in [*self.chargers, *self.ocpp_chargers])
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
