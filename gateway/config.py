@@ -8,6 +8,7 @@ errors: a typo must not pass silently.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tomllib
 from pathlib import Path
@@ -334,6 +335,7 @@ class GatewayConfig(Strict):
     def _consistent(self) -> GatewayConfig:
         problems: list[tuple[str, str]] = []
         names: dict[str, str] = {}
+        folded_names: dict[str, tuple[str, str]] = {}
         devices: list[tuple[str, DeviceConfig]] = [(f"chargers[{i}]", c) for i, c in enumerate(self.chargers)]
         devices += [(f"meters[{i}]", m) for i, m in enumerate(self.meters)]
         for path, device in devices:
@@ -341,6 +343,13 @@ class GatewayConfig(Strict):
             if device.name in names:
                 problems.append((f"{path}.name", f"duplicate device name {device.name!r} (also {names[device.name]})"))
             names.setdefault(device.name, path)
+            # Home Assistant entity ids keep only lowercase letters, digits and '_': 'wb.1' and
+            # 'WB_1' would become one device there.
+            folded = re.sub(r"[^a-z0-9]+", "_", device.name.lower())
+            twin = folded_names.setdefault(folded, (device.name, path))
+            if twin[0] != device.name:
+                reason = f"device name {device.name!r} reads the same as {twin[0]!r} ({twin[1]}) in Home Assistant"
+                problems.append((f"{path}.name", reason))
         seen: dict[int, str] = {}
         for i, charger in enumerate(self.chargers):
             for j, number in enumerate(charger.connectors):

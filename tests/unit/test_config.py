@@ -127,3 +127,16 @@ def test_connector_policies() -> None:
     found = dict(problems(data))
     assert found["connectors[0].id"] == "no connector 9 (connectors: [1, 2, 3])"
     assert found["connectors[2].id"] == "connector 3 is already configured by connectors[1]"
+
+
+def test_device_names_that_home_assistant_would_merge_are_refused() -> None:
+    config = {
+        "site": {"id": "s"},
+        "upstream": {"url": "ws://127.0.0.1:9000/ocpp", "charge_point_id": "A"},
+        "chargers": [
+            {"name": "wb.1", "profile": "abb-terra-ac", "host": "127.0.0.1", "connectors": [1]},
+            {"name": "WB_1", "profile": "abb-terra-ac", "host": "127.0.0.2", "connectors": [2]},
+        ],
+    }
+    with pytest.raises(ConfigError, match=r"chargers\[1\]\.name: device name 'WB_1' reads the same as 'wb\.1'"):
+        parse_config(config)
