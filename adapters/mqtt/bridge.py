@@ -199,6 +199,9 @@ class MqttBridge:
         finally:
             self.connected.clear()
             self._site.unsubscribe(stream)
+            for handle in self._due.values():  # a later run() starts with nothing pending
+                handle.cancel()
+            self._due.clear()
 
     async def _connection_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -435,8 +438,9 @@ class MqttBridge:
                 | StopTransaction(connector_id=cid)
             ):
                 return [("connector", cid)]
-            case MeterReadingChanged(meter=name):
-                return [("meter", name)]
+            case MeterReadingChanged(meter=name, connector_id=cid):
+                # a connector billed from this meter shows its session energy from it
+                return [("meter", name)] + ([("connector", cid)] if cid else [])
             case DeviceHealthChanged(device=device):
                 keys: list[StateKey] = [("device", device)]
                 keys += [("connector", c.connector_id) for c in self._site.connectors.values() if c.device == device]

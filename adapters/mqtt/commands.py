@@ -48,6 +48,7 @@ COMMANDS: dict[str, Command] = {
 # dropped (logged once per flood), so a looping automation cannot hammer a charger's registers.
 RATE_LIMIT = 5
 RATE_WINDOW_S = 10.0
+MAX_TOLD = 1000  # (topic, reason) pairs remembered for log-once
 SWITCHES = frozenset(command.switch for command in COMMANDS.values())
 
 
@@ -151,7 +152,7 @@ class CommandHandler:
         if ignored is not None:
             self._once(topic, ignored[0], "MQTT command %s ignored: %s", topic, ignored[1])
             return None
-        if self._flooding(topic):
+        if self._flooding(self._budget(segment, name)):
             self._once(
                 topic, "flood", "MQTT command %s: more than %d in %g s, dropped", topic, RATE_LIMIT, RATE_WINDOW_S
             )
@@ -159,10 +160,16 @@ class CommandHandler:
         self._told.discard((topic, "flood"))
         return self._carry_out(topic, name, segment, payload)
 
-    def _flooding(self, topic: str) -> bool:
-        """True if ``topic`` already had RATE_LIMIT messages in the last RATE_WINDOW_S."""
+    def _budget(self, segment: str, name: str) -> str:
+        """Whose rate limit a message counts against: its connector's command (``01`` is ``1``);
+        connectors the site does not have share one, so made-up topics cannot grow memory."""
+        known = segment.isdecimal() and int(segment) in self._site.connectors
+        return f"{int(segment) if known else '?'}/{name}"
+
+    def _flooding(self, budget: str) -> bool:
+        """True if ``budget`` already had RATE_LIMIT messages in the last RATE_WINDOW_S."""
         now = self._monotonic()
-        recent = self._recent.setdefault(topic, deque())
+        recent = self._recent.setdefault(budget, deque())
         while recent and now - recent[0] >= RATE_WINDOW_S:
             recent.popleft()
         if len(recent) >= RATE_LIMIT:
@@ -228,5 +235,7 @@ class CommandHandler:
         """A WARNING the first time ``topic`` is ignored or rejected for ``why``; DEBUG after that
         (a rejected command is logged again after one that was carried out)."""
         first = (topic, why) not in self._told
+        if len(self._told) > MAX_TOLD:  # made-up topics must not grow memory without end
+            self._told.clear()
         self._told.add((topic, why))
         log.log(logging.WARNING if first else logging.DEBUG, message, *args)

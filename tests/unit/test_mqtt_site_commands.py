@@ -160,3 +160,12 @@ def test_the_ceiling_caps_the_limit_survives_a_restart_and_wakes_the_keeper() ->
     restarted = Site([Connector(1, "wb")], [], settings=settings)
     restarted.restore()
     assert restarted.connectors[1].current_ceiling_a == 12.5
+
+
+def test_the_rate_limit_counts_per_connector_command_however_the_number_is_written() -> None:
+    site, commands, _ = make()
+    for amps, segment in zip(range(6, 6 + RATE_LIMIT + 2), ["1", "01", "001"] * 3, strict=False):
+        commands.handle(
+            f"gw/site/connector/{segment}/set/current_limit", f'{{"current_a": {amps}}}'.encode(), retained=False
+        )
+    assert site.connectors[1].current_ceiling_a == 6 + RATE_LIMIT - 1
