@@ -19,6 +19,8 @@ from adapters.modbus.layout import DeviceMap
 from adapters.modbus.profile import Profile, load_profile, profile_names
 from adapters.modbus.transport import ModbusLines, TcpTransport, Transport, line_key, serial_transport
 from adapters.mqtt.bridge import MqttBridge
+from adapters.ocpp_local.passthrough import PassthroughRelays
+from adapters.ocpp_local.server import LocalOcppServer
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.parked import ParkedMessages
@@ -157,6 +159,8 @@ class Gateway:
     upstream: VirtualChargePoint | None = None
     mqtt: MqttBridge | None = None
     limits: LimitKeeper | None = None
+    # Serves passthrough chargers; merged ones are refused (503) until the Site merge lands.
+    ocpp_server: LocalOcppServer | None = None
 
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
@@ -211,7 +215,11 @@ class Gateway:
             tls=mqtt.tls,
         )
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site))
-        return cls(config, site, devices, upstream, bridge)
+        ocpp_server = None
+        if config.ocpp_chargers:
+            relays = PassthroughRelays(config.upstream.url, config.ocpp_chargers)
+            ocpp_server = LocalOcppServer(config.ocpp_server, config.ocpp_chargers, None, passthrough=relays)
+        return cls(config, site, devices, upstream, bridge, ocpp_server=ocpp_server)
 
     async def run(self) -> None:
         log.info(
@@ -234,6 +242,8 @@ class Gateway:
                 tasks.create_task(self.upstream.run(), name="upstream")
             if self.mqtt is not None:
                 tasks.create_task(self.mqtt.run(), name="mqtt")
+            if self.ocpp_server is not None:
+                tasks.create_task(self.ocpp_server.run(), name="ocpp server")
             tasks.create_task(self._carry_out_commands(), name="commands")
             if self.limits is not None:
                 tasks.create_task(self.limits.run(), name="charging limits")

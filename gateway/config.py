@@ -291,6 +291,14 @@ class OcppChargerConfig(Strict):
     # merged: the charger's connectors become site connectors (we are its CSMS); passthrough: relayed as is.
     mode: Literal["merged", "passthrough"] = "merged"
     connectors: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]  # site numbers, charger order
+    # passthrough: Basic auth towards the CSMS as <identity> (``password`` is the charger's towards us).
+    csms_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _csms_password_needs_passthrough(self) -> OcppChargerConfig:
+        if self.csms_password is not None and self.mode != "passthrough":
+            raise ValueError('csms_password is only used with mode = "passthrough"')
+        return self
 
     @field_validator("identity")
     @classmethod
@@ -358,6 +366,11 @@ class GatewayConfig(Strict):
                     problems.append((path, f"duplicate connector number {number} (also {seen[number]})"))
                 seen.setdefault(number, path)
         problems += _ocpp_charger_problems(self.ocpp_chargers, seen)
+        site_identity = self.upstream.charge_point_id.casefold()
+        for i, charger in enumerate(self.ocpp_chargers):  # the CSMS would take one connection for the other
+            if charger.mode == "passthrough" and charger.identity.casefold() == site_identity:
+                reason = f"{charger.identity!r} is upstream.charge_point_id, the site's own identity at the CSMS"
+                problems.append((f"ocpp_chargers[{i}].identity", reason))
         missing = sorted(set(range(1, len(seen) + 1)) - set(seen))
         if missing:
             key = "chargers + ocpp_chargers" if self.ocpp_chargers else "chargers"

@@ -4,7 +4,9 @@ The transport only: who may connect (``handshake.admit``, before the upgrade), T
 profile 2), the largest frame, keepalive pings, and one live connection per charger: a charger
 that connects again replaces its old connection, which is closed with 1000 "replaced" (a charger
 that lost its network often reconnects before the old TCP connection has timed out). What is
-said on a connection is the business of the session ``handler_factory`` makes for it.
+said on a connection is the business of the session the charger's mode's factory makes for it:
+``handler_factory`` for merged chargers, ``passthrough`` for passthrough ones. A mode without a
+factory is refused with 503 before the upgrade (logged once per charger).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
 from types import MappingProxyType
 from typing import Protocol
 
@@ -62,12 +65,16 @@ class LocalOcppServer:
     """Serves the configured chargers; ``run()`` until cancelled, or ``start()`` / ``stop()``."""
 
     def __init__(
-        self, settings: OcppServerConfig, chargers: Iterable[OcppChargerConfig], handler_factory: HandlerFactory
+        self,
+        settings: OcppServerConfig,
+        chargers: Iterable[OcppChargerConfig],
+        handler_factory: HandlerFactory | None,
+        passthrough: HandlerFactory | None = None,
     ) -> None:
         self.settings = settings
         self.chargers = Chargers(chargers)
         self.port = settings.port  # the bound port once started
-        self._factory = handler_factory
+        self._factories = {"merged": handler_factory, "passthrough": passthrough}
         self._server: Server | None = None
         self._live: dict[str, ServerConnection] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -98,8 +105,12 @@ class LocalOcppServer:
                     charger.identity,
                     self.url,
                 )
-            if charger.mode == "passthrough":
-                log.warning("OCPP charger %s: passthrough is not built yet; served as merged", charger.identity)
+            if self._factories[charger.mode] is None:
+                log.warning(
+                    "OCPP charger %s: %s mode is not available yet: its connections are refused with HTTP 503",
+                    charger.identity,
+                    charger.mode,
+                )
         settings = self.settings
         try:
             self._server = await serve(
@@ -134,6 +145,9 @@ class LocalOcppServer:
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
         verdict = admit(request, self.chargers)
         if not isinstance(verdict, Refusal):
+            if self._factories[verdict.mode] is None:  # said once at start()
+                log.debug("refused OCPP charger %s: %s mode is not available yet", verdict.identity, verdict.mode)
+                return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{verdict.mode} mode is not available\n")
             connection.username = verdict.identity  # websockets' slot for who authenticated
             return None
         charger = self.chargers.find(identity_in(request.path))
@@ -163,8 +177,11 @@ class LocalOcppServer:
             self._close_later(previous)
         else:
             log.info("OCPP charger %s connected from %s", identity, _peer(connection))
+        charger = self.chargers.find(identity)
+        factory = self._factories[charger.mode] if charger is not None else None
+        assert factory is not None  # _admit let only chargers with a factory in
         try:
-            await self._factory(identity, connection).start()
+            await factory(identity, connection).start()
         except ConnectionClosed as exc:
             self._log_closed(identity, exc)
         finally:

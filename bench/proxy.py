@@ -1,0 +1,264 @@
+"""Benchmark: the local OCPP server's passthrough relay (added latency) and merged mode (throughput).
+
+(a) CALL round trips (a Heartbeat-like CALL, answered ``[3, id, {...}]``) from a raw websocket
+    client to a minimal CSMS, directly and through the gateway's passthrough relay, in alternate
+    blocks of the same run, so both see the same machine; the table shows what the relay adds.
+(b) Merged mode: many chargers connected at once to LocalOcppServer with ChargerSessions (the
+    ocpp library's schema checks in both directions), each sending MeterValues as fast as they
+    are answered: messages/s in total and round-trip percentiles.
+
+The CSMS and the gateway each run in their own process (this file with ``--role``), so the
+gateway's CPU% is its own (read with psutil); the clients run here.
+
+    .venv/bin/python bench/proxy.py [--calls 2000] [--block 200] [--chargers 50] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.typing import Subprotocol
+
+OCPP16 = [Subprotocol("ocpp1.6")]
+PASSTHROUGH_ID = "BENCH-P"
+NOW = "2025-01-01T00:00:00Z"
+
+
+# -- the processes ---------------------------------------------------------------------------------
+async def _until_stdin_closes() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def serve_csms() -> None:
+    """A minimal CSMS: answers every CALL with a CALLRESULT holding a current time."""
+
+    async def answer(connection: ServerConnection) -> None:
+        async for message in connection:
+            unique_id = json.loads(message)[1]
+            await connection.send(f'[3,"{unique_id}",{{"currentTime":"{NOW}"}}]')
+
+    async with serve(answer, "127.0.0.1", 0, subprotocols=OCPP16) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await _until_stdin_closes()
+
+
+async def serve_gateway(csms_port: int, chargers: int) -> None:
+    """LocalOcppServer: one passthrough charger towards the CSMS, ``chargers`` merged ones (ChargerSessions)."""
+    from adapters.ocpp_local.charger_session import ChargerSessions
+    from adapters.ocpp_local.passthrough import PassthroughRelays
+    from adapters.ocpp_local.server import LocalOcppServer
+    from gateway.config import OcppChargerConfig, OcppServerConfig
+
+    logging.basicConfig(level=logging.ERROR)  # not 50 "has no password" warnings
+    configs = [OcppChargerConfig(identity=PASSTHROUGH_ID, mode="passthrough", connectors=[1])]
+    configs += [OcppChargerConfig(identity=f"BENCH-M{i}", connectors=[i + 2]) for i in range(chargers)]
+    relays = PassthroughRelays(f"ws://127.0.0.1:{csms_port}/ocpp", configs)
+    with socket.socket() as probe:  # the config wants a real port number: one the OS says is free
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = LocalOcppServer(OcppServerConfig(port=port), configs, ChargerSessions(300), passthrough=relays)
+    await server.start()
+    print(server.port, flush=True)
+    await _until_stdin_closes()
+    await server.stop()
+
+
+def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__)), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    return process, int(process.stdout.readline())
+
+
+# -- measuring -------------------------------------------------------------------------------------
+@dataclass
+class Series:
+    round_trips_s: list[float] = field(default_factory=list)
+    gateway_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0  # this process: the clients (merged mode only)
+    wall_s: float = 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        ordered = sorted(self.round_trips_s)
+        return 1000 * ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class CpuWatch:
+    """CPU seconds and wall time one process (the gateway) spends between ``start()`` and ``stop()``."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self._cpu0 = self._wall0 = 0.0
+
+    def _cpu(self) -> float:
+        times = self._process.cpu_times()
+        return times.user + times.system
+
+    def start(self) -> None:
+        self._cpu0, self._wall0 = self._cpu(), time.perf_counter()
+
+    def stop(self, into: Series) -> None:
+        into.gateway_cpu_s += self._cpu() - self._cpu0
+        into.wall_s += time.perf_counter() - self._wall0
+
+
+async def round_trip(ws: ClientConnection, frame: str) -> float:
+    started = time.perf_counter()
+    await ws.send(frame)
+    await ws.recv()
+    return time.perf_counter() - started
+
+
+def heartbeat(n: int) -> str:
+    return f'[2,"hb-{n}","Heartbeat",{{}}]'
+
+
+async def latency(csms_port: int, gateway_port: int, cpu: CpuWatch, calls: int, block: int) -> dict[str, Series]:
+    series = {"direct": Series(), "passthrough": Series()}
+    urls = {
+        "direct": f"ws://127.0.0.1:{csms_port}/ocpp/{PASSTHROUGH_ID}",
+        "passthrough": f"ws://127.0.0.1:{gateway_port}/{PASSTHROUGH_ID}",
+    }
+    async with (
+        connect(urls["direct"], subprotocols=OCPP16) as direct,
+        connect(urls["passthrough"], subprotocols=OCPP16) as relayed,
+    ):
+        clients = {"direct": direct, "passthrough": relayed}
+        for n in range(200):  # warm up both paths
+            await round_trip(direct, heartbeat(n))
+            await round_trip(relayed, heartbeat(n))
+        n = 0
+        while n < calls:
+            for label, ws in clients.items():  # alternate blocks: A B A B ...
+                cpu.start()
+                for i in range(block):
+                    series[label].round_trips_s.append(await round_trip(ws, heartbeat(n + i)))
+                cpu.stop(series[label])
+            n += block
+    return series
+
+
+def meter_values(n: int, wh: int) -> str:
+    sampled = [
+        {"value": str(wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+        {"value": "7360", "measurand": "Power.Active.Import", "unit": "W"},
+    ]
+    payload = {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": sampled}]}
+    return json.dumps([2, f"mv-{n}", "MeterValues", payload])
+
+
+async def merged_throughput(gateway_port: int, cpu: CpuWatch, chargers: int, seconds: float) -> Series:
+    result = Series()
+    go, stop = asyncio.Event(), asyncio.Event()
+
+    async def charger(index: int, ready: Callable[[], Awaitable[None]]) -> None:
+        url = f"ws://127.0.0.1:{gateway_port}/BENCH-M{index}"
+        async with connect(url, subprotocols=OCPP16) as ws:
+            await round_trip(ws, '[2,"boot","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]')
+            await ready()
+            n = 0
+            while not stop.is_set():
+                elapsed = await round_trip(ws, meter_values(n, 1000 + n))
+                if go.is_set():
+                    result.round_trips_s.append(elapsed)
+                n += 1
+
+    connected = 0
+    all_connected = asyncio.Event()
+
+    async def ready() -> None:
+        nonlocal connected
+        connected += 1
+        if connected == chargers:
+            all_connected.set()
+
+    tasks = [asyncio.create_task(charger(i, ready)) for i in range(chargers)]
+    await asyncio.wait_for(all_connected.wait(), 30)
+    await asyncio.sleep(1.0)  # every charger in its loop before the clock starts
+    client_cpu0 = time.process_time()
+    go.set()
+    cpu.start()
+    await asyncio.sleep(seconds)
+    go.clear()
+    cpu.stop(result)
+    result.client_cpu_s = time.process_time() - client_cpu0
+    stop.set()
+    await asyncio.gather(*tasks)
+    return result
+
+
+# -- the report ------------------------------------------------------------------------------------
+async def bench(args: argparse.Namespace) -> None:
+    csms, csms_port = spawn("--role", "csms")
+    gateway, gateway_port = spawn("--role", "gateway", "--csms-port", str(csms_port), "--chargers", str(args.chargers))
+    try:
+        cpu = CpuWatch(gateway.pid)
+        series = await latency(csms_port, gateway_port, cpu, args.calls, args.block)
+        merged = await merged_throughput(gateway_port, cpu, args.chargers, args.seconds)
+    finally:
+        for process in (gateway, csms):
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait(timeout=30)
+
+    print(f"(a) CALL round trips over loopback: {args.calls} per path, alternating blocks of {args.block}")
+    print()
+    print("| path | p50 ms | p90 ms | p99 ms | max ms | gateway CPU % |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, s in series.items():
+        cpu_pct = f"{100 * s.gateway_cpu_s / s.wall_s:.1f}" if label == "passthrough" else "-"
+        print(
+            f"| {label} | {s.percentile_ms(50):.3f} | {s.percentile_ms(90):.3f} | {s.percentile_ms(99):.3f} | "
+            f"{max(s.round_trips_s) * 1000:.3f} | {cpu_pct} |"
+        )
+    direct, relayed = series["direct"], series["passthrough"]
+    added = {q: relayed.percentile_ms(q) - direct.percentile_ms(q) for q in (50, 99)}
+    verdict = "met" if added[99] <= 1.0 else "NOT met"
+    print()
+    print(f"added by the relay: p50 {added[50]:+.3f} ms, p99 {added[99]:+.3f} ms (target <= 1 ms at p99: {verdict})")
+    print()
+    count = len(merged.round_trips_s)
+    print(f"(b) merged mode: {args.chargers} chargers at once, MeterValues as fast as answered, {args.seconds:g} s")
+    print()
+    print("| chargers | messages/s | p50 ms | p99 ms | gateway CPU % | client CPU % |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    client_cpu = 100 * merged.client_cpu_s / merged.wall_s
+    print(
+        f"| {args.chargers} | {count / merged.wall_s:,.0f} | {merged.percentile_ms(50):.2f} | "
+        f"{merged.percentile_ms(99):.2f} | {100 * merged.gateway_cpu_s / merged.wall_s:.1f} | {client_cpu:.1f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--block", type=int, default=200)
+    parser.add_argument("--chargers", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--role", choices=["csms", "gateway"], help=argparse.SUPPRESS)
+    parser.add_argument("--csms-port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "csms":
+        asyncio.run(serve_csms())
+    elif args.role == "gateway":
+        asyncio.run(serve_gateway(args.csms_port, args.chargers))
+    else:
+        asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()
