@@ -252,17 +252,8 @@ class Outbox:
         if attempts >= max_attempts * STOP_PATIENCE and record.kind is RecordKind.STOP and self._park is not None:
             return self._park_stop(record, attempts)
         if attempts >= max_attempts and record.kind is not RecordKind.STOP:
-            self._write_off(record)
             self._dropped += 1
-            log.warning(
-                "outbox: %s #%d (from %s) dropped after %d failed attempts",
-                record.action,
-                record.seq,
-                record.created_at,
-                attempts,
-            )
-            self._changed()
-            return Dropped(replace(record, attempts=attempts))
+            return self._gives_up(record, attempts, logging.WARNING, "dropped after %d failed attempts")
         self._attempts[record.seq] = attempts
         try:
             self.store.set_attempts(record.seq, attempts)
@@ -287,16 +278,14 @@ class Outbox:
         except OSError as exc:
             self._disk_trouble("cannot set a refused StopTransaction aside", exc)
             return Retry(DISK_RETRY_S)
-        self._write_off(record)
         self._parked += 1
-        log.error(
-            "outbox: %s #%d (from %s) refused %d times; set aside in the parked file for the operator, "
-            "the queue goes on",
-            record.action,
-            record.seq,
-            record.created_at,
-            attempts,
-        )
+        why = "refused %d times; set aside in the parked file for the operator, the queue goes on"
+        return self._gives_up(record, attempts, logging.ERROR, why)
+
+    def _gives_up(self, record: OutboxRecord, attempts: int, level: int, why: str) -> Dropped:
+        """``record`` leaves the queue undelivered; the log says why (``why`` takes the attempts)."""
+        self._write_off(record)
+        log.log(level, f"outbox: %s #%d (from %s) {why}", record.action, record.seq, record.created_at, attempts)
         self._changed()
         return Dropped(replace(record, attempts=attempts))
 
