@@ -19,6 +19,7 @@ from adapters.modbus.layout import DeviceMap
 from adapters.modbus.profile import Profile, load_profile, profile_names
 from adapters.modbus.transport import ModbusLines, TcpTransport, Transport, line_key, serial_transport
 from adapters.mqtt.bridge import MqttBridge
+from adapters.ocpp_local.merge import MergedSessions
 from adapters.ocpp_local.passthrough import PassthroughRelays
 from adapters.ocpp_local.server import LocalOcppServer
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
@@ -115,6 +116,12 @@ def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
     connectors = [
         Connector(number, charger.name, socket=socket)
         for charger in config.chargers
+        for socket, number in enumerate(charger.connectors, start=1)
+    ]
+    connectors += [  # native chargers in merged mode: their connectors are the site's
+        Connector(number, charger.identity, socket=socket)
+        for charger in config.ocpp_chargers
+        if charger.mode == "merged"
         for socket, number in enumerate(charger.connectors, start=1)
     ]
     meters = [Meter(meter.name, meter.connector) for meter in config.meters]
@@ -218,7 +225,9 @@ class Gateway:
         ocpp_server = None
         if config.ocpp_chargers:
             relays = PassthroughRelays(config.upstream.url, config.ocpp_chargers)
-            ocpp_server = LocalOcppServer(config.ocpp_server, config.ocpp_chargers, None, passthrough=relays)
+            merged_chargers = [c for c in config.ocpp_chargers if c.mode == "merged"]
+            merged = MergedSessions(site, merged_chargers, config.ocpp_server.heartbeat_interval_s)
+            ocpp_server = LocalOcppServer(config.ocpp_server, config.ocpp_chargers, merged, passthrough=relays)
         return cls(config, site, devices, upstream, bridge, ocpp_server=ocpp_server)
 
     async def run(self) -> None:

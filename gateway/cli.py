@@ -94,9 +94,7 @@ def _ocpp_server_lines(config: GatewayConfig) -> list[str]:
         return []
     server = config.ocpp_server
     url = f"{'wss' if server.tls else 'ws'}://{server.host}:{server.port}/<identity>"
-    merged = sum(1 for charger in config.ocpp_chargers if charger.mode == "merged")
-    note = f"; {merged} in merged mode refused (HTTP 503) until the Site merge lands" if merged else ""
-    return [f"ocpp       {url} for {len(config.ocpp_chargers)} OCPP charger(s){note}"]
+    return [f"ocpp       {url} for {len(config.ocpp_chargers)} OCPP charger(s)"]
 
 
 def _ocpp_connector_lines(config: GatewayConfig) -> list[str]:

@@ -73,3 +73,34 @@ def status_notification_fields(connector_id: int, status: ConnectorStatus, fault
             fields["vendor_error_code"] = fault.vendor_code[:MAX_TEXT]
         fields["info"] = (fault.info or DEFAULT_INFO.get(fault.kind) or fault.kind.value)[:MAX_TEXT]
     return fields
+
+
+# The other way, for native chargers: what a StatusNotification says, in the gateway's terms.
+STATUS_FROM_OCPP = {ocpp: status for status, ocpp in STATUS.items()}
+STATUS_FROM_OCPP["Reserved"] = ConnectorStatus.OCCUPIED  # no reservations here: a car is expected
+KIND_FROM_ERROR_CODE = {
+    "ConnectorLockFailure": FaultKind.CONNECTOR_LOCK,
+    "EVCommunicationError": FaultKind.EV_COMMUNICATION,
+    "GroundFailure": FaultKind.GROUND_FAULT,
+    "HighTemperature": FaultKind.OVER_TEMPERATURE,
+    "InternalError": FaultKind.INTERNAL,
+    "LocalListConflict": FaultKind.OTHER,
+    "OtherError": FaultKind.OTHER,
+    "OverCurrentFailure": FaultKind.OVER_CURRENT,
+    "OverVoltage": FaultKind.OVER_VOLTAGE,
+    "PowerMeterFailure": FaultKind.POWER_METER,
+    "PowerSwitchFailure": FaultKind.POWER_SWITCH,
+    "ReaderFailure": FaultKind.OTHER,
+    "ResetFailure": FaultKind.OTHER,
+    "UnderVoltage": FaultKind.UNDER_VOLTAGE,
+    "WeakSignal": FaultKind.OTHER,
+}
+
+
+def from_status_notification(
+    status: str, error_code: str, info: str = "", vendor_error_code: str = ""
+) -> tuple[ConnectorStatus, tuple[Fault, ...]]:
+    """A native charger's StatusNotification as the gateway's status and faults (NoError: none)."""
+    kind = KIND_FROM_ERROR_CODE.get(error_code)
+    faults = (Fault(kind, vendor_code=vendor_error_code or error_code, info=info),) if kind is not None else ()
+    return STATUS_FROM_OCPP.get(status, ConnectorStatus.UNAVAILABLE), faults

@@ -33,6 +33,7 @@ from gateway.domain.metering import check_register
 from gateway.domain.model import (
     ChargerSnapshot,
     Connector,
+    ConnectorStatus,
     DeviceFailed,
     Fault,
     Meter,
@@ -47,6 +48,7 @@ from gateway.domain.outbox import BacklogStats
 from gateway.domain.ports import Clock, NoSettingsStore, SettingsStore
 from gateway.domain.status import derive_faults, derive_status, evse_offering
 from gateway.domain.transactions import (
+    Authorize,
     AuthPolicy,
     AuthStatus,
     Effect,
@@ -54,6 +56,7 @@ from gateway.domain.transactions import (
     StartTransaction,
     StopReason,
     StopTransaction,
+    new_local_ref,
 )
 from gateway.services.batteries import Batteries
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG, PLUGGED_STATES, ConnectorPolicy, Sessions
@@ -132,6 +135,8 @@ class Site:
         self.connectors: dict[int, Connector] = {c.connector_id: c for c in connectors}
         self.meters: dict[str, Meter] = {m.name: m for m in meters}
         self.upstream = UpstreamState()
+        self._native_status: dict[int, ConnectorStatus] = {}  # native chargers' own statuses
+        self._native_authorizations: dict[tuple[int, str], list[asyncio.Future[AuthStatus]]] = {}
         self.backlog = BacklogStats(0, 0, None, 0, 0)
         self._by_socket = {(c.device, c.socket): c for c in self.connectors.values()}
         self._health: dict[str, DeviceHealth] = {}
@@ -305,6 +310,9 @@ class Site:
             offering=evse_offering(connector.charging_enabled, offered),
             finishing=connector.finishing,
         )
+        native = self._native_status.get(connector.connector_id)
+        if native is not None and connector.device_online:  # a native charger says its own status
+            status = native
         if status is connector.status and faults == connector.faults:
             return
         self._emit_fault_changes(connector.faults, faults, at, connector.connector_id, None)
@@ -350,6 +358,58 @@ class Site:
         unknown connector or a target out of range (above 0, at most 100)."""
         self.batteries.set_target(connector_id, percent)
 
+    # -- native OCPP chargers (merged mode) ----------------------------------------------------------
+    def native_status(
+        self, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
+    ) -> None:
+        """A native charger's StatusNotification for one of its connectors (site numbering)."""
+        connector = self.connectors[connector_id]
+        self._native_status[connector_id] = status
+        connector.device_faults = faults
+        self._set_online(connector.device, True, "", at)
+        self._update_status(connector, at)
+
+    def native_reading(self, connector_id: int, reading: Reading) -> None:
+        """A native charger's MeterValues for one of its connectors: its registers, as read."""
+        connector = self.connectors[connector_id]
+        reading, register_fault = self._guard_register(f"connector {connector_id}", reading)
+        previous = connector.reading
+        connector.reading = reading
+        if previous is None or previous.values() != reading.values():
+            self._emit(ConnectorReadingChanged(connector_id, reading))
+        if reading.soc_percent is not None and connector.session_active:
+            self.batteries.report(connector_id, reading.soc_percent, None, reading.measured_at, self.clock.now())
+        if register_fault is not None and register_fault not in connector.device_faults:
+            connector.device_faults = (*connector.device_faults, register_fault)
+            self._update_status(connector, reading.measured_at)
+
+    def native_offline(self, device: str, at: datetime) -> None:
+        """A native charger's connection closed: its connectors lose communication."""
+        self._set_online(device, False, "the charger's OCPP connection closed", at)
+
+    def native_start(self, connector_id: int, id_tag: str, meter_start_wh: int, at: datetime) -> str:
+        """A native charger started a transaction; returns the local reference it goes upstream under."""
+        local_ref = new_local_ref(connector_id, at)
+        self._session_effect(StartTransaction(connector_id, local_ref, id_tag, meter_start_wh, at))
+        return local_ref
+
+    def native_stop(self, local_ref: str, meter_stop_wh: int, at: datetime, reason: StopReason) -> bool:
+        """A native charger stopped the transaction ``local_ref``; False if no such session runs."""
+        connector = next((c for c in self.connectors.values() if c.session and c.session.local_ref == local_ref), None)
+        if connector is None or connector.session is None:
+            return False
+        stop = StopTransaction(connector.connector_id, local_ref, connector.session.id_tag, meter_stop_wh, at, reason)
+        self._session_effect(stop)
+        return True
+
+    def native_authorize(self, connector_id: int, id_tag: str) -> asyncio.Future[AuthStatus]:
+        """Ask the gateway's authorisation (the CSMS, or the local list and cache while it is away)
+        for a card shown at a native charger; the future holds the answer."""
+        future: asyncio.Future[AuthStatus] = asyncio.get_running_loop().create_future()
+        self._native_authorizations.setdefault((connector_id, id_tag), []).append(future)
+        self._emit(Authorize(connector_id, id_tag))
+        return future
+
     # -- sessions ----------------------------------------------------------------------------------
     def _session_effect(self, effect: Effect) -> None:
         """Keep the connector's view of its session current, then tell the subscribers."""
@@ -367,6 +427,15 @@ class Site:
             self._update_status(connector, self.clock.now())
 
     def authorization_result(self, connector_id: int, id_tag: str, status: AuthStatus) -> None:
+        waiting = self._native_authorizations.pop((connector_id, id_tag), None)
+        if waiting:  # a native charger asked: it decides what to do with the answer
+            for future in waiting:
+                if not future.done():
+                    future.set_result(status)
+            return
+        self._authorization_for_sessions(connector_id, id_tag, status)
+
+    def _authorization_for_sessions(self, connector_id: int, id_tag: str, status: AuthStatus) -> None:
         """The answer to an ``Authorize`` event (from the CSMS, the local list or the cache)."""
         self.sessions.authorization(connector_id, id_tag, status, self.clock.now())
 

@@ -136,7 +136,7 @@ def test_check_config_summary_lists_ocpp_chargers() -> None:
     )
     text = summary(config)
     assert "upstream   ws://csms.example/ocpp/GW1 as one charge point with 5 connector(s), no auth" in text
-    assert "ocpp       ws://0.0.0.0:9101/<identity> for 1 OCPP charger(s); 1 in merged mode refused (HTTP 503)" in text
+    assert "ocpp       ws://0.0.0.0:9101/<identity> for 1 OCPP charger(s)" in text
     assert "    4  CP-1 connector 1  (OCPP 1.6J, merged, Basic auth)" in text
     assert "    5  CP-1 connector 2  (OCPP 1.6J, merged, Basic auth)" in text
     assert "ocpp " not in summary(parse_config(base()))

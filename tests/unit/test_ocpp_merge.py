@@ -1,0 +1,52 @@
+"""What a native charger says, in the gateway's terms (merged mode), without a connection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from adapters.ocpp_local.merge import reading_from_meter_values
+from gateway.domain.model import ConnectorStatus, Fault, FaultKind
+from gateway.services.ocpp_status import STATUS, from_status_notification
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def test_units_phases_and_the_newest_timestamp() -> None:
+    reading = reading_from_meter_values(
+        [
+            {"timestamp": "2026-11-29T11:59:00Z", "sampled_value": [{"value": "1.5", "unit": "kWh"}]},
+            {
+                "timestamp": "2026-11-29T11:59:30+00:00",
+                "sampled_value": [
+                    {"value": "12.345", "measurand": "Energy.Active.Import.Register", "unit": "kWh"},
+                    {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"},
+                    {"value": "16.1", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+                    {"value": "15.9", "measurand": "Current.Import", "phase": "L2", "unit": "A"},
+                    {"value": "230.5", "measurand": "Voltage", "phase": "L1-N", "unit": "V"},
+                    {"value": "64", "measurand": "SoC", "unit": "Percent"},
+                    {"value": "garbage", "measurand": "Temperature"},
+                ],
+            },
+        ],
+        NOW,
+    )
+    assert reading is not None
+    assert reading.measured_at == datetime(2026, 11, 29, 11, 59, 30, tzinfo=UTC)
+    assert (reading.energy_wh, reading.power_w, reading.soc_percent) == (12_345, 7_400.0, 64.0)
+    assert reading.current_a == (16.1, 15.9) and reading.voltage_v == (230.5,)
+    assert reading.temperature_c is None  # a value that is not a number is skipped
+
+
+def test_a_timestamp_that_is_not_one_falls_back_to_now() -> None:
+    reading = reading_from_meter_values([{"timestamp": "yesterday", "sampled_value": [{"value": "10"}]}], NOW)
+    assert reading is not None and reading.measured_at == NOW and reading.energy_wh == 10
+    assert reading_from_meter_values([{"timestamp": "x", "sampled_value": []}], NOW) is None
+
+
+def test_status_notifications_round_trip_with_the_upstream_table() -> None:
+    for status, ocpp in STATUS.items():
+        assert from_status_notification(ocpp, "NoError") == (status, ())
+    status, faults = from_status_notification("Faulted", "GroundFailure", "RCD tripped", "E12")
+    assert status is ConnectorStatus.FAULTED
+    assert faults == (Fault(FaultKind.GROUND_FAULT, vendor_code="E12", info="RCD tripped"),)
+    assert from_status_notification("Reserved", "NoError")[0] is ConnectorStatus.OCCUPIED
