@@ -168,6 +168,7 @@ class Gateway:
     limits: LimitKeeper | None = None
     # Serves passthrough chargers; merged ones are refused (503) until the Site merge lands.
     ocpp_server: LocalOcppServer | None = None
+    ocpp_merged: MergedSessions | None = None  # relays the CSMS's commands to merged chargers
 
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
@@ -222,13 +223,13 @@ class Gateway:
             tls=mqtt.tls,
         )
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site))
-        ocpp_server = None
         if config.ocpp_chargers:
             relays = PassthroughRelays(config.upstream.url, config.ocpp_chargers)
             merged_chargers = [c for c in config.ocpp_chargers if c.mode == "merged"]
             merged = MergedSessions(site, merged_chargers, config.ocpp_server.heartbeat_interval_s)
             ocpp_server = LocalOcppServer(config.ocpp_server, config.ocpp_chargers, merged, passthrough=relays)
-        return cls(config, site, devices, upstream, bridge, ocpp_server=ocpp_server)
+            return cls(config, site, devices, upstream, bridge, ocpp_server=ocpp_server, ocpp_merged=merged)
+        return cls(config, site, devices, upstream, bridge)
 
     async def run(self) -> None:
         log.info(
@@ -253,6 +254,8 @@ class Gateway:
                 tasks.create_task(self.mqtt.run(), name="mqtt")
             if self.ocpp_server is not None:
                 tasks.create_task(self.ocpp_server.run(), name="ocpp server")
+            if self.ocpp_merged is not None:
+                tasks.create_task(self.ocpp_merged.run(), name="ocpp command relay")
             tasks.create_task(self._carry_out_commands(), name="commands")
             if self.limits is not None:
                 tasks.create_task(self.limits.run(), name="charging limits")

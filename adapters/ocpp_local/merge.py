@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.routing import on
-from ocpp.v16 import call_result
+from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action, AuthorizationStatus
 from websockets.asyncio.server import ServerConnection
 
 from adapters.ocpp_local.charger_session import ChargerSession
 from gateway.config import OcppChargerConfig
+from gateway.domain.events import RelayToCharger
 from gateway.domain.model import Reading
 from gateway.domain.transactions import AuthStatus, StopReason
 from gateway.services.ocpp_status import from_status_notification
@@ -115,10 +116,15 @@ class MergedSessions:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.site_connector: dict[tuple[str, int], int] = {}
         self.identity: dict[str, str] = {}  # lowercased -> as configured (the Site's device name)
+        self.charger_connector: dict[int, tuple[str, int]] = {}  # site connector -> (identity, its number)
         for charger in chargers:
             self.identity[charger.identity.lower()] = charger.identity
             for number, site_id in enumerate(charger.connectors, start=1):
                 self.site_connector[(charger.identity.lower(), number)] = site_id
+                self.charger_connector[site_id] = (charger.identity.lower(), number)
+        site.register_native(self.charger_connector)
+        self._events = site.subscribe()  # from the start: no command may slip before run()
+        self._relays: set[asyncio.Future[None]] = set()
         self.live: dict[str, MergedChargerSession] = {}  # lowercased identity -> its current connection
         stored = site.settings.load(IDS_SECTION) or {}
         self.local_refs: dict[int, str] = {int(k): str(v) for k, v in stored.items()}
@@ -126,6 +132,47 @@ class MergedSessions:
         stored_next = site.settings.load(IDS_SECTION + "_next")
         if isinstance(stored_next, int) and stored_next > self._next_id:
             self._next_id = stored_next
+
+    async def run(self) -> None:
+        """Carry out the back office's commands for these chargers' connectors (RelayToCharger)."""
+        try:
+            async for event in self._events:
+                if isinstance(event, RelayToCharger) and event.connector_id in self.charger_connector:
+                    task = asyncio.ensure_future(self._relay(event))
+                    self._relays.add(task)
+                    task.add_done_callback(self._relays.discard)
+        finally:
+            self.site.unsubscribe(self._events)
+
+    async def _relay(self, request: RelayToCharger) -> None:
+        identity, number = self.charger_connector[request.connector_id]
+        try:
+            session = self.live.get(identity)
+            if session is None:
+                raise ConnectionError(f"charger {self.identity[identity]} is not connected")
+            result = await session.call(self._call(request, number), suppress=False)
+        except Exception as exc:  # its answer is the caller's business: hand the error over
+            if not request.answer.done():
+                request.answer.set_exception(exc)
+            return
+        if not request.answer.done():
+            request.answer.set_result({"status": str(getattr(result, "status", ""))})
+
+    def _call(self, request: RelayToCharger, number: int) -> Any:
+        """The command in the charger's terms: its connector number, its transaction id."""
+        payload = request.payload
+        if request.action == "RemoteStartTransaction":
+            return call.RemoteStartTransaction(id_tag=payload["id_tag"], connector_id=number)
+        if request.action == "RemoteStopTransaction":
+            ids = [tid for tid, ref in self.local_refs.items() if ref == payload["local_ref"]]
+            if not ids:
+                raise LookupError("the charger's transaction id of this session is not known")
+            return call.RemoteStopTransaction(transaction_id=ids[0])
+        if request.action == "UnlockConnector":
+            return call.UnlockConnector(connector_id=number)
+        if request.action == "ChangeAvailability":
+            return call.ChangeAvailability(connector_id=number, type=payload["type"])
+        raise NotImplementedError(f"{request.action} is not relayed to native chargers")
 
     def __call__(self, identity: str, connection: ServerConnection) -> MergedChargerSession:
         session = MergedChargerSession(self, self.identity.get(identity.lower(), identity), connection)

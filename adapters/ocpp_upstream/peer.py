@@ -6,6 +6,7 @@ connection); whatever must be sent afterwards goes through ``@after`` or the Sit
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # The ocpp library logs every frame at INFO, id tags included: keep it at WARNING (see cli.py).
 frame_log = logging.getLogger("ocpp")
 
+RELAY_TIMEOUT_S = 20.0  # a native charger's answer to a relayed command, within the CSMS's patience
 UNLIMITED_A = 32.0  # what a composite schedule shows where no profile limits (OCPP has no "none")
 TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "StatusNotification", "MeterValues"})
 
@@ -52,11 +54,28 @@ class Peer(ChargePoint):
         known, unknown = self.owner.configuration.get(key)
         return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
 
+    async def _relayed(self, connector_id: int, action: str, payload: dict[str, Any], fallback: str) -> str:
+        """A native charger's answer to a command for one of its connectors (its ``status``), or
+        ``fallback`` when it is not connected, refuses, or does not answer in time."""
+        try:
+            async with asyncio.timeout(RELAY_TIMEOUT_S):
+                answer = await self.owner.site.relay(connector_id, action, payload)
+        except Exception as exc:  # the charger's failure is its own: answer the CSMS, carry on
+            log.warning("%s for connector %s not carried out by its charger: %s", action, connector_id, exc)
+            return fallback
+        status = str(answer.get("status", fallback))
+        log.info("CSMS %s on connector %s: relayed to its charger: %s", action, connector_id, status)
+        return status
+
     @on(Action.remote_start_transaction)
-    def on_remote_start(
+    async def on_remote_start(
         self, id_tag: str, connector_id: int | None = None, charging_profile: dict[str, Any] | None = None
     ) -> Any:
         site = self.owner.site
+        if connector_id is not None and site.is_native(connector_id):
+            payload = {"connector_id": connector_id, "id_tag": id_tag}
+            status = await self._relayed(connector_id, "RemoteStartTransaction", payload, "Rejected")
+            return call_result.RemoteStartTransaction(status=status)
         profile = None
         if charging_profile is not None:  # a TxProfile for the session about to start
             try:
@@ -78,8 +97,13 @@ class Peer(ChargePoint):
         return call_result.RemoteStartTransaction(status="Accepted" if accepted else "Rejected")
 
     @on(Action.remote_stop_transaction)
-    def on_remote_stop(self, transaction_id: int) -> Any:
+    async def on_remote_stop(self, transaction_id: int) -> Any:
         local_ref = self.owner.transactions.local_ref(transaction_id)
+        native = self.owner.site.session_connector(local_ref) if local_ref is not None else None
+        if local_ref is not None and native is not None and self.owner.site.is_native(native):
+            payload = {"local_ref": local_ref}
+            status = await self._relayed(native, "RemoteStopTransaction", payload, "Rejected")
+            return call_result.RemoteStopTransaction(status=status)
         accepted = local_ref is not None and self.owner.site.remote_stop(local_ref)
         log.info("CSMS remote stop of transaction %s: %s", transaction_id, "Accepted" if accepted else "Rejected")
         return call_result.RemoteStopTransaction(status="Accepted" if accepted else "Rejected")
@@ -170,7 +194,11 @@ class Peer(ChargePoint):
         return call_result.ClearCache(status="Accepted")
 
     @on(Action.change_availability)
-    def on_change_availability(self, connector_id: int, type: str) -> Any:
+    async def on_change_availability(self, connector_id: int, type: str) -> Any:
+        if self.owner.site.is_native(connector_id):
+            payload = {"connector_id": connector_id, "type": type}
+            status = await self._relayed(connector_id, "ChangeAvailability", payload, "Rejected")
+            return call_result.ChangeAvailability(status=status)
         status = self.owner.site.change_availability(connector_id, available=type == "Operative")
         log.info("CSMS made connector %s %s: %s", connector_id, type, status)
         return call_result.ChangeAvailability(status=status)
@@ -188,8 +216,12 @@ class Peer(ChargePoint):
             log.exception("reset failed")
 
     @on(Action.unlock_connector)
-    def on_unlock_connector(self, connector_id: int) -> Any:
-        # No shipped profile has an unlock register: say so rather than pretend.
+    async def on_unlock_connector(self, connector_id: int) -> Any:
+        if self.owner.site.is_native(connector_id):
+            payload = {"connector_id": connector_id}
+            status = await self._relayed(connector_id, "UnlockConnector", payload, "UnlockFailed")
+            return call_result.UnlockConnector(status=status)
+        # No shipped Modbus profile has an unlock register: say so rather than pretend.
         return call_result.UnlockConnector(status="NotSupported")
 
     @on(Action.data_transfer)

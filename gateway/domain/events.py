@@ -5,8 +5,10 @@ Adapters subscribe to these; they never read device registers or each other's st
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from gateway.domain.battery import SocValue
 from gateway.domain.model import ConnectorStatus, Fault, Reading
@@ -121,6 +123,21 @@ class TransactionNumbered:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayToCharger:
+    """A back-office command for a connector of a native charger, for that charger to carry out.
+
+    ``payload`` names the site connector (``connector_id``) or session (``local_ref``); the
+    relaying adapter renumbers them into the charger's terms and puts the charger's answer (or
+    an exception) in ``answer``.
+    """
+
+    connector_id: int
+    action: str
+    payload: dict[str, Any]
+    answer: asyncio.Future[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class ChargingProfilesChanged:
     """The back office installed or cleared charging profiles: limits must be worked out again."""
 
@@ -146,6 +163,7 @@ Event = (
     | BacklogChanged
     | CurrentCeilingChanged
     | TransactionNumbered
+    | RelayToCharger
     | CurrentLimitRequested
     | ChargingProfilesChanged
     | Effect

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from gateway.domain.charging_store import ChargingProfileStore
 from gateway.domain.errors import CommandRejected
@@ -26,6 +27,7 @@ from gateway.domain.events import (
     FaultCleared,
     FaultRaised,
     MeterReadingChanged,
+    RelayToCharger,
     TransactionNumbered,
     UpstreamStateChanged,
 )
@@ -136,6 +138,7 @@ class Site:
         self.meters: dict[str, Meter] = {m.name: m for m in meters}
         self.upstream = UpstreamState()
         self._native_status: dict[int, ConnectorStatus] = {}  # native chargers' own statuses
+        self._native_connectors: set[int] = set()
         self._native_authorizations: dict[tuple[int, str], list[asyncio.Future[AuthStatus]]] = {}
         self.backlog = BacklogStats(0, 0, None, 0, 0)
         self._by_socket = {(c.device, c.socket): c for c in self.connectors.values()}
@@ -382,6 +385,27 @@ class Site:
         if register_fault is not None and register_fault not in connector.device_faults:
             connector.device_faults = (*connector.device_faults, register_fault)
             self._update_status(connector, reading.measured_at)
+
+    def register_native(self, connector_ids: Iterable[int]) -> None:
+        """These connectors belong to native OCPP chargers: back-office commands for them are
+        relayed to the charger (``relay``) instead of being carried out here."""
+        self._native_connectors.update(connector_ids)
+
+    def is_native(self, connector_id: int) -> bool:
+        return connector_id in self._native_connectors
+
+    def relay(self, connector_id: int, action: str, payload: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Hand a back-office command to the native charger of ``connector_id``; the future holds
+        its answer (a dict of the charger's result)."""
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._emit(RelayToCharger(connector_id, action, payload, answer))
+        return answer
+
+    def session_connector(self, local_ref: str) -> int | None:
+        """The connector whose running session is ``local_ref``."""
+        return next(
+            (c.connector_id for c in self.connectors.values() if c.session and c.session.local_ref == local_ref), None
+        )
 
     def native_offline(self, device: str, at: datetime) -> None:
         """A native charger's connection closed: its connectors lose communication."""

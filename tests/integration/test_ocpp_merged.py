@@ -4,14 +4,22 @@ outbox while the CSMS is away and arriving once it is back."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from ocpp.v16 import call
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16.enums import Action
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from adapters.demo_csms.csms import DemoCsms
 from gateway.app import Gateway
 from gateway.config import parse_config
+from gateway.domain.events import TransactionNumbered
 from tests.fixtures.net import free_port
 from tests.integration.test_ocpp_local_server import charger
 from tests.integration.test_soc_end_to_end import running
@@ -100,3 +108,69 @@ async def test_a_native_session_is_renumbered_and_replayed_after_an_outage(tmp_p
                 assert stop["timestamp"] == at(20).replace("Z", ".000Z")
             finally:
                 await csms.stop()
+
+
+class NativeCharger(ChargePoint):
+    """A native charger that carries out what its CSMS (the gateway) asks, and remembers it."""
+
+    def __init__(self, identity: str, connection: ClientConnection) -> None:
+        super().__init__(identity, connection, response_timeout=5)
+        self.asked: list[tuple[str, dict[str, Any]]] = []
+
+    @on(Action.remote_start_transaction)
+    def on_remote_start(self, **payload: Any) -> call_result.RemoteStartTransaction:
+        self.asked.append(("RemoteStartTransaction", payload))
+        return call_result.RemoteStartTransaction(status="Accepted")
+
+    @on(Action.remote_stop_transaction)
+    def on_remote_stop(self, **payload: Any) -> call_result.RemoteStopTransaction:
+        self.asked.append(("RemoteStopTransaction", payload))
+        return call_result.RemoteStopTransaction(status="Accepted")
+
+    @on(Action.unlock_connector)
+    def on_unlock(self, **payload: Any) -> call_result.UnlockConnector:
+        self.asked.append(("UnlockConnector", payload))
+        return call_result.UnlockConnector(status="Unlocked")
+
+
+async def test_csms_commands_for_native_connectors_are_relayed_in_the_chargers_terms(tmp_path: Path) -> None:
+    csms_port, server_port = free_port(), free_port()
+    csms = DemoCsms("127.0.0.1", csms_port)
+    await csms.start()
+    gateway = Gateway.build(config_for(csms_port, server_port, tmp_path))
+    headers = {"Authorization": "Basic " + base64.b64encode(f"NATIVE-1:{PASSWORD}".encode()).decode()}
+    try:
+        async with running(gateway):
+            await csms.wait_for("BootNotification")
+            url = f"ws://127.0.0.1:{server_port}/NATIVE-1"
+            async with connect(url, additional_headers=headers, subprotocols=[Subprotocol("ocpp1.6")]) as ws:
+                native = NativeCharger("NATIVE-1", ws)
+                serving = asyncio.create_task(native.start())
+                try:
+                    remote = call.RemoteStartTransaction(id_tag="APP-USER-0042", connector_id=2)
+                    assert (await csms.call("GW-MERGED", remote)).status == "Accepted"
+                    assert native.asked[-1] == (
+                        "RemoteStartTransaction",
+                        {"id_tag": "APP-USER-0042", "connector_id": 2},
+                    )
+                    events = gateway.site.subscribe()
+                    start = await native.call(
+                        call.StartTransaction(connector_id=2, id_tag="APP-USER-0042", meter_start=10, timestamp=at(1))
+                    )
+                    async with asyncio.timeout(5):  # until the gateway has the CSMS's id for the session
+                        while not isinstance(numbered := await events.get(), TransactionNumbered):
+                            pass
+                    csms_id = csms.last_transaction_id
+                    assert numbered.transaction_id == csms_id
+                    stop = call.RemoteStopTransaction(transaction_id=csms_id)
+                    assert (await csms.call("GW-MERGED", stop)).status == "Accepted"
+                    assert native.asked[-1] == ("RemoteStopTransaction", {"transaction_id": start.transaction_id})
+                    unlock = await csms.call("GW-MERGED", call.UnlockConnector(connector_id=1))
+                    assert unlock.status == "Unlocked" and native.asked[-1] == ("UnlockConnector", {"connector_id": 1})
+                finally:
+                    serving.cancel()
+            # the charger is gone: a command for it is answered, not hung
+            again = call.RemoteStartTransaction(id_tag="APP-USER-0042", connector_id=1)
+            assert (await csms.call("GW-MERGED", again)).status == "Rejected"
+    finally:
+        await csms.stop()
