@@ -543,7 +543,14 @@ class Site:
         self.sessions.stop_all(reason, self.clock.now())
 
     def start_rejected(self, local_ref: str, stop_on_invalid_id: bool) -> None:
-        """The back office did not accept the id tag of a started session."""
+        """The back office did not accept the id tag of a started session (a native charger's
+        session is stopped by the charger itself, asked as the CSMS would: RemoteStopTransaction)."""
+        native = self.session_connector(local_ref)
+        if native is not None and self.is_native(native):
+            if stop_on_invalid_id:
+                answer = self.relay(native, "RemoteStopTransaction", {"local_ref": local_ref})
+                answer.add_done_callback(_log_refused_stop)
+            return
         self.sessions.start_rejected(local_ref, stop_on_invalid_id, self.clock.now())
 
     def request(self, event: CurrentLimitRequested | ChargingProfilesChanged) -> None:
@@ -577,3 +584,12 @@ class Site:
             return
         self.upstream = UpstreamState(connected, registration, self.clock.now())
         self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at))
+
+
+def _log_refused_stop(answer: asyncio.Future[dict[str, Any]]) -> None:
+    """A native charger that could not be asked to stop a rejected session: say so (the CSMS
+    already knows the id tag was refused; the charger will report the stop when it comes)."""
+    if answer.cancelled():
+        return
+    if (error := answer.exception()) is not None:
+        log.warning("a native charger could not be asked to stop a session the CSMS rejected: %s", error)

@@ -59,8 +59,7 @@ async def test_a_native_session_is_renumbered_and_replayed_after_an_outage(tmp_p
             boot = await point.call(call.BootNotification(charge_point_vendor="acme", charge_point_model="x"))
             assert boot.status == "Accepted"
             await point.call(call.StatusNotification(connector_id=2, error_code="NoError", status="Preparing"))
-            upstream = await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2)
-            assert upstream["status"] == "Preparing"
+            await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Preparing")
             card = await point.call(call.Authorize(id_tag="NATIVE-CARD-01"))
             assert card.id_tag_info["status"] == "Accepted"  # the CSMS said so, through the gateway
             assert csms.messages("Authorize")[-1]["idTag"] == "NATIVE-CARD-01"
@@ -116,6 +115,7 @@ class NativeCharger(ChargePoint):
     def __init__(self, identity: str, connection: ClientConnection) -> None:
         super().__init__(identity, connection, response_timeout=5)
         self.asked: list[tuple[str, dict[str, Any]]] = []
+        self.stop_asked = asyncio.Event()
 
     @on(Action.remote_start_transaction)
     def on_remote_start(self, **payload: Any) -> call_result.RemoteStartTransaction:
@@ -125,6 +125,7 @@ class NativeCharger(ChargePoint):
     @on(Action.remote_stop_transaction)
     def on_remote_stop(self, **payload: Any) -> call_result.RemoteStopTransaction:
         self.asked.append(("RemoteStopTransaction", payload))
+        self.stop_asked.set()
         return call_result.RemoteStopTransaction(status="Accepted")
 
     @on(Action.unlock_connector)
@@ -172,5 +173,31 @@ async def test_csms_commands_for_native_connectors_are_relayed_in_the_chargers_t
             # the charger is gone: a command for it is answered, not hung
             again = call.RemoteStartTransaction(id_tag="APP-USER-0042", connector_id=1)
             assert (await csms.call("GW-MERGED", again)).status == "Rejected"
+    finally:
+        await csms.stop()
+
+
+async def test_a_start_the_csms_rejects_is_stopped_at_the_native_charger(tmp_path: Path) -> None:
+    csms_port, server_port = free_port(), free_port()
+    csms = DemoCsms("127.0.0.1", csms_port)
+    csms.blocked_id_tags.add("STOLEN-CARD-01")
+    await csms.start()
+    gateway = Gateway.build(config_for(csms_port, server_port, tmp_path))
+    headers = {"Authorization": "Basic " + base64.b64encode(f"NATIVE-1:{PASSWORD}".encode()).decode()}
+    try:
+        async with running(gateway):
+            await csms.wait_for("BootNotification")
+            url = f"ws://127.0.0.1:{server_port}/NATIVE-1"
+            async with connect(url, additional_headers=headers, subprotocols=[Subprotocol("ocpp1.6")]) as ws:
+                native = NativeCharger("NATIVE-1", ws)
+                serving = asyncio.create_task(native.start())
+                try:
+                    start = await native.call(
+                        call.StartTransaction(connector_id=1, id_tag="STOLEN-CARD-01", meter_start=0, timestamp=at(1))
+                    )
+                    await asyncio.wait_for(native.stop_asked.wait(), 10)  # StopTransactionOnInvalidId
+                    assert native.asked[-1] == ("RemoteStopTransaction", {"transaction_id": start.transaction_id})
+                finally:
+                    serving.cancel()
     finally:
         await csms.stop()
