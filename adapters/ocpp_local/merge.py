@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from ocpp.routing import on
@@ -108,6 +109,17 @@ def reading_from_meter_values(meter_values: Iterable[dict[str, Any]], now: datet
     return Reading(measured_at, **fields)
 
 
+def _plain(value: Any) -> Any:
+    """JSON-able again: the ocpp library reads decimals as Decimal, which it cannot send."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
 class MergedSessions:
     """The ``handler_factory`` of LocalOcppServer for merged chargers."""
 
@@ -164,15 +176,25 @@ class MergedSessions:
         if request.action == "RemoteStartTransaction":
             return call.RemoteStartTransaction(id_tag=payload["id_tag"], connector_id=number)
         if request.action == "RemoteStopTransaction":
-            ids = [tid for tid, ref in self.local_refs.items() if ref == payload["local_ref"]]
-            if not ids:
-                raise LookupError("the charger's transaction id of this session is not known")
-            return call.RemoteStopTransaction(transaction_id=ids[0])
+            return call.RemoteStopTransaction(transaction_id=self._charger_transaction_id(payload["local_ref"]))
         if request.action == "UnlockConnector":
             return call.UnlockConnector(connector_id=number)
         if request.action == "ChangeAvailability":
             return call.ChangeAvailability(connector_id=number, type=payload["type"])
+        if request.action == "Reset":
+            return call.Reset(type=payload["type"])
+        if request.action == "SetChargingProfile":
+            profile = _plain(payload["profile"])
+            if payload.get("local_ref") is not None:
+                profile["transaction_id"] = self._charger_transaction_id(payload["local_ref"])
+            return call.SetChargingProfile(connector_id=number, cs_charging_profiles=profile)
         raise NotImplementedError(f"{request.action} is not relayed to native chargers")
+
+    def _charger_transaction_id(self, local_ref: str) -> int:
+        ids = [tid for tid, ref in self.local_refs.items() if ref == local_ref]
+        if not ids:
+            raise LookupError("the charger's transaction id of this session is not known")
+        return ids[0]
 
     def __call__(self, identity: str, connection: ServerConnection) -> MergedChargerSession:
         session = MergedChargerSession(self, self.identity.get(identity.lower(), identity), connection)

@@ -125,8 +125,15 @@ class Peer(ChargePoint):
                 log.warning("triggered %s not sent: %s", requested_message, exc)
 
     @on(Action.set_charging_profile)
-    def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]) -> Any:
+    async def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]) -> Any:
         site = self.owner.site
+        if site.is_native(connector_id):  # the charger limits itself; a TxProfile names its session
+            profile = dict(cs_charging_profiles)
+            csms_id = profile.pop("transaction_id", None)
+            local_ref = self.owner.transactions.local_ref(csms_id) if csms_id is not None else None
+            payload = {"connector_id": connector_id, "profile": profile, "local_ref": local_ref}
+            status = await self._relayed(connector_id, "SetChargingProfile", payload, "Rejected")
+            return call_result.SetChargingProfile(status=status)
         try:
             if connector_id != 0 and connector_id not in site.connectors:
                 raise CommandRejected(f"no connector {connector_id}")
@@ -210,6 +217,10 @@ class Peer(ChargePoint):
 
     @after(Action.reset)
     async def after_reset(self, type: str) -> None:
+        site = self.owner.site
+        one_per_charger = {c.device: c.connector_id for c in site.connectors.values() if site.is_native(c.connector_id)}
+        for connector_id in one_per_charger.values():  # the site's native chargers are reset too
+            await self._relayed(connector_id, "Reset", {"type": type}, "Rejected")
         try:
             await self.owner.reset(hard=type == "Hard")
         except Exception:  # an @after hook runs untracked: say what went wrong instead of losing it

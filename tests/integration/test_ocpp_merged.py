@@ -116,6 +116,7 @@ class NativeCharger(ChargePoint):
         super().__init__(identity, connection, response_timeout=5)
         self.asked: list[tuple[str, dict[str, Any]]] = []
         self.stop_asked = asyncio.Event()
+        self.reset_asked = asyncio.Event()
 
     @on(Action.remote_start_transaction)
     def on_remote_start(self, **payload: Any) -> call_result.RemoteStartTransaction:
@@ -127,6 +128,17 @@ class NativeCharger(ChargePoint):
         self.asked.append(("RemoteStopTransaction", payload))
         self.stop_asked.set()
         return call_result.RemoteStopTransaction(status="Accepted")
+
+    @on(Action.set_charging_profile)
+    def on_set_profile(self, **payload: Any) -> call_result.SetChargingProfile:
+        self.asked.append(("SetChargingProfile", payload))
+        return call_result.SetChargingProfile(status="Accepted")
+
+    @on(Action.reset)
+    def on_reset(self, **payload: Any) -> call_result.Reset:
+        self.asked.append(("Reset", payload))
+        self.reset_asked.set()
+        return call_result.Reset(status="Accepted")
 
     @on(Action.unlock_connector)
     def on_unlock(self, **payload: Any) -> call_result.UnlockConnector:
@@ -163,11 +175,30 @@ async def test_csms_commands_for_native_connectors_are_relayed_in_the_chargers_t
                             pass
                     csms_id = csms.last_transaction_id
                     assert numbered.transaction_id == csms_id
+                    profile = {
+                        "charging_profile_id": 7,
+                        "transaction_id": csms_id,
+                        "stack_level": 1,
+                        "charging_profile_purpose": "TxProfile",
+                        "charging_profile_kind": "Relative",
+                        "charging_schedule": {
+                            "charging_rate_unit": "A",
+                            "charging_schedule_period": [{"start_period": 0, "limit": 10.0}],
+                        },
+                    }
+                    limited = call.SetChargingProfile(connector_id=2, cs_charging_profiles=profile)
+                    assert (await csms.call("GW-MERGED", limited)).status == "Accepted"
+                    action, relayed_profile = native.asked[-1]
+                    assert action == "SetChargingProfile" and relayed_profile["connector_id"] == 2
+                    assert relayed_profile["cs_charging_profiles"]["transaction_id"] == start.transaction_id
                     stop = call.RemoteStopTransaction(transaction_id=csms_id)
                     assert (await csms.call("GW-MERGED", stop)).status == "Accepted"
                     assert native.asked[-1] == ("RemoteStopTransaction", {"transaction_id": start.transaction_id})
                     unlock = await csms.call("GW-MERGED", call.UnlockConnector(connector_id=1))
                     assert unlock.status == "Unlocked" and native.asked[-1] == ("UnlockConnector", {"connector_id": 1})
+                    assert (await csms.call("GW-MERGED", call.Reset(type="Soft"))).status == "Accepted"
+                    await asyncio.wait_for(native.reset_asked.wait(), 5)  # the site's native chargers too
+                    assert ("Reset", {"type": "Soft"}) in native.asked
                 finally:
                     serving.cancel()
             # the charger is gone: a command for it is answered, not hung
