@@ -34,6 +34,7 @@ from gateway.services.site import Site
 
 log = logging.getLogger(__name__)
 
+RELAY_CALL_S = 15.0  # a relayed command's answer from the charger (the CSMS waits for ours)
 AUTHORIZE_WAIT_S = 20.0  # a charger waits about 30 s for an answer; the CSMS gets most of it
 IDS_SECTION = "native_transactions"  # settings: charger transaction id -> local reference
 REASONS = {
@@ -162,7 +163,7 @@ class MergedSessions:
             session = self.live.get(identity)
             if session is None:
                 raise ConnectionError(f"charger {self.identity[identity]} is not connected")
-            result = await session.call(self._call(request, number), suppress=False)
+            result = await asyncio.wait_for(session.call(self._call(request, number), suppress=False), RELAY_CALL_S)
         except Exception as exc:  # its answer is the caller's business: hand the error over
             if not request.answer.done():
                 request.answer.set_exception(exc)
