@@ -181,7 +181,8 @@ class MergedSessions:
         if request.action == "UnlockConnector":
             return call.UnlockConnector(connector_id=number)
         if request.action == "ChangeAvailability":
-            return call.ChangeAvailability(connector_id=number, type=payload["type"])
+            whole = payload.get("whole_charger", False)
+            return call.ChangeAvailability(connector_id=0 if whole else number, type=payload["type"])
         if request.action == "Reset":
             return call.Reset(type=payload["type"])
         if request.action == "SetChargingProfile":

@@ -206,7 +206,13 @@ class Peer(ChargePoint):
             payload = {"connector_id": connector_id, "type": type}
             status = await self._relayed(connector_id, "ChangeAvailability", payload, "Rejected")
             return call_result.ChangeAvailability(status=status)
-        status = self.owner.site.change_availability(connector_id, available=type == "Operative")
+        site = self.owner.site
+        status = site.change_availability(connector_id, available=type == "Operative")
+        if connector_id == 0 and status != "Rejected":  # the whole site: its native chargers too
+            for native in site.one_connector_per_native_charger():
+                payload = {"connector_id": native, "type": type, "whole_charger": True}
+                answer = await self._relayed(native, "ChangeAvailability", payload, "Rejected")
+                status = answer if answer == "Rejected" or status == "Accepted" else status
         log.info("CSMS made connector %s %s: %s", connector_id, type, status)
         return call_result.ChangeAvailability(status=status)
 
@@ -218,8 +224,7 @@ class Peer(ChargePoint):
     @after(Action.reset)
     async def after_reset(self, type: str) -> None:
         site = self.owner.site
-        one_per_charger = {c.device: c.connector_id for c in site.connectors.values() if site.is_native(c.connector_id)}
-        for connector_id in one_per_charger.values():  # the site's native chargers are reset too
+        for connector_id in site.one_connector_per_native_charger():  # the site's native chargers are reset too
             await self._relayed(connector_id, "Reset", {"type": type}, "Rejected")
         try:
             await self.owner.reset(hard=type == "Hard")

@@ -394,6 +394,11 @@ class Site:
     def is_native(self, connector_id: int) -> bool:
         return connector_id in self._native_connectors
 
+    def one_connector_per_native_charger(self) -> list[int]:
+        """A connector of each native charger: where a command for a whole charger is relayed."""
+        first = {c.device: c.connector_id for c in self.connectors.values() if self.is_native(c.connector_id)}
+        return sorted(first.values())
+
     def relay(self, connector_id: int, action: str, payload: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         """Hand a back-office command to the native charger of ``connector_id``; the future holds
         its answer (a dict of the charger's result)."""

@@ -134,6 +134,11 @@ class NativeCharger(ChargePoint):
         self.asked.append(("SetChargingProfile", payload))
         return call_result.SetChargingProfile(status="Accepted")
 
+    @on(Action.change_availability)
+    def on_change_availability(self, **payload: Any) -> call_result.ChangeAvailability:
+        self.asked.append(("ChangeAvailability", payload))
+        return call_result.ChangeAvailability(status="Accepted")
+
     @on(Action.reset)
     def on_reset(self, **payload: Any) -> call_result.Reset:
         self.asked.append(("Reset", payload))
@@ -229,6 +234,10 @@ async def test_a_start_the_csms_rejects_is_stopped_at_the_native_charger(tmp_pat
                     )
                     await asyncio.wait_for(native.stop_asked.wait(), 10)  # StopTransactionOnInvalidId
                     assert native.asked[-1] == ("RemoteStopTransaction", {"transaction_id": start.transaction_id})
+                    whole_site = call.ChangeAvailability(connector_id=0, type="Inoperative")
+                    # its session has not ended yet (the charger was asked to stop it): Scheduled
+                    assert (await csms.call("GW-MERGED", whole_site)).status == "Scheduled"
+                    assert native.asked[-1] == ("ChangeAvailability", {"connector_id": 0, "type": "Inoperative"})
                     assert (await csms.call("GW-MERGED", call.Reset(type="Soft"))).status == "Accepted"
                     await asyncio.wait_for(native.reset_asked.wait(), 5)  # the site's native chargers too
                     assert native.asked[-1] == ("Reset", {"type": "Soft"})
