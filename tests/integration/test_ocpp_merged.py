@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -151,97 +153,96 @@ class NativeCharger(ChargePoint):
         return call_result.UnlockConnector(status="Unlocked")
 
 
-async def test_csms_commands_for_native_connectors_are_relayed_in_the_chargers_terms(tmp_path: Path) -> None:
+@asynccontextmanager
+async def merged_site(tmp_path: Path, blocked: tuple[str, ...] = ()) -> AsyncIterator[tuple[Gateway, DemoCsms, int]]:
+    """A running gateway with one merged native charger configured, and its CSMS; yields the
+    gateway, the CSMS and the local OCPP server's port."""
     csms_port, server_port = free_port(), free_port()
     csms = DemoCsms("127.0.0.1", csms_port)
+    csms.blocked_id_tags.update(blocked)
     await csms.start()
     gateway = Gateway.build(config_for(csms_port, server_port, tmp_path))
-    headers = {"Authorization": "Basic " + base64.b64encode(f"NATIVE-1:{PASSWORD}".encode()).decode()}
     try:
         async with running(gateway):
             await csms.wait_for("BootNotification")
-            url = f"ws://127.0.0.1:{server_port}/NATIVE-1"
-            health = gateway.site.subscribe()
-            async with connect(url, additional_headers=headers, subprotocols=[Subprotocol("ocpp1.6")]) as ws:
-                native = NativeCharger("NATIVE-1", ws)
-                serving = asyncio.create_task(native.start())
-                try:
-                    remote = call.RemoteStartTransaction(id_tag="APP-USER-0042", connector_id=2)
-                    assert (await csms.call("GW-MERGED", remote)).status == "Accepted"
-                    assert native.asked[-1] == (
-                        "RemoteStartTransaction",
-                        {"id_tag": "APP-USER-0042", "connector_id": 2},
-                    )
-                    events = gateway.site.subscribe()
-                    start = await native.call(
-                        call.StartTransaction(connector_id=2, id_tag="APP-USER-0042", meter_start=10, timestamp=at(1))
-                    )
-                    async with asyncio.timeout(5):  # until the gateway has the CSMS's id for the session
-                        while not isinstance(numbered := await events.get(), TransactionNumbered):
-                            pass
-                    csms_id = csms.last_transaction_id
-                    assert numbered.transaction_id == csms_id
-                    profile = {
-                        "charging_profile_id": 7,
-                        "transaction_id": csms_id,
-                        "stack_level": 1,
-                        "charging_profile_purpose": "TxProfile",
-                        "charging_profile_kind": "Relative",
-                        "charging_schedule": {
-                            "charging_rate_unit": "A",
-                            "charging_schedule_period": [{"start_period": 0, "limit": 10.0}],
-                        },
-                    }
-                    limited = call.SetChargingProfile(connector_id=2, cs_charging_profiles=profile)
-                    assert (await csms.call("GW-MERGED", limited)).status == "Accepted"
-                    action, relayed_profile = native.asked[-1]
-                    assert action == "SetChargingProfile" and relayed_profile["connector_id"] == 2
-                    assert relayed_profile["cs_charging_profiles"]["transaction_id"] == start.transaction_id
-                    stop = call.RemoteStopTransaction(transaction_id=csms_id)
-                    assert (await csms.call("GW-MERGED", stop)).status == "Accepted"
-                    assert native.asked[-1] == ("RemoteStopTransaction", {"transaction_id": start.transaction_id})
-                    unlock = await csms.call("GW-MERGED", call.UnlockConnector(connector_id=1))
-                    assert unlock.status == "Unlocked" and native.asked[-1] == ("UnlockConnector", {"connector_id": 1})
-                finally:
-                    serving.cancel()
-            # the charger is gone: a command for it is answered, not hung
-            async with asyncio.timeout(10):
-                while not isinstance(gone := await health.get(), DeviceHealthChanged) or gone.online:
-                    pass
-            again = call.RemoteStartTransaction(id_tag="APP-USER-0042", connector_id=1)
-            assert (await csms.call("GW-MERGED", again)).status == "Rejected"
+            yield gateway, csms, server_port
     finally:
         await csms.stop()
+
+
+@asynccontextmanager
+async def native_charger(server_port: int) -> AsyncIterator[NativeCharger]:
+    headers = {"Authorization": "Basic " + base64.b64encode(f"NATIVE-1:{PASSWORD}".encode()).decode()}
+    url = f"ws://127.0.0.1:{server_port}/NATIVE-1"
+    async with connect(url, additional_headers=headers, subprotocols=[Subprotocol("ocpp1.6")]) as ws:
+        native = NativeCharger("NATIVE-1", ws)
+        serving = asyncio.create_task(native.start())
+        try:
+            yield native
+        finally:
+            serving.cancel()
+
+
+async def test_csms_commands_for_native_connectors_are_relayed_in_the_chargers_terms(tmp_path: Path) -> None:
+    async with merged_site(tmp_path) as (gateway, csms, server_port):
+        health = gateway.site.subscribe()
+        async with native_charger(server_port) as native:
+            remote = call.RemoteStartTransaction(id_tag="APP-USER-0042", connector_id=2)
+            assert (await csms.call("GW-MERGED", remote)).status == "Accepted"
+            assert native.asked[-1] == (
+                "RemoteStartTransaction",
+                {"id_tag": "APP-USER-0042", "connector_id": 2},
+            )
+            events = gateway.site.subscribe()
+            start = await native.call(
+                call.StartTransaction(connector_id=2, id_tag="APP-USER-0042", meter_start=10, timestamp=at(1))
+            )
+            async with asyncio.timeout(5):  # until the gateway has the CSMS's id for the session
+                while not isinstance(numbered := await events.get(), TransactionNumbered):
+                    pass
+            csms_id = csms.last_transaction_id
+            assert numbered.transaction_id == csms_id
+            profile = {
+                "charging_profile_id": 7,
+                "transaction_id": csms_id,
+                "stack_level": 1,
+                "charging_profile_purpose": "TxProfile",
+                "charging_profile_kind": "Relative",
+                "charging_schedule": {
+                    "charging_rate_unit": "A",
+                    "charging_schedule_period": [{"start_period": 0, "limit": 10.0}],
+                },
+            }
+            limited = call.SetChargingProfile(connector_id=2, cs_charging_profiles=profile)
+            assert (await csms.call("GW-MERGED", limited)).status == "Accepted"
+            action, relayed_profile = native.asked[-1]
+            assert action == "SetChargingProfile" and relayed_profile["connector_id"] == 2
+            assert relayed_profile["cs_charging_profiles"]["transaction_id"] == start.transaction_id
+            stop = call.RemoteStopTransaction(transaction_id=csms_id)
+            assert (await csms.call("GW-MERGED", stop)).status == "Accepted"
+            assert native.asked[-1] == ("RemoteStopTransaction", {"transaction_id": start.transaction_id})
+            unlock = await csms.call("GW-MERGED", call.UnlockConnector(connector_id=1))
+            assert unlock.status == "Unlocked" and native.asked[-1] == ("UnlockConnector", {"connector_id": 1})
+        # the charger is gone: a command for it is answered, not hung
+        async with asyncio.timeout(10):
+            while not isinstance(gone := await health.get(), DeviceHealthChanged) or gone.online:
+                pass
+        again = call.RemoteStartTransaction(id_tag="APP-USER-0042", connector_id=1)
+        assert (await csms.call("GW-MERGED", again)).status == "Rejected"
 
 
 async def test_a_start_the_csms_rejects_is_stopped_at_the_native_charger(tmp_path: Path) -> None:
-    csms_port, server_port = free_port(), free_port()
-    csms = DemoCsms("127.0.0.1", csms_port)
-    csms.blocked_id_tags.add("STOLEN-CARD-01")
-    await csms.start()
-    gateway = Gateway.build(config_for(csms_port, server_port, tmp_path))
-    headers = {"Authorization": "Basic " + base64.b64encode(f"NATIVE-1:{PASSWORD}".encode()).decode()}
-    try:
-        async with running(gateway):
-            await csms.wait_for("BootNotification")
-            url = f"ws://127.0.0.1:{server_port}/NATIVE-1"
-            async with connect(url, additional_headers=headers, subprotocols=[Subprotocol("ocpp1.6")]) as ws:
-                native = NativeCharger("NATIVE-1", ws)
-                serving = asyncio.create_task(native.start())
-                try:
-                    start = await native.call(
-                        call.StartTransaction(connector_id=1, id_tag="STOLEN-CARD-01", meter_start=0, timestamp=at(1))
-                    )
-                    await asyncio.wait_for(native.stop_asked.wait(), 10)  # StopTransactionOnInvalidId
-                    assert native.asked[-1] == ("RemoteStopTransaction", {"transaction_id": start.transaction_id})
-                    whole_site = call.ChangeAvailability(connector_id=0, type="Inoperative")
-                    # its session has not ended yet (the charger was asked to stop it): Scheduled
-                    assert (await csms.call("GW-MERGED", whole_site)).status == "Scheduled"
-                    assert native.asked[-1] == ("ChangeAvailability", {"connector_id": 0, "type": "Inoperative"})
-                    assert (await csms.call("GW-MERGED", call.Reset(type="Soft"))).status == "Accepted"
-                    await asyncio.wait_for(native.reset_asked.wait(), 5)  # the site's native chargers too
-                    assert native.asked[-1] == ("Reset", {"type": "Soft"})
-                finally:
-                    serving.cancel()
-    finally:
-        await csms.stop()
+    site = merged_site(tmp_path, blocked=("STOLEN-CARD-01",))
+    async with site as (_, csms, server_port), native_charger(server_port) as native:
+        start = await native.call(
+            call.StartTransaction(connector_id=1, id_tag="STOLEN-CARD-01", meter_start=0, timestamp=at(1))
+        )
+        await asyncio.wait_for(native.stop_asked.wait(), 10)  # StopTransactionOnInvalidId
+        assert native.asked[-1] == ("RemoteStopTransaction", {"transaction_id": start.transaction_id})
+        whole_site = call.ChangeAvailability(connector_id=0, type="Inoperative")
+        # its session has not ended yet (the charger was asked to stop it): Scheduled
+        assert (await csms.call("GW-MERGED", whole_site)).status == "Scheduled"
+        assert native.asked[-1] == ("ChangeAvailability", {"connector_id": 0, "type": "Inoperative"})
+        assert (await csms.call("GW-MERGED", call.Reset(type="Soft"))).status == "Accepted"
+        await asyncio.wait_for(native.reset_asked.wait(), 5)  # the site's native chargers too
+        assert native.asked[-1] == ("Reset", {"type": "Soft"})
