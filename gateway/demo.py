@@ -154,6 +154,10 @@ def render_table(gateway: Gateway, csms_note: str, mqtt_note: str) -> str:
     ]
     for connector in site.connectors.values():
         reading = connector.reading
+        billing_wh = site.billing_energy_wh(connector.connector_id)
+        session_wh = None  # the session's billing energy: register now - meterStart
+        if connector.session is not None and billing_wh is not None:
+            session_wh = billing_wh - connector.session.meter_start_wh
         status = connector.status.value
         if connector.status is ConnectorStatus.FAULTED and connector.faults:
             status = f"faulted: {connector.faults[0].kind.value}"
@@ -161,7 +165,7 @@ def render_table(gateway: Gateway, csms_note: str, mqtt_note: str) -> str:
             f"  {connector.connector_id:>4}  {connector.device:<16} {status:<15} "
             f"{_fmt(reading.power_w if reading else None, 'W'):>10}  "
             f"{_fmt(reading.energy_wh if reading else None, 'Wh'):>16}  "
-            f"{_fmt(reading.session_energy_wh if reading else None, 'Wh'):>10}"
+            f"{_fmt(session_wh, 'Wh'):>10}"
         )
     for meter in site.meters.values():
         reading = meter.reading
