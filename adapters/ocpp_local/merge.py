@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -169,7 +170,7 @@ class MergedSessions:
                 request.answer.set_exception(exc)
             return
         if not request.answer.done():
-            request.answer.set_result({"status": str(getattr(result, "status", ""))})
+            request.answer.set_result(_plain(asdict(result)))
 
     def _call(self, request: RelayToCharger, number: int) -> Any:
         """The command in the charger's terms: its connector number, its transaction id."""
@@ -185,6 +186,16 @@ class MergedSessions:
             return call.ChangeAvailability(connector_id=0 if whole else number, type=payload["type"])
         if request.action == "Reset":
             return call.Reset(type=payload["type"])
+        if request.action == "ClearChargingProfile":
+            return call.ClearChargingProfile(
+                id=payload.get("id"),
+                connector_id=number,
+                charging_profile_purpose=payload.get("charging_profile_purpose"),
+                stack_level=payload.get("stack_level"),
+            )
+        if request.action == "GetCompositeSchedule":
+            unit = payload.get("charging_rate_unit")
+            return call.GetCompositeSchedule(connector_id=number, duration=payload["duration"], charging_rate_unit=unit)
         if request.action == "SetChargingProfile":
             profile = _plain(payload["profile"])
             if payload.get("local_ref") is not None:

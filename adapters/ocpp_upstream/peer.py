@@ -57,15 +57,19 @@ class Peer(ChargePoint):
     async def _relayed(self, connector_id: int, action: str, payload: dict[str, Any], fallback: str) -> str:
         """A native charger's answer to a command for one of its connectors (its ``status``), or
         ``fallback`` when it is not connected, refuses, or does not answer in time."""
-        try:
-            async with asyncio.timeout(RELAY_TIMEOUT_S):
-                answer = await self.owner.site.relay(connector_id, action, payload)
-        except Exception as exc:  # the charger's failure is its own: answer the CSMS, carry on
-            log.warning("%s for connector %s not carried out by its charger: %s", action, connector_id, exc)
-            return fallback
-        status = str(answer.get("status", fallback))
+        answer = await self._relay_answer(connector_id, action, payload)
+        status = str(answer.get("status", fallback)) if answer is not None else fallback
         log.info("CSMS %s on connector %s: relayed to its charger: %s", action, connector_id, status)
         return status
+
+    async def _relay_answer(self, connector_id: int, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """A native charger's whole answer (snake_case), or None if it gave none."""
+        try:
+            async with asyncio.timeout(RELAY_TIMEOUT_S):
+                return await self.owner.site.relay(connector_id, action, payload)
+        except Exception as exc:  # the charger's failure is its own: answer the CSMS, carry on
+            log.warning("%s for connector %s not carried out by its charger: %s", action, connector_id, exc)
+            return None
 
     @on(Action.remote_start_transaction)
     async def on_remote_start(
@@ -148,13 +152,17 @@ class Peer(ChargePoint):
         return call_result.SetChargingProfile(status="Accepted")
 
     @on(Action.clear_charging_profile)
-    def on_clear_charging_profile(
+    async def on_clear_charging_profile(
         self,
         id: int | None = None,
         connector_id: int | None = None,
         charging_profile_purpose: str | None = None,
         stack_level: int | None = None,
     ) -> Any:
+        if connector_id is not None and self.owner.site.is_native(connector_id):
+            which = {"id": id, "charging_profile_purpose": charging_profile_purpose, "stack_level": stack_level}
+            status = await self._relayed(connector_id, "ClearChargingProfile", which, "Unknown")
+            return call_result.ClearChargingProfile(status=status)
         cleared = self.owner.site.charging_profiles.clear(
             profile_id=id,
             connector_id=connector_id,
@@ -168,8 +176,16 @@ class Peer(ChargePoint):
         return call_result.ClearChargingProfile(status="Accepted")
 
     @on(Action.get_composite_schedule)
-    def on_get_composite_schedule(self, connector_id: int, duration: int, charging_rate_unit: str | None = None) -> Any:
+    async def on_get_composite_schedule(
+        self, connector_id: int, duration: int, charging_rate_unit: str | None = None
+    ) -> Any:
         site = self.owner.site
+        if site.is_native(connector_id):  # the charger keeps its own schedule
+            asked = {"duration": duration, "charging_rate_unit": charging_rate_unit}
+            answer = await self._relay_answer(connector_id, "GetCompositeSchedule", asked)
+            if answer is None or answer.get("status") != "Accepted":
+                return call_result.GetCompositeSchedule(status="Rejected")
+            return call_result.GetCompositeSchedule(**{**answer, "connector_id": connector_id})
         if connector_id != 0 and connector_id not in site.connectors:
             return call_result.GetCompositeSchedule(status="Rejected")
         unit = unit_from_ocpp(charging_rate_unit)

@@ -136,6 +136,19 @@ class NativeCharger(ChargePoint):
         self.asked.append(("SetChargingProfile", payload))
         return call_result.SetChargingProfile(status="Accepted")
 
+    @on(Action.clear_charging_profile)
+    def on_clear_profile(self, **payload: Any) -> call_result.ClearChargingProfile:
+        self.asked.append(("ClearChargingProfile", payload))
+        return call_result.ClearChargingProfile(status="Accepted")
+
+    @on(Action.get_composite_schedule)
+    def on_composite(self, **payload: Any) -> call_result.GetCompositeSchedule:
+        self.asked.append(("GetCompositeSchedule", payload))
+        schedule = {"charging_rate_unit": "A", "charging_schedule_period": [{"start_period": 0, "limit": 10.0}]}
+        return call_result.GetCompositeSchedule(
+            status="Accepted", connector_id=payload["connector_id"], schedule_start=at(0), charging_schedule=schedule
+        )
+
     @on(Action.change_availability)
     def on_change_availability(self, **payload: Any) -> call_result.ChangeAvailability:
         self.asked.append(("ChangeAvailability", payload))
@@ -218,6 +231,11 @@ async def test_csms_commands_for_native_connectors_are_relayed_in_the_chargers_t
             action, relayed_profile = native.asked[-1]
             assert action == "SetChargingProfile" and relayed_profile["connector_id"] == 2
             assert relayed_profile["cs_charging_profiles"]["transaction_id"] == start.transaction_id
+            composite = await csms.call("GW-MERGED", call.GetCompositeSchedule(connector_id=2, duration=600))
+            assert composite.status == "Accepted" and composite.connector_id == 2
+            assert composite.charging_schedule["charging_schedule_period"][0]["limit"] == 10
+            cleared = await csms.call("GW-MERGED", call.ClearChargingProfile(id=7, connector_id=2))
+            assert cleared.status == "Accepted" and native.asked[-1][0] == "ClearChargingProfile"
             stop = call.RemoteStopTransaction(transaction_id=csms_id)
             assert (await csms.call("GW-MERGED", stop)).status == "Accepted"
             assert native.asked[-1] == ("RemoteStopTransaction", {"transaction_id": start.transaction_id})
