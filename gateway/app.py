@@ -19,7 +19,7 @@ from adapters.modbus.layout import DeviceMap
 from adapters.modbus.profile import Profile, load_profile, profile_names
 from adapters.modbus.transport import ModbusLines, TcpTransport, Transport, line_key, serial_transport
 from adapters.mqtt.bridge import MqttBridge
-from adapters.ocpp_local.merge import MergedSessions
+from adapters.ocpp_local.merge import MergedSessions, PassthroughFeed
 from adapters.ocpp_local.passthrough import PassthroughRelays
 from adapters.ocpp_local.server import LocalOcppServer
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
@@ -118,10 +118,9 @@ def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
         for charger in config.chargers
         for socket, number in enumerate(charger.connectors, start=1)
     ]
-    connectors += [  # native chargers in merged mode: their connectors are the site's
-        Connector(number, charger.identity, socket=socket)
+    connectors += [  # native chargers: merged ones' connectors are the site's; passthrough ones are only shown
+        Connector(number, charger.identity, socket=socket, upstream=charger.mode == "merged")
         for charger in config.ocpp_chargers
-        if charger.mode == "merged"
         for socket, number in enumerate(charger.connectors, start=1)
     ]
     meters = [Meter(meter.name, meter.connector) for meter in config.meters]
@@ -224,7 +223,10 @@ class Gateway:
         )
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site))
         if config.ocpp_chargers:
-            relays = PassthroughRelays(config.upstream.url, config.ocpp_chargers)
+            passthrough_chargers = [c for c in config.ocpp_chargers if c.mode == "passthrough"]
+            relays = PassthroughRelays(
+                config.upstream.url, config.ocpp_chargers, PassthroughFeed(site, passthrough_chargers)
+            )
             merged_chargers = [c for c in config.ocpp_chargers if c.mode == "merged"]
             merged = MergedSessions(site, merged_chargers, config.ocpp_server.heartbeat_interval_s)
             ocpp_server = LocalOcppServer(config.ocpp_server, config.ocpp_chargers, merged, passthrough=relays)

@@ -375,6 +375,16 @@ class GatewayConfig(Strict):
         if missing:
             key = "chargers + ocpp_chargers" if self.ocpp_chargers else "chargers"
             problems.append((key, f"connector numbers must run 1..N without gaps; missing {missing}"))
+        own = [n for c in self.chargers for n in c.connectors]
+        own += [n for c in self.ocpp_chargers if c.mode == "merged" for n in c.connectors]
+        for i, charger in enumerate(self.ocpp_chargers):
+            for j, number in enumerate(charger.connectors if charger.mode == "passthrough" else []):
+                if own and number < max(own):
+                    reason = (
+                        f"a passthrough charger's connectors come after the site's own (1..{len(own)}): "
+                        "they are not part of the site's charge point"
+                    )
+                    problems.append((f"ocpp_chargers[{i}].connectors[{j}]", reason))
         metered: dict[int, str] = {}
         for i, meter in enumerate(self.meters):
             path = f"meters[{i}].connector"

@@ -231,6 +231,56 @@ class MergedSessions:
         self.site.settings.save(IDS_SECTION + "_next", self._next_id)
 
 
+class PassthroughFeed:
+    """The ``on_frame`` observer of passthrough relays: what a passthrough charger tells its own
+    CSMS about its connectors (StatusNotification, MeterValues) is shown on MQTT too. Its
+    sessions stay between it and its CSMS: nothing of it goes upstream under the gateway's
+    identity."""
+
+    def __init__(self, site: Site, chargers: Iterable[OcppChargerConfig]) -> None:
+        self.site = site
+        self.site_connector = {
+            (charger.identity.lower(), number): site_id
+            for charger in chargers
+            for number, site_id in enumerate(charger.connectors, start=1)
+        }
+
+    def __call__(
+        self, identity: str, direction: str, message_type: int, action: str | None, payload: dict[str, Any]
+    ) -> None:
+        if message_type != 2 or direction != "to_csms" or action not in ("StatusNotification", "MeterValues"):
+            return
+        site_id = self.site_connector.get((identity.lower(), _int(payload.get("connectorId"))))
+        if site_id is None:
+            return
+        now = self.site.clock.now()
+        if action == "StatusNotification":
+            status, faults = from_status_notification(
+                str(payload.get("status")),
+                str(payload.get("errorCode")),
+                str(payload.get("info", "")),
+                str(payload.get("vendorErrorCode", "")),
+            )
+            self.site.native_status(site_id, status, faults, _time(payload.get("timestamp"), now))
+        else:
+            meter_values = [_snake_meter_value(value) for value in payload.get("meterValue", [])]
+            reading = reading_from_meter_values(meter_values, now)
+            if reading is not None:
+                self.site.native_reading(site_id, reading)
+
+
+def _int(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return -1
+
+
+def _snake_meter_value(value: dict[str, Any]) -> dict[str, Any]:
+    """A raw (camelCase) MeterValue as the library hands them to handlers."""
+    return {"timestamp": value.get("timestamp"), "sampled_value": value.get("sampledValue", [])}
+
+
 class MergedChargerSession(ChargerSession):
     """A ChargerSession whose messages feed the Site instead of a log."""
 

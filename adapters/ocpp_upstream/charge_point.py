@@ -71,7 +71,7 @@ class VirtualChargePoint:
         self.site = site
         self.settings = settings
         self.outbox = outbox
-        self.configuration = OcppConfiguration(settings, len(site.connectors))
+        self.configuration = OcppConfiguration(settings, len(site.upstream_connectors))
         self.registration = "none"  # the last BootNotification result
         self.accepted = asyncio.Event()  # set once Boot was Accepted in this process
         self._peer: Peer | None = None
@@ -307,7 +307,7 @@ class VirtualChargePoint:
         """Connector 0 and every connector (or just ``only``), stamped ``at`` or with when each status began."""
         if only in (None, 0):
             await self._send_zero_status(peer, at or self.site.clock.now())
-        for connector in self.site.connectors.values():
+        for connector in self.site.upstream_connectors.values():
             if only not in (None, connector.connector_id):
                 continue
             faults = connector.faults  # as sent: it may change while we await the answer
@@ -318,7 +318,7 @@ class VirtualChargePoint:
     def _zero_status(self) -> ConnectorStatus:
         """Connector 0 (the gateway as a whole) is Unavailable while every connector is taken out
         of service (ChangeAvailability of connector 0), Available otherwise."""
-        in_service = any(c.available for c in self.site.connectors.values())
+        in_service = any(c.available for c in self.site.upstream_connectors.values())
         return ConnectorStatus.AVAILABLE if in_service else ConnectorStatus.UNAVAILABLE
 
     async def _send_zero_status(self, peer: Peer, at: datetime) -> None:
@@ -334,7 +334,7 @@ class VirtualChargePoint:
     async def _status_changes(self, peer: Peer, events: EventStream) -> None:
         """A StatusNotification per change; a fault raised beside a more severe one still gets its own."""
         async for event in events:
-            if not isinstance(event, ConnectorStatusChanged):
+            if not isinstance(event, ConnectorStatusChanged) or event.connector_id not in self.site.upstream_connectors:
                 continue
             reported = self._reported_faults.get(event.connector_id, ())
             primary = primary_fault(event.faults)

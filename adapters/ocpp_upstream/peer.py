@@ -116,7 +116,7 @@ class Peer(ChargePoint):
     def on_trigger_message(self, requested_message: str, connector_id: int | None = None) -> Any:
         if requested_message not in TRIGGERABLE:
             return call_result.TriggerMessage(status="NotImplemented")
-        if connector_id is not None and connector_id != 0 and connector_id not in self.owner.site.connectors:
+        if connector_id is not None and connector_id != 0 and connector_id not in self.owner.site.upstream_connectors:
             return call_result.TriggerMessage(status="Rejected")
         return call_result.TriggerMessage(status="Accepted")
 
@@ -139,7 +139,7 @@ class Peer(ChargePoint):
             status = await self._relayed(connector_id, "SetChargingProfile", payload, "Rejected")
             return call_result.SetChargingProfile(status=status)
         try:
-            if connector_id != 0 and connector_id not in site.connectors:
+            if connector_id != 0 and connector_id not in site.upstream_connectors:
                 raise CommandRejected(f"no connector {connector_id}")
             profile = profile_from_ocpp(connector_id, cs_charging_profiles)
             active = self.owner.transactions.active_id(connector_id) if connector_id else None
@@ -186,7 +186,7 @@ class Peer(ChargePoint):
             if answer is None or answer.get("status") != "Accepted":
                 return call_result.GetCompositeSchedule(status="Rejected")
             return call_result.GetCompositeSchedule(**{**answer, "connector_id": connector_id})
-        if connector_id != 0 and connector_id not in site.connectors:
+        if connector_id != 0 and connector_id not in site.upstream_connectors:
             return call_result.GetCompositeSchedule(status="Rejected")
         unit = unit_from_ocpp(charging_rate_unit)
         start = site.clock.now()

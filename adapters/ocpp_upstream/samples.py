@@ -20,7 +20,7 @@ def site_meter_values(
     """
     per_connector: dict[int, list[Any]] = {}
     metered = {m.connector_id for m in site.meters.values() if m.connector_id}
-    for connector in site.connectors.values():
+    for connector in site.upstream_connectors.values():
         wanted = [m for m in measurands if m != "SoC"]
         if connector.connector_id in metered:
             wanted = [m for m in wanted if m != "Energy.Active.Import.Register"]

@@ -165,6 +165,8 @@ class Connector:
     soc_target_percent: float | None = None  # pause charging once ``soc`` reaches this
     current_ceiling_a: float | None = None  # the site owner's ceiling (MQTT), under any profile limit
     session: SessionInfo | None = None  # the transaction running now
+    # False for a passthrough charger's connector: shown on MQTT, never part of the site's charge point
+    upstream: bool = True
     status: ConnectorStatus = ConnectorStatus.UNAVAILABLE
     faults: tuple[Fault, ...] = ()  # active faults, as of the last status derivation
     status_since: datetime = field(default_factory=utc_now)

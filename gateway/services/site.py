@@ -151,8 +151,10 @@ class Site:
         self._subscribers: list[EventStream] = []
         self.settings: SettingsStore = settings or NoSettingsStore()
         self.connection_timeout_s = 60.0  # ConnectionTimeOut: how long an authorised start waits for the car
-        self.charging_profiles = ChargingProfileStore(len(self.connectors))  # the back office's limits
+        self.charging_profiles = ChargingProfileStore(len(self.upstream_connectors))  # the back office's limits
         self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
+        # a passthrough charger's connectors run no sessions of the gateway's (its CSMS has them)
+        self.sessions.out_of_service.update(cid for cid, c in self.connectors.items() if not c.upstream)
         self.batteries = Batteries(self.connectors, soc_targets, self.billing_register, self._emit, self.settings)
 
     # -- subscriptions -------------------------------------------------------------------------
@@ -391,6 +393,11 @@ class Site:
         relayed to the charger (``relay``) instead of being carried out here."""
         self._native_connectors.update(connector_ids)
 
+    @property
+    def upstream_connectors(self) -> dict[int, Connector]:
+        """The connectors of the site's one charge point (not those of passthrough chargers)."""
+        return {cid: c for cid, c in self.connectors.items() if c.upstream}
+
     def is_native(self, connector_id: int) -> bool:
         return connector_id in self._native_connectors
 
@@ -479,8 +486,9 @@ class Site:
     def change_availability(self, connector_id: int, available: bool) -> str:
         """Take a connector (0: all) out of service or back: "Accepted", "Scheduled" (a session is
         running; applied when it ends) or "Rejected" (no such connector)."""
-        targets = list(self.connectors) if connector_id == 0 else [connector_id]
-        if any(cid not in self.connectors for cid in targets):
+        ours = self.upstream_connectors  # a passthrough charger's availability is its CSMS's business
+        targets = list(ours) if connector_id == 0 else [connector_id]
+        if any(cid not in ours for cid in targets):
             return "Rejected"
         scheduled = False
         for cid in targets:
