@@ -413,7 +413,9 @@ class GatewayConfig(Strict):
 
     @property
     def connector_count(self) -> int:
-        return sum(len(c.connectors) for c in [*self.chargers, *self.ocpp_chargers])
+        """Connectors of the site's one charge point (a passthrough charger's are its own)."""
+        merged = [c for c in self.ocpp_chargers if c.mode == "merged"]
+        return sum(len(c.connectors) for c in [*self.chargers, *merged])
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
