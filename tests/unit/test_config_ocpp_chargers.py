@@ -37,7 +37,7 @@ def test_ocpp_chargers_continue_the_site_numbering() -> None:
         )
     )
     assert [c.connectors for c in config.ocpp_chargers] == [[5, 4], [6]]
-    assert config.connector_count == 6
+    assert config.connector_count == 5  # the passthrough charger's connector is its own, not the site's
     assert "secret-1" not in repr(config)
 
 
