@@ -3,7 +3,7 @@
 (a) CALL round trips (a Heartbeat-like CALL, answered ``[3, id, {...}]``) from a raw websocket
     client to a minimal CSMS, directly and through the gateway's passthrough relay, in alternate
     blocks of the same run, so both see the same machine; the table shows what the relay adds.
-(b) Merged mode: many chargers connected at once to LocalOcppServer with ChargerSessions (the
+(b) Merged mode: many chargers connected at once to LocalOcppServer with MergedSessions (the
     ocpp library's schema checks in both directions), each sending MeterValues as fast as they
     are answered: messages/s in total and round-trip percentiles.
 
@@ -56,11 +56,14 @@ async def serve_csms() -> None:
 
 
 async def serve_gateway(csms_port: int, chargers: int) -> None:
-    """LocalOcppServer: one passthrough charger towards the CSMS, ``chargers`` merged ones (ChargerSessions)."""
-    from adapters.ocpp_local.charger_session import ChargerSessions
+    """LocalOcppServer: one passthrough charger towards the CSMS, ``chargers`` merged ones feeding a
+    Site as `ocpp-gateway run` does (MergedSessions: statuses and readings into the domain)."""
+    from adapters.ocpp_local.merge import MergedSessions
     from adapters.ocpp_local.passthrough import PassthroughRelays
     from adapters.ocpp_local.server import LocalOcppServer
     from gateway.config import OcppChargerConfig, OcppServerConfig
+    from gateway.domain.model import Connector
+    from gateway.services.site import Site
 
     logging.basicConfig(level=logging.ERROR)  # not 50 "has no password" warnings
     configs = [OcppChargerConfig(identity=PASSTHROUGH_ID, mode="passthrough", connectors=[1])]
@@ -69,7 +72,10 @@ async def serve_gateway(csms_port: int, chargers: int) -> None:
     with socket.socket() as probe:  # the config wants a real port number: one the OS says is free
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = LocalOcppServer(OcppServerConfig(port=port), configs, ChargerSessions(300), passthrough=relays)
+    merged_configs = configs[1:]
+    site = Site([Connector(c.connectors[0], c.identity) for c in merged_configs], [])
+    merged = MergedSessions(site, merged_configs, 300)
+    server = LocalOcppServer(OcppServerConfig(port=port), configs, merged, passthrough=relays)
     await server.start()
     print(server.port, flush=True)
     await _until_stdin_closes()
