@@ -369,8 +369,11 @@ class Site:
     ) -> None:
         """A native charger's StatusNotification for one of its connectors (site numbering)."""
         connector = self.connectors[connector_id]
+        car_left = status is ConnectorStatus.AVAILABLE and self._native_status.get(connector_id) is not status
         self._native_status[connector_id] = status
         connector.device_faults = faults
+        if car_left:  # what was known of the last car's battery goes with it
+            self.batteries.charger_polled(connector, car_left=True)
         self._set_online(connector.device, True, "", at)
         self._update_status(connector, at)
 
@@ -382,8 +385,7 @@ class Site:
         connector.reading = reading
         if previous is None or previous.values() != reading.values():
             self._emit(ConnectorReadingChanged(connector_id, reading))
-        if reading.soc_percent is not None and connector.session_active:
-            self.batteries.report(connector_id, reading.soc_percent, None, reading.measured_at, self.clock.now())
+        self.batteries.charger_polled(connector, car_left=False)  # its SoC, as a charger register's
         if register_fault is not None and register_fault not in connector.device_faults:
             connector.device_faults = (*connector.device_faults, register_fault)
             self._update_status(connector, reading.measured_at)
