@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from adapters.ocpp_local.merge import reading_from_meter_values
-from gateway.domain.model import ConnectorStatus, Fault, FaultKind
+from gateway.domain.battery import SocSource
+from gateway.domain.model import Connector, ConnectorStatus, Fault, FaultKind, Reading
 from gateway.services.ocpp_status import STATUS, from_status_notification
+from gateway.services.site import Site
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -53,10 +55,6 @@ def test_status_notifications_round_trip_with_the_upstream_table() -> None:
 
 
 def test_a_native_chargers_soc_is_the_chargers_and_leaves_with_the_car() -> None:
-    from gateway.domain.battery import SocSource
-    from gateway.domain.model import Connector, Reading
-    from gateway.services.site import Site
-
     site = Site([Connector(1, "NATIVE-1")], [])
     site.register_native([1])
     site.native_status(1, ConnectorStatus.CHARGING, (), NOW)
