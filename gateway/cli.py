@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config import BAUDRATES, DeviceConfig, GatewayConfig, load_config
 from gateway.domain.errors import ConfigError, DeviceUnavailable
+from gateway.log_format import formatter
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG
 
 if TYPE_CHECKING:
@@ -27,12 +28,10 @@ EXIT_USAGE = 2
 DEFAULT_CONFIG = Path("config.toml")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(log_format))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     # Libraries that log whole frames (OCPP id tags) or chatter per poll stay at WARNING.
     for noisy in ("ocpp", "pymodbus", "websockets", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -129,7 +128,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
 
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     try:
         gateway = Gateway.build(load_checked(args.config))
     except ConfigError as exc:
@@ -253,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway on a config file")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file (default: config.toml)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one JSON object per line")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file and print what it describes")
