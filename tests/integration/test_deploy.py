@@ -25,3 +25,21 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ocpp-gateway.service" not in result.stdout + result.stderr  # no warning about our unit
+
+
+def test_the_dockerfile_runs_as_a_user_has_a_health_check_and_copies_what_exists() -> None:
+    """No Docker daemon here to build it: check what a linter would (hadolint's main rules) and
+    that every path it copies is in the repository."""
+    lines = [line.strip() for line in (ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8").splitlines()]
+    instructions = [line for line in lines if line and not line.startswith("#")]
+    assert instructions[0].startswith("FROM python:3.11-slim")
+    users = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert any(line.startswith("HEALTHCHECK") for line in instructions)
+    assert not any(line.startswith("ADD ") for line in instructions)  # COPY, not ADD (DL3020)
+    for line in instructions:
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
+    compose = (ROOT / "deploy" / "docker-compose.yml").read_text(encoding="utf-8")
+    assert "dockerfile: deploy/Dockerfile" in compose and "/var/lib/ocpp-gateway" in compose
