@@ -122,20 +122,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def site_connectors(chargers: Iterable[OcppChargerConfig]) -> dict[tuple[str, int], int]:
+    """(lowercased identity, the charger's connector number) -> the site's connector number."""
+    return {
+        (charger.identity.lower(), number): site_id
+        for charger in chargers
+        for number, site_id in enumerate(charger.connectors, start=1)
+    }
+
+
 class MergedSessions:
     """The ``handler_factory`` of LocalOcppServer for merged chargers."""
 
     def __init__(self, site: Site, chargers: Iterable[OcppChargerConfig], heartbeat_interval_s: int) -> None:
         self.site = site
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.site_connector: dict[tuple[str, int], int] = {}
-        self.identity: dict[str, str] = {}  # lowercased -> as configured (the Site's device name)
-        self.charger_connector: dict[int, tuple[str, int]] = {}  # site connector -> (identity, its number)
-        for charger in chargers:
-            self.identity[charger.identity.lower()] = charger.identity
-            for number, site_id in enumerate(charger.connectors, start=1):
-                self.site_connector[(charger.identity.lower(), number)] = site_id
-                self.charger_connector[site_id] = (charger.identity.lower(), number)
+        chargers = list(chargers)
+        self.identity = {c.identity.lower(): c.identity for c in chargers}  # -> as configured (the device name)
+        self.site_connector = site_connectors(chargers)
+        # site connector -> (identity, its number at the charger)
+        self.charger_connector = {site_id: where for where, site_id in self.site_connector.items()}
         site.register_native(self.charger_connector)
         self._events = site.subscribe()  # from the start: no command may slip before run()
         self._relays: set[asyncio.Future[None]] = set()
@@ -239,11 +245,7 @@ class PassthroughFeed:
 
     def __init__(self, site: Site, chargers: Iterable[OcppChargerConfig]) -> None:
         self.site = site
-        self.site_connector = {
-            (charger.identity.lower(), number): site_id
-            for charger in chargers
-            for number, site_id in enumerate(charger.connectors, start=1)
-        }
+        self.site_connector = site_connectors(chargers)
 
     def __call__(
         self, identity: str, direction: str, message_type: int, action: str | None, payload: dict[str, Any]

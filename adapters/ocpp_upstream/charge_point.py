@@ -117,9 +117,7 @@ class VirtualChargePoint:
             start = start_payload(event)
             self._queue(RecordKind.START, "StartTransaction", start, event.started_at, event.local_ref)
         elif isinstance(event, StopTransaction):
-            payload = self.transactions.stop_payload(event)
-            self._queue(RecordKind.STOP, "StopTransaction", payload, event.stopped_at, event.local_ref)
-            self.transactions.closed(event.local_ref)
+            self._queue_stop(event)
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
             self._note_session_registers()
         elif isinstance(event, Authorize):
@@ -127,6 +125,13 @@ class VirtualChargePoint:
 
     def _queue(self, kind: RecordKind, action: str, payload: dict[str, Any], at: datetime, ref: str | None) -> None:
         self.outbox.enqueue(NewRecord(kind, action, payload, iso_utc(at), ref))
+
+    def _queue_stop(self, stop: StopTransaction) -> None:
+        """Queue the stop first, then forget the open session: a kill in between leaves it open, to
+        be stopped after the restart (which sees the queued stop and does not stop it twice)."""
+        payload = self.transactions.stop_payload(stop)
+        self._queue(RecordKind.STOP, "StopTransaction", payload, stop.stopped_at, stop.local_ref)
+        self.transactions.closed(stop.local_ref)
 
     def _stop_orphaned_sessions(self) -> None:
         """Sessions open when the last process ended are stopped as OCPP 1.6 expects of a charge
@@ -152,9 +157,7 @@ class VirtualChargePoint:
                 reason.value,
                 orphan.last_register_wh,
             )
-            payload = self.transactions.stop_payload(stop)
-            self._queue(RecordKind.STOP, "StopTransaction", payload, stopped_at, ref)
-            self.transactions.closed(ref)
+            self._queue_stop(stop)
 
     def _authorize_locally_or_ask(self, request: Authorize) -> None:
         """The local list and cache answer where the rules allow (always when the CSMS is away)."""

@@ -417,9 +417,11 @@ class Site:
 
     def session_connector(self, local_ref: str) -> int | None:
         """The connector whose running session is ``local_ref``."""
-        return next(
-            (c.connector_id for c in self.connectors.values() if c.session and c.session.local_ref == local_ref), None
-        )
+        connector = self._running(local_ref)
+        return connector.connector_id if connector is not None else None
+
+    def _running(self, local_ref: str) -> Connector | None:
+        return next((c for c in self.connectors.values() if c.session and c.session.local_ref == local_ref), None)
 
     def native_offline(self, device: str, at: datetime) -> None:
         """A native charger's connection closed: its connectors lose communication."""
@@ -433,7 +435,7 @@ class Site:
 
     def native_stop(self, local_ref: str, meter_stop_wh: int, at: datetime, reason: StopReason) -> bool:
         """A native charger stopped the transaction ``local_ref``; False if no such session runs."""
-        connector = next((c for c in self.connectors.values() if c.session and c.session.local_ref == local_ref), None)
+        connector = self._running(local_ref)
         if connector is None or connector.session is None:
             return False
         stop = StopTransaction(connector.connector_id, local_ref, connector.session.id_tag, meter_stop_wh, at, reason)
@@ -534,10 +536,10 @@ class Site:
 
     def transaction_numbered(self, local_ref: str, transaction_id: int) -> None:
         """The CSMS numbered the session ``local_ref`` (reported by the upstream adapter)."""
-        for connector in self.connectors.values():
-            if connector.session is not None and connector.session.local_ref == local_ref:
-                connector.session.transaction_id = transaction_id
-                self._emit(TransactionNumbered(connector.connector_id, transaction_id))
+        connector = self._running(local_ref)
+        if connector is not None and connector.session is not None:
+            connector.session.transaction_id = transaction_id
+            self._emit(TransactionNumbered(connector.connector_id, transaction_id))
 
     def set_current_ceiling(self, connector_id: int, current_a: float | None) -> None:
         """Cap ``connector_id`` at ``current_a`` (None: no cap) under any charging profile; kept

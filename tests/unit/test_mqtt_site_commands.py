@@ -16,6 +16,7 @@ from gateway.domain.transactions import Authorize, AuthPolicy, AuthStatus, Start
 from gateway.services.charging_limits import LimitKeeper
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
+from tests.fixtures.settings import DictSettings
 
 T0 = datetime(2026, 5, 1, 18, 0, tzinfo=UTC)
 TOPICS = Topics("gw/site")
@@ -128,19 +129,6 @@ def test_a_flood_is_dropped_beyond_the_rate_limit_and_logged_once(caplog: pytest
     assert site.connectors[1].current_ceiling_a == 20.0  # the window moved on
     send(commands, "available", b'{"available": false}')  # other topics have their own budget
     assert site.connectors[1].available is False
-
-
-class DictSettings:
-    """A settings store in a dict (what a restart would read back)."""
-
-    def __init__(self) -> None:
-        self.sections: dict[str, object] = {}
-
-    def load(self, section: str) -> object | None:
-        return self.sections.get(section)
-
-    def save(self, section: str, data: object) -> None:
-        self.sections[section] = data
 
 
 def test_the_ceiling_caps_the_limit_survives_a_restart_and_wakes_the_keeper() -> None:

@@ -16,6 +16,7 @@ from gateway.domain.transactions import AuthPolicy
 from gateway.services.charging_limits import LimitKeeper
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import EventStream, Site
+from tests.fixtures.settings import DictSettings
 
 T0 = datetime(2026, 5, 1, 18, 0, tzinfo=UTC)
 FREE = ConnectorPolicy(AuthPolicy.FREE, "HOME")
@@ -31,19 +32,6 @@ class StepClock:
     def advance(self, minutes: float) -> datetime:
         self.moment += timedelta(minutes=minutes)
         return self.moment
-
-
-class DictSettings:
-    """A SettingsStore in memory, shared by a Site and the one that replaces it after a 'restart'."""
-
-    def __init__(self) -> None:
-        self.sections: dict[str, Any] = {}
-
-    def load(self, section: str) -> Any | None:
-        return self.sections.get(section)
-
-    def save(self, section: str, data: Any) -> None:
-        self.sections[section] = data
 
 
 def battery_events(stream: EventStream) -> list[BatteryStateChanged]:
