@@ -26,6 +26,7 @@ from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.parked import ParkedMessages
 from adapters.storage.settings import JsonSettingsStore
+from adapters.web.server import StatusServer
 from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
 from gateway.domain.errors import CommandRejected, ConfigError, DeviceError
 from gateway.domain.events import CurrentLimitRequested
@@ -36,6 +37,8 @@ from gateway.services.charging_limits import LimitKeeper
 from gateway.services.outbox import Outbox, OutboxSettings
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG, ConnectorPolicy
 from gateway.services.site import Site
+from gateway.services.site_picture import SiteLabels
+from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,24 @@ def build_outbox(config: GatewayConfig, site: Site) -> Outbox:
     return outbox
 
 
+def build_status_page(config: GatewayConfig, site: Site, telemetry: Telemetry) -> StatusServer | None:
+    """The status page and its API, unless ``[status_page] enabled = false``."""
+    if not config.status_page.enabled:
+        return None
+    return StatusServer(site, telemetry, config.status_page, site_labels(config))
+
+
+def site_labels(config: GatewayConfig) -> SiteLabels:
+    """What the site picture tells about the site from its config."""
+    return SiteLabels(
+        site_id=config.site.id,
+        site_name=config.site.name,
+        csms_endpoint=config.upstream.endpoint,
+        mqtt_broker=f"{config.mqtt.host}:{config.mqtt.port}",
+        commands=config.status_page.commands,
+    )
+
+
 @dataclass
 class Gateway:
     """Everything one ``ocpp-gateway run`` keeps alive."""
@@ -168,6 +189,8 @@ class Gateway:
     # Serves passthrough chargers; merged ones are refused (503) until the Site merge lands.
     ocpp_server: LocalOcppServer | None = None
     ocpp_merged: MergedSessions | None = None  # relays the CSMS's commands to merged chargers
+    telemetry: Telemetry = field(default_factory=Telemetry)  # polls, CSMS messages, MQTT link
+    status_page: StatusServer | None = None
 
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
@@ -189,6 +212,7 @@ class Gateway:
     def build(cls, config: GatewayConfig, clock: Clock | None = None) -> Gateway:
         validate(config)
         site = build_site(config, clock)
+        telemetry = Telemetry([device.name for device in [*config.chargers, *config.meters]], clock)
         lines = ModbusLines()  # one connection and one turn-taking lock per bus
         profiles = {device.name: load_profile(device.profile) for device in [*config.chargers, *config.meters]}
         devices = [
@@ -202,6 +226,7 @@ class Gateway:
                 sink=site,
                 clock=clock,
                 sockets=len(device.connectors) if isinstance(device, ChargerConfig) else 1,
+                telemetry=telemetry,
             )
             for device in [*config.chargers, *config.meters]
         ]
@@ -220,8 +245,11 @@ class Gateway:
             reconnect_max_s=mqtt.reconnect_max_s,
             protocol=mqtt.protocol,
             tls=mqtt.tls,
+            telemetry=telemetry,
         )
-        upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site))
+        upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site), telemetry)
+        status_page = build_status_page(config, site, telemetry)
+        parts = {"telemetry": telemetry, "status_page": status_page}
         if config.ocpp_chargers:
             passthrough_chargers = [c for c in config.ocpp_chargers if c.mode == "passthrough"]
             relays = PassthroughRelays(
@@ -230,8 +258,8 @@ class Gateway:
             merged_chargers = [c for c in config.ocpp_chargers if c.mode == "merged"]
             merged = MergedSessions(site, merged_chargers, config.ocpp_server.heartbeat_interval_s)
             ocpp_server = LocalOcppServer(config.ocpp_server, config.ocpp_chargers, merged, passthrough=relays)
-            return cls(config, site, devices, upstream, bridge, ocpp_server=ocpp_server, ocpp_merged=merged)
-        return cls(config, site, devices, upstream, bridge)
+            return cls(config, site, devices, upstream, bridge, ocpp_server=ocpp_server, ocpp_merged=merged, **parts)
+        return cls(config, site, devices, upstream, bridge, **parts)
 
     async def run(self) -> None:
         log.info(
@@ -243,6 +271,7 @@ class Gateway:
             self.config.mqtt.host,
             self.config.mqtt.port,
         )
+        await self.listen()
         intervals = {device.name: device.poll_interval_s for device in [*self.config.chargers, *self.config.meters]}
         async with asyncio.TaskGroup() as tasks:
             for index, device in enumerate(self.devices):
@@ -258,9 +287,19 @@ class Gateway:
                 tasks.create_task(self.ocpp_server.run(), name="ocpp server")
             if self.ocpp_merged is not None:
                 tasks.create_task(self.ocpp_merged.run(), name="ocpp command relay")
+            if self.status_page is not None:
+                tasks.create_task(self.status_page.run(), name="status page")
             tasks.create_task(self._carry_out_commands(), name="commands")
             if self.limits is not None:
                 tasks.create_task(self.limits.run(), name="charging limits")
+
+    async def listen(self) -> None:
+        """Open the gateway's own ports (local OCPP server, status page) before anything runs, so a
+        port in use is the installer's ConfigError naming the key, not a crash inside the tasks."""
+        if self.ocpp_server is not None:
+            await self.ocpp_server.start()
+        if self.status_page is not None:
+            await self.status_page.start()
 
     async def _carry_out_commands(self) -> None:
         """Enable or disable chargers as sessions start and stop (the Site decides, devices obey).
@@ -281,6 +320,9 @@ class Gateway:
                 else:
                     await device.set_current_limit_a(event.limit_a, socket=connector.socket)
             except (CommandRejected, DeviceError, OSError, TimeoutError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # Python 3.11 can turn our cancel into a timeout
+                    raise asyncio.CancelledError from exc
                 log.warning("connector %s: the charger did not take %s: %s", event.connector_id, event, exc)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``ocpp-gateway run | check-config | demo | probe``.
+"""Command line: ``ocpp-gateway run | check-config | status | demo | probe``.
 
 A user's mistake (bad config, busy port, missing file) ends with a clear message and exit code 2,
 never a traceback.
@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import BAUDRATES, DeviceConfig, GatewayConfig, load_config
 from gateway.domain.errors import ConfigError, DeviceUnavailable
 from gateway.log_format import formatter
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG
+from gateway.status_text import render
 
 if TYPE_CHECKING:
     from adapters.modbus.profile import Profile
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 DEFAULT_CONFIG = Path("config.toml")
+DEFAULT_STATUS_URL = "http://127.0.0.1:8080"
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -134,8 +140,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_problems(str(args.config), exc.problems)
         return EXIT_USAGE
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(gateway.run())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(gateway.run())
+    except ConfigError as exc:  # a port in use, a certificate that will not load
+        _print_problems(str(args.config), exc.problems)
+        return EXIT_USAGE
     return 0
 
 
@@ -242,6 +252,58 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def status_url(config: GatewayConfig) -> str:
+    """Where this box's status page answers (a wildcard bind address is reached on loopback)."""
+    page = config.status_page
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(page.host, page.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{page.port}"
+
+
+def fetch_status(url: str, credentials: tuple[str, str] | None, timeout_s: float = 5.0) -> dict[str, Any]:
+    """GET ``<url>/api/status``; raises StatusUnavailable with one line saying why not."""
+    request = urllib.request.Request(url.rstrip("/") + "/api/status", headers={"Accept": "application/json"})
+    if credentials is not None:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            return dict(json.load(answer))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise StatusUnavailable(f"{url} refused the user name and password ([status_page] in the config)") from None
+        raise StatusUnavailable(f"{url} answered HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StatusUnavailable(f"cannot reach the status page at {url}: {reason}; is the gateway running?") from None
+    except ValueError:
+        raise StatusUnavailable(f"{url}/api/status did not answer with JSON: is that the gateway?") from None
+
+
+class StatusUnavailable(Exception):
+    """The running gateway's status could not be read; the message says why, in one line."""
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    credentials, url = None, args.url or DEFAULT_STATUS_URL
+    if args.config.exists():  # without one, ask the default address
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            _print_problems(str(args.config), exc.problems)
+            return EXIT_USAGE
+        url = args.url or status_url(config)
+        page = config.status_page
+        if page.username and page.password is not None:
+            credentials = (page.username, page.password.get_secret_value())
+    try:
+        picture = fetch_status(url, credentials)
+    except StatusUnavailable as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(picture, indent=2, ensure_ascii=False) if args.json else render(picture))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ocpp-gateway",
@@ -258,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and print what it describes")
     check.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG)
     check.set_defaults(func=cmd_check_config)
+
+    status = sub.add_parser("status", help="show the running gateway's site: connectors, devices, CSMS, MQTT")
+    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="its config (default: config.toml)")
+    status.add_argument("--url", help="the status page to ask (default: from the config, http://127.0.0.1:8080)")
+    status.add_argument("--json", action="store_true", help="print /api/status as it came")
+    status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="run a simulated site: device simulators, a CSMS, a broker and the gateway")
     demo.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="site to simulate (default: config.toml)")

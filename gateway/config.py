@@ -328,6 +328,35 @@ def _ocpp_charger_problems(chargers: list[OcppChargerConfig], seen: dict[int, st
     return problems
 
 
+class StatusPageConfig(Strict):
+    """``[status_page]``: the local status page, ``/api/status``, ``/healthz`` and ``/metrics``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # this box only; "0.0.0.0" to reach it from the network (set a password then)
+    port: Port = 8080
+    username: str | None = None  # HTTP Basic auth for everything but /healthz, with ``password``
+    password: SecretStr | None = None
+    # Stop sessions and take connectors out of service from the page: only with a password,
+    # because whoever can reach the page could otherwise switch the chargers.
+    commands: bool = False
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> StatusPageConfig:
+        problems = []  # raised as ConfigError: pydantic would only name ``status_page``, not the key
+        if self.password is not None and not self.username:
+            problems.append(("status_page.username", "a password needs a user name (HTTP Basic auth)"))
+        if self.username and self.password is None:
+            problems.append(("status_page.password", "a user name needs a password (HTTP Basic auth)"))
+        if self.password is not None and not self.password.get_secret_value():
+            problems.append(("status_page.password", "must not be empty"))
+        if self.commands and self.password is None:
+            reason = "the page can switch chargers only behind a password: set username and password"
+            problems.append(("status_page.commands", reason))
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
 class GatewayConfig(Strict):
     site: SiteConfig
     upstream: UpstreamConfig
@@ -338,6 +367,7 @@ class GatewayConfig(Strict):
     connectors: list[ConnectorConfig] = []
     ocpp_server: OcppServerConfig = OcppServerConfig()
     ocpp_chargers: list[OcppChargerConfig] = []
+    status_page: StatusPageConfig = StatusPageConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

@@ -23,10 +23,11 @@ from adapters.demo_csms.csms import DemoCsms
 from adapters.modbus.profile import load_profile
 from adapters.modbus.simulator import ModbusSimulator
 from adapters.mqtt.embedded_broker import EmbeddedBroker, broker_answers
-from gateway.app import Gateway
+from gateway.app import Gateway, site_labels
 from gateway.config import ChargerConfig, GatewayConfig, parse_config
 from gateway.domain.errors import ConfigError
-from gateway.domain.model import ConnectorStatus
+from gateway.services.site_picture import site_picture
+from gateway.status_text import render
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 TICK_S = 1.0
@@ -141,52 +142,16 @@ class _LogTail(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def render_table(gateway: Gateway, csms_note: str, mqtt_note: str) -> str:
-    site = gateway.site
-    up = "connected" if site.upstream.connected else "not connected"
-    lines = [
-        f"ocpp-gateway demo: site {gateway.config.site.id}",
-        f"  CSMS  {gateway.config.upstream.endpoint} ({csms_note}): {up}, boot {site.upstream.registration}",
-        f"  MQTT  {gateway.config.mqtt.host}:{gateway.config.mqtt.port} ({mqtt_note}), "
-        f"topics {gateway.config.topic_prefix}/#",
-        "",
-        f"  {'conn':>4}  {'device':<16} {'status':<15} {'power':>10}  {'energy register':>16}  {'session':>10}",
-    ]
-    for connector in site.connectors.values():
-        reading = connector.reading
-        billing_wh = site.billing_energy_wh(connector.connector_id)
-        session_wh = None  # the session's billing energy: register now - meterStart
-        if connector.session is not None and billing_wh is not None:
-            session_wh = billing_wh - connector.session.meter_start_wh
-        status = connector.status.value
-        if connector.status is ConnectorStatus.FAULTED and connector.faults:
-            status = f"faulted: {connector.faults[0].kind.value}"
-        lines.append(
-            f"  {connector.connector_id:>4}  {connector.device:<16} {status:<15} "
-            f"{_fmt(reading.power_w if reading else None, 'W'):>10}  "
-            f"{_fmt(reading.energy_wh if reading else None, 'Wh'):>16}  "
-            f"{_fmt(session_wh, 'Wh'):>10}"
-        )
-    for meter in site.meters.values():
-        reading = meter.reading
-        where = "site" if meter.connector_id == 0 else "meter"
-        online = {True: where, False: "not answering", None: "waiting"}[meter.device_online]
-        lines.append(
-            f"  {'-' if meter.connector_id is None else meter.connector_id:>4}  {meter.name:<16} {online:<15} "
-            f"{_fmt(reading.power_w if reading else None, 'W'):>10}  "
-            f"{_fmt(reading.energy_wh if reading else None, 'Wh'):>16}"
-        )
-    return "\n".join(lines)
+def render_table(gateway: Gateway, page: str, csms_note: str, mqtt_note: str) -> str:
+    """The same picture as ``ocpp-gateway status`` and the status page, taken in this process."""
+    picture = site_picture(gateway.site, gateway.telemetry, site_labels(gateway.config))
+    return f"ocpp-gateway demo: status page {page}\n" + render(picture, csms_note, mqtt_note)
 
 
-def _fmt(value: float | None, unit: str) -> str:
-    return "-" if value is None else f"{value:,.0f} {unit}"
-
-
-async def _show(gateway: Gateway, tail: _LogTail, csms_note: str, mqtt_note: str, out: TextIO) -> None:
+async def _show(gateway: Gateway, tail: _LogTail, notes: tuple[str, str, str], out: TextIO) -> None:
     tty = out.isatty()
     while True:
-        table = render_table(gateway, csms_note, mqtt_note)
+        table = render_table(gateway, *notes)
         if tty:
             log_lines = "\n".join(f"  {line}" for line in tail.lines)
             out.write(f"\x1b[H\x1b[2J{table}\n\n  recent log:\n{log_lines}\n\n  Ctrl-C to stop\n")
@@ -240,12 +205,17 @@ async def run_demo(
             mqtt_note = "embedded broker"
 
         gateway = Gateway.build(config)
+        try:
+            await gateway.listen()
+        except ConfigError as exc:
+            raise DemoError("; ".join(f"{k}: {r}" for k, r in exc.problems)) from None
+        page = gateway.status_page.url if gateway.status_page is not None else "off"
         async with asyncio.TaskGroup() as tasks:
             run = tasks.create_task(gateway.run())
             driver = tasks.create_task(_drive(config, simulators))
-            show = tasks.create_task(_show(gateway, tail, csms_note, mqtt_note, out))
+            show = tasks.create_task(_show(gateway, tail, (page, csms_note, mqtt_note), out))
             if duration_s is not None:
                 await asyncio.sleep(duration_s)
-                out.write(render_table(gateway, csms_note, mqtt_note) + "\n")
+                out.write(render_table(gateway, page, csms_note, mqtt_note) + "\n")
                 for task in (run, driver, show):
                     task.cancel()

@@ -33,6 +33,7 @@ from gateway.domain.errors import CommandRejected, DecodeError, DeviceError, Dev
 from gateway.domain.model import ChargerSnapshot, DeviceFailed, MeterSnapshot, Reading, utc_now
 from gateway.domain.ports import Clock, SnapshotSink
 from gateway.services.backoff import Backoff
+from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class ModbusDevice:
         clock: Clock | None = None,
         sockets: int = 1,
         backoff_max_s: float = 10.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.name = name
         self.profile = profile
@@ -88,6 +90,7 @@ class ModbusDevice:
         self._backoff = Backoff(poll_interval_s, max(backoff_max_s, poll_interval_s))
         self._request_delay_s = profile.modbus.request_delay_ms / 1000
         self._sink = sink
+        self._telemetry = telemetry or Telemetry()
         self._clock: Clock = clock or _UtcClock()
         self._where = f"{name} ({line.transport})"
         self._reads = ReadPlan(self._map, self._where)
@@ -147,10 +150,12 @@ class ModbusDevice:
                 snapshots = await self.poll_once()
                 _raise_if_cancelled()
             except DeviceError as exc:
+                self._telemetry.poll_finished(self.name, loop.time() - started, ok=False)
                 failures += 1
                 self._report_failure(exc, failures)
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
+            self._telemetry.poll_finished(self.name, loop.time() - started, ok=True)
             if failures:
                 self._backoff.reset()
                 log.info("%s answers again after %d failed poll(s)", self._where, failures)
@@ -231,7 +236,9 @@ class ModbusDevice:
                 log.debug("%s: wrote %s", self._where, request)
         except DeviceError:
             self.close()
+            _raise_if_cancelled()  # a timeout that was really our cancellation
             raise
+        _raise_if_cancelled()
 
     async def poll_once(self) -> list[DeviceSnapshot]:
         """Read every register group once and decode it; raises a ``DeviceError`` on failure.

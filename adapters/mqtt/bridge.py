@@ -27,15 +27,9 @@ from adapters.mqtt.payloads import (
     AVAILABILITY_ONLINE,
     Payload,
     Topics,
-    connector_state,
-    device_state,
     encode,
     fault_event,
-    meter_state,
-    outbox_state,
     same_state,
-    site_state,
-    upstream_state,
 )
 from adapters.mqtt.refusals import PROTOCOLS, refusal_reason
 from gateway.config import MqttTlsConfig
@@ -56,7 +50,16 @@ from gateway.domain.events import (
 from gateway.domain.transactions import StartTransaction, StopTransaction
 from gateway.services.backoff import Backoff
 from gateway.services.site import EventStream, Site
+from gateway.services.state_payloads import (
+    connector_state,
+    device_state,
+    meter_state,
+    outbox_state,
+    site_state,
+    upstream_state,
+)
 from gateway.services.tasks import cancel_and_wait
+from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,7 @@ class MqttBridge:
         discovery_prefix: str | None = DEFAULT_DISCOVERY_PREFIX,
         protocol: str = "3.1.1",
         tls: MqttTlsConfig | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError(f"MQTT qos must be 0, 1 or 2, not {qos!r}")
@@ -157,6 +161,7 @@ class MqttBridge:
             )
         self.topics = Topics(topic_prefix)
         self.connected = asyncio.Event()
+        self._telemetry = telemetry or Telemetry()  # the link's state, for the status page
         self._commands = CommandHandler(site, self.topics, commands)
         self._discovery = Discovery(discovery_prefix, self.topics, frozenset(commands)) if discovery_prefix else None
         # Built once (the Site's devices are fixed), so two entities with one id fail at start-up.
@@ -296,6 +301,7 @@ class MqttBridge:
         self._up_since = asyncio.get_running_loop().time()
         self._came_up(count)
         self.connected.set()
+        self._telemetry.mqtt_changed(True)
         await self._publish_fault_events(client)
         while True:
             await self._wake.wait()
@@ -315,6 +321,7 @@ class MqttBridge:
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """Best effort: a clean disconnect suppresses the Will, so say ``offline`` ourselves."""
         self.connected.clear()
+        self._telemetry.mqtt_changed(False, "stopping")
         try:
             await client.publish(
                 self.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True, timeout=GOODBYE_TIMEOUT_S
@@ -351,9 +358,10 @@ class MqttBridge:
         an ERROR instead, once per cause, then DEBUG while it goes on."""
         was_up = self.connected.is_set()
         self.connected.clear()
+        refusal = refusal_reason(exc, self._username, self._protocol)
+        self._telemetry.mqtt_changed(False, refusal or str(exc))
         if not self._outage_logged:  # a new outage: a refusal logged in an earlier one is news again
             self._refusal_logged = None
-        refusal = refusal_reason(exc, self._username, self._protocol)
         if refusal is not None and refusal != self._refusal_logged:
             self._refusal_logged = refusal
             self._outage_logged = True

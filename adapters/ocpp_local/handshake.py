@@ -7,9 +7,6 @@ Decided on the HTTP request, before the upgrade, so a refused charger gets a pla
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -17,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from websockets.http11 import Request
 
+from gateway.basic_auth import basic_credentials, same_secret
 from gateway.config import OcppChargerConfig
 
 SUBPROTOCOL = "ocpp1.6"
@@ -42,20 +40,6 @@ def offered_subprotocols(request: Request) -> list[str]:
     return [p.strip() for header in request.headers.get_all("Sec-WebSocket-Protocol") for p in header.split(",")]
 
 
-def _credentials(headers: list[str]) -> tuple[bytes, bytes] | None:
-    """User and password of the one Basic Authorization header, as bytes (a charger may send any)."""
-    if len(headers) != 1:
-        return None
-    scheme, _, token = headers[0].strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, colon, password = base64.b64decode(token.strip(), validate=True).partition(b":")
-    except (binascii.Error, ValueError):
-        return None
-    return (user, password) if colon else None
-
-
 class Chargers:
     """The configured chargers by identity; OCPP identities are CiStrings, so case does not count."""
 
@@ -79,13 +63,12 @@ def admit(request: Request, chargers: Chargers) -> OcppChargerConfig | Refusal:
     if charger is None:
         return Refusal(HTTPStatus.NOT_FOUND, "unknown charger identity\n", "no charger has this identity")
     if charger.password is not None:
-        given = _credentials(request.headers.get_all("Authorization"))
+        given = basic_credentials(request.headers.get_all("Authorization"))
         if given is None:
             return Refusal(HTTPStatus.UNAUTHORIZED, "credentials required\n", "no Basic auth credentials", True)
         user, password = given
         expected = charger.password.get_secret_value().encode()
-        # compare_digest on bytes: constant time, and no TypeError on non-ASCII input as with str.
-        password_ok = hmac.compare_digest(password, expected)
+        password_ok = same_secret(password, expected)
         if not password_ok or user.decode("utf-8", "replace").casefold() != charger.identity.casefold():
             what = "a wrong password" if not password_ok else "a user name that is not the identity"
             return Refusal(HTTPStatus.UNAUTHORIZED, "wrong credentials\n", f"Basic auth with {what}", True)

@@ -30,6 +30,7 @@ from adapters.ocpp_local.handshake import REALM, SUBPROTOCOL, Chargers, Refusal,
 from adapters.ocpp_local.throttle import LogThrottle
 from gateway.config import OcppChargerConfig, OcppServerConfig, OcppServerTlsConfig
 from gateway.domain.errors import ConfigError
+from gateway.services.tasks import serve_until_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,12 @@ class LocalOcppServer:
         return MappingProxyType(self._live)
 
     async def run(self) -> None:
-        await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
+        await serve_until_cancelled(self.start, self.stop)
 
     async def start(self) -> None:
+        """Listen (once; the gateway starts listening before its tasks, to report a busy port as ConfigError)."""
+        if self._server is not None:
+            return
         for charger in self.chargers:
             if charger.password is None:
                 log.warning(

@@ -52,6 +52,7 @@ from gateway.services.ocpp_status import primary_fault, status_notification_fiel
 from gateway.services.outbox import Outbox, Retry
 from gateway.services.site import EventStream, Site
 from gateway.services.tasks import cancel_and_wait
+from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,12 @@ BOOT_RETRY_FALLBACK_S = 30  # when a CSMS answers Pending/Rejected with interval
 class VirtualChargePoint:
     """Keeps the upstream connection alive and speaks for the Site."""
 
-    def __init__(self, site: Site, settings: UpstreamConfig, outbox: Outbox) -> None:
+    def __init__(
+        self, site: Site, settings: UpstreamConfig, outbox: Outbox, telemetry: Telemetry | None = None
+    ) -> None:
+        """``telemetry`` counts the CALLs the CSMS answered and those that failed (``/metrics``)."""
         self.site = site
+        self.telemetry = telemetry or Telemetry()
         self.settings = settings
         self.outbox = outbox
         self.configuration = OcppConfiguration(settings, len(site.upstream_connectors))

@@ -10,10 +10,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ocpp.exceptions import OCPPError
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from adapters.ocpp_upstream.local_list import get_local_list_version, send_local_list
 from adapters.ocpp_upstream.smart_charging import (
@@ -48,6 +50,29 @@ class Peer(ChargePoint):
     async def close(self) -> None:
         """End the connection (a reset); the owner reconnects."""
         await self._connection.close()
+
+    async def call(
+        self, payload: Any, suppress: bool = True, unique_id: str | None = None, skip_schema_validation: bool = False
+    ) -> Any:
+        """The library's CALL, counted: answered, or failed with a CALLERROR, a timeout or a lost link."""
+        action = type(payload).__name__
+        telemetry = self.owner.telemetry
+        try:
+            result = await super().call(payload, suppress, unique_id, skip_schema_validation)
+        except OCPPError:
+            telemetry.message_failed(action, "callerror")
+            raise
+        except TimeoutError:
+            telemetry.message_failed(action, "timeout")
+            raise
+        except ConnectionClosed:
+            telemetry.message_failed(action, "connection")
+            raise
+        if result is None and suppress:  # a CALLERROR the library swallowed
+            telemetry.message_failed(action, "callerror")
+        else:
+            telemetry.message_sent(action)
+        return result
 
     @on(Action.get_configuration)
     def on_get_configuration(self, key: list[str] | None = None) -> Any:

@@ -9,6 +9,7 @@ reconnects from hanging on such a task.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 RECANCEL_S = 0.5
@@ -22,3 +23,12 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
             task.cancel()
         _, still = await asyncio.wait(pending, timeout=RECANCEL_S)
         pending = list(still)
+
+
+async def serve_until_cancelled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
+    """``start`` a server, keep it up until this task is cancelled, then ``stop`` it."""
+    await start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await stop()

@@ -90,6 +90,7 @@ def demo_config(tmp_path: Path, csms_port: int, mqtt_port: int) -> Path:
             "127.0.0.1:9000": f"127.0.0.1:{csms_port}",
             "port = 1883": f"port = {mqtt_port}",
             "meter_value_sample_interval_s = 10": "meter_value_sample_interval_s = 1",
+            "port = 8080": f"port = {free_port()}",
         }
     )
     tomllib.loads(text)
@@ -100,10 +101,10 @@ def test_demo_runs_the_simulated_site_with_an_embedded_broker(tmp_path: Path) ->
     path = demo_config(tmp_path, free_port(), free_port())  # nothing answers on the MQTT port
     result = run_cli("demo", "--config", str(path), "--duration", "8", timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
-    last_table = result.stdout.rsplit("ocpp-gateway demo: site", 1)[-1]
+    last_table = result.stdout.rsplit("ocpp-gateway demo: status page", 1)[-1]
     assert "(embedded broker)" in last_table
     assert "(built-in demo CSMS): connected, boot Accepted" in last_table
-    assert "charging" in last_table  # the scripted cars plug in and charge within a few seconds
+    assert "Charging" in last_table  # the scripted cars plug in and charge within a few seconds
     assert "Traceback" not in result.stderr
 
 
@@ -134,4 +135,4 @@ async def test_demo_against_an_external_csms_and_broker(
     finally:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, stderr.decode()[-2000:]
-    assert f"MQTT  {mosquitto.host}:{mosquitto.port} (external broker)" in stdout.decode()
+    assert f"MQTT    {mosquitto.host}:{mosquitto.port} (external broker): connected" in stdout.decode()

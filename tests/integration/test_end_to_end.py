@@ -23,6 +23,7 @@ from adapters.modbus.simulator import ModbusSimulator
 from gateway.app import Gateway
 from gateway.config import parse_config
 from gateway.domain.events import ChargingProfilesChanged
+from tests.fixtures.modbus import start_simulators
 from tests.fixtures.mosquitto import MosquittoBroker, WatchFactory
 from tests.fixtures.net import free_port
 
@@ -42,18 +43,12 @@ class Site:
 @contextlib.asynccontextmanager
 async def running_site(csms_url: str, mosquitto: MosquittoBroker, topic_prefix: str) -> AsyncIterator[Site]:
     """Three simulators on free ports and a gateway polling them, reporting to ``csms_url``."""
-    sims = {
-        "meter": ModbusSimulator(load_profile("eastron-sdm630")),
-        "left": ModbusSimulator(load_profile("abb-terra-ac")),
-        "right": ModbusSimulator(load_profile("phoenix-ev-eth")),
-    }
-    ports = {name: free_port() for name in sims}
-    for name, sim in sims.items():
-        await sim.start("127.0.0.1", ports[name])
+    sims, ports = await start_simulators({"meter": "eastron-sdm630", "left": "abb-terra-ac", "right": "phoenix-ev-eth"})
     device = {"host": "127.0.0.1", "poll_interval_s": 0.2, "timeout_s": 0.5}
     config = parse_config(
         {
             "site": {"id": "e2e", "state_dir": tempfile.mkdtemp(prefix="e2e-state-")},
+            "status_page": {"port": free_port()},
             "upstream": {
                 "url": csms_url,
                 "charge_point_id": "GW-E2E",
@@ -261,6 +256,7 @@ async def test_rfid_card_session_on_a_bender(csms: DemoCsms, mosquitto: Mosquitt
     config = parse_config(
         {
             "site": {"id": "rfid", "state_dir": tempfile.mkdtemp(prefix="rfid-state-")},
+            "status_page": {"port": free_port()},
             "upstream": {"url": csms.url, "charge_point_id": "GW-RFID", "reconnect_max_s": 1},
             "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_prefix": topic_prefix},
             "chargers": [

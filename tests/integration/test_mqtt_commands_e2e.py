@@ -10,6 +10,7 @@ from adapters.modbus.simulator import ModbusSimulator
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, parse_config
 from tests.fixtures.mosquitto import MosquittoBroker, WatchFactory
+from tests.fixtures.net import free_port
 from tests.integration.test_soc_end_to_end import charger, publish, running
 
 __all__ = ["charger"]  # the simulator fixture, shared
@@ -19,6 +20,7 @@ def config_for(csms: DemoCsms, mosquitto: MosquittoBroker, prefix: str, port: in
     return parse_config(
         {
             "site": {"id": "cmd", "state_dir": str(state)},
+            "status_page": {"port": free_port()},
             "upstream": {"url": csms.url, "charge_point_id": "GW-CMD", "reconnect_max_s": 1},
             "mqtt": {
                 "host": mosquitto.host,

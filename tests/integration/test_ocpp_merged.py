@@ -37,6 +37,7 @@ def config_for(csms_port: int, server_port: int, state: Path) -> object:
     return parse_config(
         {
             "site": {"id": "merged", "state_dir": str(state)},
+            "status_page": {"port": free_port()},
             "upstream": {
                 "url": f"ws://127.0.0.1:{csms_port}/ocpp",
                 "charge_point_id": "GW-MERGED",

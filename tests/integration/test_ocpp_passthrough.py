@@ -276,6 +276,7 @@ async def test_a_merged_charger_is_refused_with_503_and_logged_once(
 def config_data(tmp_path: Path, **charger: Any) -> dict[str, Any]:
     return {
         "site": {"id": "s1", "state_dir": str(tmp_path)},
+        "status_page": {"port": free_port()},
         "upstream": {"url": "ws://127.0.0.1:9/ocpp", "charge_point_id": "SITE-1"},
         "ocpp_chargers": [{"identity": "CP-P", "mode": "passthrough", "connectors": [1], **charger}],
     }

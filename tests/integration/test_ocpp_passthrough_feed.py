@@ -25,6 +25,7 @@ def config_for(csms: DemoCsms, server_port: int, state: Path, numbers: list[int]
     return parse_config(
         {
             "site": {"id": "relay", "state_dir": str(state)},
+            "status_page": {"port": free_port()},
             "upstream": {"url": csms.url, "charge_point_id": "GW-RELAY", "reconnect_max_s": 0.5},
             "mqtt": {"host": "127.0.0.1", "port": free_port()},
             "ocpp_server": {"port": server_port},

@@ -171,6 +171,7 @@ async def test_gateway_puts_devices_of_one_port_on_one_line(
     config = parse_config(
         {
             "site": {"id": "rtu", "state_dir": tempfile.mkdtemp(prefix="rtu-state-")},
+            "status_page": {"port": free_port()},
             "upstream": {"url": "ws://127.0.0.1:1/ocpp", "charge_point_id": "GW"},
             "chargers": [{"name": "wallbox", "profile": "abb-terra-ac", "unit_id": 3, "connectors": [1], **serial}],
             "meters": [{"name": "grid", "profile": "eastron-sdm630", "connector": 0, **serial}],

@@ -21,6 +21,7 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.domain.model import iso_utc, utc_now
 from tests.fixtures.modbus import StartSimulator
 from tests.fixtures.mosquitto import MosquittoBroker, WatchFactory
+from tests.fixtures.net import free_port
 
 
 def config_for(
@@ -29,6 +30,7 @@ def config_for(
     return parse_config(
         {
             "site": {"id": "soc", "state_dir": str(state)},
+            "status_page": {"port": free_port()},
             "upstream": {
                 "url": csms.url,
                 "charge_point_id": "GW-SOC",

@@ -27,16 +27,7 @@ from adapters.mqtt.discovery import (
     entity_slug,
     topic_id,
 )
-from adapters.mqtt.payloads import (
-    Payload,
-    Topics,
-    connector_state,
-    device_state,
-    meter_state,
-    outbox_state,
-    site_state,
-    upstream_state,
-)
+from adapters.mqtt.payloads import Payload, Topics
 from gateway.domain.model import (
     ChargerSnapshot,
     Connector,
@@ -53,6 +44,14 @@ from gateway.domain.transactions import AuthPolicy
 from gateway.services.ocpp_status import ERROR_CODE, STATUS
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
+from gateway.services.state_payloads import (
+    connector_state,
+    device_state,
+    meter_state,
+    outbox_state,
+    site_state,
+    upstream_state,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, 5, tzinfo=UTC)
 PREFIX = "ocpp-gateway/demo-site"

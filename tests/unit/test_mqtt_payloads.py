@@ -8,19 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.mqtt.payloads import (
-    READING_FIELDS,
-    SOC_SOURCE,
-    Topics,
-    connector_state,
-    device_state,
-    encode,
-    fault_event,
-    meter_state,
-    same_state,
-    topic_segment,
-    upstream_state,
-)
+from adapters.mqtt.payloads import Topics, encode, fault_event, same_state, topic_segment
 from gateway.domain.battery import SocSource, SocValue
 from gateway.domain.model import (
     Connector,
@@ -34,6 +22,14 @@ from gateway.domain.model import (
     VehicleState,
 )
 from gateway.services.site import Site
+from gateway.services.state_payloads import (
+    READING_FIELDS,
+    SOC_SOURCE,
+    connector_state,
+    device_state,
+    meter_state,
+    upstream_state,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 

@@ -1,0 +1,194 @@
+"""The status page: the site picture (``/api/status``) as one HTML page that reads well on a phone.
+
+Rendered on the server from the same JSON the API returns, so the page needs no script to show
+anything and a test can read it as text. It reloads itself every few seconds. Every value from a
+device, a charger or the config is escaped: a charger may put anything in a fault text.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+REFRESH_S = 5
+
+_CSS = """
+:root{--ok:#1b7f3b;--bad:#b3261e;--warn:#8a5a00;--dim:#5f6368;--card:#fff;--bg:#f3f4f6}
+*{box-sizing:border-box}
+body{margin:0;font:16px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:#111}
+header{padding:12px 16px;background:#111827;color:#fff}
+header h1{margin:0;font-size:1.2rem}
+header p{margin:2px 0 0;color:#cbd5e1;font-size:.85rem}
+main{padding:12px;display:grid;gap:12px;grid-template-columns:repeat(auto-fill,minmax(280px,1fr))}
+section{background:var(--card);border-radius:10px;padding:12px 14px;box-shadow:0 1px 2px #0002}
+section h2{margin:0 0 6px;font-size:1rem;display:flex;justify-content:space-between;gap:8px}
+dl{margin:0;display:grid;grid-template-columns:auto 1fr;gap:2px 12px}
+dt{color:var(--dim)}
+dd{margin:0;text-align:right;font-variant-numeric:tabular-nums}
+.badge{border-radius:999px;padding:1px 10px;font-size:.85rem;font-weight:600;color:#fff;background:var(--dim)}
+.ok{background:var(--ok)}.bad{background:var(--bad)}.warn{background:var(--warn)}
+.fault{color:var(--bad);font-weight:600;margin:6px 0 0}
+.wide{grid-column:1/-1}
+table{width:100%;border-collapse:collapse;font-size:.9rem}
+td,th{padding:3px 4px;text-align:left;border-bottom:1px solid #e5e7eb}
+button{margin:8px 8px 0 0;padding:6px 12px;border-radius:6px;border:1px solid #999;background:#fff;font:inherit}
+"""
+
+_SCRIPT = """
+async function command(path, body) {
+  const answer = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"},
+                                    body: JSON.stringify(body)});
+  const text = await answer.text();
+  if (!answer.ok) { alert(text); } else { location.reload(); }
+}
+"""
+
+#: Badge colour per connector status: green ready/charging, amber paused, red faulted/unavailable.
+_STATUS_CLASS = {
+    "available": "ok",
+    "occupied": "ok",
+    "charging": "ok",
+    "suspended_ev": "warn",
+    "suspended_evse": "warn",
+    "finishing": "ok",
+    "unavailable": "bad",
+    "faulted": "bad",
+}
+
+
+def render_page(picture: dict[str, Any]) -> str:
+    """The whole HTML document for ``picture`` (see gateway.services.site_picture)."""
+    site = picture["site"]
+    title = escape(site["name"] or site["id"])
+    sections = [_overview(picture)]
+    sections += [_connector(c, picture["commands"]) for c in picture["connectors"]]
+    sections += [_meter(m) for m in picture["meters"]]
+    sections.append(_devices(picture["devices"]))
+    script = f"<script>{_SCRIPT}</script>" if picture["commands"] else ""
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f'<meta http-equiv=refresh content="{REFRESH_S}">'
+        f"<title>{title}: ocpp-gateway</title><style>{_CSS}</style>{script}</head><body>"
+        f"<header><h1>{title}</h1><p>site {escape(site['id'])} · {escape(picture['generated_at'])} UTC"
+        f" · refreshes every {REFRESH_S} s</p></header>"
+        f"<main>{''.join(sections)}</main></body></html>\n"
+    )
+
+
+def _overview(picture: dict[str, Any]) -> str:
+    up, outbox, mqtt, site = picture["upstream"], picture["outbox"], picture["mqtt"], picture["site"]
+    ready = ("ok", "ready") if picture["ready"] else ("warn", "starting")
+    waiting = ", ".join(picture["waiting_for"])
+    rows = [
+        ("CSMS", _link(up["connected"]) + f" · {escape(up['registration'])}"),
+        ("CSMS address", escape(up["endpoint"])),
+        ("Waiting for the CSMS", _backlog(outbox)),
+        ("MQTT", _link(mqtt["connected"]) + (f" · {escape(mqtt['reason'])}" if mqtt["reason"] else "")),
+        ("MQTT broker", escape(mqtt["broker"])),
+        ("Charging now", f"{site['connectors_charging']} · {_fmt(site['total_power_w'], 'W')}"),
+    ]
+    if site["grid_power_w"] is not None:
+        rows.append(("Grid meter", _fmt(site["grid_power_w"], "W")))
+    if waiting:
+        rows.append(("Not polled yet", escape(waiting)))
+    problems = "".join(f"<p class=fault>{escape(p)}</p>" for p in outbox["problems"])
+    return f"<section class=wide id=overview><h2>Site {_badge(*ready)}</h2>{_dl(rows)}{problems}</section>"
+
+
+def _connector(c: dict[str, Any], commands: bool) -> str:
+    status = str(c["status"])
+    rows = [
+        ("Power", _fmt(c["power_w"], "W")),
+        ("Energy register", _fmt(c["billing_energy_wh"], "Wh")),
+        ("This session", _fmt(c["session_energy_wh"], "Wh")),
+        ("Battery", _soc(c)),
+        ("OCPP", f"{escape(str(c['ocpp_status']))} · {escape(str(c['ocpp_error_code']))}"),
+    ]
+    if c["transaction_id"] is not None or c["id_tag"] is not None:
+        rows.append(("Transaction", f"{c['transaction_id'] or 'pending'} · {escape(str(c['id_tag']))}"))
+    if c["current_limit_a"] is not None:
+        rows.append(("Current ceiling", _fmt(c["current_limit_a"], "A")))
+    if not c["available"]:
+        rows.append(("In service", "no"))
+    if not c["upstream"]:
+        rows.append(("CSMS", "its own (passthrough)"))
+    faults = "".join(
+        f"<p class=fault>Fault: {escape(f['label'])}{': ' + escape(f['info']) if f['info'] else ''}</p>"
+        for f in c["faults"]
+    )
+    buttons = _buttons(c) if commands and c["upstream"] else ""
+    badge = _badge(_STATUS_CLASS.get(status, ""), c["status_label"])
+    return (
+        f'<section class=connector id="connector-{c["connector_id"]}">'
+        f"<h2><span>{c['connector_id']} · {escape(c['device'])}</span>{badge}</h2>"
+        f"{_dl(rows)}{faults}{buttons}</section>"
+    )
+
+
+def _buttons(c: dict[str, Any]) -> str:
+    cid = int(c["connector_id"])
+    out = []
+    if c["session_active"]:
+        out.append(f"<button onclick='command(\"/api/connectors/{cid}/stop\", {{}})'>Stop session</button>")
+    target = "false" if c["available"] else "true"
+    label = "Take out of service" if c["available"] else "Put back in service"
+    path = f"/api/connectors/{cid}/availability"
+    out.append(f'<button onclick=\'command("{path}", {{"available": {target}}})\'>{label}</button>')
+    return "".join(out)
+
+
+def _meter(m: dict[str, Any]) -> str:
+    role = {None: "meter", 0: "site meter"}.get(m["connector_id"], f"meter of connector {m['connector_id']}")
+    state = {True: ("ok", "answering"), False: ("bad", "not answering"), None: ("", "waiting")}[m["device_online"]]
+    rows = [("Role", role), ("Power", _fmt(m["power_w"], "W")), ("Energy register", _fmt(m["energy_wh"], "Wh"))]
+    faults = "".join(f"<p class=fault>Fault: {escape(f['label'])}</p>" for f in m["faults"])
+    return (
+        f"<section class=meter><h2><span>{escape(m['meter'])}</span>{_badge(*state)}</h2>{_dl(rows)}{faults}</section>"
+    )
+
+
+def _devices(devices: list[dict[str, Any]]) -> str:
+    rows = []
+    for d in devices:
+        words = ("answering", "not answering", "not polled yet")
+        if d["kind"] == "ocpp":
+            words = ("connected", "not connected", "never connected")
+        state = {True: ("ok", words[0]), False: ("bad", words[1]), None: ("", words[2])}[d["online"]]
+        detail = escape(d["reason"] or "")
+        if d["kind"] == "modbus":
+            last = f", last {d['last_poll_ms']} ms" if d["last_poll_ms"] is not None else ""
+            detail = f"{d['polls']} polls, {d['poll_errors']} failed{last}" + (f"<br>{detail}" if detail else "")
+        rows.append(f"<tr><td>{escape(d['device'])}</td><td>{_badge(*state)}</td><td>{detail}</td></tr>")
+    return f"<section class=wide id=devices><h2>Devices</h2><table>{''.join(rows)}</table></section>"
+
+
+def _soc(c: dict[str, Any]) -> str:
+    if c["soc_percent"] is None:
+        return "-"
+    estimate = " (estimate)" if c["soc_estimated"] else ""
+    return f"{c['soc_percent']:.0f} %{estimate}"
+
+
+def _backlog(outbox: dict[str, Any]) -> str:
+    if not outbox["records"]:
+        return "nothing"
+    age = outbox["oldest_age_s"]
+    oldest = f", oldest {age:,.0f} s" if age is not None else ""
+    return f"{outbox['records']:,} message(s){oldest}"
+
+
+def _link(connected: bool) -> str:
+    return _badge("ok", "connected") if connected else _badge("bad", "not connected")
+
+
+def _badge(kind: str, text: str) -> str:
+    return f"<span class='badge {kind}'>{escape(text)}</span>"
+
+
+def _dl(rows: list[tuple[str, str]]) -> str:
+    return "<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:,.0f} {unit}"

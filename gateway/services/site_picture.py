@@ -1,0 +1,123 @@
+"""The whole site at a glance, as one JSON-able object: what ``/api/status`` returns, and what the
+status page, ``ocpp-gateway status`` and the demo's table render.
+
+Connectors, meters, the CSMS link and the outbox use the MQTT payload shapes
+(``gateway.services.state_payloads``), so a field means the same wherever a user meets it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.domain.model import ConnectorStatus, FaultKind, iso_utc
+from gateway.services.site import Site
+from gateway.services.state_payloads import (
+    Payload,
+    connector_state,
+    device_state,
+    meter_state,
+    outbox_state,
+    site_state,
+    upstream_state,
+)
+from gateway.services.telemetry import Telemetry
+
+#: Bumped when a field is removed or changes meaning (added fields do not bump it).
+PICTURE_VERSION = 1
+
+#: Statuses and faults in the words of a site owner (``status_label``, a fault's ``label``).
+STATUS_LABELS: dict[str, str] = {
+    ConnectorStatus.AVAILABLE: "Available",
+    ConnectorStatus.OCCUPIED: "Car plugged in",
+    ConnectorStatus.CHARGING: "Charging",
+    ConnectorStatus.SUSPENDED_EV: "Paused by the car",
+    ConnectorStatus.SUSPENDED_EVSE: "Paused by the charger",
+    ConnectorStatus.FINISHING: "Finishing",
+    ConnectorStatus.UNAVAILABLE: "Unavailable",
+    ConnectorStatus.FAULTED: "Faulted",
+}
+FAULT_LABELS: dict[str, str] = {
+    FaultKind.OVER_TEMPERATURE: "Overheating",
+    FaultKind.OVER_CURRENT: "Over-current",
+    FaultKind.GROUND_FAULT: "Earth fault",
+    FaultKind.SHORT_CIRCUIT: "Short circuit",
+    FaultKind.OVER_VOLTAGE: "Over-voltage",
+    FaultKind.UNDER_VOLTAGE: "Under-voltage",
+    FaultKind.POWER_METER: "Energy meter fault",
+    FaultKind.POWER_SWITCH: "Contactor fault",
+    FaultKind.CONNECTOR_LOCK: "Connector lock fault",
+    FaultKind.EV_COMMUNICATION: "Car communication fault",
+    FaultKind.COMMUNICATION_LOST: "No communication",
+    FaultKind.INTERNAL: "Internal error",
+    FaultKind.OTHER: "Other fault",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLabels:
+    """What the picture says about the site that the Site itself does not know (from the config)."""
+
+    site_id: str
+    site_name: str = ""
+    csms_endpoint: str = ""  # ws(s)://host/path/<charge point id>
+    mqtt_broker: str = ""  # host:port
+    commands: bool = False  # the status page may stop sessions and switch connectors
+
+
+def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payload:
+    """Everything the status page shows, now; times UTC ISO 8601, units in the key names."""
+    now = site.clock.now()
+    grid = next((m for m in site.meters.values() if m.connector_id == 0), None)
+    connectors = []
+    for connector in site.connectors.values():
+        state = connector_state(connector, site.billing_energy_wh(connector.connector_id))
+        state["billing_energy_wh"] = site.billing_energy_wh(connector.connector_id)
+        state["upstream"] = connector.upstream  # False: a passthrough charger's, not on the merged charge point
+        state["status_label"] = STATUS_LABELS.get(connector.status, str(connector.status))
+        _label_faults(state)
+        connectors.append(state)
+    return {
+        "version": PICTURE_VERSION,
+        "generated_at": iso_utc(now),
+        "site": {
+            "id": labels.site_id,
+            "name": labels.site_name,
+            **site_state(site.connectors.values(), grid, site.upstream.connected, site.backlog, now),
+        },
+        "ready": telemetry.ready,
+        "waiting_for": telemetry.waiting_for(),
+        "connectors": connectors,
+        "meters": [_label_faults(meter_state(meter)) for meter in site.meters.values()],
+        "devices": [_device(site, telemetry, name) for name in site.devices()],
+        "upstream": {
+            "endpoint": labels.csms_endpoint,
+            **upstream_state(site.upstream.connected, site.upstream.registration, site.upstream.changed_at),
+        },
+        "outbox": outbox_state(site.backlog, now),
+        "mqtt": {
+            "broker": labels.mqtt_broker,
+            "connected": telemetry.mqtt.connected,
+            "changed_at": iso_utc(telemetry.mqtt.since) if telemetry.mqtt.since else None,
+            "reason": telemetry.mqtt.reason or None,
+        },
+        "commands": labels.commands,
+    }
+
+
+def _label_faults(state: Payload) -> Payload:
+    """Give each fault of a connector or meter state its ``label`` in plain words."""
+    for fault in state["faults"]:  # type: ignore[attr-defined]
+        fault["label"] = FAULT_LABELS.get(fault["kind"], fault["kind"])
+    return state
+
+
+def _device(site: Site, telemetry: Telemetry, name: str) -> Payload:
+    """A field device's health; Modbus ones (polled by the gateway) with their poll figures."""
+    health = site.device_health(name)
+    state = device_state(name, health.online, health.reason, health.since)
+    polls = telemetry.polls.get(name)
+    state["kind"] = "modbus" if polls is not None else "ocpp"
+    state["polls"] = polls.polls if polls is not None else None
+    state["poll_errors"] = polls.errors if polls is not None else None
+    state["last_poll_ms"] = round(polls.last_s * 1000, 1) if polls is not None and polls.last_s is not None else None
+    return state

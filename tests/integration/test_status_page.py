@@ -1,0 +1,417 @@
+"""The status page, its API, /healthz and /metrics on a whole running gateway.
+
+Modbus simulators, the gateway, a CSMS on the ocpp library and Mosquitto, all real, on loopback;
+the page is read over HTTP as a browser or a monitoring system would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from adapters.demo_csms.csms import DemoCsms
+from adapters.modbus.simulator import ModbusSimulator
+from gateway.app import Gateway
+from gateway.config import parse_config
+from gateway.domain.model import FaultKind
+from gateway.services.site import Site
+from tests.fixtures.modbus import start_simulators
+from tests.fixtures.mosquitto import MosquittoBroker
+from tests.fixtures.net import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+USER, PASSWORD = "installer", "s3cret-pw"
+
+
+@dataclass
+class Running:
+    gateway: Gateway
+    left: ModbusSimulator
+    right: ModbusSimulator
+    meter: ModbusSimulator
+    url: str
+
+    @property
+    def site(self) -> Site:
+        return self.gateway.site
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    tmp_path: Path, csms_url: str, mosquitto: MosquittoBroker, status_page: dict[str, Any], start: bool = True
+) -> AsyncIterator[Running]:
+    sims, ports = await start_simulators({"left": "abb-terra-ac", "right": "phoenix-ev-eth", "meter": "eastron-sdm630"})
+    device = {"host": "127.0.0.1", "poll_interval_s": 0.2, "timeout_s": 0.3}
+    config = parse_config(
+        {
+            "site": {"id": "page", "name": "Garage <Nord>", "state_dir": str(tmp_path / "state")},
+            "upstream": {"url": csms_url, "charge_point_id": "GW-PAGE", "reconnect_max_s": 1},
+            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_prefix": f"page-{free_port()}"},
+            "status_page": {"port": free_port(), **status_page},
+            "chargers": [
+                {"name": "left", "profile": "abb-terra-ac", "port": ports["left"], "connectors": [1], **device},
+                {"name": "right", "profile": "phoenix-ev-eth", "port": ports["right"], "connectors": [2], **device},
+            ],
+            "meters": [{"name": "grid", "profile": "eastron-sdm630", "port": ports["meter"], "connector": 0, **device}],
+            "connectors": [{"id": 2, "id_tag": "PAGE-FREE-TAG"}],
+        }
+    )
+    gateway = Gateway.build(config)
+    task = asyncio.create_task(gateway.run()) if start else None
+    try:
+        if task is not None:
+            await until(gateway.site, lambda: gateway.status_page is not None and gateway.status_page.port is not None)
+        url = f"http://127.0.0.1:{config.status_page.port}"
+        yield Running(gateway, sims["left"], sims["right"], sims["meter"], url)
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for sim in sims.values():
+            await sim.stop()
+
+
+async def until(site: Site, condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait until ``condition`` holds, checking after each Site event, and every 0.2 s for what is
+    no Site event (the page opening, a poll counter)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    events = site.subscribe()
+    try:
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"still not so after {timeout_s} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(events.get(), min(0.2, remaining))
+    finally:
+        site.unsubscribe(events)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, csms: DemoCsms, mosquitto: MosquittoBroker) -> AsyncIterator[Running]:
+    async with running_gateway(tmp_path, csms.url, mosquitto, {}) as running:
+        await until(running.site, lambda: running.gateway.telemetry.ready and running.site.upstream.connected)
+        yield running
+
+
+def authorization(auth: tuple[str, str] | None) -> dict[str, str]:
+    """The Basic auth header for ``(user, password)``, or none."""
+    if auth is None:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(":".join(auth).encode()).decode()}
+
+
+async def get(url: str, auth: tuple[str, str] | None = None, **headers: str) -> tuple[int, dict[str, str], str]:
+    basic = authorization(auth)
+    async with aiohttp.ClientSession() as http, http.get(url, headers={**basic, **headers}) as answer:
+        return answer.status, dict(answer.headers), await answer.text()
+
+
+async def post(url: str, body: str, auth: tuple[str, str] | None, content_type: str = "application/json") -> int:
+    basic = authorization(auth)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=body, headers={**basic, "Content-Type": content_type}) as answer,
+    ):
+        return answer.status
+
+
+async def picture(url: str, auth: tuple[str, str] | None = None) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        basic = authorization(auth)
+        async with http.get(f"{url}/api/status", headers=basic) as answer:
+            assert answer.status == 200
+            return dict(await answer.json())
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    """``ocpp-gateway ARGS`` in a subprocess, as a user runs it: exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gateway.cli", *args),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text page, parsed by Prometheus' own client library."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_the_api_shows_every_connector_device_and_link(gateway: Running, csms: DemoCsms) -> None:
+    right = gateway.site.connectors[2]
+    gateway.right.set("energy_wh", 2_000_000)
+    gateway.right.plug_in()
+    gateway.meter.set("power_w", 9_100.0)
+    await csms.wait_for("StartTransaction", lambda p: p["connectorId"] == 2, timeout=10)
+    await until(gateway.site, lambda: right.session is not None and right.session.transaction_id is not None)
+    gateway.right.start_charging(7_400)
+    gateway.right.tick(3600)  # an hour of charging on the simulated register
+    await until(gateway.site, lambda: right.reading is not None and right.reading.energy_wh == 2_007_400)
+
+    state = await picture(gateway.url)
+    assert state["site"]["id"] == "page" and state["site"]["name"] == "Garage <Nord>"
+    assert state["ready"] is True and state["waiting_for"] == []
+    one, two = state["connectors"]
+    assert (two["connector_id"], two["device"], two["status"], two["status_label"]) == (
+        2,
+        "right",
+        "charging",
+        "Charging",
+    )
+    assert two["power_w"] == 7_400 and two["ocpp_status"] == "Charging"
+    assert two["billing_energy_wh"] == 2_007_400 and two["session_energy_wh"] == 7_400
+    assert two["id_tag"] != "PAGE-FREE-TAG" and two["id_tag"].endswith("TAG")  # masked, never the whole tag
+    assert two["transaction_id"] is not None
+    assert (one["connector_id"], one["status"]) == (1, "available")
+    assert state["meters"][0]["meter"] == "grid" and state["meters"][0]["power_w"] == pytest.approx(9_100.0)
+    assert {d["device"]: (d["kind"], d["online"]) for d in state["devices"]} == {
+        "left": ("modbus", True),
+        "right": ("modbus", True),
+        "grid": ("modbus", True),
+    }
+    assert all(d["polls"] >= 1 and d["poll_errors"] == 0 for d in state["devices"])
+    assert state["upstream"]["connected"] is True and state["upstream"]["registration"] == "Accepted"
+    assert state["upstream"]["endpoint"].endswith("/GW-PAGE")
+    assert state["mqtt"]["connected"] is True
+    assert state["outbox"]["records"] == 0
+    assert state["commands"] is False
+
+
+async def test_faults_and_lost_devices_are_shown_and_counted(gateway: Running) -> None:
+    site = gateway.site
+    gateway.right.raise_fault(FaultKind.OVER_CURRENT)
+    await until(site, lambda: any(f.kind is FaultKind.OVER_CURRENT for f in site.connectors[2].faults))
+    gateway.left.stall()  # the charger stops answering: timeouts
+    await until(site, lambda: site.device_online("left") is False)
+
+    state = await picture(gateway.url)
+    one, two = state["connectors"]
+    assert two["status"] == "faulted" and [f["label"] for f in two["faults"]] == ["Over-current"]
+    assert two["ocpp_error_code"] == "OverCurrentFailure"
+    assert one["status"] == "faulted" and [f["kind"] for f in one["faults"]] == ["communication_lost"]
+    left = next(d for d in state["devices"] if d["device"] == "left")
+    assert left["online"] is False and left["reason"] and left["poll_errors"] >= 1
+
+    status, headers, text = await get(f"{gateway.url}/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = metrics(text)
+    assert samples[("ocpp_gateway_poll_errors_total", (("device", "left"),))] >= 1
+    assert samples[("ocpp_gateway_poll_errors_total", (("device", "right"),))] == 0
+    assert samples[("ocpp_gateway_device_online", (("device", "left"), ("kind", "modbus")))] == 0
+    assert samples[("ocpp_gateway_device_online", (("device", "right"), ("kind", "modbus")))] == 1
+    assert samples[("ocpp_gateway_connector_status", (("connector", "2"), ("status", "faulted")))] == 1
+    assert samples[("ocpp_gateway_connector_status", (("connector", "2"), ("status", "available")))] == 0
+    assert samples[("ocpp_gateway_connector_faults", (("connector", "2"),))] == 1
+
+    status, _, html = await get(gateway.url + "/")
+    assert status == 200
+    assert "Over-current" in html and "No communication" in html
+    gateway.left.resume()
+
+
+async def test_metrics_count_polls_messages_and_the_links(gateway: Running, csms: DemoCsms) -> None:
+    await csms.wait_for("StatusNotification", timeout=10)
+    status, _, text = await get(f"{gateway.url}/metrics")
+    assert status == 200
+    samples = metrics(text)
+    polls = samples[("ocpp_gateway_poll_duration_seconds_count", (("device", "left"),))]
+    assert polls >= 1
+    assert samples[("ocpp_gateway_poll_duration_seconds_bucket", (("device", "left"), ("le", "+Inf")))] == polls
+    assert 0 < samples[("ocpp_gateway_poll_duration_seconds_sum", (("device", "left"),))] < polls * 0.3
+    assert samples[("ocpp_gateway_upstream_connected", ())] == 1
+    assert samples[("ocpp_gateway_mqtt_connected", ())] == 1
+    assert samples[("ocpp_gateway_ready", ())] == 1
+    assert samples[("ocpp_gateway_upstream_messages_sent_total", (("action", "BootNotification"),))] == 1
+    assert samples[("ocpp_gateway_upstream_messages_sent_total", (("action", "StatusNotification"),))] >= 3
+    assert samples[("ocpp_gateway_outbox_records", ())] == 0
+    assert samples[("ocpp_gateway_outbox_oldest_age_seconds", ())] == 0
+
+
+async def test_messages_the_csms_refuses_are_counted_as_failed(
+    tmp_path: Path, mosquitto: MosquittoBroker, csms: DemoCsms
+) -> None:
+    csms.failing.add("StatusNotification")  # answered with a CALLERROR
+    async with running_gateway(tmp_path, csms.url, mosquitto, {}) as running:
+        await until(running.site, lambda: running.gateway.telemetry.messages_failed)
+        _, _, text = await get(f"{running.url}/metrics")
+        samples = metrics(text)
+        refused = (("action", "StatusNotification"), ("reason", "callerror"))
+        assert samples[("ocpp_gateway_upstream_messages_failed_total", refused)] >= 1
+        assert samples[("ocpp_gateway_upstream_messages_sent_total", (("action", "BootNotification"),))] == 1
+        assert ("ocpp_gateway_upstream_messages_sent_total", (("action", "StatusNotification"),)) not in samples
+
+
+async def test_healthz_is_not_ready_until_every_device_was_polled(
+    tmp_path: Path, mosquitto: MosquittoBroker, csms: DemoCsms
+) -> None:
+    async with running_gateway(tmp_path, csms.url, mosquitto, {}, start=False) as running:
+        page = running.gateway.status_page
+        assert page is not None
+        await page.start()  # listening, no device polled yet
+        try:
+            status, _, text = await get(f"{running.url}/healthz")
+            assert status == 503
+            assert '"waiting_for": ["grid", "left", "right"]' in text
+            state = await picture(running.url)
+            assert state["ready"] is False and state["devices"][0]["online"] is None
+            task = asyncio.create_task(running.gateway.run())
+            try:
+                await until(running.site, lambda: running.gateway.telemetry.ready)
+                status, _, text = await get(f"{running.url}/healthz")
+                assert status == 200 and '"ready": true' in text
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        finally:
+            await page.stop()
+
+
+@pytest.mark.parametrize("path", ["/nope", "/api", "/api/status/", "/metrics/x", "/../etc/passwd", "/index.html"])
+async def test_unknown_paths_are_404_and_nothing_else(gateway: Running, path: str) -> None:
+    status, _, _ = await get(gateway.url + path)
+    assert status == 404
+
+
+async def test_commands_are_not_served_unless_switched_on(gateway: Running) -> None:
+    gateway.left.plug_in()
+    await until(gateway.site, lambda: gateway.site.connectors[1].session_active)
+    assert await post(f"{gateway.url}/api/connectors/1/stop", "{}", None) == 404
+    assert await post(f"{gateway.url}/api/connectors/1/availability", '{"available": false}', None) == 404
+    assert gateway.site.connectors[1].session_active and gateway.site.connectors[1].available
+    _, _, html = await get(gateway.url + "/")
+    assert "<button" not in html and "<script>" not in html
+
+
+async def test_basic_auth_guards_everything_but_healthz(
+    tmp_path: Path, mosquitto: MosquittoBroker, csms: DemoCsms
+) -> None:
+    async with running_gateway(tmp_path, csms.url, mosquitto, {"username": USER, "password": PASSWORD}) as running:
+        for path in ("/", "/api/status", "/metrics"):
+            status, headers, text = await get(running.url + path)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm=")
+            assert "Garage" not in text
+            assert (await get(running.url + path, (USER, "wrong")))[0] == 401
+            assert (await get(running.url + path, ("intruder", PASSWORD)))[0] == 401
+            assert (await get(running.url + path, (USER, PASSWORD)))[0] == 200
+        garbled = {"Authorization": "Basic !!!not-base64"}
+        assert (await get(running.url + "/api/status", **garbled))[0] == 401
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        assert (await get(running.url + "/api/status", Authorization=f"Bearer {token}"))[0] == 401
+        assert (await get(running.url + "/healthz"))[0] in (200, 503)  # open to health checks
+        assert (await get(running.url + "/nope"))[0] == 404
+
+
+async def test_commands_need_auth_and_json_then_stop_a_session_and_switch_availability(
+    tmp_path: Path, mosquitto: MosquittoBroker, csms: DemoCsms
+) -> None:
+    settings = {"username": USER, "password": PASSWORD, "commands": True}
+    async with running_gateway(tmp_path, csms.url, mosquitto, settings) as running:
+        site = running.site
+        await until(site, lambda: running.gateway.telemetry.ready and site.upstream.connected)
+        running.left.plug_in()
+        await until(site, lambda: site.connectors[1].session_active)
+        stop = f"{running.url}/api/connectors/1/stop"
+        assert await post(stop, "{}", None) == 401
+        assert await post(stop, "{}", (USER, "wrong")) == 401
+        assert await post(stop, "a=1", (USER, PASSWORD), "application/x-www-form-urlencoded") == 415
+        assert await post(f"{running.url}/api/connectors/9/stop", "{}", (USER, PASSWORD)) == 404
+        assert site.connectors[1].session_active  # none of that changed anything
+        _, _, html = await get(running.url + "/", (USER, PASSWORD))
+        assert "Stop session" in html and "Take out of service" in html
+
+        assert await post(stop, "{}", (USER, PASSWORD)) == 200
+        stopped = await csms.wait_for("StopTransaction", timeout=10)
+        assert stopped["reason"] == "Local"
+        assert await post(stop, "{}", (USER, PASSWORD)) == 409  # nothing left to stop
+
+        availability = f"{running.url}/api/connectors/2/availability"
+        assert await post(availability, '{"available": "no"}', (USER, PASSWORD)) == 400
+        assert await post(availability, "not json", (USER, PASSWORD)) == 400
+        assert await post(availability, '{"available": false}', (USER, PASSWORD)) == 200
+        await until(site, lambda: site.connectors[2].status.value == "unavailable")
+        await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 2 and p["status"] == "Unavailable")
+
+
+async def test_a_busy_port_is_a_config_error_naming_the_key(
+    tmp_path: Path, mosquitto: MosquittoBroker, csms: DemoCsms
+) -> None:
+    async with running_gateway(tmp_path, csms.url, mosquitto, {}) as first:
+        port = first.url.rsplit(":", 1)[1]
+        config = tmp_path / "busy.toml"
+        config.write_text(
+            '[site]\nid = "busy"\nstate_dir = "' + str(tmp_path / "busy-state") + '"\n'
+            '[upstream]\nurl = "ws://127.0.0.1:9"\ncharge_point_id = "X"\n'
+            f"[status_page]\nport = {port}\n"
+        )
+        code, _, err = await cli("run", "--config", str(config))
+        assert code == 2
+        assert f"status_page.port: cannot listen on 127.0.0.1:{port}" in err
+        assert "Traceback" not in err
+
+
+async def test_status_command_prints_the_picture_from_the_api(
+    tmp_path: Path, mosquitto: MosquittoBroker, csms: DemoCsms
+) -> None:
+    settings = {"username": USER, "password": PASSWORD}
+    async with running_gateway(tmp_path, csms.url, mosquitto, settings) as running:
+        site = running.site
+        running.right.raise_fault(FaultKind.GROUND_FAULT)
+        await until(site, lambda: running.gateway.telemetry.ready and site.connectors[2].faults != ())
+        port = running.url.rsplit(":", 1)[1]
+        config = tmp_path / "site.toml"
+        config.write_text(
+            '[site]\nid = "page"\n[upstream]\nurl = "ws://127.0.0.1:9"\ncharge_point_id = "X"\n'
+            f'[status_page]\nport = {port}\nusername = "{USER}"\npassword = "{PASSWORD}"\n'
+        )
+        code, text, err = await cli("status", "--config", str(config))
+        assert code == 0, err
+        assert "site page (Garage <Nord>): ready" in text
+        assert "CSMS    ws://" in text and ": connected, boot Accepted" in text
+        lines = {line.split()[0]: line for line in text.splitlines() if line.strip()[:1].isdigit()}
+        assert "left" in lines["1"] and "Available" in lines["1"]
+        assert "right" in lines["2"] and "Faulted: Earth fault" in lines["2"]
+        assert PASSWORD not in text
+
+        wrong = config.read_text().replace(PASSWORD, "nope")
+        config.write_text(wrong)
+        code, _, err = await cli("status", "--config", str(config))
+        assert code == 1
+        assert "refused the user name and password" in err and "Traceback" not in err
+
+
+def test_status_command_says_plainly_when_no_gateway_answers(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "status", "--config", str(tmp_path / "none.toml"), "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 1
+    assert f"cannot reach the status page at {url}" in result.stderr and "is the gateway running?" in result.stderr
+    assert "Traceback" not in result.stderr
