@@ -38,6 +38,7 @@ from gateway.services.outbox import Outbox, OutboxSettings
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG, ConnectorPolicy
 from gateway.services.site import Site
 from gateway.services.site_picture import SiteLabels
+from gateway.services.tasks import raise_if_cancelling
 from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -320,9 +321,7 @@ class Gateway:
                 else:
                     await device.set_current_limit_a(event.limit_a, socket=connector.socket)
             except (CommandRejected, DeviceError, OSError, TimeoutError) as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():  # Python 3.11 can turn our cancel into a timeout
-                    raise asyncio.CancelledError from exc
+                raise_if_cancelling(exc)
                 log.warning("connector %s: the charger did not take %s: %s", event.connector_id, event, exc)
 
 

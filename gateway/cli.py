@@ -12,10 +12,11 @@ import base64
 import contextlib
 import json
 import logging
+import signal
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +132,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _until_stopped(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until it ends or SIGTERM arrives (``systemctl stop``, ``docker stop``), which
+    ends it as Ctrl-C does: cancelled, so it shuts down cleanly (open sessions stopped as Reboot,
+    not PowerLoss, at the next start) and the process exits 0."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
 
@@ -142,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(gateway.run())
+            asyncio.run(_until_stopped(gateway.run()))
     except ConfigError as exc:  # a port in use, a certificate that will not load
         _print_problems(str(args.config), exc.problems)
         return EXIT_USAGE

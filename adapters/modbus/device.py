@@ -33,6 +33,7 @@ from gateway.domain.errors import CommandRejected, DecodeError, DeviceError, Dev
 from gateway.domain.model import ChargerSnapshot, DeviceFailed, MeterSnapshot, Reading, utc_now
 from gateway.domain.ports import Clock, SnapshotSink
 from gateway.services.backoff import Backoff
+from gateway.services.tasks import raise_if_cancelling
 from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class ModbusDevice:
             started = loop.time()
             try:
                 snapshots = await self.poll_once()
-                _raise_if_cancelled()
+                raise_if_cancelling()
             except DeviceError as exc:
                 self._telemetry.poll_finished(self.name, loop.time() - started, ok=False)
                 failures += 1
@@ -158,7 +159,7 @@ class ModbusDevice:
             self._telemetry.poll_finished(self.name, loop.time() - started, ok=True)
             if failures:
                 self._backoff.reset()
-                log.info("%s answers again after %d failed poll(s)", self._where, failures)
+                log.debug("%s answers again after %d failed poll(s)", self._where, failures)  # the Site says it
                 failures = 0
                 await self._restore_commands()
             for snapshot in snapshots:
@@ -189,7 +190,7 @@ class ModbusDevice:
                     timeout_s = await self._device_watchdog_timeout_s() or dog.timeout_s
                     reread = False
                 await self._send(self._commands.watchdog_writes())
-                _raise_if_cancelled()
+                raise_if_cancelling()
             except (DeviceError, CommandRejected) as exc:
                 log.debug("%s: watchdog not fed: %s", self._where, exc)
                 reread = dog.timeout_register is not None
@@ -236,9 +237,9 @@ class ModbusDevice:
                 log.debug("%s: wrote %s", self._where, request)
         except DeviceError:
             self.close()
-            _raise_if_cancelled()  # a timeout that was really our cancellation
+            raise_if_cancelling()  # a timeout that was really our cancellation
             raise
-        _raise_if_cancelled()
+        raise_if_cancelling()
 
     async def poll_once(self) -> list[DeviceSnapshot]:
         """Read every register group once and decode it; raises a ``DeviceError`` on failure.
@@ -302,18 +303,5 @@ class ModbusDevice:
 
     def _report_failure(self, exc: DeviceError, failures: int) -> None:
         self._sink.apply(DeviceFailed(device=self.name, reason=str(exc), failed_at=self._clock.now()))
-        if failures == 1:
-            log.warning("%s; retrying in the background", exc)
-        else:
-            log.debug("still failing (%d): %s", failures, exc)
-
-
-def _raise_if_cancelled() -> None:
-    """Re-raise a cancellation that a library swallowed.
-
-    Python 3.11's ``asyncio.wait_for`` (inside pymodbus) drops a ``cancel()`` that arrives just as
-    the answer does; the task then stays "cancelling" but runs on, and ``run()`` would never end.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+        # The Site logs the state change (once the device counts as lost): one line, not one per poll.
+        log.debug("poll failed (%d in a row): %s", failures, exc)

@@ -58,7 +58,7 @@ from gateway.services.state_payloads import (
     site_state,
     upstream_state,
 )
-from gateway.services.tasks import cancel_and_wait
+from gateway.services.tasks import cancel_and_wait, raise_if_cancelling
 from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,7 @@ class MqttBridge:
             try:
                 await self._connect_and_serve()
             except aiomqtt.MqttError as exc:
+                raise_if_cancelling(exc)
                 self._lost(exc)
             self.connected.clear()
             if self._up_since is not None and loop.time() - self._up_since >= STABLE_CONNECTION_S:

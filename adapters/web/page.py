@@ -26,21 +26,27 @@ dl{margin:0;display:grid;grid-template-columns:auto 1fr;gap:2px 12px}
 dt{color:var(--dim)}
 dd{margin:0;text-align:right;font-variant-numeric:tabular-nums}
 .badge{border-radius:999px;padding:1px 10px;font-size:.85rem;font-weight:600;color:#fff;background:var(--dim)}
+.badge{white-space:nowrap}
 .ok{background:var(--ok)}.bad{background:var(--bad)}.warn{background:var(--warn)}
 .fault{color:var(--bad);font-weight:600;margin:6px 0 0}
 .wide{grid-column:1/-1}
 table{width:100%;border-collapse:collapse;font-size:.9rem}
-td,th{padding:3px 4px;text-align:left;border-bottom:1px solid #e5e7eb}
+td,th{padding:4px;text-align:left;vertical-align:top;border-bottom:1px solid #e5e7eb}
+.detail{font-size:.8rem;color:var(--dim);overflow-wrap:anywhere}
 button{margin:8px 8px 0 0;padding:6px 12px;border-radius:6px;border:1px solid #999;background:#fff;font:inherit}
 """
 
 _SCRIPT = """
-async function command(path, body) {
-  const answer = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"},
-                                    body: JSON.stringify(body)});
-  const text = await answer.text();
-  if (!answer.ok) { alert(text); } else { location.reload(); }
-}
+// Buttons carry their command as data-path / data-body; the answer's text is shown if refused.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-path]");
+  if (!button) return;
+  button.disabled = true;
+  const answer = await fetch(button.dataset.path, {method: "POST", body: button.dataset.body,
+                                                   headers: {"Content-Type": "application/json"}});
+  if (!answer.ok) { alert(await answer.text()); }
+  location.reload();
+});
 """
 
 #: Badge colour per connector status: green ready/charging, amber paused, red faulted/unavailable.
@@ -70,7 +76,7 @@ def render_page(picture: dict[str, Any]) -> str:
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f'<meta http-equiv=refresh content="{REFRESH_S}">'
         f"<title>{title}: ocpp-gateway</title><style>{_CSS}</style>{script}</head><body>"
-        f"<header><h1>{title}</h1><p>site {escape(site['id'])} · {escape(picture['generated_at'])} UTC"
+        f"<header><h1>{title}</h1><p>site {escape(site['id'])} · {escape(picture['generated_at'])}"
         f" · refreshes every {REFRESH_S} s</p></header>"
         f"<main>{''.join(sections)}</main></body></html>\n"
     )
@@ -130,12 +136,15 @@ def _buttons(c: dict[str, Any]) -> str:
     cid = int(c["connector_id"])
     out = []
     if c["session_active"]:
-        out.append(f"<button onclick='command(\"/api/connectors/{cid}/stop\", {{}})'>Stop session</button>")
-    target = "false" if c["available"] else "true"
+        out.append(_button(f"/api/connectors/{cid}/stop", "{}", "Stop session"))
+    body = '{"available": false}' if c["available"] else '{"available": true}'
     label = "Take out of service" if c["available"] else "Put back in service"
-    path = f"/api/connectors/{cid}/availability"
-    out.append(f'<button onclick=\'command("{path}", {{"available": {target}}})\'>{label}</button>')
+    out.append(_button(f"/api/connectors/{cid}/availability", body, label))
     return "".join(out)
+
+
+def _button(path: str, body: str, label: str) -> str:
+    return f"<button data-path='{escape(path)}' data-body='{escape(body)}'>{escape(label)}</button>"
 
 
 def _meter(m: dict[str, Any]) -> str:
@@ -159,7 +168,7 @@ def _devices(devices: list[dict[str, Any]]) -> str:
         if d["kind"] == "modbus":
             last = f", last {d['last_poll_ms']} ms" if d["last_poll_ms"] is not None else ""
             detail = f"{d['polls']} polls, {d['poll_errors']} failed{last}" + (f"<br>{detail}" if detail else "")
-        rows.append(f"<tr><td>{escape(d['device'])}</td><td>{_badge(*state)}</td><td>{detail}</td></tr>")
+        rows.append(f"<tr><td>{escape(d['device'])}</td><td>{_badge(*state)}</td><td class=detail>{detail}</td></tr>")
     return f"<section class=wide id=devices><h2>Devices</h2><table>{''.join(rows)}</table></section>"
 
 

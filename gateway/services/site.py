@@ -322,6 +322,7 @@ class Site:
             return
         self._emit_fault_changes(connector.faults, faults, at, connector.connector_id, None)
         if status is not connector.status:
+            log.info("connector %s: %s -> %s", connector.connector_id, connector.status, status)
             connector.status = status
             connector.status_since = at
         connector.faults = faults

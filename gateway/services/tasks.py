@@ -32,3 +32,15 @@ async def serve_until_cancelled(start: Callable[[], Awaitable[None]], stop: Call
         await asyncio.Event().wait()
     finally:
         await stop()
+
+
+def raise_if_cancelling(cause: BaseException | None = None) -> None:
+    """Re-raise a cancellation of this task that a library swallowed or turned into an error.
+
+    Python 3.11's ``asyncio.wait_for`` (inside pymodbus, aiomqtt and the ocpp library) can drop a
+    ``cancel()`` that arrives just as the answer does, or report it as a timeout; the task then
+    stays "cancelling" but runs on, and a loop that retries on errors would never end.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from cause

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -136,3 +137,36 @@ async def test_demo_against_an_external_csms_and_broker(
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert f"MQTT    {mosquitto.host}:{mosquitto.port} (external broker): connected" in stdout.decode()
+
+
+async def test_sigterm_stops_run_cleanly_as_systemd_and_docker_stop_it(
+    tmp_path: Path, csms: DemoCsms, mosquitto: MosquittoBroker
+) -> None:
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "site.toml",
+        f'[site]\nid = "term"\nstate_dir = "{state}"\n'
+        f'[upstream]\nurl = "{csms.url}"\ncharge_point_id = "GW-TERM"\n'
+        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+        f"[status_page]\nport = {free_port()}\n",
+    )
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "run",
+        "--config",
+        str(config),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await csms.wait_for("BootNotification", timeout=20)
+        await csms.wait_for("StatusNotification", timeout=10)
+    finally:
+        process.terminate()  # SIGTERM, as systemctl stop and docker stop send
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert "Traceback" not in stderr.decode()
+    settings = json.loads((state / "settings.json").read_text())
+    assert settings["clean_shutdown"] is True  # open sessions end as Reboot at the next start, not PowerLoss

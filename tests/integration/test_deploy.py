@@ -43,3 +43,25 @@ def test_the_dockerfile_runs_as_a_user_has_a_health_check_and_copies_what_exists
                 assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
     compose = (ROOT / "deploy" / "docker-compose.yml").read_text(encoding="utf-8")
     assert "dockerfile: deploy/Dockerfile" in compose and "/var/lib/ocpp-gateway" in compose
+
+
+HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+
+
+@pytest.mark.skipif(not Path(HADOLINT).exists(), reason="hadolint is not installed (the test extra has it on x86_64)")
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    result = subprocess.run(
+        [HADOLINT, "--no-color", str(ROOT / "deploy" / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+def test_the_container_health_check_asks_healthz_where_the_status_page_listens() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8")
+    assert "http://127.0.0.1:8080/healthz" in dockerfile and "EXPOSE 8080 9100" in dockerfile
+    compose = (ROOT / "deploy" / "docker-compose.yml").read_text(encoding="utf-8")
+    assert '"8080:8080"' in compose

@@ -285,8 +285,10 @@ async def test_comm_loss_is_reported_and_recovered(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     records = [r for r in caplog.records if r.name == "adapters.modbus.device"]
-    assert [r.levelno for r in records if r.levelno >= logging.INFO] == [logging.WARNING, logging.INFO]
-    assert any(r.levelno == logging.DEBUG for r in records)
+    # the Site logs the device's loss and return (one line each, tests/integration/test_log_lines.py);
+    # the device itself says every failed poll at DEBUG only
+    assert [r.levelno for r in records if r.levelno >= logging.INFO] == []
+    assert sum("poll failed" in r.getMessage() for r in records if r.levelno == logging.DEBUG) >= 2
 
 
 async def test_fault_and_state_changes_reach_the_sink(modbus_simulator: StartSimulator) -> None:

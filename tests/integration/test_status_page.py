@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,82 +20,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.demo_csms.csms import DemoCsms
-from adapters.modbus.simulator import ModbusSimulator
-from gateway.app import Gateway
-from gateway.config import parse_config
 from gateway.domain.model import FaultKind
-from gateway.services.site import Site
-from tests.fixtures.modbus import start_simulators
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.net import free_port
+from tests.fixtures.status_site import PASSWORD, USER, Running, authorization, running_gateway, until
 
 ROOT = Path(__file__).resolve().parents[2]
-USER, PASSWORD = "installer", "s3cret-pw"
-
-
-@dataclass
-class Running:
-    gateway: Gateway
-    left: ModbusSimulator
-    right: ModbusSimulator
-    meter: ModbusSimulator
-    url: str
-
-    @property
-    def site(self) -> Site:
-        return self.gateway.site
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(
-    tmp_path: Path, csms_url: str, mosquitto: MosquittoBroker, status_page: dict[str, Any], start: bool = True
-) -> AsyncIterator[Running]:
-    sims, ports = await start_simulators({"left": "abb-terra-ac", "right": "phoenix-ev-eth", "meter": "eastron-sdm630"})
-    device = {"host": "127.0.0.1", "poll_interval_s": 0.2, "timeout_s": 0.3}
-    config = parse_config(
-        {
-            "site": {"id": "page", "name": "Garage <Nord>", "state_dir": str(tmp_path / "state")},
-            "upstream": {"url": csms_url, "charge_point_id": "GW-PAGE", "reconnect_max_s": 1},
-            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_prefix": f"page-{free_port()}"},
-            "status_page": {"port": free_port(), **status_page},
-            "chargers": [
-                {"name": "left", "profile": "abb-terra-ac", "port": ports["left"], "connectors": [1], **device},
-                {"name": "right", "profile": "phoenix-ev-eth", "port": ports["right"], "connectors": [2], **device},
-            ],
-            "meters": [{"name": "grid", "profile": "eastron-sdm630", "port": ports["meter"], "connector": 0, **device}],
-            "connectors": [{"id": 2, "id_tag": "PAGE-FREE-TAG"}],
-        }
-    )
-    gateway = Gateway.build(config)
-    task = asyncio.create_task(gateway.run()) if start else None
-    try:
-        if task is not None:
-            await until(gateway.site, lambda: gateway.status_page is not None and gateway.status_page.port is not None)
-        url = f"http://127.0.0.1:{config.status_page.port}"
-        yield Running(gateway, sims["left"], sims["right"], sims["meter"], url)
-    finally:
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        for sim in sims.values():
-            await sim.stop()
-
-
-async def until(site: Site, condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait until ``condition`` holds, checking after each Site event, and every 0.2 s for what is
-    no Site event (the page opening, a poll counter)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    events = site.subscribe()
-    try:
-        while not condition():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"still not so after {timeout_s} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(events.get(), min(0.2, remaining))
-    finally:
-        site.unsubscribe(events)
 
 
 @pytest.fixture
@@ -105,13 +33,6 @@ async def gateway(tmp_path: Path, csms: DemoCsms, mosquitto: MosquittoBroker) ->
     async with running_gateway(tmp_path, csms.url, mosquitto, {}) as running:
         await until(running.site, lambda: running.gateway.telemetry.ready and running.site.upstream.connected)
         yield running
-
-
-def authorization(auth: tuple[str, str] | None) -> dict[str, str]:
-    """The Basic auth header for ``(user, password)``, or none."""
-    if auth is None:
-        return {}
-    return {"Authorization": "Basic " + base64.b64encode(":".join(auth).encode()).decode()}
 
 
 async def get(url: str, auth: tuple[str, str] | None = None, **headers: str) -> tuple[int, dict[str, str], str]:

@@ -1,0 +1,122 @@
+"""Benchmark: what the status page, /api/status and /metrics cost to serve, as a site grows.
+
+The gateway process holds a real Site of N connectors (each charging, with a reading, a session
+and a billing meter for every fifth) and the real StatusServer on loopback; a client in a second
+process asks each path in turn over one keep-alive connection (rounds alternate the paths, so
+noise falls on all of them alike). ``/healthz`` renders nothing and is the baseline: the ratio
+says what building the picture and rendering it adds. Reported: latency seen by the client and
+the gateway's CPU per request (its process CPU time over the requests it served).
+
+    .venv/bin/python bench/status_page.py [--connectors 10 50 200] [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adapters.web.server import StatusServer  # noqa: E402
+from gateway.config import StatusPageConfig  # noqa: E402
+from gateway.domain.model import ChargerSnapshot, Connector, Meter, MeterSnapshot, Reading, VehicleState  # noqa: E402
+from gateway.services.site import Site  # noqa: E402
+from gateway.services.site_picture import SiteLabels  # noqa: E402
+from gateway.services.telemetry import Telemetry  # noqa: E402
+
+PATHS = ("/healthz", "/api/status", "/", "/metrics")
+
+
+def build_site(connectors: int) -> tuple[Site, Telemetry]:
+    """A busy site: every connector charging with three phases; a billing meter on every fifth."""
+    now = datetime.now(UTC)
+    devices = [f"wb-{n:03d}" for n in range(1, connectors + 1)]
+    meters = [Meter(f"meter-{n:03d}", n) for n in range(5, connectors + 1, 5)]
+    site = Site([Connector(n, devices[n - 1]) for n in range(1, connectors + 1)], meters)
+    telemetry = Telemetry([*devices, *(m.name for m in meters)])
+    for n, device in enumerate(devices, start=1):
+        reading = Reading(now, energy_wh=1_000_000 + n, power_w=7_400.0, current_a=(10.7,) * 3, voltage_v=(230.0,) * 3)
+        site.apply(ChargerSnapshot(device, 1, reading, VehicleState.C, charging_enabled=True))
+        telemetry.poll_finished(device, 0.004, ok=True)
+    for meter in meters:
+        site.apply(MeterSnapshot(meter.name, Reading(now, energy_wh=500_000, power_w=7_400.0)))
+        telemetry.poll_finished(meter.name, 0.004, ok=True)
+    return site, telemetry
+
+
+def client(port: int, requests: int) -> None:
+    """The second process: ``requests`` rounds over PATHS, one connection; prints JSON timings."""
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    timings: dict[str, list[float]] = {path: [] for path in PATHS}
+    sizes: dict[str, int] = {}
+    for _ in range(requests):
+        for path in PATHS:
+            started = time.perf_counter()
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            body = answer.read()
+            timings[path].append(time.perf_counter() - started)
+            assert answer.status == 200, (path, answer.status)
+            sizes[path] = len(body)
+    print(json.dumps({"timings": timings, "sizes": sizes}))
+
+
+async def measure(connectors: int, requests: int) -> list[tuple[str, float, float, float, int]]:
+    site, telemetry = build_site(connectors)
+    server = StatusServer(site, telemetry, StatusPageConfig(port=18080 + connectors), SiteLabels("bench"))
+    await server.start()
+    try:
+        cpu_before = time.process_time()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--client",
+            str(server.port),
+            "--requests",
+            str(requests),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate()
+        cpu_s = time.process_time() - cpu_before
+    finally:
+        await server.stop()
+    result = json.loads(out)
+    rows = []
+    for path in PATHS:
+        times = sorted(result["timings"][path])
+        p50 = statistics.median(times) * 1000
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))] * 1000
+        rows.append((path, p50, p99, cpu_s, result["sizes"][path]))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connectors", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client is not None:
+        client(args.client, args.requests)
+        return
+    print("| connectors | path | p50 ms | p99 ms | p50 / healthz | bytes |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for connectors in args.connectors:
+        rows = asyncio.run(measure(connectors, args.requests))
+        baseline = rows[0][1]
+        for path, p50, p99, _cpu, size in rows:
+            print(f"| {connectors} | `{path}` | {p50:.2f} | {p99:.2f} | {p50 / baseline:.1f}x | {size:,} |")
+        total_cpu_ms = rows[0][3] * 1000 / (args.requests * len(PATHS))
+        print(f"| {connectors} | (gateway CPU per request, all paths) | {total_cpu_ms:.2f} | | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The site picture and its three renderings (HTML page, Prometheus text, terminal), without a
+server: a Site fed with snapshots, as the device adapters feed it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from adapters.web.metrics import render_metrics
+from adapters.web.page import render_page
+from gateway.config import parse_config
+from gateway.domain.errors import ConfigError
+from gateway.domain.model import (
+    ChargerSnapshot,
+    Connector,
+    DeviceFailed,
+    Fault,
+    FaultKind,
+    Meter,
+    MeterSnapshot,
+    Reading,
+    VehicleState,
+)
+from gateway.services.site import Site
+from gateway.services.site_picture import FAULT_LABELS, STATUS_LABELS, SiteLabels, site_picture
+from gateway.services.telemetry import POLL_BUCKETS_S, Telemetry
+from gateway.status_text import render
+
+T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+HOSTILE = '<script>alert("x")</script>'
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = T0
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def a_site() -> tuple[Site, Telemetry]:
+    clock = Clock()
+    site = Site([Connector(1, "wb-1"), Connector(2, "wb-2")], [Meter("grid", 0)], clock=clock)
+    telemetry = Telemetry(["wb-1", "wb-2", "grid"], clock)
+    reading = Reading(T0, energy_wh=1_234_567, power_w=11_000.0, current_a=(16.0, 16.0, 16.0))
+    site.apply(ChargerSnapshot("wb-1", 1, reading, VehicleState.C, charging_enabled=True))
+    telemetry.poll_finished("wb-1", 0.004, ok=True)
+    hot = Fault(FaultKind.OVER_TEMPERATURE, "E42", HOSTILE)
+    site.apply(ChargerSnapshot("wb-2", 1, Reading(T0, energy_wh=10), VehicleState.A, faults=(hot,)))
+    telemetry.poll_finished("wb-2", 0.02, ok=True)
+    site.apply(DeviceFailed("grid", "no answer within 1 s", T0))
+    telemetry.poll_finished("grid", 1.2, ok=False)
+    return site, telemetry
+
+
+LABELS = SiteLabels("site-1", HOSTILE, "ws://csms.example/ocpp/GW", "broker:1883")
+
+
+def test_every_status_and_fault_kind_has_words_for_people() -> None:
+    from gateway.domain.model import ConnectorStatus
+
+    assert set(STATUS_LABELS) == set(ConnectorStatus)
+    assert set(FAULT_LABELS) == set(FaultKind)
+
+
+def test_poll_figures_fall_into_prometheus_buckets_and_readiness_waits_for_every_device() -> None:
+    telemetry = Telemetry(["a", "b"])
+    assert not telemetry.ready and telemetry.waiting_for() == ["a", "b"]
+    for seconds in (0.001, 0.005, 0.03, 20.0):  # 0.005 belongs to le="0.005": bounds are inclusive
+        telemetry.poll_finished("a", seconds, ok=seconds < 10)
+    stats = telemetry.polls["a"]
+    cumulative = dict(zip((*POLL_BUCKETS_S, float("inf")), stats.cumulative(), strict=True))
+    assert (cumulative[0.005], cumulative[0.01], cumulative[0.05], cumulative[10.0], cumulative[float("inf")]) == (
+        2,
+        2,
+        3,
+        3,
+        4,
+    )
+    assert (stats.polls, stats.errors, stats.last_s) == (4, 1, 20.0)
+    assert telemetry.waiting_for() == ["b"]
+    telemetry.poll_finished("b", 0.1, ok=False)  # polled counts, answered or not
+    assert telemetry.ready
+
+
+def test_the_mqtt_link_keeps_its_reason_only_while_down() -> None:
+    clock = Clock()
+    telemetry = Telemetry(clock=clock)
+    telemetry.mqtt_changed(False, "not authorised")
+    assert (telemetry.mqtt.connected, telemetry.mqtt.reason, telemetry.mqtt.since) == (False, "not authorised", T0)
+    clock.at = T0 + timedelta(seconds=5)
+    telemetry.mqtt_changed(True, "ignored")
+    assert (telemetry.mqtt.connected, telemetry.mqtt.reason, telemetry.mqtt.since) == (True, "", clock.at)
+
+
+def test_the_picture_is_plain_json_with_labels_and_health() -> None:
+    site, telemetry = a_site()
+    picture = site_picture(site, telemetry, LABELS)
+    json.dumps(picture, allow_nan=False)  # what the API sends, as is
+    one, two = picture["connectors"]
+    assert (one["status"], one["status_label"], one["billing_energy_wh"], one["power_w"]) == (
+        "charging",
+        "Charging",
+        1_234_567,
+        11_000.0,
+    )
+    assert two["status"] == "faulted" and two["faults"][0]["label"] == "Overheating"
+    devices = {d["device"]: d for d in picture["devices"]}
+    assert devices["grid"]["online"] is False and devices["grid"]["reason"] == "no answer within 1 s"
+    assert (devices["grid"]["polls"], devices["grid"]["poll_errors"], devices["grid"]["last_poll_ms"]) == (1, 1, 1200.0)
+    assert picture["ready"] is True and picture["generated_at"] == "2026-11-29T12:00:00.000Z"
+
+
+def test_the_page_escapes_whatever_a_device_or_the_config_says() -> None:
+    site, telemetry = a_site()
+    html = render_page(site_picture(site, telemetry, LABELS))
+    assert HOSTILE not in html and "&lt;script&gt;" in html
+    assert "<button" not in html and "<script>" not in html  # no commands: nothing to press
+    assert 'id="connector-1"' in html and "Charging" in html and "Overheating" in html
+    assert "1,234,567 Wh" in html and "11,000 W" in html
+
+
+def test_the_page_offers_buttons_only_when_commands_are_on() -> None:
+    site, telemetry = a_site()
+    site.connectors[1].session_active = True
+    with_commands = SiteLabels("site-1", commands=True)
+    html = render_page(site_picture(site, telemetry, with_commands))
+    assert "data-path='/api/connectors/1/stop'" in html
+    assert "data-path='/api/connectors/2/availability'" in html and "Stop session" in html
+
+
+def test_metrics_parse_as_prometheus_text_and_leave_out_what_is_unknown() -> None:
+    site, telemetry = a_site()
+    telemetry.message_sent("BootNotification")
+    telemetry.message_failed("StatusNotification", "timeout")
+    text = render_metrics(site, telemetry, site_picture(site, telemetry, LABELS))
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for family in families.values() for s in family.samples
+    }
+    assert families["ocpp_gateway_poll_duration_seconds"].type == "histogram"
+    assert families["ocpp_gateway_upstream_messages_sent"].type == "counter"
+    assert samples[("ocpp_gateway_poll_duration_seconds_bucket", (("device", "grid"), ("le", "+Inf")))] == 1
+    assert samples[("ocpp_gateway_poll_duration_seconds_bucket", (("device", "grid"), ("le", "1.0")))] == 0
+    assert samples[("ocpp_gateway_poll_errors_total", (("device", "grid"),))] == 1
+    failed = (("action", "StatusNotification"), ("reason", "timeout"))
+    assert samples[("ocpp_gateway_upstream_messages_failed_total", failed)] == 1
+    assert samples[("ocpp_gateway_connector_power_watts", (("connector", "1"),))] == 11_000
+    assert samples[("ocpp_gateway_connector_energy_register_watt_hours", (("connector", "1"),))] == 1_234_567
+    assert ("ocpp_gateway_connector_soc_percent", (("connector", "1"),)) not in samples  # unknown: no series
+    assert samples[("ocpp_gateway_connector_status", (("connector", "2"), ("status", "faulted")))] == 1
+    assert sum(v for (name, labels), v in samples.items() if name == "ocpp_gateway_connector_status") == 2
+
+
+def test_label_values_are_escaped() -> None:
+    from adapters.web.metrics import _labels
+
+    assert _labels({"device": 'a"b\\c\nd'}) == '{device="a\\"b\\\\c\\nd"}'
+
+
+def test_the_terminal_shows_the_same_picture() -> None:
+    site, telemetry = a_site()
+    site.apply(MeterSnapshot("grid", Reading(T0, energy_wh=5_000, power_w=2_000.0)))
+    text = render(site_picture(site, telemetry, LABELS), csms_note="built-in")
+    assert "CSMS    ws://csms.example/ocpp/GW (built-in): NOT connected, boot none" in text
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()[:1].isdigit()}
+    assert "Charging" in lines["1"] and "11,000 W" in lines["1"] and "1,234,567 Wh" in lines["1"]
+    assert "Faulted: Overheating" in lines["2"]
+    assert "grid             modbus  answering  (1 polls, 1 failed)" in text
+
+
+@pytest.mark.parametrize(
+    ("status_page", "key"),
+    [
+        ({"commands": True}, "status_page.commands"),
+        ({"username": "a"}, "status_page.password"),
+        ({"password": "x"}, "status_page.username"),
+        ({"username": "a", "password": ""}, "status_page.password"),
+        ({"port": 0}, "status_page.port"),
+        ({"passwort": "x"}, "status_page.passwort"),
+    ],
+)
+def test_status_page_config_mistakes_name_the_key(status_page: dict, key: str) -> None:
+    base = {"site": {"id": "x"}, "upstream": {"url": "ws://a/b", "charge_point_id": "c"}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**base, "status_page": status_page})
+    assert [k for k, _ in caught.value.problems] == [key]
