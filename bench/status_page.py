@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import logging
 import statistics
 import sys
 import time
@@ -42,13 +43,13 @@ def build_site(connectors: int) -> tuple[Site, Telemetry]:
     meters = [Meter(f"meter-{n:03d}", n) for n in range(5, connectors + 1, 5)]
     site = Site([Connector(n, devices[n - 1]) for n in range(1, connectors + 1)], meters)
     telemetry = Telemetry([*devices, *(m.name for m in meters)])
+    for meter in meters:  # first: a session's meterStart is its billing meter's register
+        site.apply(MeterSnapshot(meter.name, Reading(now, energy_wh=500_000, power_w=7_400.0)))
+        telemetry.poll_finished(meter.name, 0.004, ok=True)
     for n, device in enumerate(devices, start=1):
         reading = Reading(now, energy_wh=1_000_000 + n, power_w=7_400.0, current_a=(10.7,) * 3, voltage_v=(230.0,) * 3)
         site.apply(ChargerSnapshot(device, 1, reading, VehicleState.C, charging_enabled=True))
         telemetry.poll_finished(device, 0.004, ok=True)
-    for meter in meters:
-        site.apply(MeterSnapshot(meter.name, Reading(now, energy_wh=500_000, power_w=7_400.0)))
-        telemetry.poll_finished(meter.name, 0.004, ok=True)
     return site, telemetry
 
 
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    logging.disable(logging.INFO)  # the Site says every connector's change of status: not the point here
     if args.client is not None:
         client(args.client, args.requests)
         return

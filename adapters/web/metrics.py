@@ -40,8 +40,10 @@ class Exposition:
         full = PREFIX + name
         self._lines += [f"# HELP {full} {help_text}", f"# TYPE {full} histogram"]
         for labels, stats in series:
-            for bound, count in zip((*POLL_BUCKETS_S, math.inf), stats.cumulative(), strict=True):
-                self._lines.append(f"{full}_bucket{_labels({**labels, 'le': _value(bound)})} {count}")
+            pairs = _pairs(labels)  # escaped once per series, not once per bucket
+            before_le = pairs + "," if pairs else ""
+            for le, count in zip(_LE, stats.cumulative(), strict=True):
+                self._lines.append(f'{full}_bucket{{{before_le}le="{le}"}} {count}')
             self._lines.append(f"{full}_sum{_labels(labels)} {_value(stats.seconds_sum)}")
             self._lines.append(f"{full}_count{_labels(labels)} {stats.polls}")
 
@@ -86,7 +88,7 @@ def render_metrics(site: Site, telemetry: Telemetry, picture: dict[str, Any]) ->
     out.family("mqtt_connected", gauge, "1 while the MQTT broker connection is up.", [({}, telemetry.mqtt.connected)])
 
     connectors, meters = picture["connectors"], picture["meters"]
-    statuses = [({**_cid(c), "status": s.value}, c["status"] == s.value) for c in connectors for s in ConnectorStatus]
+    statuses = [({**_cid(c), "status": s}, c["status"] == s) for c in connectors for s in _STATUSES]
     out.family("connector_status", gauge, "1 for each connector's current status (as on MQTT).", statuses)
     faults = [(_cid(c), len(c["faults"])) for c in connectors]
     out.family("connector_faults", gauge, "Active faults on a connector.", faults)
@@ -119,13 +121,16 @@ def _present(rows: list[dict[str, Any]], key: str, labels: Any) -> list[Sample]:
 
 
 def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    escaped = (f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + ",".join(escaped) + "}"
+    return "{" + _pairs(labels) + "}" if labels else ""
+
+
+def _pairs(labels: dict[str, str]) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
 
 
 def _escape(value: str) -> str:
+    if "\\" not in value and '"' not in value and "\n" not in value:
+        return value  # nearly always: names are letters, digits, '.', '_' and '-'
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -139,3 +144,7 @@ def _value(value: float | bool) -> str:
             return "NaN"
         return repr(value)
     return str(value)
+
+
+_LE = tuple(_value(bound) for bound in (*POLL_BUCKETS_S, math.inf))  # the histogram's "le" labels
+_STATUSES = tuple(status.value for status in ConnectorStatus)

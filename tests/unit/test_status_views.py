@@ -4,7 +4,7 @@ server: a Site fed with snapshots, as the device adapters feed it."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,21 +28,14 @@ from gateway.services.site import Site
 from gateway.services.site_picture import FAULT_LABELS, STATUS_LABELS, SiteLabels, site_picture
 from gateway.services.telemetry import POLL_BUCKETS_S, Telemetry
 from gateway.status_text import render
+from tests.fixtures.modbus import StepClock
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 HOSTILE = '<script>alert("x")</script>'
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> datetime:
-        return self.at
-
-
 def a_site() -> tuple[Site, Telemetry]:
-    clock = Clock()
+    clock = StepClock(T0)
     site = Site([Connector(1, "wb-1"), Connector(2, "wb-2")], [Meter("grid", 0)], clock=clock)
     telemetry = Telemetry(["wb-1", "wb-2", "grid"], clock)
     reading = Reading(T0, energy_wh=1_234_567, power_w=11_000.0, current_a=(16.0, 16.0, 16.0))
@@ -87,13 +80,13 @@ def test_poll_figures_fall_into_prometheus_buckets_and_readiness_waits_for_every
 
 
 def test_the_mqtt_link_keeps_its_reason_only_while_down() -> None:
-    clock = Clock()
+    clock = StepClock(T0)
     telemetry = Telemetry(clock=clock)
     telemetry.mqtt_changed(False, "not authorised")
     assert (telemetry.mqtt.connected, telemetry.mqtt.reason, telemetry.mqtt.since) == (False, "not authorised", T0)
-    clock.at = T0 + timedelta(seconds=5)
+    clock.advance(5)
     telemetry.mqtt_changed(True, "ignored")
-    assert (telemetry.mqtt.connected, telemetry.mqtt.reason, telemetry.mqtt.since) == (True, "", clock.at)
+    assert (telemetry.mqtt.connected, telemetry.mqtt.reason, telemetry.mqtt.since) == (True, "", clock.now())
 
 
 def test_the_picture_is_plain_json_with_labels_and_health() -> None:
