@@ -40,8 +40,10 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     # Libraries that log whole frames (OCPP id tags) or chatter per poll stay at WARNING.
-    for noisy in ("ocpp", "pymodbus", "websockets", "amqtt", "transitions"):
+    for noisy in ("ocpp", "websockets", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pymodbus warns on every failed connect, once per poll: the Site says it once, with the reason.
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
 
 
 def _print_problems(source: str, problems: list[tuple[str, str]]) -> None:
@@ -224,8 +226,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from adapters.modbus.profile import load_profile, profile_names
 
     _setup_logging(args.log_level)
-    if args.log_level != "debug":
-        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its connect errors; we say it in one line
     profiles = []
     for name in args.profile or profile_names():
         try:

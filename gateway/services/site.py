@@ -579,7 +579,8 @@ class Site:
 
     def restore(self) -> None:
         """Take back what was set before a restart: availability, charging profiles and SoC targets."""
-        for problem in self.charging_profiles.load_dict(self.settings.load("charging_profiles") or {}):
+        stored_profiles = self.settings.load("charging_profiles")
+        for problem in self.charging_profiles.load_dict(stored_profiles) if stored_profiles is not None else []:
             log.warning("stored charging profile dropped: %s", problem)
         self.batteries.restore()
         for key, current_a in (self.settings.load("current_ceilings") or {}).items():

@@ -139,16 +139,36 @@ async def test_demo_against_an_external_csms_and_broker(
     assert f"MQTT    {mosquitto.host}:{mosquitto.port} (external broker): connected" in stdout.decode()
 
 
-async def test_sigterm_stops_run_cleanly_as_systemd_and_docker_stop_it(
+async def polls_failed(port: int, device: str, at_least: int, timeout_s: float = 15.0) -> None:
+    """Wait until the gateway's /metrics counts ``at_least`` failed polls of ``device``."""
+    line = f'ocpp_gateway_poll_errors_total{{device="{device}"}} '
+    async with asyncio.timeout(timeout_s):
+        for _ in range(int(timeout_s / 0.2) + 1):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+            text = (await reader.read()).decode()
+            writer.close()
+            count = next((int(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line)), 0)
+            if count >= at_least:
+                return
+            await asyncio.sleep(0.2)  # failed polls come every 0.2 s, then backing off
+
+
+async def test_run_logs_a_lost_device_once_and_stops_cleanly_on_sigterm(
     tmp_path: Path, csms: DemoCsms, mosquitto: MosquittoBroker
 ) -> None:
-    state = tmp_path / "state"
+    """A fresh box whose charger does not answer: one line for it, however many polls fail (no
+    library warning per poll, no warning about state a fresh box cannot have); then SIGTERM, as
+    systemctl stop and docker stop send, ends it as Ctrl-C does."""
+    state, page = tmp_path / "state", free_port()
     config = write_config(
         tmp_path / "site.toml",
         f'[site]\nid = "term"\nstate_dir = "{state}"\n'
         f'[upstream]\nurl = "{csms.url}"\ncharge_point_id = "GW-TERM"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        f"[status_page]\nport = {free_port()}\n",
+        f"[status_page]\nport = {page}\n"
+        f'[[chargers]]\nname = "gone"\nprofile = "phoenix-ev-eth"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        "connectors = [1]\npoll_interval_s = 0.2\ntimeout_s = 0.2\n",
     )
     process = await asyncio.create_subprocess_exec(
         *CLI,
@@ -161,12 +181,17 @@ async def test_sigterm_stops_run_cleanly_as_systemd_and_docker_stop_it(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        await csms.wait_for("BootNotification", timeout=20)
-        await csms.wait_for("StatusNotification", timeout=10)
+        await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Faulted", 20)
+        await polls_failed(page, "gone", 5)  # lost after 3; then more, with backoff
     finally:
         process.terminate()  # SIGTERM, as systemctl stop and docker stop send
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode == 0, stderr.decode()[-2000:]
-    assert "Traceback" not in stderr.decode()
+    log = stderr.decode()
+    assert process.returncode == 0, log[-2000:]
+    assert "Traceback" not in log
+    assert log.count("device gone failed:") == 1 and "pymodbus" not in log, log
+    assert "WARNING" not in log.replace("WARNING gateway.services.site: device gone failed", "").replace(
+        "WARNING gateway.services.site: connector 1 fault raised", ""
+    ).replace("WARNING adapters.ocpp_upstream", ""), log
     settings = json.loads((state / "settings.json").read_text())
     assert settings["clean_shutdown"] is True  # open sessions end as Reboot at the next start, not PowerLoss
