@@ -155,7 +155,7 @@ def build_outbox(config: GatewayConfig, site: Site) -> Outbox:
     store = SegmentedOutboxStore(state_dir / "outbox")
     parked = ParkedMessages(state_dir / "outbox-parked.jsonl")
     outbox = Outbox(store, settings, on_change=site.report_backlog, park=parked.add)
-    site.report_backlog(outbox.stats())
+    site.follow_backlog(outbox.stats)
     return outbox
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from gateway.domain.battery import SocValue
 from gateway.domain.model import ConnectorStatus, Fault, Reading
-from gateway.domain.outbox import BacklogStats
 from gateway.domain.transactions import Effect
 
 
@@ -146,9 +145,8 @@ class ChargingProfilesChanged:
 # StartTransaction, StopTransaction (for the upstream) and EnableCharging (for the device).
 @dataclass(frozen=True, slots=True)
 class BacklogChanged:
-    """The outbox of messages waiting for the CSMS grew, shrank, or had to drop something."""
-
-    stats: BacklogStats
+    """The outbox of messages waiting for the CSMS grew, shrank, or had to drop something; its
+    figures are ``Site.backlog``, worked out when read (they cost O(backlog))."""
 
 
 Event = (

@@ -61,13 +61,14 @@ class Dropped:
 
 
 class Outbox:
-    """FIFO delivery over an ``OutboxStore``; ``on_change`` hears the backlog after every change."""
+    """FIFO delivery over an ``OutboxStore``; ``on_change`` is told after every change (and reads
+    ``stats()`` when it needs the figures: they cost O(backlog), too much for every message)."""
 
     def __init__(
         self,
         store: OutboxStore,
         settings: OutboxSettings | None = None,
-        on_change: Callable[[BacklogStats], None] | None = None,
+        on_change: Callable[[], None] | None = None,
         park: Callable[[OutboxRecord], None] | None = None,
     ) -> None:
         """``park``: where a StopTransaction refused STOP_PATIENCE x TransactionMessageAttempts
@@ -307,4 +308,4 @@ class Outbox:
         if not len(self.store) and not self._unwritten:
             self._emptied.set()
         if self._on_change is not None:
-            self._on_change(self.stats())
+            self._on_change()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -140,7 +140,7 @@ class Site:
         self._native_status: dict[int, ConnectorStatus] = {}  # native chargers' own statuses
         self._native_connectors: set[int] = set()
         self._native_authorizations: dict[tuple[int, str], list[asyncio.Future[AuthStatus]]] = {}
-        self.backlog = BacklogStats(0, 0, None, 0, 0)
+        self._backlog_stats: Callable[[], BacklogStats] = lambda: BacklogStats(0, 0, None, 0, 0)
         self._by_socket = {(c.device, c.socket): c for c in self.connectors.values()}
         self._health: dict[str, DeviceHealth] = {}
         self._offline_after = dict(offline_after_failures or {})
@@ -592,10 +592,19 @@ class Site:
                 self.sessions.out_of_service.add(int(key))
 
     # -- upstream ----------------------------------------------------------------------------------
-    def report_backlog(self, stats: BacklogStats) -> None:
-        """The outbox's latest figures (reported by the outbox after every change), for MQTT and status."""
-        self.backlog = stats
-        self._emit(BacklogChanged(stats))
+    @property
+    def backlog(self) -> BacklogStats:
+        """The outbox's figures now (for MQTT and the status page; worked out on each read)."""
+        return self._backlog_stats()
+
+    def follow_backlog(self, stats: Callable[[], BacklogStats]) -> None:
+        """Where the backlog figures come from: the outbox's ``stats``."""
+        self._backlog_stats = stats
+        self.report_backlog()
+
+    def report_backlog(self) -> None:
+        """The outbox changed (told by the outbox after every change): readers look again."""
+        self._emit(BacklogChanged())
 
     def set_upstream(self, connected: bool, registration: str) -> None:
         """Record the CSMS connection state (reported by the upstream adapter) for MQTT and status."""

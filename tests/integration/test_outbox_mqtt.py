@@ -16,6 +16,7 @@ async def test_backlog_size_oldest_age_and_drops_are_published(
 ) -> None:
     site = make_site()
     outbox = Outbox(MemoryOutboxStore(), OutboxSettings(max_bytes=600), on_change=site.report_backlog)
+    site.follow_backlog(outbox.stats)
     bridge = bridge_for(site, mosquitto.host, mosquitto.port, topic_prefix)
     async with running(bridge):
         watcher = await mqtt_watch(bridge.topics.outbox)

@@ -125,9 +125,10 @@ def test_over_the_bound_with_nothing_droppable_keeps_everything(caplog: pytest.L
 
 def test_stats_and_change_reports() -> None:
     seen: list[BacklogStats] = []
-    outbox = Outbox(MemoryOutboxStore(), on_change=seen.append)
+    outbox: Outbox = Outbox(MemoryOutboxStore(), on_change=lambda: seen.append(outbox.stats()))
     outbox.enqueue(record(RecordKind.SAMPLED, 5))
     outbox.enqueue(record(RecordKind.SAMPLED, 7))
+    assert len(seen) == 2  # told of every change; the figures are read when wanted
     assert seen[-1].records == 2 and seen[-1].oldest_created_at == (T0 + timedelta(minutes=5)).isoformat()
     head = outbox.store.head()
     assert head is not None
