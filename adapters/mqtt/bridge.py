@@ -49,7 +49,8 @@ from gateway.domain.events import (
 )
 from gateway.domain.transactions import StartTransaction, StopTransaction
 from gateway.services.backoff import Backoff
-from gateway.services.site import EventStream, Site
+from gateway.services.event_stream import EventStream
+from gateway.services.site import Site
 from gateway.services.state_payloads import (
     connector_state,
     device_state,

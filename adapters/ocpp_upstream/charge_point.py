@@ -48,9 +48,10 @@ from gateway.domain.model import ConnectorStatus, Fault, iso_utc
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.backoff import Backoff
+from gateway.services.event_stream import EventStream
 from gateway.services.ocpp_status import primary_fault, status_notification_fields
 from gateway.services.outbox import Outbox, Retry
-from gateway.services.site import EventStream, Site
+from gateway.services.site import Site
 from gateway.services.tasks import cancel_and_wait
 from gateway.services.telemetry import Telemetry
 

@@ -8,26 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from gateway.domain.charging_store import ChargingProfileStore
-from gateway.domain.errors import CommandRejected
 from gateway.domain.events import (
     BacklogChanged,
     ChargingProfilesChanged,
     ConnectorReadingChanged,
     ConnectorStatusChanged,
-    CurrentCeilingChanged,
     CurrentLimitRequested,
     DeviceHealthChanged,
     Event,
     FaultCleared,
     FaultRaised,
     MeterReadingChanged,
-    RelayToCharger,
     TransactionNumbered,
     UpstreamStateChanged,
 )
@@ -50,22 +46,19 @@ from gateway.domain.outbox import BacklogStats
 from gateway.domain.ports import Clock, NoSettingsStore, SettingsStore
 from gateway.domain.status import derive_faults, derive_status, evse_offering
 from gateway.domain.transactions import (
-    Authorize,
-    AuthPolicy,
     AuthStatus,
     Effect,
-    EnableCharging,
     StartTransaction,
-    StopReason,
     StopTransaction,
-    new_local_ref,
 )
 from gateway.services.batteries import Batteries
-from gateway.services.sessions import DEFAULT_FREE_ID_TAG, PLUGGED_STATES, ConnectorPolicy, Sessions
+from gateway.services.event_stream import EventStream
+from gateway.services.link_health import DeviceHealth, UpstreamState
+from gateway.services.native_chargers import NativeChargers
+from gateway.services.sessions import PLUGGED_STATES, ConnectorPolicy, Sessions
+from gateway.services.site_commands import SiteCommands
 
 log = logging.getLogger(__name__)
-
-MAX_CEILING_A = 80.0  # the highest per-phase current a Mode 3 AC connector carries
 
 
 class SystemClock:
@@ -75,48 +68,7 @@ class SystemClock:
         return utc_now()
 
 
-class EventStream:
-    """One subscriber's queue of events; iterate it with ``async for``."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-
-    def put(self, event: Event) -> None:
-        self._queue.put_nowait(event)
-
-    async def get(self) -> Event:
-        return await self._queue.get()
-
-    def get_nowait(self) -> Event | None:
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while True:
-            yield await self._queue.get()
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamState:
-    """The CSMS link as the upstream adapter last reported it."""
-
-    connected: bool = False
-    registration: str = "none"
-    changed_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceHealth:
-    """Whether a field device answers: ``online`` is None before its first poll; ``reason`` while down."""
-
-    online: bool | None = None
-    reason: str = ""
-    since: datetime | None = None
-
-
-class Site:
+class Site(NativeChargers, SiteCommands):
     """The domain model of one charging site, with connectors 1..N and its meters."""
 
     def __init__(
@@ -364,58 +316,6 @@ class Site:
         unknown connector or a target out of range (above 0, at most 100)."""
         self.batteries.set_target(connector_id, percent)
 
-    # -- native OCPP chargers (merged mode) ----------------------------------------------------------
-    def native_status(
-        self, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
-    ) -> None:
-        """A native charger's StatusNotification for one of its connectors (site numbering)."""
-        connector = self.connectors[connector_id]
-        car_left = status is ConnectorStatus.AVAILABLE and self._native_status.get(connector_id) is not status
-        self._native_status[connector_id] = status
-        connector.device_faults = faults
-        if car_left:  # what was known of the last car's battery goes with it
-            self.batteries.charger_polled(connector, car_left=True)
-        self._set_online(connector.device, True, "", at)
-        self._update_status(connector, at)
-
-    def native_reading(self, connector_id: int, reading: Reading) -> None:
-        """A native charger's MeterValues for one of its connectors: its registers, as read."""
-        connector = self.connectors[connector_id]
-        reading, register_fault = self._guard_register(f"connector {connector_id}", reading)
-        previous = connector.reading
-        connector.reading = reading
-        if previous is None or previous.values() != reading.values():
-            self._emit(ConnectorReadingChanged(connector_id, reading))
-        self.batteries.charger_polled(connector, car_left=False)  # its SoC, as a charger register's
-        if register_fault is not None and register_fault not in connector.device_faults:
-            connector.device_faults = (*connector.device_faults, register_fault)
-            self._update_status(connector, reading.measured_at)
-
-    def register_native(self, connector_ids: Iterable[int]) -> None:
-        """These connectors belong to native OCPP chargers: back-office commands for them are
-        relayed to the charger (``relay``) instead of being carried out here."""
-        self._native_connectors.update(connector_ids)
-
-    @property
-    def upstream_connectors(self) -> dict[int, Connector]:
-        """The connectors of the site's one charge point (not those of passthrough chargers)."""
-        return {cid: c for cid, c in self.connectors.items() if c.upstream}
-
-    def is_native(self, connector_id: int) -> bool:
-        return connector_id in self._native_connectors
-
-    def one_connector_per_native_charger(self) -> list[int]:
-        """A connector of each native charger: where a command for a whole charger is relayed."""
-        first = {c.device: c.connector_id for c in self.connectors.values() if self.is_native(c.connector_id)}
-        return sorted(first.values())
-
-    def relay(self, connector_id: int, action: str, payload: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-        """Hand a back-office command to the native charger of ``connector_id``; the future holds
-        its answer (a dict of the charger's result)."""
-        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._emit(RelayToCharger(connector_id, action, payload, answer))
-        return answer
-
     def session_connector(self, local_ref: str) -> int | None:
         """The connector whose running session is ``local_ref``."""
         connector = self._running(local_ref)
@@ -423,33 +323,6 @@ class Site:
 
     def _running(self, local_ref: str) -> Connector | None:
         return next((c for c in self.connectors.values() if c.session and c.session.local_ref == local_ref), None)
-
-    def native_offline(self, device: str, at: datetime) -> None:
-        """A native charger's connection closed: its connectors lose communication."""
-        self._set_online(device, False, "the charger's OCPP connection closed", at)
-
-    def native_start(self, connector_id: int, id_tag: str, meter_start_wh: int, at: datetime) -> str:
-        """A native charger started a transaction; returns the local reference it goes upstream under."""
-        local_ref = new_local_ref(connector_id, at)
-        self._session_effect(StartTransaction(connector_id, local_ref, id_tag, meter_start_wh, at))
-        return local_ref
-
-    def native_stop(self, local_ref: str, meter_stop_wh: int, at: datetime, reason: StopReason) -> bool:
-        """A native charger stopped the transaction ``local_ref``; False if no such session runs."""
-        connector = self._running(local_ref)
-        if connector is None or connector.session is None:
-            return False
-        stop = StopTransaction(connector.connector_id, local_ref, connector.session.id_tag, meter_stop_wh, at, reason)
-        self._session_effect(stop)
-        return True
-
-    def native_authorize(self, connector_id: int, id_tag: str) -> asyncio.Future[AuthStatus]:
-        """Ask the gateway's authorisation (the CSMS, or the local list and cache while it is away)
-        for a card shown at a native charger; the future holds the answer."""
-        future: asyncio.Future[AuthStatus] = asyncio.get_running_loop().create_future()
-        self._native_authorizations.setdefault((connector_id, id_tag), []).append(future)
-        self._emit(Authorize(connector_id, id_tag))
-        return future
 
     # -- sessions ----------------------------------------------------------------------------------
     def _session_effect(self, effect: Effect) -> None:
@@ -480,85 +353,12 @@ class Site:
         """The answer to an ``Authorize`` event (from the CSMS, the local list or the cache)."""
         self.sessions.authorization(connector_id, id_tag, status, self.clock.now())
 
-    def remote_start(self, connector_id: int | None, id_tag: str, authorize_first: bool = False) -> bool:
-        """A remote start: True if accepted (the session starts when the car is plugged in)."""
-        return self.sessions.remote_start(connector_id, id_tag, authorize_first, self.clock.now())
-
-    def remote_stop(self, local_ref: str) -> bool:
-        """A remote stop of the session recorded under ``local_ref``: True if it was running."""
-        return self.sessions.remote_stop(local_ref, self.clock.now())
-
-    def change_availability(self, connector_id: int, available: bool) -> str:
-        """Take a connector (0: all) out of service or back: "Accepted", "Scheduled" (a session is
-        running; applied when it ends) or "Rejected" (no such connector)."""
-        ours = self.upstream_connectors  # a passthrough charger's availability is its CSMS's business
-        targets = list(ours) if connector_id == 0 else [connector_id]
-        if any(cid not in ours for cid in targets):
-            return "Rejected"
-        scheduled = False
-        for cid in targets:
-            if self.connectors[cid].session_active:
-                self._availability_after_session[cid] = available
-                scheduled = True
-            else:
-                self._set_available(cid, available)
-        return "Scheduled" if scheduled else "Accepted"
-
-    def _set_available(self, connector_id: int, available: bool) -> None:
-        connector = self.connectors[connector_id]
-        connector.available = available
-        stored = {str(cid): c.available for cid, c in self.connectors.items()}
-        self.settings.save("availability", stored)
-        if available:
-            self.sessions.out_of_service.discard(connector_id)
-        else:
-            self.sessions.out_of_service.add(connector_id)
-            self._emit(EnableCharging(connector_id, False))
-        self._update_status(connector, self.clock.now())
-
-    def local_start(self, connector_id: int, id_tag: str | None) -> None:
-        """Start a session on command (MQTT), as RemoteStartTransaction would: only on connectors
-        with the ``remote`` policy (``free`` ones start on plug-in, ``local_list`` ones on a card),
-        authorised first like a card. ``id_tag`` defaults to the connector's configured tag.
-        Raises ``CommandRejected`` saying why when it cannot."""
-        machine = self.sessions.machines.get(connector_id)
-        if machine is None:
-            raise CommandRejected(f"no connector {connector_id}")
-        if machine.policy is not AuthPolicy.REMOTE:
-            policy = machine.policy.value
-            raise CommandRejected(f"connector {connector_id} has the {policy} policy: only remote ones start so")
-        tag = id_tag or machine.free_id_tag or DEFAULT_FREE_ID_TAG
-        if not self.remote_start(connector_id, tag, authorize_first=True):
-            raise CommandRejected(f"connector {connector_id} is busy or out of service")
-
-    def stop_session(self, connector_id: int, reason: StopReason = StopReason.LOCAL) -> bool:
-        """End the session on one connector (a local stop, e.g. over MQTT); False if none runs."""
-        return self.sessions.stop_one(connector_id, reason, self.clock.now())
-
     def transaction_numbered(self, local_ref: str, transaction_id: int) -> None:
         """The CSMS numbered the session ``local_ref`` (reported by the upstream adapter)."""
         connector = self._running(local_ref)
         if connector is not None and connector.session is not None:
             connector.session.transaction_id = transaction_id
             self._emit(TransactionNumbered(connector.connector_id, transaction_id))
-
-    def set_current_ceiling(self, connector_id: int, current_a: float | None) -> None:
-        """Cap ``connector_id`` at ``current_a`` (None: no cap) under any charging profile; kept
-        across restarts. Raises ``CommandRejected`` for an unknown connector or a negative value."""
-        if connector_id not in self.connectors:
-            raise CommandRejected(f"no connector {connector_id}")
-        if current_a is not None and not 0 <= current_a <= MAX_CEILING_A:
-            raise CommandRejected(f"current_a must be between 0 and {MAX_CEILING_A:g} A, not {current_a:g}")
-        self.connectors[connector_id].current_ceiling_a = current_a
-        stored = {
-            str(cid): c.current_ceiling_a for cid, c in self.connectors.items() if c.current_ceiling_a is not None
-        }
-        self.settings.save("current_ceilings", stored)
-        self._emit(CurrentCeilingChanged(connector_id, current_a))
-
-    def stop_all_sessions(self, reason: StopReason) -> None:
-        """End every running session (a reset of the gateway)."""
-        self.sessions.stop_all(reason, self.clock.now())
 
     def start_rejected(self, local_ref: str, stop_on_invalid_id: bool) -> None:
         """The back office did not accept the id tag of a started session (a native charger's

@@ -19,8 +19,9 @@ from gateway.domain.events import CurrentLimitRequested
 from gateway.domain.model import ChargerSnapshot, Connector, Reading, VehicleState, iso_utc, utc_now
 from gateway.domain.transactions import AuthPolicy
 from gateway.services.charging_limits import LimitKeeper
+from gateway.services.event_stream import EventStream
 from gateway.services.sessions import ConnectorPolicy
-from gateway.services.site import EventStream, Site
+from gateway.services.site import Site
 from tests.fixtures.mosquitto import MosquittoBroker, MqttWatcher, Received, WatchFactory
 from tests.integration.test_mqtt_bridge import LogSignal, bridge_for, field_is, running
 

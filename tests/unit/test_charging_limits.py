@@ -16,8 +16,9 @@ from gateway.domain.events import ChargingProfilesChanged, CurrentLimitRequested
 from gateway.domain.model import ChargerSnapshot, Connector, Reading, VehicleState
 from gateway.domain.transactions import AuthPolicy
 from gateway.services.charging_limits import LimitKeeper
+from gateway.services.event_stream import EventStream
 from gateway.services.sessions import ConnectorPolicy
-from gateway.services.site import EventStream, Site
+from gateway.services.site import Site
 
 T0 = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
 

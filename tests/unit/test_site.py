@@ -28,8 +28,9 @@ from gateway.domain.model import (
 )
 from gateway.domain.status import COMM_LOST
 from gateway.domain.transactions import AuthPolicy, EnableCharging, StartTransaction, StopReason, StopTransaction
+from gateway.services.event_stream import EventStream
 from gateway.services.sessions import ConnectorPolicy
-from gateway.services.site import EventStream, Site
+from gateway.services.site import Site
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,0 +1,32 @@
+"""One subscriber's queue of the Site's events: the MQTT bridge, the upstream charge point and
+the command relay each read their own, at their own pace, and miss nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from gateway.domain.events import Event
+
+
+class EventStream:
+    """One subscriber's queue of events; iterate it with ``async for``."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def put(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+    async def get(self) -> Event:
+        return await self._queue.get()
+
+    def get_nowait(self) -> Event | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            yield await self._queue.get()

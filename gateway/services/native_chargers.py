@@ -1,0 +1,115 @@
+"""What native OCPP chargers (merged mode) tell the Site, and how back-office commands reach them.
+
+A part of ``Site`` (a mixin): the local OCPP server's merged sessions call these with the
+charger's messages already in site terms (connector numbers renumbered, kWh in Wh), and the
+upstream adapter relays commands for a native connector through ``relay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from gateway.domain.events import ConnectorReadingChanged, Event, RelayToCharger
+from gateway.domain.model import Connector, ConnectorStatus, Fault, Reading
+from gateway.domain.transactions import (
+    Authorize,
+    AuthStatus,
+    Effect,
+    StartTransaction,
+    StopReason,
+    StopTransaction,
+    new_local_ref,
+)
+from gateway.services.batteries import Batteries
+
+
+class NativeChargers:
+    """The Site's door for native OCPP chargers; the state it uses is the Site's own."""
+
+    connectors: dict[int, Connector]
+    batteries: Batteries
+    _native_status: dict[int, ConnectorStatus]
+    _native_connectors: set[int]
+    _native_authorizations: dict[tuple[int, str], list[asyncio.Future[AuthStatus]]]
+    _emit: Callable[[Event], None]
+    _session_effect: Callable[[Effect], None]
+    _set_online: Callable[[str, bool, str, datetime], None]
+    _update_status: Callable[[Connector, datetime], None]
+    _guard_register: Callable[[str, Reading], tuple[Reading, Fault | None]]
+    _running: Callable[[str], Connector | None]
+
+    def native_status(
+        self, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
+    ) -> None:
+        """A native charger's StatusNotification for one of its connectors (site numbering)."""
+        connector = self.connectors[connector_id]
+        car_left = status is ConnectorStatus.AVAILABLE and self._native_status.get(connector_id) is not status
+        self._native_status[connector_id] = status
+        connector.device_faults = faults
+        if car_left:  # what was known of the last car's battery goes with it
+            self.batteries.charger_polled(connector, car_left=True)
+        self._set_online(connector.device, True, "", at)
+        self._update_status(connector, at)
+
+    def native_reading(self, connector_id: int, reading: Reading) -> None:
+        """A native charger's MeterValues for one of its connectors: its registers, as read."""
+        connector = self.connectors[connector_id]
+        reading, register_fault = self._guard_register(f"connector {connector_id}", reading)
+        previous = connector.reading
+        connector.reading = reading
+        if previous is None or previous.values() != reading.values():
+            self._emit(ConnectorReadingChanged(connector_id, reading))
+        self.batteries.charger_polled(connector, car_left=False)  # its SoC, as a charger register's
+        if register_fault is not None and register_fault not in connector.device_faults:
+            connector.device_faults = (*connector.device_faults, register_fault)
+            self._update_status(connector, reading.measured_at)
+
+    def register_native(self, connector_ids: Iterable[int]) -> None:
+        """These connectors belong to native OCPP chargers: back-office commands for them are
+        relayed to the charger (``relay``) instead of being carried out here."""
+        self._native_connectors.update(connector_ids)
+
+    def is_native(self, connector_id: int) -> bool:
+        return connector_id in self._native_connectors
+
+    def one_connector_per_native_charger(self) -> list[int]:
+        """A connector of each native charger: where a command for a whole charger is relayed."""
+        first = {c.device: c.connector_id for c in self.connectors.values() if self.is_native(c.connector_id)}
+        return sorted(first.values())
+
+    def relay(self, connector_id: int, action: str, payload: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Hand a back-office command to the native charger of ``connector_id``; the future holds
+        its answer (a dict of the charger's result)."""
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._emit(RelayToCharger(connector_id, action, payload, answer))
+        return answer
+
+    def native_offline(self, device: str, at: datetime) -> None:
+        """A native charger's connection closed: its connectors lose communication."""
+        self._set_online(device, False, "the charger's OCPP connection closed", at)
+
+    def native_start(self, connector_id: int, id_tag: str, meter_start_wh: int, at: datetime) -> str:
+        """A native charger started a transaction; returns the local reference it goes upstream under."""
+        local_ref = new_local_ref(connector_id, at)
+        self._session_effect(StartTransaction(connector_id, local_ref, id_tag, meter_start_wh, at))
+        return local_ref
+
+    def native_stop(self, local_ref: str, meter_stop_wh: int, at: datetime, reason: StopReason) -> bool:
+        """A native charger stopped the transaction ``local_ref``; False if no such session runs."""
+        connector = self._running(local_ref)
+        if connector is None or connector.session is None:
+            return False
+        stop = StopTransaction(connector.connector_id, local_ref, connector.session.id_tag, meter_stop_wh, at, reason)
+        self._session_effect(stop)
+        return True
+
+    def native_authorize(self, connector_id: int, id_tag: str) -> asyncio.Future[AuthStatus]:
+        """Ask the gateway's authorisation (the CSMS, or the local list and cache while it is away)
+        for a card shown at a native charger; the future holds the answer."""
+        future: asyncio.Future[AuthStatus] = asyncio.get_running_loop().create_future()
+        self._native_authorizations.setdefault((connector_id, id_tag), []).append(future)
+        self._emit(Authorize(connector_id, id_tag))
+        return future
