@@ -8,11 +8,13 @@ ends with an exception is a programming error and ends the process loudly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from adapters.modbus.device import ModbusDevice
 from adapters.modbus.layout import DeviceMap
@@ -166,12 +168,20 @@ def build_status_page(config: GatewayConfig, site: Site, telemetry: Telemetry) -
     return StatusServer(site, telemetry, config.status_page, site_labels(config))
 
 
+def shown_url(url: str) -> str:
+    """``url`` without a user, password or query: what may be shown on a page or in a terminal."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
+
+
 def site_labels(config: GatewayConfig) -> SiteLabels:
     """What the site picture tells about the site from its config."""
     return SiteLabels(
         site_id=config.site.id,
         site_name=config.site.name,
-        csms_endpoint=config.upstream.endpoint,
+        csms_endpoint=shown_url(config.upstream.endpoint),
         mqtt_broker=f"{config.mqtt.host}:{config.mqtt.port}",
         commands=config.status_page.commands,
     )
@@ -295,12 +305,14 @@ class Gateway:
                 tasks.create_task(self.limits.run(), name="charging limits")
 
     async def listen(self) -> None:
-        """Open the gateway's own ports (local OCPP server, status page) before anything runs, so a
-        port in use is the installer's ConfigError naming the key, not a crash inside the tasks."""
+        """Open the gateway's own ports before anything runs: a port in use for the local OCPP server is
+        the installer's ConfigError naming the key, not a crash inside the tasks (chargers could not
+        connect); the status page instead tries again from its task (see StatusServer.run)."""
         if self.ocpp_server is not None:
             await self.ocpp_server.start()
-        if self.status_page is not None:
-            await self.status_page.start()
+        if self.status_page is not None:  # only for watching: while its port is taken, it keeps trying
+            with contextlib.suppress(ConfigError):
+                await self.status_page.start()
 
     async def _carry_out_commands(self) -> None:
         """Enable or disable chargers as sessions start and stop (the Site decides, devices obey).

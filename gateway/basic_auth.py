@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 
 
@@ -28,5 +29,6 @@ def basic_credentials(headers: list[str]) -> tuple[bytes, bytes] | None:
 
 
 def same_secret(given: bytes, expected: bytes) -> bool:
-    """Constant-time comparison: the time taken says nothing about where they differ."""
-    return hmac.compare_digest(given, expected)
+    """Constant-time comparison: the time taken says nothing about where they differ, nor (digests
+    of equal length are compared, not the secrets) about the secret's length."""
+    return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(expected).digest())

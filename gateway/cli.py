@@ -306,7 +306,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         url = args.url or status_url(config)
         page = config.status_page
-        if page.username and page.password is not None:
+        if page.username and page.password is not None and args.url is None:  # never to another address
             credentials = (page.username, page.password.get_secret_value())
     try:
         picture = fetch_status(url, credentials)

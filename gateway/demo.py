@@ -209,7 +209,9 @@ async def run_demo(
             await gateway.listen()
         except ConfigError as exc:
             raise DemoError("; ".join(f"{k}: {r}" for k, r in exc.problems)) from None
-        page = gateway.status_page.url if gateway.status_page is not None else "off"
+        page = "off"
+        if gateway.status_page is not None:  # a taken port: the page says so in the log and keeps trying
+            page = gateway.status_page.url if gateway.status_page.port else "not served (port in use)"
         async with asyncio.TaskGroup() as tasks:
             run = tasks.create_task(gateway.run())
             driver = tasks.create_task(_drive(config, simulators))

@@ -151,6 +151,7 @@ class ModbusDevice:
                 snapshots = await self.poll_once()
                 raise_if_cancelling()
             except DeviceError as exc:
+                raise_if_cancelling(exc)  # a timeout that was really our cancellation
                 self._telemetry.poll_finished(self.name, loop.time() - started, ok=False)
                 failures += 1
                 self._report_failure(exc, failures)
@@ -192,6 +193,7 @@ class ModbusDevice:
                 await self._send(self._commands.watchdog_writes())
                 raise_if_cancelling()
             except (DeviceError, CommandRejected) as exc:
+                raise_if_cancelling(exc)
                 log.debug("%s: watchdog not fed: %s", self._where, exc)
                 reread = dog.timeout_register is not None
             await asyncio.sleep(self._watchdog_period_s(timeout_s))

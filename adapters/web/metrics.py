@@ -61,7 +61,7 @@ def render_metrics(site: Site, telemetry: Telemetry, picture: dict[str, Any]) ->
     polls = sorted(telemetry.polls.items())
     out.histogram(
         "poll_duration_seconds",
-        "How long one poll of a device took (failed ones included).",
+        "How long one poll of a device took (failed ones included; with the wait for a shared RTU bus).",
         (({"device": name}, stats) for name, stats in polls),
     )
     errors = [({"device": name}, stats.errors) for name, stats in polls]

@@ -112,7 +112,8 @@ def _connector(c: dict[str, Any], commands: bool) -> str:
         ("OCPP", f"{escape(str(c['ocpp_status']))} · {escape(str(c['ocpp_error_code']))}"),
     ]
     if c["transaction_id"] is not None or c["id_tag"] is not None:
-        rows.append(("Transaction", f"{c['transaction_id'] or 'pending'} · {escape(str(c['id_tag']))}"))
+        number = escape(str(c["transaction_id"] or "pending"))
+        rows.append(("Transaction", f"{number} · {escape(str(c['id_tag']))}"))
     if c["current_limit_a"] is not None:
         rows.append(("Current ceiling", _fmt(c["current_limit_a"], "A")))
     if not c["available"]:

@@ -12,6 +12,7 @@ behind auth, for health checks of systemd, Docker and load balancers), ``/metric
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,7 @@ class StatusServer:
         self.settings = settings
         self.labels = labels
         self.port: int | None = None
+        self.retry_s = 30.0  # between attempts to listen while the port is taken
         self._runner: web.AppRunner | None = None
         self._credentials: tuple[bytes, bytes] | None = None
         if settings.password is not None:
@@ -67,6 +69,7 @@ class StatusServer:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
+        app.on_response_prepare.append(_secure_headers)  # on every answer, errors raised as exceptions too
         app.router.add_get("/", self._page)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/healthz", self._health)
@@ -83,7 +86,8 @@ class StatusServer:
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
+            # requests still open at shutdown get 5 s, well inside systemd's and Docker's stop timeouts
+            site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True, shutdown_timeout=5)
             await site.start()
         except OSError as exc:
             await runner.cleanup()
@@ -108,7 +112,28 @@ class StatusServer:
             self._runner = None
 
     async def run(self) -> None:
-        await serve_until_cancelled(self.start, self.stop)
+        await serve_until_cancelled(self._listen_when_free, self.stop)
+
+    async def _listen_when_free(self) -> None:
+        """Listen; while the port is taken, say so once (ERROR, naming the key) and try again every
+        ``retry_s``: the page is for watching, so the gateway's real work goes on without it."""
+        told = False
+        while True:
+            try:
+                await self.start()
+            except ConfigError as exc:
+                if not told:
+                    for key, reason in exc.problems:
+                        log.error(
+                            "%s: %s; running without the status page, trying again every %g s",
+                            key,
+                            reason,
+                            self.retry_s,
+                        )
+                    told = True
+                await asyncio.sleep(self.retry_s)
+                continue
+            return
 
     # -- every request -----------------------------------------------------------------------------
     @web.middleware
@@ -121,11 +146,9 @@ class StatusServer:
             return web.Response(
                 status=401,
                 text="401: this status page needs a user name and password\n",
-                headers={"WWW-Authenticate": 'Basic realm="ocpp-gateway", charset="UTF-8"', **SECURITY_HEADERS},
+                headers={"WWW-Authenticate": 'Basic realm="ocpp-gateway", charset="UTF-8"'},
             )
-        response = await handler(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
+        return await handler(request)
 
     def _authenticated(self, request: web.Request) -> bool:
         if self._credentials is None:
@@ -187,6 +210,10 @@ class StatusServer:
         if not raw.isdecimal() or int(raw) not in connectors:
             raise web.HTTPNotFound(text=f"no connector {raw} on this site's charge point\n")
         return int(raw)
+
+
+async def _secure_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

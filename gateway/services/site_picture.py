@@ -67,6 +67,7 @@ class SiteLabels:
 def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payload:
     """Everything the status page shows, now; times UTC ISO 8601, units in the key names."""
     now = site.clock.now()
+    backlog = site.backlog  # worked out on each read (O(backlog)): once per picture
     grid = next((m for m in site.meters.values() if m.connector_id == 0), None)
     connectors = []
     for connector in site.connectors.values():
@@ -82,7 +83,7 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
         "site": {
             "id": labels.site_id,
             "name": labels.site_name,
-            **site_state(site.connectors.values(), grid, site.upstream.connected, site.backlog, now),
+            **site_state(site.connectors.values(), grid, site.upstream.connected, backlog, now),
         },
         "ready": telemetry.ready,
         "waiting_for": telemetry.waiting_for(),
@@ -93,7 +94,7 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
             "endpoint": labels.csms_endpoint,
             **upstream_state(site.upstream.connected, site.upstream.registration, site.upstream.changed_at),
         },
-        "outbox": outbox_state(site.backlog, now),
+        "outbox": outbox_state(backlog, now),
         "mqtt": {
             "broker": labels.mqtt_broker,
             "connected": telemetry.mqtt.connected,
