@@ -204,3 +204,34 @@ async def test_undecodable_registers_fail_the_poll(modbus_simulator: StartSimula
     with pytest.raises(DecodeError, match="cannot decode the registers"):
         await device.poll_once()
     device.close()
+
+
+class CancelTurnedTimeout(ModbusDevice):
+    """A poll in which the bus library turns our cancellation into a timeout, as Python 3.11's
+    ``asyncio.wait_for`` inside pymodbus can when the cancel lands just as the answer does (a race
+    that cannot be timed on purpose, so it is played here)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.polling = asyncio.Event()
+        self.polls = 0
+
+    async def poll_once(self) -> list:  # type: ignore[override]
+        self.polls += 1
+        if self.polls == 1:
+            self.polling.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()  # cancelled here ...
+        raise DeviceTimeout("no answer within 0.1 s")  # ... and reported as a timeout
+
+
+async def test_a_cancellation_reported_as_a_timeout_still_ends_the_poll_loop() -> None:
+    device = CancelTurnedTimeout(
+        "dev", load_profile("eastron-sdm630"), host="127.0.0.1", port=1, sink=RecordingSink(), poll_interval_s=0.05
+    )
+    task = asyncio.create_task(device.run())
+    await asyncio.wait_for(device.polling.wait(), timeout=5)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done, f"the poll loop ran on after its cancellation ({device.polls} polls)"
+    assert device.polls == 1

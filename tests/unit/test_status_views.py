@@ -181,3 +181,17 @@ def test_status_page_config_mistakes_name_the_key(status_page: dict, key: str) -
     with pytest.raises(ConfigError) as caught:
         parse_config({**base, "status_page": status_page})
     assert [k for k, _ in caught.value.problems] == [key]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("wss://user:secret@csms.example:8443/ocpp/GW?token=abc", "wss://csms.example:8443/ocpp/GW"),
+        ("ws://127.0.0.1:9000/ocpp/GW-1", "ws://127.0.0.1:9000/ocpp/GW-1"),
+        ("ws://[::1]:9000/ocpp/GW", "ws://[::1]:9000/ocpp/GW"),
+    ],
+)
+def test_the_csms_address_is_shown_without_credentials_or_query(url: str, shown: str) -> None:
+    from gateway.app import shown_url
+
+    assert shown_url(url) == shown
