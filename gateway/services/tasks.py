@@ -16,13 +16,21 @@ RECANCEL_S = 0.5
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
-    """Cancel ``tasks`` (again every RECANCEL_S) until every one has ended."""
+    """Cancel ``tasks`` (again every RECANCEL_S) until every one has ended.
+
+    An error a task ended with stays readable (``result()``) but counts as seen: a task that failed
+    while being cancelled (a publish on a closing connection) must not log "exception was never
+    retrieved" at ERROR when it is collected, long after and in the middle of something else.
+    """
     pending = [task for task in tasks if not task.done()]
     while pending:
         for task in pending:
             task.cancel()
         _, still = await asyncio.wait(pending, timeout=RECANCEL_S)
         pending = list(still)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # marks it retrieved
 
 
 async def serve_until_cancelled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
