@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 
 import aiomqtt
 
@@ -32,46 +32,20 @@ from adapters.mqtt.payloads import (
     same_state,
 )
 from adapters.mqtt.refusals import PROTOCOLS, refusal_reason
+from adapters.mqtt.state_topics import SITE_SUMMARY_EVENTS, StateKey, StateTopics
 from gateway.config import MqttTlsConfig
 from gateway.domain.events import (
     BacklogChanged,
-    BatteryStateChanged,
-    ConnectorReadingChanged,
-    ConnectorStatusChanged,
-    CurrentCeilingChanged,
-    DeviceHealthChanged,
-    Event,
     FaultCleared,
     FaultRaised,
-    MeterReadingChanged,
-    TransactionNumbered,
-    UpstreamStateChanged,
 )
-from gateway.domain.transactions import StartTransaction, StopTransaction
 from gateway.services.backoff import Backoff
 from gateway.services.event_stream import EventStream
 from gateway.services.site import Site
-from gateway.services.state_payloads import (
-    connector_state,
-    device_state,
-    meter_state,
-    outbox_state,
-    site_state,
-    upstream_state,
-)
 from gateway.services.tasks import cancel_and_wait, raise_if_cancelling
 from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-SITE_SUMMARY_EVENTS = (
-    ConnectorStatusChanged,
-    ConnectorReadingChanged,
-    MeterReadingChanged,
-    DeviceHealthChanged,
-    UpstreamStateChanged,
-    BacklogChanged,
-)
 
 #: Seconds between MQTT PINGs; a half-open TCP link is noticed after 1.5 x this.
 KEEPALIVE_S = 30
@@ -92,10 +66,6 @@ MAX_PENDING_FAULT_EVENTS = 500
 # delivered and every poll of any device: they are published at most this often, always with
 # the latest figures.
 SUMMARY_PUBLISH_S = 1.0
-
-# A topic the bridge publishes, named by what it describes: ("connector", 1), ("meter", "m1"),
-# ("device", "wb1") or ("upstream",). Kept instead of events so an outage costs O(entities).
-StateKey = tuple[str] | tuple[str, int] | tuple[str, str]
 
 
 class _ConnectionLost(aiomqtt.MqttError):
@@ -161,6 +131,7 @@ class MqttBridge:
                 port,
             )
         self.topics = Topics(topic_prefix)
+        self._state = StateTopics(site, self.topics)
         self.connected = asyncio.Event()
         self._telemetry = telemetry or Telemetry()  # the link's state, for the status page
         self._commands = CommandHandler(site, self.topics, commands)
@@ -297,7 +268,7 @@ class MqttBridge:
         if self._discovery is not None:
             await client.subscribe(self._discovery.status_topic, qos=1)
         count = 0
-        for key in self._all_keys():
+        for key in self._state.all_keys():
             count += await self._publish_key(client, key)
         await self._publish_discovery(client)
         self._up_since = asyncio.get_running_loop().time()
@@ -422,7 +393,7 @@ class MqttBridge:
                     topic = self.topics.connector_fault(event.connector_id or 0)
                 payload = fault_event(event.connector_id, event.fault, raised=raised, at=event.at, meter=event.meter)
                 self._fault_events.append((topic, payload))
-            for key in self._keys_for(event):
+            for key in self._state.keys_for(event):
                 self._dirty[key] = None
             self._wake.set()
 
@@ -436,67 +407,9 @@ class MqttBridge:
         self._dirty[key] = None
         self._wake.set()
 
-    def _keys_for(self, event: Event) -> Iterable[StateKey]:
-        match event:
-            case (
-                ConnectorStatusChanged(connector_id=cid)
-                | ConnectorReadingChanged(connector_id=cid)
-                | BatteryStateChanged(connector_id=cid)
-                | TransactionNumbered(connector_id=cid)
-                | CurrentCeilingChanged(connector_id=cid)
-                | StartTransaction(connector_id=cid)
-                | StopTransaction(connector_id=cid)
-            ):
-                return [("connector", cid)]
-            case MeterReadingChanged(meter=name, connector_id=cid):
-                # a connector billed from this meter shows its session energy from it
-                return [("meter", name)] + ([("connector", cid)] if cid else [])
-            case DeviceHealthChanged(device=device):
-                keys: list[StateKey] = [("device", device)]
-                keys += [("connector", c.connector_id) for c in self._site.connectors.values() if c.device == device]
-                if device in self._site.meters:
-                    keys.append(("meter", device))
-                return keys
-            case UpstreamStateChanged():
-                return [("upstream",)]
-        return []
-
-    def _all_keys(self) -> list[StateKey]:
-        keys: list[StateKey] = [("connector", cid) for cid in sorted(self._site.connectors)]
-        keys += [("meter", name) for name in sorted(self._site.meters)]
-        keys += [("device", name) for name in self._site.devices()]
-        keys += [("upstream",), ("outbox",), ("site",)]
-        return keys
-
-    def _render(self, key: StateKey) -> tuple[str, Payload] | None:
-        """The topic and payload for ``key`` from the Site's current view (None if it is unknown)."""
-        match key:
-            case ("connector", int(cid)):
-                connector = self._site.connectors.get(cid)
-                if connector is None:
-                    return None
-                return self.topics.connector(cid), connector_state(connector, self._site.billing_energy_wh(cid))
-            case ("meter", str(name)):
-                meter = self._site.meters.get(name)
-                return None if meter is None else (self.topics.meter(name), meter_state(meter))
-            case ("device", str(name)):
-                health = self._site.device_health(name)
-                return self.topics.device(name), device_state(name, health.online, health.reason, health.since)
-            case ("upstream",):
-                up = self._site.upstream
-                return self.topics.upstream, upstream_state(up.connected, up.registration, up.changed_at)
-            case ("site",):
-                site = self._site
-                grid = next((m for m in site.meters.values() if m.connector_id == 0), None)
-                connected, now = site.upstream.connected, site.clock.now()
-                return self.topics.site, site_state(site.connectors.values(), grid, connected, site.backlog, now)
-            case ("outbox",):
-                return self.topics.outbox, outbox_state(self._site.backlog, self._site.clock.now())
-        return None
-
     async def _publish_key(self, client: aiomqtt.Client, key: StateKey) -> int:
         """Publish one state topic unless it says nothing new; returns 1 if a message went out."""
-        rendered = self._render(key)
+        rendered = self._state.render(key)
         if rendered is None:
             return 0
         topic, payload = rendered
