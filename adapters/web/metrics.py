@@ -1,7 +1,7 @@
 """``/metrics``: the gateway's figures in the Prometheus text format (version 0.0.4).
 
-Written by hand (a few dozen series; the format is simple and stable) from the Site, the
-telemetry and the site picture, at the moment of the scrape: nothing is kept twice. Names follow
+Written by hand (a few dozen series; the format is simple and stable) from the telemetry and
+the site picture, at the moment of the scrape: nothing is kept twice. Names follow
 Prometheus' conventions (``_total`` counters, ``_seconds``, base units; energy stays in Wh, the
 unit of the registers it is read from, and says so in its name).
 """
@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.domain.model import ConnectorStatus
-from gateway.services.site import Site
 from gateway.services.telemetry import POLL_BUCKETS_S, Telemetry
 
 PREFIX = "ocpp_gateway_"
@@ -51,7 +50,7 @@ class Exposition:
         return "\n".join(self._lines) + "\n"
 
 
-def render_metrics(site: Site, telemetry: Telemetry, picture: dict[str, Any]) -> str:
+def render_metrics(telemetry: Telemetry, picture: dict[str, Any]) -> str:
     """Every series, as of now."""
     out = Exposition()
     gauge, counter = "gauge", "counter"
@@ -69,9 +68,9 @@ def render_metrics(site: Site, telemetry: Telemetry, picture: dict[str, Any]) ->
     devices = [({"device": d["device"], "kind": d["kind"]}, d["online"] is True) for d in picture["devices"]]
     out.family("device_online", gauge, "1 while a device answers (a native charger: while connected).", devices)
 
-    up, outbox = site.upstream, picture["outbox"]
-    out.family("upstream_connected", gauge, "1 while the CSMS connection is up.", [({}, up.connected)])
-    accepted = up.registration == "Accepted"
+    up, outbox = picture["upstream"], picture["outbox"]
+    out.family("upstream_connected", gauge, "1 while the CSMS connection is up.", [({}, up["connected"])])
+    accepted = up["registration"] == "Accepted"
     out.family("upstream_accepted", gauge, "1 once the CSMS accepted BootNotification.", [({}, accepted)])
     sent = [({"action": action}, n) for action, n in sorted(telemetry.messages_sent.items())]
     out.family("upstream_messages_sent_total", counter, "CALLs to the CSMS that it answered, by action.", sent)

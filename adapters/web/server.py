@@ -178,7 +178,7 @@ class StatusServer:
         return _json(body, status=200 if ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        text = render_metrics(self.site, self.telemetry, self.picture())
+        text = render_metrics(self.telemetry, self.picture())
         return web.Response(body=text.encode(), headers={"Content-Type": METRICS_TYPE})
 
     # -- commands (only with [status_page] commands = true, which needs a password) ------------------

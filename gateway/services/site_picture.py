@@ -71,8 +71,9 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
     grid = next((m for m in site.meters.values() if m.connector_id == 0), None)
     connectors = []
     for connector in site.connectors.values():
-        state = connector_state(connector, site.billing_energy_wh(connector.connector_id))
-        state["billing_energy_wh"] = site.billing_energy_wh(connector.connector_id)
+        billing_wh = site.billing_energy_wh(connector.connector_id)
+        state = connector_state(connector, billing_wh)
+        state["billing_energy_wh"] = billing_wh
         state["upstream"] = connector.upstream  # False: a passthrough charger's, not on the merged charge point
         state["status_label"] = STATUS_LABELS.get(connector.status, str(connector.status))
         _label_faults(state)

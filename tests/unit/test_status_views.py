@@ -129,7 +129,7 @@ def test_metrics_parse_as_prometheus_text_and_leave_out_what_is_unknown() -> Non
     site, telemetry = a_site()
     telemetry.message_sent("BootNotification")
     telemetry.message_failed("StatusNotification", "timeout")
-    text = render_metrics(site, telemetry, site_picture(site, telemetry, LABELS))
+    text = render_metrics(telemetry, site_picture(site, telemetry, LABELS))
     families = {family.name: family for family in text_string_to_metric_families(text)}
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value for family in families.values() for s in family.samples
