@@ -118,7 +118,12 @@ def validate(config: GatewayConfig) -> None:
         raise ConfigError(problems)
 
 
+def _watts(kilowatts: float | None) -> float | None:
+    return None if kilowatts is None else kilowatts * 1000
+
+
 def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
+    max_power_w = {c.id: _watts(c.max_power_kw) for c in config.connectors}
     connectors = [
         Connector(number, charger.name, socket=socket)
         for charger in config.chargers
@@ -129,7 +134,9 @@ def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
         for charger in config.ocpp_chargers
         for socket, number in enumerate(charger.connectors, start=1)
     ]
-    meters = [Meter(meter.name, meter.connector) for meter in config.meters]
+    for connector in connectors:
+        connector.max_power_w = max_power_w.get(connector.connector_id)
+    meters = [Meter(m.name, m.connector, max_power_w=_watts(m.max_power_kw)) for m in config.meters]
     offline_after = {device.name: device.offline_after_failures for device in [*config.chargers, *config.meters]}
     policies = {c.id: ConnectorPolicy(AuthPolicy(c.policy), c.id_tag or DEFAULT_FREE_ID_TAG) for c in config.connectors}
     site = Site(

@@ -228,6 +228,9 @@ class ChargerConfig(DeviceConfig):
 
 class MeterConfig(DeviceConfig):
     connector: Annotated[int, Field(ge=0)] | None = None  # 0: the site meter upstream; None: MQTT only
+    # The most power it can measure, in kW: its register may not rise faster (a glitch is refused).
+    # Default: its connector's max_power_kw, or 2000 kW for a site meter or one on MQTT only.
+    max_power_kw: Annotated[float, Field(gt=0, le=100_000)] | None = None
 
 
 class ConnectorConfig(Strict):
@@ -241,6 +244,9 @@ class ConnectorConfig(Strict):
     # Pause charging (SuspendedEVSE) once the car's state of charge reaches this, where a source has
     # it; an MQTT soc_target command replaces it at runtime (until this value is changed).
     soc_target_percent: Annotated[float, Field(gt=0, le=100)] | None = None
+    # The most the connector can deliver, in kW (default 44: any AC charger). Its billing register
+    # may not rise faster than this (x 1.5, + 1 kWh): a faster rise is a meter glitch, never billed.
+    max_power_kw: Annotated[float, Field(gt=0, le=10_000)] | None = None
 
     @model_validator(mode="after")
     def _tag_for_free_only(self) -> ConnectorConfig:

@@ -167,6 +167,7 @@ class Connector:
     session: SessionInfo | None = None  # the transaction running now
     # False for a passthrough charger's connector: shown on MQTT, never part of the site's charge point
     upstream: bool = True
+    max_power_w: float | None = None  # the most it can deliver; None: an AC connector's (see domain.metering)
     status: ConnectorStatus = ConnectorStatus.UNAVAILABLE
     faults: tuple[Fault, ...] = ()  # active faults, as of the last status derivation
     status_since: datetime = field(default_factory=utc_now)
@@ -192,3 +193,4 @@ class Meter:
     device_online: bool | None = None
     reading: Reading | None = None
     faults: tuple[Fault, ...] = ()  # what the meter itself reports (not communication loss)
+    max_power_w: float | None = None  # None: its connector's ceiling, or a building's (see domain.metering)

@@ -27,7 +27,7 @@ from gateway.domain.events import (
     TransactionNumbered,
     UpstreamStateChanged,
 )
-from gateway.domain.metering import check_register
+from gateway.domain.metering import DEFAULT_CONNECTOR_MAX_POWER_W, DEFAULT_METER_MAX_POWER_W
 from gateway.domain.model import (
     ChargerSnapshot,
     Connector,
@@ -52,6 +52,7 @@ from gateway.domain.transactions import (
     StopTransaction,
 )
 from gateway.services.batteries import Batteries
+from gateway.services.billing_registers import BillingRegisters
 from gateway.services.event_stream import EventStream
 from gateway.services.link_health import DeviceHealth, UpstreamState
 from gateway.services.native_chargers import NativeChargers
@@ -97,11 +98,10 @@ class Site(NativeChargers, SiteCommands):
         self._health: dict[str, DeviceHealth] = {}
         self._offline_after = dict(offline_after_failures or {})
         self._failures: dict[str, int] = {}
-        self._last_good_wh: dict[str, int | None] = {}  # highest register value seen, per connector/meter
-        self._register_alarm: set[str] = set()
         self._availability_after_session: dict[int, bool] = {}  # ChangeAvailability that waits for a stop
         self._subscribers: list[EventStream] = []
         self.settings: SettingsStore = settings or NoSettingsStore()
+        self.registers = BillingRegisters(self._register_ceilings(), self.settings)
         self.connection_timeout_s = 60.0  # ConnectionTimeOut: how long an authorised start waits for the car
         self.charging_profiles = ChargingProfileStore(len(self.upstream_connectors))  # the back office's limits
         self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
@@ -154,8 +154,10 @@ class Site(NativeChargers, SiteCommands):
             return None
         fresh = reading.energy_wh if online else None
         # a device that is away (or went backwards) still has its last good value: bill from that
-        value = fresh if fresh is not None else self._last_good_wh.get(where)
-        return None if value is None else (value, reading.measured_at)
+        if fresh is not None:
+            return fresh, reading.measured_at
+        last = self.registers.last(where)
+        return None if last is None else (last.energy_wh, reading.measured_at)
 
     def devices(self) -> list[str]:
         names = {c.device for c in self.connectors.values()} | set(self.meters)
@@ -222,18 +224,19 @@ class Site(NativeChargers, SiteCommands):
             self.batteries.refresh(meter.connector_id)
 
     def _guard_register(self, where: str, reading: Reading) -> tuple[Reading, Fault | None]:
-        """Never let a register that went backwards through as a billing value (see domain.metering)."""
-        last = self._last_good_wh.get(where)
-        checked, fault, self._last_good_wh[where] = check_register(last, reading)
-        if fault is not None and where not in self._register_alarm:
-            self._register_alarm.add(where)
-            log.warning(
-                "%s: energy register fell from %s to %s Wh; not used for billing", where, last, reading.energy_wh
-            )
-        elif fault is None and where in self._register_alarm:
-            self._register_alarm.discard(where)
-            log.info("%s: energy register back at %s Wh", where, reading.energy_wh)
-        return checked, fault
+        """Never let a register that went backwards or jumped through as a billing value."""
+        return self.registers.guard(where, reading)
+
+    def _register_ceilings(self) -> dict[str, float]:
+        """The most each billing source can deliver, in W (see domain.metering): a connector's own
+        or the AC default; a meter's own, else its connector's, else a building's."""
+        ceilings = {
+            f"connector {cid}": c.max_power_w or DEFAULT_CONNECTOR_MAX_POWER_W for cid, c in self.connectors.items()
+        }
+        for meter in self.meters.values():
+            metered = ceilings.get(f"connector {meter.connector_id}") if meter.connector_id else None
+            ceilings[f"meter {meter.name}"] = meter.max_power_w or metered or DEFAULT_METER_MAX_POWER_W
+        return ceilings
 
     def _set_online(self, device: str, online: bool, reason: str, at: datetime) -> None:
         was = self.device_online(device)
@@ -378,7 +381,9 @@ class Site(NativeChargers, SiteCommands):
         self._emit(event)
 
     def restore(self) -> None:
-        """Take back what was set before a restart: availability, charging profiles and SoC targets."""
+        """Take back what was set before a restart: availability, charging profiles, SoC targets and
+        the last good billing registers."""
+        self.registers.restore()
         stored_profiles = self.settings.load("charging_profiles")
         for problem in self.charging_profiles.load_dict(stored_profiles) if stored_profiles is not None else []:
             log.warning("stored charging profile dropped: %s", problem)

@@ -253,9 +253,9 @@ def test_free_session_follows_the_car_with_the_billing_register() -> None:
     assert (start.connector_id, start.id_tag, start.meter_start_wh) == (1, "CARPORT", 1_000)
     assert EnableCharging(1, True) in got
     assert site.connectors[1].status is ConnectorStatus.SUSPENDED_EV  # in a session, the car not drawing yet
-    site.apply(snap("a", VehicleState.C, energy_wh=1_500))
+    site.apply(snap("a", VehicleState.C, at=T0 + timedelta(minutes=2), energy_wh=1_500))
     assert site.connectors[1].status is ConnectorStatus.CHARGING
-    site.apply(snap("a", VehicleState.A, energy_wh=8_200))
+    site.apply(snap("a", VehicleState.A, at=T0 + timedelta(minutes=40), energy_wh=8_200))
     stop = next(e for e in drain(events) if isinstance(e, StopTransaction))
     assert (stop.local_ref, stop.meter_stop_wh, stop.reason) == (start.local_ref, 8_200, StopReason.EV_DISCONNECTED)
     assert site.connectors[1].status is ConnectorStatus.AVAILABLE
@@ -271,7 +271,7 @@ def test_an_assigned_meter_is_the_billing_register_and_a_remote_stop_leaves_fini
     start = next(e for e in drain(events) if isinstance(e, StartTransaction))
     assert start.meter_start_wh == 50_000  # the meter's register, never the session counter
     assert not site.remote_start(1, "APP-8")  # one session at a time
-    site.apply(MeterSnapshot("m", Reading(T0, energy_wh=57_000)))
+    site.apply(MeterSnapshot("m", Reading(T0 + timedelta(hours=1), energy_wh=57_000)))
     assert site.remote_stop(start.local_ref)
     stop = next(e for e in drain(events) if isinstance(e, StopTransaction))
     assert (stop.meter_stop_wh, stop.reason) == (57_000, StopReason.REMOTE)
