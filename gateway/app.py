@@ -265,7 +265,9 @@ class Gateway:
             tls=mqtt.tls,
             telemetry=telemetry,
         )
-        upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site), telemetry)
+        # the sessions' CSMS ids in a file of their own: a damaged settings.json cannot take them down
+        ledger = JsonSettingsStore(Path(config.site.state_dir) / "transactions.json")
+        upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site), telemetry, ledger)
         status_page = build_status_page(config, site, telemetry)
         parts = {"telemetry": telemetry, "status_page": status_page}
         if config.ocpp_chargers:

@@ -38,6 +38,7 @@ from adapters.ocpp_upstream.transactions import (
     UNKNOWN_TRANSACTION_ID,
     TransactionLog,
     auth_status,
+    newest_reading,
     start_payload,
 )
 from gateway.config import UpstreamConfig
@@ -46,6 +47,7 @@ from gateway.domain.authorizer import AskBackOffice, Authorizer, RecordOutcome
 from gateway.domain.events import ConnectorReadingChanged, ConnectorStatusChanged, MeterReadingChanged
 from gateway.domain.model import ConnectorStatus, Fault, iso_utc
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind
+from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.backoff import Backoff
 from gateway.services.event_stream import EventStream
@@ -70,9 +72,16 @@ class VirtualChargePoint:
     """Keeps the upstream connection alive and speaks for the Site."""
 
     def __init__(
-        self, site: Site, settings: UpstreamConfig, outbox: Outbox, telemetry: Telemetry | None = None
+        self,
+        site: Site,
+        settings: UpstreamConfig,
+        outbox: Outbox,
+        telemetry: Telemetry | None = None,
+        ledger: SettingsStore | None = None,
     ) -> None:
-        """``telemetry`` counts the CALLs the CSMS answered and those that failed (``/metrics``)."""
+        """``telemetry`` counts the CALLs the CSMS answered and those that failed (``/metrics``);
+        ``ledger`` keeps the sessions' CSMS ids and open sessions across restarts (default: the
+        Site's settings store; the gateway gives it a file of its own)."""
         self.site = site
         self.telemetry = telemetry or Telemetry()
         self.settings = settings
@@ -83,7 +92,8 @@ class VirtualChargePoint:
         self._peer: Peer | None = None
         self._reported_faults: dict[int, tuple[Fault, ...]] = {}  # per connector, as last sent
         self._reported_zero = ConnectorStatus.AVAILABLE  # connector 0, as last sent
-        self.transactions = TransactionLog(site.settings)
+        self.transactions = TransactionLog(ledger or site.settings, legacy=site.settings)
+        self._sent_stamps: dict[int, set[str]] = {}  # per connector, the times of the last periodic sample
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self._effects = site.subscribe()
         self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
@@ -359,10 +369,16 @@ class VirtualChargePoint:
         """The outbox, head first, one call at a time, each until the CSMS has answered it.
 
         An answered record leaves the queue before anything else is done with its answer, so a
-        failure afterwards can never send it twice; a dropped link leaves it at the head.
+        failure afterwards can never send it twice; a dropped link leaves it at the head. The one
+        exception is the CSMS's transactionId: it is written down before its StartTransaction
+        leaves the queue, and a queued start whose id is already known (a kill came between the
+        two) is written off unsent, so the CSMS never numbers one session twice.
         """
         while True:
             record = await self.outbox.next()
+            if record.action == "StartTransaction" and self.transactions.csms_id(record.local_ref) is not None:
+                self.outbox.delivered(record)
+                continue
             result = await _send(peer, self._call_for(record))
             if result is None:
                 attempts = self.configuration.integer("TransactionMessageAttempts")
@@ -371,9 +387,10 @@ class VirtualChargePoint:
                 if isinstance(outcome, Retry):
                     await asyncio.sleep(outcome.delay_s)
                 continue
-            self.outbox.delivered(record)
             if record.action == "StartTransaction" and record.local_ref is not None:
                 self.transactions.numbered(record.local_ref, result.transaction_id)
+            self.outbox.delivered(record)
+            if record.action == "StartTransaction" and record.local_ref is not None:
                 self.site.transaction_numbered(record.local_ref, result.transaction_id)
                 if auth_status(result.id_tag_info) is not AuthStatus.ACCEPTED:
                     stop = self.configuration.boolean("StopTransactionOnInvalidId")
@@ -433,20 +450,49 @@ class VirtualChargePoint:
         A session's values (and every clock-aligned value of the site meter) are billing data and
         go through the outbox; the rest is sent live, or not at all while the CSMS is away. Values
         asked for by StopTxnSampledData / StopTxnAlignedData are kept for the session's stop.
+        Before a session's values are queued, their register and time are written down (see
+        ``TransactionLog.before_sending``), all in one write and with no wait in between.
         """
         self._take_pending()
         aligned = context == "Sample.Clock"
+        queued: list[tuple[RecordKind, dict[str, Any], str, str | None]] = []
+        live: list[tuple[int, list[Any]]] = []
+        readings: dict[str, tuple[int | None, datetime]] = {}
         for connector_id, values in site_meter_values(self.site, measurands, context, stamp):
             if only is not None and connector_id != only:
                 continue
             ref = self.transactions.running.get(connector_id)
+            values = self._fresh(connector_id, ref, values, periodic=context == "Sample.Periodic")
+            if not values:
+                continue
             if ref is not None or (aligned and connector_id == 0):
                 kind = RecordKind.ALIGNED if aligned else RecordKind.SAMPLED
                 payload = {"connector_id": connector_id, "meter_value": [asdict(v) for v in values]}
-                self.outbox.enqueue(NewRecord(kind, "MeterValues", payload, values[0].timestamp, ref))
-            elif self._peer is not None and self.accepted.is_set():
+                queued.append((kind, payload, values[0].timestamp, ref))
+                if ref is not None and (newest := newest_reading(values)) is not None:
+                    readings[ref] = newest
+            else:
+                live.append((connector_id, values))
+        self.transactions.before_sending(readings)
+        for kind, payload, created_at, ref in queued:
+            self.outbox.enqueue(NewRecord(kind, "MeterValues", payload, created_at, ref))
+        for connector_id, values in live:
+            if self._peer is not None and self.accepted.is_set():
                 await _send(self._peer, call.MeterValues(connector_id=connector_id, meter_value=values))
         self._keep_session_registers(stop_measurands, context, stamp)
+
+    def _fresh(self, connector_id: int, ref: str | None, values: list[Any], *, periodic: bool) -> list[Any]:
+        """The values that are news: never one stamped before the running session began (a native
+        charger's reading of an earlier session), and no periodic value sent again with the same
+        time (a reading that has not changed since the last sample, e.g. of an idle native charger)."""
+        if ref is not None and (opened := self.transactions.open.get(ref)) is not None:
+            started_at = datetime.fromisoformat(opened.started_at)
+            values = [v for v in values if datetime.fromisoformat(v.timestamp) >= started_at]
+        if periodic:
+            sent = self._sent_stamps.get(connector_id, set())
+            self._sent_stamps[connector_id] = {v.timestamp for v in values}
+            values = [v for v in values if v.timestamp not in sent]
+        return values
 
     def _keep_session_registers(self, stop_measurands: list[str], context: str, stamp: datetime | None) -> None:
         """Each open session's register (for a restart) and its StopTxn values (for its stop)."""

@@ -74,6 +74,13 @@ def start_payload(start: StartTransaction) -> dict[str, Any]:
     )
 
 
+def _load(store: SettingsStore, legacy: SettingsStore | None, section: str) -> dict[str, Any]:
+    stored = store.load(section)
+    if stored is None and legacy is not None:
+        stored = legacy.load(section)
+    return stored if isinstance(stored, dict) else {}
+
+
 def stop_payload(stop: StopTransaction, begin: dict[str, Any] | None, samples: list[dict[str, Any]]) -> dict[str, Any]:
     """StopTransaction with transactionData: Transaction.Begin, the StopTxn samples, Transaction.End.
 
@@ -94,13 +101,34 @@ def stop_payload(stop: StopTransaction, begin: dict[str, Any] | None, samples: l
     )
 
 
-REGISTER_SAVE_S = 60  # how often an open session's register is written down (seconds of reading time)
+REGISTER_SAVE_S = 60  # how often an open session's register is written down between samples (reading time)
 STOP_TXN_DATA_MAX = 48  # StopTxn*Data values kept per session: the first and the latest
+ENERGY_REGISTER = "Energy.Active.Import.Register"
+
+
+def newest_reading(meter_values: list[Any]) -> tuple[int | None, datetime] | None:
+    """(the highest energy register in Wh, or None, and the latest timestamp) of MeterValues about
+    to be sent (``datatypes.MeterValue``), or None if there are none."""
+    if not meter_values:
+        return None
+    latest = max(datetime.fromisoformat(v.timestamp.replace("Z", "+00:00")) for v in meter_values)
+    energies = [
+        int(float(s.value) * (1000 if str(s.unit).lower().startswith("k") else 1))
+        for v in meter_values
+        for s in v.sampled_value
+        if s.measurand == ENERGY_REGISTER
+    ]
+    return max(energies, default=None), latest
 
 
 @dataclass
 class OpenTransaction:
-    """A session running on a charger, as the gateway must remember it across a restart."""
+    """A session running on a charger, as the gateway must remember it across a restart.
+
+    ``last_register_wh`` is the highest billing register known for it and ``last_register_at``
+    the latest time of anything sent for it: a stop after a crash bills that reading at that
+    time, so it is never below, nor earlier than, a MeterValues already on its way to the CSMS.
+    """
 
     local_ref: str
     connector_id: int
@@ -110,19 +138,33 @@ class OpenTransaction:
     last_register_wh: int
     last_register_at: str
 
+    def raise_to(self, value_wh: int | None, at: datetime) -> bool:
+        """Take a newer reading into account; True if anything changed."""
+        changed = False
+        if value_wh is not None and value_wh > self.last_register_wh:
+            self.last_register_wh, changed = value_wh, True
+        if at > datetime.fromisoformat(self.last_register_at):
+            self.last_register_at, changed = iso_utc(at), True
+        return changed
+
 
 class TransactionLog:
-    """What is known of each session: its CSMS id, whether it is open, its StopTxn samples."""
+    """What is known of each session: its CSMS id, whether it is open, its StopTxn samples.
 
-    def __init__(self, store: SettingsStore) -> None:
+    ``store`` keeps it across restarts (its own file in the gateway, so a damaged settings file
+    cannot take the transaction ids down); ``legacy`` is where an older version kept it.
+    """
+
+    def __init__(self, store: SettingsStore, legacy: SettingsStore | None = None) -> None:
         self._store = store
-        stored_ids = store.load("transaction_ids") or {}
+        stored_ids = _load(store, legacy, "transaction_ids")
         self.csms_ids: dict[str, int] = {str(k): int(v) for k, v in stored_ids.items()}
-        stored_open = store.load("open_transactions") or {}
+        stored_open = _load(store, legacy, "open_transactions")
         self.open: dict[str, OpenTransaction] = {ref: OpenTransaction(**item) for ref, item in stored_open.items()}
         self.running: dict[int, str] = {}  # connector -> local ref of the session running now
         self._samples: dict[str, list[dict[str, Any]]] = {}  # local ref -> StopTxn*Data MeterValues
-
+        self._saved_at: dict[str, datetime] = {}  # local ref -> reading time of its last register save
+        self._unsaved: set[str] = set()  # open sessions whose last register is newer in memory than on disk
     def left_open_by_last_run(self) -> list[OpenTransaction]:
         """Sessions that were open when the last process ended (the caller stops them)."""
         return list(self.open.values())
@@ -155,14 +197,26 @@ class TransactionLog:
     def register_seen(self, local_ref: str, value_wh: int, at: datetime) -> None:
         """The billing register of an open session, kept so a restart can stop it with it.
 
-        Written to disk at most every REGISTER_SAVE_S of reading time per session (the settings
-        file is rewritten and fsynced whole); a power cut loses at most that much of the meterStop.
+        Written to disk at most every REGISTER_SAVE_S of reading time per session (the file is
+        rewritten and fsynced whole); between samples a power cut loses at most that much of the
+        meterStop. What is sent is kept durably first (``before_sending``).
         """
         opened = self.open.get(local_ref)
-        if opened is None or value_wh == opened.last_register_wh:
+        if opened is None or not opened.raise_to(value_wh, at):
             return
-        if (at - datetime.fromisoformat(opened.last_register_at)).total_seconds() >= REGISTER_SAVE_S:
-            opened.last_register_wh, opened.last_register_at = value_wh, iso_utc(at)
+        self._unsaved.add(local_ref)
+        saved_at = self._saved_at.get(local_ref) or datetime.fromisoformat(opened.started_at)
+        if (at - saved_at).total_seconds() >= REGISTER_SAVE_S:
+            self._save_open()
+
+    def before_sending(self, readings: dict[str, tuple[int | None, datetime]]) -> None:
+        """MeterValues of these sessions are about to be queued: (their highest register, their
+        latest time) per local reference is written down first, in one durable write, so that a
+        stop after a crash is never below nor before what the CSMS has been sent."""
+        for ref, reading in readings.items():
+            if ref in self.open and self.open[ref].raise_to(*reading):
+                self._unsaved.add(ref)
+        if self._unsaved & readings.keys():
             self._save_open()
 
     def add_stop_sample(self, local_ref: str, meter_value: dict[str, Any]) -> None:
@@ -193,6 +247,9 @@ class TransactionLog:
 
     def _save_open(self) -> None:
         self._store.save("open_transactions", {ref: asdict(item) for ref, item in self.open.items()})
+        for ref, item in self.open.items():
+            self._saved_at[ref] = datetime.fromisoformat(item.last_register_at)
+        self._unsaved.clear()
 
     def _save_ids(self) -> None:
         self._store.save("transaction_ids", self.csms_ids)

@@ -92,9 +92,9 @@ async def test_a_soc_on_the_input_topic_is_shown_with_its_source_and_time(rig: R
 
 async def test_start_soc_and_capacity_give_an_estimate_as_the_register_grows(rig: Rig) -> None:
     rig.poll(VehicleState.C, 10_000)
-    await rig.send("soc", {"soc_percent": 30, "capacity_wh": 60_000})
+    await rig.send("soc", {"soc_percent": 30, "capacity_wh": 6_000})
     await rig.state(field_is("soc_percent", 30.0))
-    rig.poll(VehicleState.C, 19_000)  # 9 kWh of 60 kWh delivered since the report
+    rig.poll(VehicleState.C, 10_900)  # 0.9 kWh of 6 kWh delivered since the report (a plausible step)
     state = await rig.state(field_is("soc_estimated", True))
     assert (state["soc_percent"], state["soc_source"]) == (45.0, "estimate")
     assert state["soc_measured_at"] == state["measured_at"]  # the register reading it comes from

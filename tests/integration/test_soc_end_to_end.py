@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +103,13 @@ async def test_a_soc_from_mqtt_reaches_the_csms_and_its_target_pauses_the_charge
         await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Available")
         charger.plug_in()
         charger.start_charging(7_400)
-        await csms.wait_for("StartTransaction", lambda p: p["connectorId"] == 1)
+        start = await csms.wait_for("StartTransaction", lambda p: p["connectorId"] == 1)
         await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Charging")
 
-        measured_at = iso_utc(utc_now() - timedelta(minutes=2))
+        # measured by the car after the session began, sent later with its own time (a SoC from before
+        # the start is not the session's: it never goes out under its transaction id)
+        started = datetime.fromisoformat(start["timestamp"])
+        measured_at = iso_utc(started + (utc_now() - started) / 2)
         await publish(
             mosquitto, f"{topic_prefix}/connector/1/set/soc", {"soc_percent": 55.5, "measured_at": measured_at}
         )

@@ -211,6 +211,8 @@ async def test_callerror_from_the_csms_does_not_end_the_connection(csms: DemoCsm
     task = asyncio.create_task(cp.run())
     running.append(task)
     await csms.wait_for("MeterValues", timeout=5)  # answered with a CALLERROR
+    later = Reading(MEASURED_AT + timedelta(seconds=1), energy_wh=1000, power_w=0.0)
+    site.apply(ChargerSnapshot("left", 1, later, vehicle_state=VehicleState.A))  # news for the next sample
     await csms.wait_for("MeterValues", lambda p: p is not csms.messages("MeterValues")[0], timeout=5)
     site.apply(plugged("left", VehicleState.B))
     await csms.wait_for("StatusNotification", lambda p: p["status"] == "Preparing")

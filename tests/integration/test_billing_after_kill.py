@@ -1,0 +1,118 @@
+"""After a kill -9, every session is billed once, from what was measured (issue 14, findings 2, 3, 6).
+
+Each test leaves the state a kill at one precise moment leaves (the stores on disk as they were
+written), then starts a new charge point on it, against the real ``ocpp`` CSMS where it matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+from adapters.demo_csms.csms import DemoCsms
+from adapters.ocpp_upstream.charge_point import CLEAN_SHUTDOWN, VirtualChargePoint
+from adapters.storage.settings import JsonSettingsStore
+from gateway.domain.model import ChargerSnapshot, Reading, VehicleState
+from tests.fixtures.memory_outbox import memory_outbox
+from tests.fixtures.net import free_port
+from tests.integration.test_outbox_upstream import FREE, _last_payload, _persistent_site, disk_outbox
+from tests.integration.test_upstream import at_minute, make_site, running, upstream, upstream_at
+
+__all__ = ["running"]  # the fixture, shared with test_upstream
+
+
+def left_at(seconds: float, state: VehicleState, energy_wh: int) -> ChargerSnapshot:
+    moment = at_minute(1) + timedelta(seconds=seconds)
+    return ChargerSnapshot("left", 1, Reading(moment, energy_wh=energy_wh, power_w=11_000.0), vehicle_state=state)
+
+
+def killed(path: Path) -> None:
+    """What a kill -9 leaves of the clean-shutdown flag (a cancelled run sets it)."""
+    JsonSettingsStore(path).save(CLEAN_SHUTDOWN, False)
+
+
+async def stopped(cp: VirtualChargePoint) -> None:
+    task = asyncio.create_task(cp.run())
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_power_loss_stop_bills_the_last_reading_already_sent_and_its_time(tmp_path: Path) -> None:
+    """Samples 10 s apart: the register of every queued sample is on disk before the sample is."""
+    path = tmp_path / "settings.json"
+    site = _persistent_site(path)
+    cp = VirtualChargePoint(site, upstream_at(free_port(), meter_value_sample_interval_s=0), disk_outbox(tmp_path))
+    site.apply(left_at(0, VehicleState.A, 100_000))
+    site.apply(left_at(1, VehicleState.C, 100_000))  # the session starts
+    for seconds, energy_wh in ((11, 100_030), (21, 100_061), (31, 100_092)):
+        site.apply(left_at(seconds, VehicleState.C, energy_wh))
+        await cp.take_samples()
+    await stopped(cp)
+    killed(path)
+
+    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(free_port()), disk_outbox(tmp_path))
+    stop = _last_payload(restarted)
+    assert stop["reason"] == "PowerLoss"
+    assert (stop["meter_stop"], stop["timestamp"]) == (100_092, "2026-11-29T12:01:31.000Z")
+
+
+async def test_a_start_the_csms_numbered_just_before_a_kill_is_never_sent_again(tmp_path: Path) -> None:
+    """The kill came after the CSMS's transactionId was saved and before the start left the queue."""
+    path = tmp_path / "settings.json"
+    port = free_port()
+    site = _persistent_site(path)
+    cp = VirtualChargePoint(site, upstream_at(port, meter_value_sample_interval_s=0), disk_outbox(tmp_path))
+    site.apply(left_at(0, VehicleState.A, 100_000))
+    site.apply(left_at(1, VehicleState.C, 100_000))
+    site.apply(left_at(11, VehicleState.C, 100_030))
+    await cp.take_samples()
+    site.apply(left_at(21, VehicleState.A, 100_061))  # the car leaves: the stop is queued
+    await cp.take_samples()
+    await stopped(cp)
+    [ref] = {info.local_ref for info in cp.outbox.store.index()}
+    JsonSettingsStore(path).save("transaction_ids", {ref: 4242})  # what the CSMS had answered
+
+    csms = DemoCsms("127.0.0.1", port)
+    await csms.start()
+    restarted = VirtualChargePoint(_persistent_site(path), upstream_at(port), disk_outbox(tmp_path))
+    task = asyncio.create_task(restarted.run())
+    try:
+        stop = await csms.wait_for("StopTransaction", timeout=10)
+        await asyncio.wait_for(restarted.outbox.wait_empty(), 5)
+        assert csms.messages("StartTransaction") == []  # one CSMS transaction, not two
+        assert stop["transactionId"] == 4242 and stop["meterStop"] == 100_061
+        assert [p["transactionId"] for p in csms.messages("MeterValues") if "transactionId" in p] == [4242]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await csms.stop()
+
+
+async def test_readings_stamped_before_a_session_began_never_go_out_under_its_id() -> None:
+    """A native charger's late MeterValues of the previous session arrive after the new start."""
+    site = make_site(FREE)
+    cp = VirtualChargePoint(site, upstream_at(free_port(), meter_value_sample_interval_s=0), memory_outbox())
+    site.apply(left_at(0, VehicleState.A, 300_300))
+    site.apply(left_at(60, VehicleState.C, 400_000))  # (the register moved while the gateway was away)
+    site.connectors[1].reading = Reading(at_minute(1) + timedelta(seconds=30), energy_wh=300_300)  # a late one
+    await cp.take_samples()
+    await cp.take_samples(context="Trigger")
+    queued = [cp.outbox.store.head()]
+    assert [r.action for r in queued if r is not None] == ["StartTransaction"]
+    assert len(cp.outbox.store) == 1  # no MeterValues of the earlier reading under the new session
+
+
+async def test_an_idle_reading_that_has_not_changed_is_not_sent_again(csms: DemoCsms, running: list) -> None:
+    site = make_site(FREE)
+    cp = VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0), memory_outbox())
+    running.append(asyncio.create_task(cp.run()))
+    site.apply(left_at(0, VehicleState.A, 100_000))
+    await cp.accepted.wait()
+    await cp.take_samples()
+    await cp.take_samples()  # the same reading, its same time: nothing new
+    site.apply(left_at(10, VehicleState.A, 100_000))
+    await cp.take_samples()
+    stamps = [p["meterValue"][0]["timestamp"] for p in csms.messages("MeterValues") if p["connectorId"] == 1]
+    assert stamps == ["2026-11-29T12:01:00.000Z", "2026-11-29T12:01:10.000Z"]
