@@ -7,27 +7,38 @@ Authorize Accepted, transaction ids from a counter) and hands every message it h
 Frames are routed by ``route_message`` here, not the library's: every frame with a readable
 message id is answered (a CALLERROR with OCPP 1.6's code, see ``frames.py``), anything else is
 one log line (at most one a minute per connection), and no frame ends the connection. The
-library's schema validation stays on in both directions.
+library's schema validation stays on in both directions. A handler that refuses what passed the
+schema (a value no charger should send) raises the OCPPError to answer with: ``_handle_call``
+sends it and logs one line, without the traceback and frame the library would log.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from ocpp.charge_point import snake_to_camel_case
+from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.exceptions import InternalError, OCPPError
-from ocpp.messages import Call
+from ocpp.messages import Call, validate_payload
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from adapters.ocpp_local.frames import BadFrame, call_error_frame, read_frame, schema_error, short, unknown_action
+from adapters.ocpp_local.frames import (
+    OCPP_VERSION,
+    BadFrame,
+    call_error_frame,
+    read_frame,
+    schema_error,
+    short,
+    unknown_action,
+)
 from adapters.ocpp_local.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
@@ -62,6 +73,7 @@ class ChargerSession(ChargePoint):
         self._transaction_ids = transaction_ids
         self._on_message = on_message
         self._bad_frames = LogThrottle()
+        self._refusals = LogThrottle()  # by action: input a handler refused
 
     async def start(self) -> None:
         try:
@@ -69,6 +81,9 @@ class ChargerSession(ChargePoint):
         finally:
             if held := self._bad_frames.held_back():
                 log.warning("OCPP charger %s: %d more bad frame(s) on this connection were not logged", self.id, held)
+            for action in self.route_map:
+                if held := self._refusals.held_back(action):
+                    log.warning("OCPP charger %s: %d more refused %s were not logged", self.id, held, action)
 
     # -- routing -----------------------------------------------------------------------------------
     async def route_message(self, raw_msg: str | bytes) -> None:
@@ -100,10 +115,38 @@ class ChargerSession(ChargePoint):
             await self._refuse(call.unique_id, error, f"{call.action} payload")
             return
         try:
-            await self._handle_call(call)  # validates again, runs the handler, validates the answer
+            await self._handle_call(call)  # runs the handler, validates the answer
         except OCPPError as error:  # the payload passed above: our answer failed its schema
             log.error("OCPP charger %s: our answer to %s failed the schema: %s", self.id, call.action, error)
             await self._send(call_error_frame(call.unique_id, InternalError()))
+
+    async def _handle_call(self, msg: Call) -> None:
+        """The library's ``_handle_call`` (``_answer`` has checked the action and the schema),
+        except for what a handler raises. An OCPPError is the charger's input refused: answered
+        with that CALLERROR and one WARNING with its ``cause`` (at most one a minute per action);
+        the library would log a traceback with the whole frame, id tags included. Anything else
+        is a bug of ours: InternalError, logged with its traceback but not the frame. (No ``@after``
+        hooks: no session here has one.)"""
+        handlers = self.route_map[msg.action]
+        try:
+            response = handlers["_on_action"](**camel_to_snake_case(msg.payload))
+            if inspect.isawaitable(response):
+                response = await response
+        except OCPPError as error:
+            await self._send(call_error_frame(msg.unique_id, error))
+            if (held := self._refusals.allow(msg.action)) is not None:
+                cause = error.details.get("cause", "") if isinstance(error.details, dict) else ""
+                more = f"; {held} more refused since the last line" if held else ""
+                log.warning("OCPP charger %s: %s refused (%s): %s%s", self.id, msg.action, error.code, cause, more)
+            return
+        except Exception:
+            await self._send(call_error_frame(msg.unique_id, InternalError()))
+            if self._bad_frames.allow("bug") is not None:
+                log.exception("OCPP charger %s: handling %s failed", self.id, msg.action)
+            return
+        result = msg.create_call_result(snake_to_camel_case(remove_nones(serialize_as_dict(response))))
+        await validate_payload(result, OCPP_VERSION)  # an OCPPError: ``_answer`` says so
+        await self._send(result.to_json())
 
     async def _refuse(self, unique_id: str | None, error: OCPPError | None, reason: str) -> None:
         """Answer a bad frame with a CALLERROR if it has an id; log it (throttled) either way."""

@@ -16,16 +16,17 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from ocpp.exceptions import PropertyConstraintViolationError
 from ocpp.routing import on
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action, AuthorizationStatus
 from websockets.asyncio.server import ServerConnection
 
 from adapters.ocpp_local.charger_session import ChargerSession
+from adapters.ocpp_local.meter_values import REGISTER, BadMeterValue, parse_time, quoted, reading_from_meter_values
 from gateway.config import OcppChargerConfig
 from gateway.domain.events import RelayToCharger
 from gateway.domain.model import Reading
@@ -56,59 +57,6 @@ AUTH_TO_OCPP = {
     AuthStatus.INVALID: AuthorizationStatus.invalid,
     AuthStatus.CONCURRENT_TX: AuthorizationStatus.concurrent_tx,
 }
-
-
-def _time(text: object, fallback: datetime) -> datetime:
-    """An ISO 8601 time from a charger (the schema does not check the format: be forgiving)."""
-    try:
-        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return fallback
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _number(value: object) -> float | None:
-    try:
-        return float(str(value))
-    except ValueError:
-        return None
-
-
-def reading_from_meter_values(meter_values: Iterable[dict[str, Any]], now: datetime) -> Reading | None:
-    """The registers a MeterValues carries (the newest timestamp wins), with units made ours."""
-    fields: dict[str, Any] = {}
-    phases: dict[str, dict[str, float]] = {"current_a": {}, "voltage_v": {}}
-    measured_at: datetime | None = None
-    for meter_value in meter_values:
-        at = _time(meter_value.get("timestamp"), now)
-        measured_at = at if measured_at is None or at > measured_at else measured_at
-        for sample in meter_value.get("sampled_value", []):
-            value = _number(sample.get("value"))
-            if value is None:
-                continue
-            measurand = sample.get("measurand", "Energy.Active.Import.Register")
-            kilo = str(sample.get("unit", "")).lower().startswith("k")
-            phase = str(sample.get("phase", "L1"))[:2]
-            if measurand == "Energy.Active.Import.Register":
-                fields["energy_wh"] = round(value * 1000 if kilo else value)
-            elif measurand == "Power.Active.Import":
-                fields["power_w"] = value * 1000 if kilo else value
-            elif measurand in ("Current.Import", "Voltage"):
-                phases["current_a" if measurand == "Current.Import" else "voltage_v"][phase] = value
-            elif measurand == "Current.Offered":
-                fields["offered_current_a"] = value
-            elif measurand == "SoC":
-                fields["soc_percent"] = value
-            elif measurand == "Temperature":
-                fields["temperature_c"] = value
-            elif measurand == "Frequency":
-                fields["frequency_hz"] = value
-    for name, by_phase in phases.items():
-        if by_phase:
-            fields[name] = tuple(by_phase.get(p) for p in ("L1", "L2", "L3") if p in by_phase or p == "L1")
-    if measured_at is None or not fields:
-        return None
-    return Reading(measured_at, **fields)
 
 
 def _plain(value: Any) -> Any:
@@ -182,7 +130,10 @@ class MergedSessions:
         """The command in the charger's terms: its connector number, its transaction id."""
         payload = request.payload
         if request.action == "RemoteStartTransaction":
-            return call.RemoteStartTransaction(id_tag=payload["id_tag"], connector_id=number)
+            profile = payload.get("charging_profile")  # a TxProfile for the session to come
+            if profile is not None:  # it has no transaction yet (and a CSMS's id means nothing to the charger)
+                profile = {key: value for key, value in _plain(profile).items() if key != "transaction_id"}
+            return call.RemoteStartTransaction(id_tag=payload["id_tag"], connector_id=number, charging_profile=profile)
         if request.action == "RemoteStopTransaction":
             return call.RemoteStopTransaction(transaction_id=self._charger_transaction_id(payload["local_ref"]))
         if request.action == "UnlockConnector":
@@ -210,10 +161,13 @@ class MergedSessions:
         raise NotImplementedError(f"{request.action} is not relayed to native chargers")
 
     def _charger_transaction_id(self, local_ref: str) -> int:
-        ids = [tid for tid, ref in self.local_refs.items() if ref == local_ref]
-        if not ids:
+        transaction_id = self._known_id(local_ref)
+        if transaction_id is None:
             raise LookupError("the charger's transaction id of this session is not known")
-        return ids[0]
+        return transaction_id
+
+    def _known_id(self, local_ref: str) -> int | None:
+        return next((tid for tid, ref in self.local_refs.items() if ref == local_ref), None)
 
     def __call__(self, identity: str, connection: ServerConnection) -> MergedChargerSession:
         session = MergedChargerSession(self, self.identity.get(identity.lower(), identity), connection)
@@ -221,7 +175,11 @@ class MergedSessions:
         return session
 
     def transaction_id(self, local_ref: str) -> int:
-        """A new charger transaction id for ``local_ref``, never given before (also across restarts)."""
+        """The charger transaction id of ``local_ref``: the one it has, or a new one never given
+        before (also across restarts)."""
+        known = self._known_id(local_ref)
+        if known is not None:
+            return known
         transaction_id, self._next_id = self._next_id, self._next_id + 1
         self.local_refs[transaction_id] = local_ref
         self._save()
@@ -263,12 +221,33 @@ class PassthroughFeed:
                 str(payload.get("info", "")),
                 str(payload.get("vendorErrorCode", "")),
             )
-            self.site.native_status(site_id, status, faults, _time(payload.get("timestamp"), now))
+            self.site.native_status(site_id, status, faults, parse_time(payload.get("timestamp"), now))
         else:
             meter_values = [_snake_meter_value(value) for value in payload.get("meterValue", [])]
-            reading = reading_from_meter_values(meter_values, now)
+            try:
+                reading = reading_from_meter_values(meter_values, now)
+            except BadMeterValue as exc:  # its CSMS answers the charger; nothing of it is shown
+                log.debug("OCPP charger %s (passthrough): MeterValues not shown: %s", identity, exc)
+                return
             if reading is not None:
                 self.site.native_reading(site_id, reading)
+
+
+def _refused(cause: str) -> PropertyConstraintViolationError:
+    """The CALLERROR for a value the schema lets through but the gateway cannot use; ``cause``
+    (no id tags in it) goes to the charger and, once, to the log (see ChargerSession)."""
+    return PropertyConstraintViolationError(details={"cause": cause})
+
+
+def _raw_register(payload: dict[str, Any]) -> str:
+    """The energy register values of a MeterValues as sent, for the log and the charger."""
+    values = [
+        quoted(sample.get("value"))
+        for meter_value in payload.get("meter_value", [])
+        for sample in meter_value.get("sampled_value", [])
+        if sample.get("measurand", REGISTER) == REGISTER
+    ]
+    return ", ".join(values[:3]) + (", ..." if len(values) > 3 else "")
 
 
 def _int(value: object) -> int:
@@ -316,18 +295,25 @@ class MergedChargerSession(ChargerSession):
             status, faults = from_status_notification(
                 payload["status"], payload["error_code"], payload.get("info", ""), payload.get("vendor_error_code", "")
             )
-            at = _time(payload.get("timestamp"), self.site.clock.now())
+            at = parse_time(payload.get("timestamp"), self.site.clock.now())
             self.site.native_status(site_id, status, faults, at)
         return call_result.StatusNotification()
 
     @on(Action.meter_values)
     def on_meter_values(self, **payload: Any) -> call_result.MeterValues:
+        """Refused (PropertyConstraintViolation) when a value cannot be used or the register guard
+        refuses the energy register: the connector keeps its reading. A stale one is answered."""
         self._received(Action.meter_values, payload)
         number = int(payload["connector_id"])
         site_id = self._connector(number) if number else None
-        reading = reading_from_meter_values(payload["meter_value"], self.site.clock.now())
+        try:
+            reading = reading_from_meter_values(payload["meter_value"], self.site.clock.now())
+        except BadMeterValue as exc:
+            raise _refused(f"connector {number}: {exc}") from None
         if site_id is not None and reading is not None:
-            self.site.native_reading(site_id, reading)
+            fault = self.site.native_reading(site_id, reading)
+            if fault is not None:
+                raise _refused(f"connector {number}: energy register {_raw_register(payload)} refused: {fault.info}")
         return call_result.MeterValues()
 
     @on(Action.authorize)
@@ -343,13 +329,21 @@ class MergedChargerSession(ChargerSession):
     @on(Action.start_transaction)
     def on_start_transaction(self, **payload: Any) -> call_result.StartTransaction:
         """Accepted at once: the card was authorised before (Authorize) or the charger is free to
-        use; the CSMS's own answer comes with StartTransaction.conf upstream."""
+        use; the CSMS's own answer comes with StartTransaction.conf upstream. A start sent again
+        (its answer lost) gets the same transaction id. meterStart is a register reading: a
+        negative one, or one the register guard refuses, is refused (PropertyConstraintViolation)."""
         self._received(Action.start_transaction, payload)
-        site_id = self._connector(int(payload["connector_id"]))
+        number, meter_start = int(payload["connector_id"]), int(payload["meter_start"])
+        site_id = self._connector(number)
         if site_id is None:
             return call_result.StartTransaction(transaction_id=0, id_tag_info={"status": AuthorizationStatus.invalid})
-        at = _time(payload.get("timestamp"), self.site.clock.now())
-        local_ref = self.site.native_start(site_id, payload["id_tag"], int(payload["meter_start"]), at)
+        if meter_start < 0:
+            raise _refused(f"connector {number}: meterStart {meter_start} is negative")
+        at = parse_time(payload.get("timestamp"), self.site.clock.now())
+        fault = self.site.native_reading(site_id, Reading(at, energy_wh=meter_start))
+        if fault is not None:
+            raise _refused(f"connector {number}: meterStart {meter_start} refused: {fault.info}")
+        local_ref = self.site.native_start(site_id, payload["id_tag"], meter_start, at)
         transaction_id = self.merged.transaction_id(local_ref)
         return call_result.StartTransaction(
             transaction_id=transaction_id, id_tag_info={"status": AuthorizationStatus.accepted}
@@ -359,7 +353,7 @@ class MergedChargerSession(ChargerSession):
     def on_stop_transaction(self, **payload: Any) -> call_result.StopTransaction:
         self._received(Action.stop_transaction, payload)
         local_ref = self.merged.finished(int(payload["transaction_id"]))
-        at = _time(payload.get("timestamp"), self.site.clock.now())
+        at = parse_time(payload.get("timestamp"), self.site.clock.now())
         reason = REASONS.get(str(payload.get("reason", "Local")), StopReason.OTHER)
         if local_ref is None or not self.site.native_stop(local_ref, int(payload["meter_stop"]), at, reason):
             log.warning(

@@ -101,8 +101,8 @@ class Peer(ChargePoint):
         self, id_tag: str, connector_id: int | None = None, charging_profile: dict[str, Any] | None = None
     ) -> Any:
         site = self.owner.site
-        if connector_id is not None and site.is_native(connector_id):
-            payload = {"connector_id": connector_id, "id_tag": id_tag}
+        if connector_id is not None and site.is_native(connector_id):  # the charger decides, profile and all
+            payload = {"connector_id": connector_id, "id_tag": id_tag, "charging_profile": charging_profile}
             status = await self._relayed(connector_id, "RemoteStartTransaction", payload, "Rejected")
             return call_result.RemoteStartTransaction(status=status)
         profile = None

@@ -8,6 +8,7 @@ upstream adapter relays commands for a native connector through ``relay``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,8 @@ from gateway.domain.transactions import (
 )
 from gateway.services.batteries import Batteries
 
+log = logging.getLogger(__name__)
+
 
 class NativeChargers:
     """The Site's door for native OCPP chargers; the state it uses is the Site's own."""
@@ -40,6 +43,7 @@ class NativeChargers:
     _update_status: Callable[[Connector, datetime], None]
     _guard_register: Callable[[str, Reading], tuple[Reading, Fault | None]]
     _running: Callable[[str], Connector | None]
+    _last_good_wh: dict[str, int | None]
 
     def native_status(
         self, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
@@ -54,18 +58,37 @@ class NativeChargers:
         self._set_online(connector.device, True, "", at)
         self._update_status(connector, at)
 
-    def native_reading(self, connector_id: int, reading: Reading) -> None:
-        """A native charger's MeterValues for one of its connectors: its registers, as read."""
+    def native_reading(self, connector_id: int, reading: Reading) -> Fault | None:
+        """A native charger's register reading (MeterValues, or a transaction's meter start or
+        stop) for one of its connectors: its registers, as read.
+
+        Returns the register guard's fault when it refused the energy register: then nothing of
+        the reading is used (its values were measured together) and the caller answers the
+        charger; the connector keeps its reading. A reading stamped before the connector's
+        current one or before its running session's start (a late or repeated message) is
+        stale: ignored, no fault (it says nothing about the meter now)."""
         connector = self.connectors[connector_id]
-        reading, register_fault = self._guard_register(f"connector {connector_id}", reading)
+        if self._stale(connector, reading.measured_at):
+            log.debug(
+                "connector %s: a reading of %s is older than what is known: ignored", connector_id, reading.measured_at
+            )
+            return None
+        checked, register_fault = self._guard_register(f"connector {connector_id}", reading)
+        if register_fault is not None:
+            return register_fault
         previous = connector.reading
-        connector.reading = reading
-        if previous is None or previous.values() != reading.values():
-            self._emit(ConnectorReadingChanged(connector_id, reading))
+        connector.reading = checked
+        if previous is None or previous.values() != checked.values():
+            self._emit(ConnectorReadingChanged(connector_id, checked))
         self.batteries.charger_polled(connector, car_left=False)  # its SoC, as a charger register's
-        if register_fault is not None and register_fault not in connector.device_faults:
-            connector.device_faults = (*connector.device_faults, register_fault)
-            self._update_status(connector, reading.measured_at)
+        return None
+
+    @staticmethod
+    def _stale(connector: Connector, measured_at: datetime) -> bool:
+        current = connector.reading
+        if current is not None and measured_at < current.measured_at:
+            return True
+        return connector.session is not None and measured_at < connector.session.started_at
 
     def register_native(self, connector_ids: Iterable[int]) -> None:
         """These connectors belong to native OCPP chargers: back-office commands for them are
@@ -92,19 +115,60 @@ class NativeChargers:
         self._set_online(device, False, "the charger's OCPP connection closed", at)
 
     def native_start(self, connector_id: int, id_tag: str, meter_start_wh: int, at: datetime) -> str:
-        """A native charger started a transaction; returns the local reference it goes upstream under."""
+        """A native charger started a transaction; returns the local reference it goes upstream under.
+
+        A start equal to the running session's (same id tag, meter start and time) is that
+        session's start again, resent by a charger that never saw the answer: its reference is
+        returned and nothing new starts."""
+        running = self.connectors[connector_id].session
+        if running is not None and (running.id_tag, running.meter_start_wh, running.started_at) == (
+            id_tag,
+            meter_start_wh,
+            at,
+        ):
+            log.info(
+                "connector %s: the start of session %s came again: nothing new started", connector_id, running.local_ref
+            )
+            return running.local_ref
         local_ref = new_local_ref(connector_id, at)
         self._session_effect(StartTransaction(connector_id, local_ref, id_tag, meter_start_wh, at))
         return local_ref
 
     def native_stop(self, local_ref: str, meter_stop_wh: int, at: datetime, reason: StopReason) -> bool:
-        """A native charger stopped the transaction ``local_ref``; False if no such session runs."""
+        """A native charger stopped the transaction ``local_ref``; False if no such session runs.
+
+        The stop register is a reading too. One below the session's start, or refused by the
+        register guard, is not billed: the session stops with the highest good register value
+        known for the connector (never below its start), and a WARNING names the value sent."""
         connector = self._running(local_ref)
         if connector is None or connector.session is None:
             return False
-        stop = StopTransaction(connector.connector_id, local_ref, connector.session.id_tag, meter_stop_wh, at, reason)
+        session = connector.session
+        refused = "below the session's start" if meter_stop_wh < session.meter_start_wh else None
+        if refused is None:
+            fault = self.native_reading(connector.connector_id, Reading(at, energy_wh=meter_stop_wh))
+            refused = f"refused: {fault.info}" if fault is not None else None
+        if refused is not None:
+            used = self._best_register(connector, session.meter_start_wh)
+            log.warning(
+                "connector %s: session %s ended with the register at %s Wh, %s; stopped with %s Wh",
+                connector.connector_id,
+                local_ref,
+                meter_stop_wh,
+                refused,
+                used,
+            )
+            meter_stop_wh = used
+        stop = StopTransaction(connector.connector_id, local_ref, session.id_tag, meter_stop_wh, at, reason)
         self._session_effect(stop)
         return True
+
+    def _best_register(self, connector: Connector, meter_start_wh: int) -> int:
+        """The highest good energy register value known for ``connector``, at least ``meter_start_wh``."""
+        known = [meter_start_wh, self._last_good_wh.get(f"connector {connector.connector_id}")]
+        if connector.reading is not None:
+            known.append(connector.reading.energy_wh)
+        return max(value for value in known if isinstance(value, int))
 
     def native_authorize(self, connector_id: int, id_tag: str) -> asyncio.Future[AuthStatus]:
         """Ask the gateway's authorisation (the CSMS, or the local list and cache while it is away)

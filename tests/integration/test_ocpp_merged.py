@@ -120,11 +120,12 @@ class NativeCharger(ChargePoint):
         self.asked: list[tuple[str, dict[str, Any]]] = []
         self.stop_asked = asyncio.Event()
         self.reset_asked = asyncio.Event()
+        self.remote_start_answer = "Accepted"
 
     @on(Action.remote_start_transaction)
     def on_remote_start(self, **payload: Any) -> call_result.RemoteStartTransaction:
         self.asked.append(("RemoteStartTransaction", payload))
-        return call_result.RemoteStartTransaction(status="Accepted")
+        return call_result.RemoteStartTransaction(status=self.remote_start_answer)
 
     @on(Action.remote_stop_transaction)
     def on_remote_stop(self, **payload: Any) -> call_result.RemoteStopTransaction:

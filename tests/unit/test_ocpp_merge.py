@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from adapters.ocpp_local.merge import reading_from_meter_values
+import pytest
+
+from adapters.ocpp_local.meter_values import BadMeterValue, reading_from_meter_values
 from gateway.domain.battery import SocSource
 from gateway.domain.model import Connector, ConnectorStatus, Fault, FaultKind, Reading
 from gateway.services.ocpp_status import STATUS, from_status_notification
@@ -26,7 +28,8 @@ def test_units_phases_and_the_newest_timestamp() -> None:
                     {"value": "15.9", "measurand": "Current.Import", "phase": "L2", "unit": "A"},
                     {"value": "230.5", "measurand": "Voltage", "phase": "L1-N", "unit": "V"},
                     {"value": "64", "measurand": "SoC", "unit": "Percent"},
-                    {"value": "garbage", "measurand": "Temperature"},
+                    {"value": "garbage", "measurand": "Energy.Reactive.Import.Register"},
+                    {"value": "garbage", "measurand": "Temperature", "format": "SignedData"},
                 ],
             },
         ],
@@ -36,7 +39,28 @@ def test_units_phases_and_the_newest_timestamp() -> None:
     assert reading.measured_at == datetime(2026, 11, 29, 11, 59, 30, tzinfo=UTC)
     assert (reading.energy_wh, reading.power_w, reading.soc_percent) == (12_345, 7_400.0, 64.0)
     assert reading.current_a == (16.1, 15.9) and reading.voltage_v == (230.5,)
-    assert reading.temperature_c is None  # a value that is not a number is skipped
+    assert reading.temperature_c is None  # what the gateway does not read is skipped, whatever it says
+
+
+@pytest.mark.parametrize(
+    ("value", "measurand", "unit"),
+    [
+        ("NaN", "Energy.Active.Import.Register", "Wh"),
+        ("Infinity", "Power.Active.Import", "W"),
+        ("-Infinity", "Energy.Active.Import.Register", "Wh"),
+        ("1e400", "Energy.Active.Import.Register", "Wh"),
+        ("1e308", "Energy.Active.Import.Register", "kWh"),  # finite, but not in Wh
+        ("nan", "SoC", "Percent"),
+        ("twelve", "Current.Import", "A"),
+        ("1_000", "Voltage", "V"),  # Python's float() reads it; OCPP's decimals do not
+        ("-0.5", "Energy.Active.Import.Register", "kWh"),  # a lifetime register never is
+    ],
+)
+def test_a_value_the_gateway_cannot_use_refuses_the_whole_message(value: str, measurand: str, unit: str) -> None:
+    sampled = [{"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"}]
+    sampled.append({"value": value, "measurand": measurand, "unit": unit})
+    with pytest.raises(BadMeterValue, match=measurand):
+        reading_from_meter_values([{"timestamp": "2026-11-29T11:59:00Z", "sampled_value": sampled}], NOW)
 
 
 def test_a_timestamp_that_is_not_one_falls_back_to_now() -> None:
