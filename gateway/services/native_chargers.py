@@ -25,6 +25,7 @@ from gateway.domain.transactions import (
     new_local_ref,
 )
 from gateway.services.batteries import Batteries
+from gateway.services.billing_registers import BillingRegisters
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class NativeChargers:
     _update_status: Callable[[Connector, datetime], None]
     _guard_register: Callable[[str, Reading], tuple[Reading, Fault | None]]
     _running: Callable[[str], Connector | None]
-    _last_good_wh: dict[str, int | None]
+    registers: BillingRegisters
 
     def native_status(
         self, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
@@ -165,7 +166,8 @@ class NativeChargers:
 
     def _best_register(self, connector: Connector, meter_start_wh: int) -> int:
         """The highest good energy register value known for ``connector``, at least ``meter_start_wh``."""
-        known = [meter_start_wh, self._last_good_wh.get(f"connector {connector.connector_id}")]
+        last = self.registers.last(f"connector {connector.connector_id}")
+        known = [meter_start_wh, last.energy_wh if last is not None else None]
         if connector.reading is not None:
             known.append(connector.reading.energy_wh)
         return max(value for value in known if isinstance(value, int))

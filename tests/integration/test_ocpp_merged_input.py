@@ -181,14 +181,14 @@ async def test_a_reading_from_before_the_sessions_start_is_stale_not_a_fault(
     async with merged_site(tmp_path) as (gateway, _, port), native_charger(port) as native:
         events = gateway.site.subscribe()
         first = await start(native, 1, 290_000, 1)
-        stop = call.StopTransaction(transaction_id=first, meter_stop=300_300, timestamp=at(5), reason="Local")
+        stop = call.StopTransaction(transaction_id=first, meter_stop=293_300, timestamp=at(5), reason="Local")
         await native.call(stop, suppress=False)
-        second = await start(native, 1, 400_000, 10)
-        late = call.MeterValues(connector_id=1, transaction_id=second, meter_value=register(9, "300300"))
+        second = await start(native, 1, 296_000, 10)
+        late = call.MeterValues(connector_id=1, transaction_id=second, meter_value=register(9, "293300"))
         await native.call(late, suppress=False)  # answered: stale, not wrong
         connector = gateway.site.connectors[1]
-        assert connector.reading is not None and connector.reading.energy_wh == 400_000
-        assert gateway.site.billing_energy_wh(1) == 400_000
+        assert connector.reading is not None and connector.reading.energy_wh == 296_000
+        assert gateway.site.billing_energy_wh(1) == 296_000
         assert faults_raised(events) == [] and connector.faults == ()
         assert any("older than what is known" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
         assert warnings(caplog, "adapters.ocpp_local") == []
