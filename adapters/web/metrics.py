@@ -84,6 +84,10 @@ def render_metrics(telemetry: Telemetry, picture: dict[str, Any]) -> str:
     out.family("outbox_thinned_total", counter, "Periodic samples removed by thinning.", [({}, outbox["thinned"])])
     parked = [({}, outbox["parked"])]
     out.family("outbox_parked", gauge, "StopTransactions the CSMS kept refusing, set aside.", parked)
+    failing = [({}, outbox["disk_problem"] is not None)]
+    out.family("outbox_disk_failing", gauge, "1 while the outbox's disk refuses writes.", failing)
+    held = [({}, outbox["held_in_memory"])]
+    out.family("outbox_held_in_memory", gauge, "Messages held in memory only (a crash loses them).", held)
     out.family("mqtt_connected", gauge, "1 while the MQTT broker connection is up.", [({}, telemetry.mqtt.connected)])
 
     connectors, meters = picture["connectors"], picture["meters"]

@@ -185,7 +185,9 @@ def _backlog(outbox: dict[str, Any]) -> str:
         return "nothing"
     age = outbox["oldest_age_s"]
     oldest = f", oldest {age:,.0f} s" if age is not None else ""
-    return f"{outbox['records']:,} message(s){oldest}"
+    held = outbox["held_in_memory"]
+    memory = f", {held:,} in memory only" if held else ""
+    return f"{outbox['records']:,} message(s){oldest}{memory}"
 
 
 def _link(connected: bool) -> str:

@@ -73,6 +73,10 @@ class BacklogStats:
     thinned: int  # periodic samples removed by thinning
     problems: tuple[StoreProblem, ...] = ()
     parked: int = 0  # StopTransactions the CSMS kept refusing, set aside for the operator
+    # While the disk refuses writes: what failed and how many messages live in memory only (a
+    # crash would lose them). None while the disk takes writes.
+    disk_problem: str | None = None
+    held_in_memory: int = 0  # records accepted while the disk refused them, not written yet
 
 
 @dataclass

@@ -10,12 +10,16 @@ dropped with a log line; a StopTransaction is never dropped (it ends a bill).
 The store is bounded: past ``thin_after_records`` the periodic samples of a session are thinned
 to the first and last of each ``thin_window_s``; past ``max_bytes`` the oldest periodic samples
 go first. Starts, stops and clock-aligned values are never thinned or dropped for space.
+
+A disk that refuses writes (full, read-only, failing) must neither stop charging nor hold billing
+back from a CSMS that is there: what it refuses is held in memory, in order, delivered after
+everything already on disk, and written before anything newer once the disk takes writes again.
+Until then ``stats().disk_problem`` says so, because a crash would lose what is held.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -83,8 +87,15 @@ class Outbox:
         self._thinned = 0
         self._appended_since_thinning = 0
         self._disk_full_reported = False
-        self._unwritten: deque[NewRecord] = deque()  # accepted while the disk refused writes, in order
+        # Accepted while the disk refused writes, oldest first, numbered -1, -2, ... (never a
+        # store's number) so that delivered/failed/set_aside can name them like stored ones.
+        self._held: deque[OutboxRecord] = deque()
+        self._last_held_seq = 0
+        self._handed_out: int | None = None  # the held record ``next`` returned last
+        self._written_as: dict[int, int] = {}  # that record's store number, if written since
         self._disk_failing = False
+        self._disk_error = ""  # what the disk refused last, while it fails
+        self._told_unparkable: set[int] = set()  # unsendable stops already logged as kept
         self._gone: set[int] = set()  # delivered or dropped, but the disk refused to write it off
         self._attempts: dict[int, int] = {}  # failed attempts, also when the disk refused to keep them
         self._park = park
@@ -101,40 +112,67 @@ class Outbox:
 
         A disk that refuses the write (full, read-only, failing) must not stop charging or lose
         the message: it is held in memory, in order, and written before anything newer as soon as
-        the disk takes writes again (None is returned meanwhile). Memory is the last resort, so
-        the log says so loudly, once per outage."""
-        self._unwritten.append(record)
+        the disk takes writes again (None is returned meanwhile; ``next`` delivers it from memory).
+        Memory is the last resort, so the log says so loudly, once per outage."""
+        self._last_held_seq -= 1
+        held = OutboxRecord(
+            self._last_held_seq, record.kind, record.action, record.payload, record.created_at, record.local_ref
+        )
+        self._held.append(held)
         stored = self._write_held()
         if stored is not None:
             self._keep_bounds()
-            self._waiting.set()
+        self._waiting.set()  # on disk or held in memory: either way it can be delivered now
         self._changed()
         return stored
 
     def _write_held(self) -> OutboxRecord | None:
         """Write what is held in memory, oldest first; the last record written, or None."""
         stored = None
-        while self._unwritten:
+        while self._held:
+            held = self._held[0]
+            new = NewRecord(held.kind, held.action, held.payload, held.created_at, held.local_ref)
             try:
-                stored = self.store.append(self._unwritten[0])
+                stored = self.store.append(new)
             except OSError as exc:
                 self._disk_trouble("cannot write to disk", exc)
                 return None
-            self._unwritten.popleft()
+            self._held.popleft()
+            if held.seq == self._handed_out:  # it may be in flight: its answer must find it on disk
+                self._written_as[held.seq] = stored.seq
+            if attempts := self._attempts.pop(held.seq, 0):
+                self._count_attempts(stored.seq, attempts)
             self._appended_since_thinning += 1
         self._disk_recovered()
         return stored
 
     def _disk_trouble(self, what: str, exc: OSError) -> None:
+        self._disk_error = f"{what}: {exc}"
         if not self._disk_failing:
-            held = len(self._unwritten)
+            held = len(self._held)
             log.error("outbox: %s (%s); %d message(s) held in memory, retrying", what, exc, held)
             self._disk_failing = True
+            self._changed()
 
     def _disk_recovered(self) -> None:
-        if self._disk_failing:
+        """A write went through; the trouble is over once nothing waits in memory for the disk."""
+        if self._disk_failing and not self._held:
             log.warning("outbox: disk writes work again")
             self._disk_failing = False
+            self._disk_error = ""
+            self._changed()
+
+    def _disk_problem(self) -> str | None:
+        """One line for people: what the disk refused and what a crash now would lose."""
+        if not self._disk_failing:
+            return None
+        held = len(self._held)
+        at_risk = (
+            f"{held} billing message(s) held in memory only, lost if the gateway stops now"
+            if held
+            else "no message held in memory now"
+        )
+        return f"the disk refuses to store billing messages ({self._disk_error}); {at_risk}"
 
     def _keep_bounds(self) -> None:
         try:
@@ -203,9 +241,16 @@ class Outbox:
 
         A record whose delivery could not be written off (the disk refused) is removed first and
         never returned again, so a failing disk delays the queue but never sends a message twice.
+        Records held in memory (the disk refused them) come after everything on disk, which is
+        older, oldest first: a CSMS that is there gets them without waiting for the disk.
+
+        One consumer: calling ``next`` again means the record it returned before was answered
+        (``delivered``/``failed``/``set_aside``) or abandoned with the link.
         """
+        self._handed_out = None
+        self._written_as.clear()
         while True:
-            if self._unwritten:
+            if self._held:
                 self._write_held()
             head = self.store.head()
             if head is not None and head.seq in self._gone:
@@ -221,45 +266,68 @@ class Outbox:
                 continue
             if head is not None:
                 return replace(head, attempts=max(head.attempts, self._attempts.get(head.seq, 0)))
+            if self._held:
+                held = self._held[0]
+                self._handed_out = held.seq
+                return replace(held, attempts=self._attempts.get(held.seq, 0))
             self._waiting.clear()
-            if self._unwritten:  # nothing on disk yet, but messages wait in memory for it
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._waiting.wait(), DISK_RETRY_S)
-            else:
-                await self._waiting.wait()
+            await self._waiting.wait()
 
     async def wait_empty(self) -> None:
         """Until every queued record has been delivered or given up."""
-        while len(self.store) or self._unwritten:
+        while len(self.store) or self._held:
             self._emptied.clear()
             await self._emptied.wait()
 
     def delivered(self, record: OutboxRecord) -> None:
         """The CSMS answered ``record``: it leaves the queue (before its answer is acted on)."""
-        self._write_off(record)
+        self._write_off(self._current(record))
         self._changed()
+
+    def _current(self, record: OutboxRecord) -> OutboxRecord:
+        """``record`` under the number it has now: a held record handed out by ``next`` may have
+        been written to disk since (the disk came back while the CSMS was answering)."""
+        seq = self._written_as.get(record.seq) if record.seq < 0 else None
+        return record if seq is None else replace(record, seq=seq)
 
     def _write_off(self, record: OutboxRecord) -> None:
         """Remove ``record`` for good; if the disk refuses, remember it so it is never sent again."""
+        self._attempts.pop(record.seq, None)
+        if record.seq < 0:  # held in memory only: nothing on disk to remove
+            self._forget_held(record.seq)
+            return
         try:
             self.store.remove([record.seq])
         except OSError as exc:
             self._gone.add(record.seq)
             self._disk_trouble("cannot write off a delivered message", exc)
 
+    def _forget_held(self, seq: int) -> None:
+        if self._held and self._held[0].seq == seq:  # nearly always: one record in flight, the oldest
+            self._held.popleft()
+        else:
+            self._held = deque(held for held in self._held if held.seq != seq)
+
+    def _count_attempts(self, seq: int, attempts: int) -> None:
+        """Keep the count in memory, and on disk for a stored record (if the disk takes it)."""
+        self._attempts[seq] = attempts
+        if seq < 0:  # held in memory: the count goes to disk with the record
+            return
+        try:
+            self.store.set_attempts(seq, attempts)
+        except OSError as exc:  # the count is kept in memory meanwhile
+            self._disk_trouble("cannot record a failed attempt", exc)
+
     def failed(self, record: OutboxRecord, max_attempts: int, retry_interval_s: float) -> Retry | Dropped:
         """The CSMS answered ``record`` with an error or not at all: retry it later, or give it up."""
+        record = self._current(record)
         attempts = record.attempts + 1
         if attempts >= max_attempts * STOP_PATIENCE and record.kind is RecordKind.STOP and self._park is not None:
             return self._park_stop(record, attempts)
         if attempts >= max_attempts and record.kind is not RecordKind.STOP:
             self._dropped += 1
             return self._gives_up(record, attempts, logging.WARNING, "dropped after %d failed attempts")
-        self._attempts[record.seq] = attempts
-        try:
-            self.store.set_attempts(record.seq, attempts)
-        except OSError as exc:  # the count is kept in memory meanwhile
-            self._disk_trouble("cannot record a failed attempt", exc)
+        self._count_attempts(record.seq, attempts)
         if attempts >= max_attempts:
             log.error(
                 "outbox: %s #%d failed %d times; kept (a stop is never dropped), retrying",
@@ -290,10 +358,41 @@ class Outbox:
         self._changed()
         return Dropped(replace(record, attempts=attempts))
 
+    def set_aside(self, record: OutboxRecord, reason: str) -> Retry | Dropped:
+        """``record`` can never be sent: the gateway itself cannot build its CALL, or its payload
+        fails the OCPP schema here, so the CSMS never saw it and retrying would only block every
+        later message. It leaves the queue at once, without the attempts a CSMS's refusal gets.
+
+        A StopTransaction ends a bill, so it is parked (durably, before it leaves); if parking
+        fails it stays at the head and ``Retry`` says when to try again (without a ``park`` it
+        stays for good, as a refused stop does). Any other record is dropped and counted."""
+        record = self._current(record)
+        if record.kind is RecordKind.STOP:
+            if self._park is None:
+                if record.seq not in self._told_unparkable:
+                    self._told_unparkable.add(record.seq)
+                    why = "%s #%d never left the gateway: %s; kept (nowhere to park it)"
+                    log.error("outbox: " + why, record.action, record.seq, reason)
+                return Retry(DISK_RETRY_S)
+            try:
+                self._park(record)
+            except OSError as exc:
+                self._disk_trouble("cannot set an unsendable StopTransaction aside", exc)
+                return Retry(DISK_RETRY_S)
+            self._parked += 1
+            outcome = "parked"
+        else:
+            self._dropped += 1
+            outcome = "dropped"
+        self._write_off(record)
+        log.error("outbox: %s #%d never left the gateway: %s; %s", record.action, record.seq, reason, outcome)
+        self._changed()
+        return Dropped(record)
+
     # -- reporting ------------------------------------------------------------------------------------
     def stats(self) -> BacklogStats:
         index = [info for info in self.store.index() if info.seq not in self._gone]
-        created = [info.created_at for info in index] + [record.created_at for record in self._unwritten]
+        created = [info.created_at for info in index] + [record.created_at for record in self._held]
         return BacklogStats(
             records=len(created),
             size_bytes=self.store.size_bytes(),
@@ -302,10 +401,12 @@ class Outbox:
             thinned=self._thinned,
             problems=tuple(self.store.problems()),
             parked=self._parked,
+            disk_problem=self._disk_problem(),
+            held_in_memory=len(self._held),
         )
 
     def _changed(self) -> None:
-        if not len(self.store) and not self._unwritten:
+        if not len(self.store) and not self._held:
             self._emptied.set()
         if self._on_change is not None:
             self._on_change()

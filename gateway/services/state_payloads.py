@@ -157,8 +157,15 @@ def upstream_state(connected: bool, registration: str, changed_at: datetime | No
 
 def outbox_state(stats: BacklogStats, now: datetime) -> Payload:
     """The queue of billing messages waiting for the CSMS: how many, how old the oldest is, and
-    what had to be given up (dropped after failed attempts or for disk space, or thinned)."""
+    what had to be given up (dropped after failed attempts or for disk space, or thinned).
+
+    A disk that refuses writes is a problem like a damaged store (``problems``), and has its own
+    fields too (``disk_problem``, ``held_in_memory``): what is held in memory only is what a crash
+    now would lose."""
     oldest = datetime.fromisoformat(stats.oldest_created_at) if stats.oldest_created_at else None
+    problems = [f"{problem.what} ({problem.path})" for problem in stats.problems]
+    if stats.disk_problem is not None:
+        problems.append(stats.disk_problem)
     return {
         "records": stats.records,
         "size_bytes": stats.size_bytes,
@@ -167,7 +174,9 @@ def outbox_state(stats: BacklogStats, now: datetime) -> Payload:
         "dropped": stats.dropped,
         "thinned": stats.thinned,
         "parked": stats.parked,
-        "problems": [f"{problem.what} ({problem.path})" for problem in stats.problems],
+        "held_in_memory": stats.held_in_memory,
+        "disk_problem": stats.disk_problem,
+        "problems": problems,
     }
 
 

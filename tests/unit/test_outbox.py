@@ -10,7 +10,7 @@ import pytest
 
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind
 from gateway.services.outbox import BacklogStats, Dropped, Outbox, OutboxSettings, Retry
-from tests.fixtures.memory_outbox import MemoryOutboxStore
+from tests.fixtures.memory_outbox import MemoryOutboxStore, RefusingStore
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -144,19 +144,6 @@ def test_a_backlog_from_before_a_restart_is_ready_at_once() -> None:
     assert head.action == "StartTransaction"
 
 
-class RefusingStore(MemoryOutboxStore):
-    """A store whose disk refuses writes while ``full`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.full = False
-
-    def append(self, record: NewRecord) -> OutboxRecord:
-        if self.full:
-            raise OSError(28, "No space left on device")
-        return super().append(record)
-
-
 def test_a_disk_that_refuses_writes_loses_nothing_and_keeps_the_order(caplog: pytest.LogCaptureFixture) -> None:
     store = RefusingStore()
     outbox = Outbox(store)
@@ -257,3 +244,168 @@ def test_a_stop_that_cannot_be_parked_stays_at_the_head() -> None:
     outcome = outbox.failed(head, max_attempts=3, retry_interval_s=1)
     assert isinstance(outcome, Retry) and outcome.delay_s == 5.0  # the disk is tried again soon
     assert len(outbox.store) == 1
+
+
+async def take(outbox: Outbox) -> OutboxRecord:
+    """The next record to send; a test fails (rather than hangs) if there is none."""
+    return await asyncio.wait_for(outbox.next(), 1)
+
+
+async def test_a_disk_that_refuses_writes_delivers_from_memory_in_order_and_nothing_twice() -> None:
+    """The CSMS is there but the disk is full: what the disk refused goes out from memory, after
+    what was already on disk (older), and once the disk is back nothing is sent again."""
+    store = RefusingStore()
+    outbox = Outbox(store)
+    outbox.enqueue(record(RecordKind.ALIGNED, 0, ref=None))  # on disk before the disk filled up
+    store.full = True
+    for minute, kind, action in (
+        (1, RecordKind.START, "StartTransaction"),
+        (2, RecordKind.SAMPLED, "MeterValues"),
+        (3, RecordKind.STOP, "StopTransaction"),
+    ):
+        assert outbox.enqueue(record(kind, minute, action=action)) is None
+    assert outbox.stats().held_in_memory == 3
+    sent = []
+    for _ in range(3):
+        head = await take(outbox)
+        sent.append((head.payload["minute"], head.action))
+        outbox.delivered(head)
+    assert sent == [(0, "MeterValues"), (1, "StartTransaction"), (2, "MeterValues")]
+    stop = await take(outbox)  # in flight from memory when the disk comes back
+    assert stop.action == "StopTransaction" and stop.seq < 0
+    store.full = False
+    outbox.enqueue(record(RecordKind.START, 4, action="StartTransaction"))
+    assert [r.action for r in store._records.values()] == ["StopTransaction", "StartTransaction"]
+    outbox.delivered(stop)  # answered under the number it was handed out with
+    head = await take(outbox)
+    assert (head.payload["minute"], head.action) == (4, "StartTransaction")  # not the stop again
+    outbox.delivered(head)
+    assert len(store) == 0 and outbox.stats().records == 0
+    await asyncio.wait_for(outbox.wait_empty(), 1)
+
+
+async def test_held_records_are_written_before_anything_newer_when_the_disk_is_back() -> None:
+    store = RefusingStore()
+    outbox = Outbox(store)
+    store.full = True
+    outbox.enqueue(record(RecordKind.START, 0, action="StartTransaction"))
+    outbox.enqueue(record(RecordKind.SAMPLED, 1))
+    first = await take(outbox)
+    assert first.seq < 0 and first.action == "StartTransaction"
+    outbox.delivered(first)  # from memory: the disk is not needed for that
+    store.full = False
+    outbox.enqueue(record(RecordKind.STOP, 2, action="StopTransaction"))
+    assert [r.payload["minute"] for r in store._records.values()] == [1, 2]  # the held one first
+    assert outbox.stats().disk_problem is None and outbox.stats().held_in_memory == 0
+
+
+async def test_held_records_count_failed_attempts_and_are_dropped_or_kept_like_stored_ones() -> None:
+    store = RefusingStore()
+    outbox = Outbox(store)
+    store.full = True
+    outbox.enqueue(record(RecordKind.SAMPLED, 0))
+    outbox.enqueue(record(RecordKind.STOP, 1, action="StopTransaction"))
+    outcomes = []
+    for _ in range(3):
+        head = await take(outbox)
+        assert head.action == "MeterValues"
+        outcomes.append(outbox.failed(head, max_attempts=3, retry_interval_s=1))
+    assert [type(o).__name__ for o in outcomes] == ["Retry", "Retry", "Dropped"]
+    assert outbox.stats().dropped == 1
+    for _ in range(5):  # a stop is never dropped, held in memory or not
+        head = await take(outbox)
+        assert head.action == "StopTransaction"
+        assert isinstance(outbox.failed(head, max_attempts=3, retry_interval_s=1), Retry)
+    store.full = False
+    outbox.enqueue(record(RecordKind.SAMPLED, 2))
+    head = await take(outbox)
+    assert head.seq > 0 and head.action == "StopTransaction" and head.attempts == 5  # the count went to disk
+    assert store._records[head.seq].attempts == 5
+
+
+def test_disk_trouble_is_in_the_stats_until_the_disk_takes_writes_again() -> None:
+    store = RefusingStore()
+    seen: list[BacklogStats] = []
+    outbox: Outbox = Outbox(store, on_change=lambda: seen.append(outbox.stats()))
+    outbox.enqueue(record(RecordKind.START, 0, action="StartTransaction"))
+    assert outbox.stats().disk_problem is None
+    store.full = True
+    outbox.enqueue(record(RecordKind.SAMPLED, 1))
+    outbox.enqueue(record(RecordKind.SAMPLED, 2))
+    stats = outbox.stats()
+    assert (stats.records, stats.held_in_memory) == (3, 2)
+    assert stats.disk_problem is not None
+    assert "No space left on device" in stats.disk_problem and "2 billing message(s) held in memory only" in (
+        stats.disk_problem
+    )
+    assert seen[-1].disk_problem == stats.disk_problem  # readers were told
+    store.full = False
+    outbox.enqueue(record(RecordKind.SAMPLED, 3))
+    assert outbox.stats().disk_problem is None and seen[-1].disk_problem is None
+
+
+# -- set_aside: a record the gateway itself can never send ------------------------------------------
+
+
+def test_an_unsendable_stop_is_parked_and_the_queue_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    parked: list[OutboxRecord] = []
+    outbox = Outbox(MemoryOutboxStore(), park=parked.append)
+    stop = outbox.enqueue(record(RecordKind.STOP, 0, action="StopTransaction"))
+    outbox.enqueue(record(RecordKind.START, 1, action="StartTransaction"))
+    assert stop is not None
+    outcome = outbox.set_aside(asyncio.run(take(outbox)), "meter_stop: -5 is less than the minimum of 0")
+    assert isinstance(outcome, Dropped) and outcome.record.seq == stop.seq
+    assert [r.seq for r in parked] == [stop.seq] and parked[0].attempts == 0  # no refusal was counted
+    assert asyncio.run(take(outbox)).action == "StartTransaction"
+    assert (outbox.stats().parked, outbox.stats().dropped) == (1, 0)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"outbox: StopTransaction #{stop.seq} never left the gateway: meter_stop: -5 is less than the minimum of 0; "
+        "parked"
+    ]
+
+
+def test_unsendable_meter_values_are_dropped_at_once_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    parked: list[OutboxRecord] = []
+    outbox = Outbox(MemoryOutboxStore(), park=parked.append)
+    sample = outbox.enqueue(record(RecordKind.SAMPLED, 0))
+    outbox.enqueue(record(RecordKind.SAMPLED, 1))
+    assert sample is not None
+    assert isinstance(outbox.set_aside(asyncio.run(take(outbox)), "cannot build the CALL: KeyError 'x'"), Dropped)
+    assert parked == [] and outbox.stats().dropped == 1 and len(outbox.store) == 1
+    assert asyncio.run(take(outbox)).payload["minute"] == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"outbox: MeterValues #{sample.seq} never left the gateway: cannot build the CALL: KeyError 'x'; dropped"
+    ]
+
+
+def test_an_unsendable_stop_that_cannot_be_parked_stays_and_is_tried_again() -> None:
+    attempts = []
+
+    def park(stop: OutboxRecord) -> None:
+        attempts.append(stop)
+        if len(attempts) == 1:
+            raise OSError(30, "Read-only file system")
+
+    outbox = Outbox(MemoryOutboxStore(), park=park)
+    outbox.enqueue(record(RecordKind.STOP, 0, action="StopTransaction"))
+    outcome = outbox.set_aside(asyncio.run(take(outbox)), "schema")
+    assert isinstance(outcome, Retry) and outcome.delay_s == 5.0
+    assert len(outbox.store) == 1 and outbox.stats().parked == 0
+    assert outbox.stats().disk_problem is not None  # a refused write is disk trouble like any other
+    assert isinstance(outbox.set_aside(asyncio.run(take(outbox)), "schema"), Dropped)
+    assert len(outbox.store) == 0 and outbox.stats().parked == 1 and len(attempts) == 2
+
+
+async def test_a_held_record_can_be_set_aside_too() -> None:
+    store = RefusingStore()
+    parked: list[OutboxRecord] = []
+    outbox = Outbox(store, park=parked.append)
+    store.full = True
+    outbox.enqueue(record(RecordKind.SAMPLED, 0))
+    outbox.enqueue(record(RecordKind.STOP, 1, action="StopTransaction"))
+    assert isinstance(outbox.set_aside(await take(outbox), "schema"), Dropped)
+    assert isinstance(outbox.set_aside(await take(outbox), "schema"), Dropped)
+    assert [r.action for r in parked] == ["StopTransaction"]
+    stats = outbox.stats()
+    assert (stats.records, stats.held_in_memory, stats.dropped, stats.parked) == (0, 0, 1, 1)

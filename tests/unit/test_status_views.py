@@ -24,10 +24,13 @@ from gateway.domain.model import (
     Reading,
     VehicleState,
 )
+from gateway.domain.outbox import NewRecord, RecordKind
+from gateway.services.outbox import Outbox
 from gateway.services.site import Site
 from gateway.services.site_picture import FAULT_LABELS, STATUS_LABELS, SiteLabels, site_picture
 from gateway.services.telemetry import POLL_BUCKETS_S, Telemetry
 from gateway.status_text import render
+from tests.fixtures.memory_outbox import RefusingStore
 from tests.fixtures.modbus import StepClock
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -146,6 +149,36 @@ def test_metrics_parse_as_prometheus_text_and_leave_out_what_is_unknown() -> Non
     assert ("ocpp_gateway_connector_soc_percent", (("connector", "1"),)) not in samples  # unknown: no series
     assert samples[("ocpp_gateway_connector_status", (("connector", "2"), ("status", "faulted")))] == 1
     assert sum(v for (name, labels), v in samples.items() if name == "ocpp_gateway_connector_status") == 2
+
+
+def test_a_disk_that_refuses_writes_is_a_problem_on_the_page_and_in_the_metrics() -> None:
+    site, telemetry = a_site()
+    store = RefusingStore()
+    outbox = Outbox(store, on_change=site.report_backlog)
+    site.follow_backlog(outbox.stats)
+    store.full = True
+    outbox.enqueue(NewRecord(RecordKind.START, "StartTransaction", {}, T0.isoformat(), "tx"))
+    picture = site_picture(site, telemetry, LABELS)
+    problem = picture["outbox"]["disk_problem"]
+    assert "No space left on device" in problem and "1 billing message(s) held in memory only" in problem
+    assert picture["outbox"]["problems"] == [problem] and picture["outbox"]["held_in_memory"] == 1
+    html = render_page(picture)
+    assert f"<p class=fault>{problem}</p>" in html and "1 message(s), oldest 0 s, 1 in memory only" in html
+    assert disk_gauges(telemetry, picture) == (1, 1)
+
+    store.full = False  # the disk is back: the held record is written, the problem is gone
+    outbox.enqueue(NewRecord(RecordKind.SAMPLED, "MeterValues", {}, T0.isoformat(), "tx"))
+    picture = site_picture(site, telemetry, LABELS)
+    assert picture["outbox"]["problems"] == [] and picture["outbox"]["disk_problem"] is None
+    assert "refuses" not in render_page(picture)
+    assert disk_gauges(telemetry, picture) == (0, 0)
+
+
+def disk_gauges(telemetry: Telemetry, picture: dict) -> tuple[float, float]:
+    """``outbox_disk_failing`` and ``outbox_held_in_memory`` as Prometheus reads them."""
+    families = text_string_to_metric_families(render_metrics(telemetry, picture))
+    samples = {sample.name: sample.value for family in families for sample in family.samples}
+    return samples["ocpp_gateway_outbox_disk_failing"], samples["ocpp_gateway_outbox_held_in_memory"]
 
 
 def test_label_values_are_escaped() -> None:
