@@ -20,12 +20,19 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(path.name + TEMPORARY_SUFFIX)
 
 
-def write_atomically(path: Path, data: bytes, *, sync_directory: bool = True) -> None:
+def write_atomically(
+    path: Path, data: bytes, *, sync_directory: bool = True, keep_previous: Path | None = None
+) -> None:
     """Make ``data`` the content of ``path`` durably; raises ``OSError`` if the disk refuses.
 
     ``sync_directory=False`` lets a caller replace several files and fsync their directory once
     (``fsync_directory``) before it reports success: until then a power cut may undo a rename,
     but never leave a half-written file.
+
+    ``keep_previous``: the file at ``path`` (if any) is first renamed to it, once the new content
+    is on disk in the temporary file, so a write the disk refuses changes nothing. Between the
+    two renames ``path`` is missing and ``keep_previous`` holds the old content; a reader that
+    finds no ``path`` reads ``keep_previous`` (one rename more per write).
     """
     temporary = temporary_path(path)
     try:
@@ -33,6 +40,9 @@ def write_atomically(path: Path, data: bytes, *, sync_directory: bool = True) ->
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
+        if keep_previous is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, keep_previous)
         os.replace(temporary, path)
     except BaseException:
         # A failed write must not leave a stray temporary behind (a directory in its way, as a

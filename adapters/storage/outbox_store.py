@@ -18,8 +18,10 @@ TinyDB database of at most ``segment_records`` records, written atomically (see 
   so seqs are never reused after a restart, even when the tail was thinned or the store emptied.
 
 Opening reads every segment to rebuild the in-memory index, so ``index()``, ``len()`` and
-``size_bytes()`` never touch the disk. A segment that cannot be read is renamed to
-``<name>.corrupt``, reported by ``problems()`` and logged once; the rest is replayed in order.
+``size_bytes()`` never touch the disk. A damaged segment (cut short, garbage in it, a malformed
+record) is kept as ``<name>.corrupt`` for inspection and replaced by the records that still read
+(see ``_salvage_scan``), reported by ``problems()`` and logged once; everything is replayed in
+order. A StopTransaction must not be lost with the 49 records beside it.
 """
 
 from __future__ import annotations
@@ -50,16 +52,13 @@ DEFAULT_SEGMENT_RECORDS = 50  # ~30 kB segments: appends ~1.5 ms here, see docs/
 HEAD_NAME = "head.json"
 TABLE = "records"
 SEGMENT_NAME = re.compile(r"seg-(\d{12,})\.json", re.ASCII)
+ASIDE_NAME = re.compile(r"(?:head\.json|seg-\d{12,}\.json)\.corrupt(?:\.\d+)?", re.ASCII)
 SEQ = re.compile(r"[1-9]\d*", re.ASCII)
 OPEN_SEGMENTS = 4  # TinyDB handles kept (head and tail, plus room while thinning)
 
 
 class CorruptSegment(ValueError):
-    """A segment file that does not hold what this store writes; ``records`` if they could be counted."""
-
-    def __init__(self, reason: str, records: int | None = None) -> None:
-        super().__init__(reason)
-        self.records = records
+    """A segment file, or a record in it, that does not hold what this store writes."""
 
 
 def _encode(data: Any) -> bytes:
@@ -171,6 +170,9 @@ def _info(seq: int, fields: dict[str, Any], size_bytes: int | None = None) -> Re
 _DECODER = json.JSONDecoder()
 _SPACE_CHARS = " \t\n\r"
 _SPACE = re.compile(f"[{_SPACE_CHARS}]*")
+_TABLE_START = re.compile(f'[{_SPACE_CHARS}]*\\{{[{_SPACE_CHARS}]*"{TABLE}"[{_SPACE_CHARS}]*:[{_SPACE_CHARS}]*\\{{')
+_RECORD_START = re.compile(f'"[1-9][0-9]*"[{_SPACE_CHARS}]*:[{_SPACE_CHARS}]*\\{{')
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (decoded with surrogateescape)
 
 
 def _scan_segment(raw: bytes) -> list[tuple[str, Any, int]]:
@@ -217,6 +219,78 @@ def _scan_segment(raw: bytes) -> list[tuple[str, Any, int]]:
     if len({key for key, _, _ in records}) != len(records):
         raise ValueError("a record appears twice")
     return records
+
+
+def _salvage_scan(raw: bytes) -> tuple[list[tuple[str, Any, int]], bool]:
+    """Every record that still reads in a damaged segment, and whether the whole table was read.
+
+    Walks the table record by record as ``_scan_segment`` does; where a record does not read (the
+    file was cut, bytes were overwritten), it looks for the next ``"<seq>":{`` further on and goes
+    on from there, so records after a garbled one are kept too. What is found there is only a
+    candidate: the caller keeps it only if it is a well-formed record of this segment. The flag is
+    False when some part of the file could not be read, so records in it cannot be counted.
+    Bytes that are not UTF-8 make the record they are in unreadable, never part of a payload.
+    """
+    text = raw.decode("utf-8", "surrogateescape")
+
+    def skip(at: int) -> int:
+        return _SPACE.match(text, at).end()  # type: ignore[union-attr]  # matches the empty string
+
+    records: list[tuple[str, Any, int]] = []
+    table = _TABLE_START.match(text)
+    whole = table is not None  # no part of the table left unread so far
+    at: int | None = None if table is None else skip(table.end())  # where a record should start
+    if at is not None and text[at : at + 1] == "}":  # an empty table: nothing to salvage
+        return records, True
+    while True:
+        if at is not None:
+            try:
+                key, end = _DECODER.raw_decode(text, at)
+                start = skip(end)
+                if text[start : start + 1] != ":":
+                    raise ValueError("no ':' after the key")
+                start = skip(start + 1)
+                fields, end = _DECODER.raw_decode(text, start)
+                if not isinstance(key, str) or not isinstance(fields, dict) or _UNDECODABLE.search(text, at, end):
+                    raise ValueError("not a record")
+                records.append((key, fields, end - start + len(key) + 4))
+                at = skip(end)
+                if text[at : at + 1] == ",":
+                    at = skip(at + 1)
+                    continue
+                if text[at : at + 1] == "}" and whole:
+                    return records, True  # the end of the table: what follows holds no records
+            except ValueError:  # (JSONDecodeError is one)
+                pass
+        whole = False
+        found = _RECORD_START.search(text, 0 if at is None else at + 1)
+        if found is None:
+            return records, False
+        at = found.start()
+
+
+def _check_records(
+    table: list[tuple[str, Any, int]], start: int, end: int | None
+) -> tuple[list[tuple[int, dict[str, Any], int]], dict[str, str]]:
+    """The records of a segment that are well formed and belong in it, in seq order, and why
+    each other key was refused (a second copy of a kept seq is refused, not lost)."""
+    kept: dict[int, tuple[int, dict[str, Any], int]] = {}
+    refused: dict[str, str] = {}
+    for key, fields, size in table:
+        seq = int(key) if SEQ.fullmatch(key) else -1  # (below every segment)
+        try:
+            if seq < start or (end is not None and seq >= end):
+                raise CorruptSegment(f"record {key!r} does not belong in this segment")
+            if seq in kept:
+                raise CorruptSegment(f"record {key} appears twice")
+            _record(seq, fields, private=False)
+        except CorruptSegment as exc:
+            refused.setdefault(key, str(exc))
+            continue
+        kept[seq] = (seq, fields, size)
+    for key in [key for key in refused if SEQ.fullmatch(key) and int(key) in kept]:
+        del refused[key]  # a second copy of a record that was kept
+    return sorted(kept.values(), key=lambda record: record[0]), refused
 
 
 @dataclass
@@ -430,7 +504,8 @@ class SegmentedOutboxStore:
         for name in names:
             stem = name.removesuffix(TEMPORARY_SUFFIX)
             leftover = self.directory / name
-            if stem != name and (stem == HEAD_NAME or SEGMENT_NAME.fullmatch(stem)) and leftover.is_file():
+            ours = stem == HEAD_NAME or SEGMENT_NAME.fullmatch(stem) or ASIDE_NAME.fullmatch(stem)
+            if stem != name and ours and leftover.is_file():
                 leftover.unlink()  # a write a kill cut short: it never returned
         self._read_head()
         starts = sorted(int(match[1]) for name in names if (match := SEGMENT_NAME.fullmatch(name)))
@@ -439,10 +514,8 @@ class SegmentedOutboxStore:
             highest = max(highest, start)
             end = starts[i + 1] if i + 1 < len(starts) else None
             segment = _Segment(start, self.directory / f"seg-{start:012d}.json")
-            try:
-                records = self._read_segment(segment, end)
-            except CorruptSegment as exc:
-                self._set_aside(segment.path, f"outbox segment unreadable ({exc})", exc.records)
+            records = self._read_segment(segment, end)
+            if records is None:  # damaged, and nothing in it could be read: set aside
                 continue
             self._segments[start] = segment
             self._starts.append(start)
@@ -474,44 +547,91 @@ class SegmentedOutboxStore:
             return
         self._floor, self._reserved, self._head_bytes = floor, reserved, len(raw)
 
-    def _read_segment(self, segment: _Segment, end: int | None) -> list[tuple[int, dict[str, Any], int]]:
-        """The records of a segment file in order with their sizes, checked; ``CorruptSegment`` otherwise."""
+    def _read_segment(self, segment: _Segment, end: int | None) -> list[tuple[int, dict[str, Any], int]] | None:
+        """The records of a segment file in order with their sizes; a damaged file is salvaged
+        first (see ``_salvage``); None if nothing in it could be read."""
         raw = segment.path.read_bytes()
+        damage: str | None = None
         try:
-            table = _scan_segment(raw)
+            table, whole = _scan_segment(raw), True
         except ValueError as exc:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
-            raise CorruptSegment(f"not a segment ({exc})") from exc
-        records: list[tuple[int, dict[str, Any], int]] = []
-        for key, fields, size in table:
-            try:
-                if not SEQ.fullmatch(key) or int(key) < segment.start or (end is not None and int(key) >= end):
-                    raise CorruptSegment(f"record {key!r} does not belong in this segment")
-                _record(int(key), fields, private=False)
-            except CorruptSegment as exc:
-                live = sum(1 for k, _, _ in table if not SEQ.fullmatch(k) or int(k) >= self._floor)
-                raise CorruptSegment(str(exc), live) from exc
-            records.append((int(key), fields, size))
-        records.sort(key=lambda item: item[0])
+            table, whole = _salvage_scan(raw)
+            damage = f"not a segment ({exc})" if raw else "empty file, 0 bytes"
+        records, refused = _check_records(table, segment.start, end)
+        if damage is None and refused:
+            damage = next(iter(refused.values())) + (f" and {len(refused) - 1} more" if len(refused) > 1 else "")
+        if damage is not None:
+            salvaged = self._salvage(segment.path, raw, records, refused, whole, damage)
+            if salvaged is None:
+                return None
+            raw = salvaged
+            records, _ = _check_records(_scan_segment(raw), segment.start, end)
         segment.seqs = {seq for seq, _, _ in records}
         segment.size_bytes = len(raw)
         return records
 
-    def _set_aside(self, path: Path, what: str, records_lost: int | None) -> None:
-        aside = path.with_name(path.name + ".corrupt")
-        for n in range(1, 1000):
+    def _salvage(
+        self,
+        path: Path,
+        raw: bytes,
+        records: list[tuple[int, dict[str, Any], int]],
+        refused: dict[str, str],
+        whole: bool,
+        damage: str,
+    ) -> bytes | None:
+        """Keep a damaged segment as ``.corrupt`` and put back the records that still read.
+
+        Returns the segment as rewritten, or None if nothing could be read (the file is then only
+        moved aside). The copy is on disk before the segment is replaced: a kill in between
+        leaves the damaged segment, salvaged again at the next opening (into the same copy).
+        Records lost are counted only when the whole table could be read (``whole``).
+        """
+        salvaged = sum(1 for seq, _, _ in records if seq >= self._floor)
+        if whole:
+            lost = sum(1 for key in refused if not SEQ.fullmatch(key) or int(key) >= self._floor)
+            outcome = f"{salvaged} records salvaged, {lost} lost"
+        elif raw:
+            lost = None
+            outcome = f"{salvaged} records salvaged, those in the unreadable part are lost and cannot be counted"
+        else:
+            lost = None
+            outcome = "nothing to salvage, the records it held cannot be counted"
+        aside = _aside_path(path, raw)
+        rewritten: bytes | None = None
+        if not records:
+            os.replace(path, aside)
+            with contextlib.suppress(OSError):
+                fsync_directory(self.directory)
+            kept = f"kept as {aside.name}"
+        else:
             if not aside.exists():
-                break
-            aside = path.with_name(f"{path.name}.corrupt.{n}")
+                write_atomically(aside, raw)
+            rewritten = _encode({TABLE: {str(seq): fields for seq, fields, _ in records}})
+            write_atomically(path, rewritten)
+            kept = f"original kept as {aside.name}"
+        self._report(StoreProblem(f"outbox segment damaged ({damage}): {outcome}; {kept}", str(path), lost))
+        return rewritten
+
+    def _set_aside(self, path: Path, what: str, records_lost: int | None) -> None:
+        aside = _aside_path(path, path.read_bytes())
         os.replace(path, aside)
         with contextlib.suppress(OSError):
             fsync_directory(self.directory)
         self._report(StoreProblem(f"{what}; kept as {aside.name}", str(path), records_lost))
 
     def _report(self, problem: StoreProblem) -> None:
-        log.warning(
-            "%s: %s%s",
-            problem.path,
-            problem.what,
-            "" if problem.records_lost is None else f" ({problem.records_lost} records lost)",
-        )
+        log.warning("%s: %s", problem.path, problem.what)  # (the counts are in ``what``)
         self._problems.append(problem)
+
+
+def _aside_path(path: Path, raw: bytes) -> Path:
+    """Where to keep a damaged file: ``<name>.corrupt``, or ``.corrupt.<n>`` if that is taken by
+    other content (one that already holds these bytes is an earlier salvage a kill cut short)."""
+    for n in range(1000):
+        aside = path.with_name(f"{path.name}.corrupt" + (f".{n}" if n else ""))
+        try:
+            if aside.read_bytes() == raw:
+                return aside
+        except FileNotFoundError:
+            return aside
+    return aside

@@ -155,39 +155,44 @@ def test_a_segment_file_goes_once_its_records_are_gone(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["head.json"]
 
 
-def test_corrupt_segments_are_set_aside_and_the_rest_is_replayed_in_order(
+def test_damaged_segments_are_kept_aside_what_still_reads_is_kept_and_replayed_in_order(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = SegmentedOutboxStore(tmp_path, segment_records=3)
     fill(store, 15)  # segments 1, 4, 7, 10, 13
     truncated = tmp_path / "seg-000000000004.json"
-    truncated.write_bytes(truncated.read_bytes()[:100])  # a write that never finished
+    truncated.write_bytes(truncated.read_bytes()[:100])  # cut inside its first record
     (tmp_path / "seg-000000000007.json").write_bytes(b"\x00\x17 garbage \xff")
     bad_record = tmp_path / "seg-000000000010.json"  # valid JSON, a record of an unknown kind
-    bad_record.write_text(bad_record.read_text().replace('"sampled"', '"weird"', 1))
+    original_10 = bad_record.read_text().replace('"sampled"', '"weird"', 1)
+    bad_record.write_text(original_10)
     (tmp_path / "seg-000000000016.json.tmp").write_text('{"records": {"16"')  # a kill mid-append
     (tmp_path / "head.json.tmp").write_text("{")
 
     with caplog.at_level(logging.WARNING):
         reopened = SegmentedOutboxStore(tmp_path, segment_records=3)
 
-    assert seqs(reopened) == [1, 2, 3, 13, 14, 15]
+    assert seqs(reopened) == [1, 2, 3, 11, 12, 13, 14, 15]  # only record 10 of segment 10 is lost
     problems = {Path(p.path).name: p for p in reopened.problems()}
     assert set(problems) == {"seg-000000000004.json", "seg-000000000007.json", "seg-000000000010.json"}
-    assert problems["seg-000000000010.json"].records_lost == 3
-    assert problems["seg-000000000004.json"].records_lost is None  # cannot be told from half a file
+    assert problems["seg-000000000010.json"].records_lost == 1
+    assert "2 records salvaged, 1 lost" in problems["seg-000000000010.json"].what
+    assert problems["seg-000000000004.json"].records_lost is None  # cannot be told from part of a file
     assert all("seg-" in p.what and ".corrupt" in p.what for p in problems.values())
     for name in problems:
-        assert not (tmp_path / name).exists()
         assert (tmp_path / f"{name}.corrupt").exists()
+    assert not (tmp_path / "seg-000000000004.json").exists()  # nothing could be read: moved aside
+    assert not (tmp_path / "seg-000000000007.json").exists()
+    assert (tmp_path / "seg-000000000010.json.corrupt").read_text() == original_10  # the damaged file, as found
     assert not list(tmp_path.glob("*.tmp"))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 3
+    assert not any(r.exc_info for r in warnings)
 
     assert reopened.append(new(16)).seq > 15
     again = SegmentedOutboxStore(tmp_path, segment_records=3)
-    assert again.problems() == []  # set aside once, not reported again
-    assert [r.seq for r in drain(again)] == [1, 2, 3, 13, 14, 15, seqs(reopened)[-1]]
+    assert again.problems() == []  # salvaged once, not reported again
+    assert [r.seq for r in drain(again)] == [1, 2, 3, 11, 12, 13, 14, 15, seqs(reopened)[-1]]
 
 
 def test_an_unreadable_head_file_is_set_aside_and_nothing_queued_is_lost(tmp_path: Path) -> None:
