@@ -32,10 +32,10 @@ from websockets.typing import Subprotocol
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
 from adapters.ocpp_upstream.mapping import next_boundary
+from adapters.ocpp_upstream.outgoing import call_problem
 from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.samples import site_meter_values
 from adapters.ocpp_upstream.transactions import (
-    UNKNOWN_TRANSACTION_ID,
     TransactionLog,
     auth_status,
     newest_reading,
@@ -46,24 +46,19 @@ from gateway.domain.authorization import AuthorizationCache, LocalAuthList, Unre
 from gateway.domain.authorizer import AskBackOffice, Authorizer, RecordOutcome
 from gateway.domain.events import ConnectorReadingChanged, ConnectorStatusChanged, MeterReadingChanged
 from gateway.domain.model import ConnectorStatus, Fault, iso_utc
-from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind
+from gateway.domain.outbox import NewRecord, RecordKind
 from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.backoff import Backoff
 from gateway.services.event_stream import EventStream
 from gateway.services.ocpp_status import primary_fault, status_notification_fields
-from gateway.services.outbox import Outbox, Retry
+from gateway.services.outbox import DISK_RETRY_S, Outbox, Retry
 from gateway.services.site import Site
 from gateway.services.tasks import cancel_and_wait
 from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-CALLS: dict[str, Callable[..., Any]] = {
-    "StartTransaction": call.StartTransaction,
-    "StopTransaction": call.StopTransaction,
-    "MeterValues": call.MeterValues,
-}
 CLEAN_SHUTDOWN = "clean_shutdown"  # settings section: did the last process end on purpose?
 BOOT_RETRY_FALLBACK_S = 30  # when a CSMS answers Pending/Rejected with interval 0, or errors
 
@@ -376,10 +371,16 @@ class VirtualChargePoint:
         """
         while True:
             record = await self.outbox.next()
-            if record.action == "StartTransaction" and self.transactions.csms_id(record.local_ref) is not None:
+            csms_id = self.transactions.csms_id(record.local_ref)
+            if record.action == "StartTransaction" and csms_id is not None:
                 self.outbox.delivered(record)
                 continue
-            result = await _send(peer, self._call_for(record))
+            request, problem = await call_problem(record, csms_id)
+            if problem is not None:  # ours, not the CSMS's: never sent, never retried
+                if isinstance(self.outbox.set_aside(record, problem), Retry):
+                    await asyncio.sleep(DISK_RETRY_S)
+                continue
+            result = await _send(peer, request)
             if result is None:
                 attempts = self.configuration.integer("TransactionMessageAttempts")
                 interval_s = self.configuration.integer("TransactionMessageRetryInterval")
@@ -398,14 +399,6 @@ class VirtualChargePoint:
                 self.remember(record.payload["id_tag"], result.id_tag_info)
             elif record.action == "StopTransaction" and record.local_ref is not None:
                 self.transactions.finished(record.local_ref)
-
-    def _call_for(self, record: OutboxRecord) -> Any:
-        """The CALL of a queued record, with the CSMS's transactionId patched in where it is known."""
-        payload = dict(record.payload)
-        csms_id = self.transactions.csms_id(record.local_ref)
-        if record.local_ref is not None and record.action != "StartTransaction":  # -1: never numbered
-            payload["transaction_id"] = csms_id if csms_id is not None else UNKNOWN_TRANSACTION_ID
-        return CALLS[record.action](**payload)
 
     async def _authorize(self, peer: Peer) -> None:
         while True:

@@ -352,7 +352,11 @@ class SegmentedOutboxStore:
     def head(self) -> OutboxRecord | None:
         """The oldest record, read from its segment (which stays cached)."""
         seq = next(iter(self._index), None)
-        if seq is None:
+        return None if seq is None else self.record(seq)
+
+    def record(self, seq: int) -> OutboxRecord | None:
+        """The queued record numbered ``seq`` (None if it is not queued), read from its segment."""
+        if seq not in self._index:
             return None
         fields = self._table(self._segment_of(seq)).get(doc_id=seq)
         assert isinstance(fields, dict), f"record {seq} is indexed but not in its segment"

@@ -102,6 +102,10 @@ class OutboxStore(Protocol):
         """The oldest record, or None when the store is empty."""
         ...
 
+    def record(self, seq: int) -> OutboxRecord | None:
+        """The queued record numbered ``seq``, or None if it is not queued."""
+        ...
+
     def remove(self, seqs: Iterable[int]) -> None:
         """Forget these records (the delivered head, or records thinned or dropped)."""
         ...

@@ -20,7 +20,9 @@ Until then ``stats().disk_problem`` says so, because a crash would lose what is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -97,6 +99,7 @@ class Outbox:
         self._disk_error = ""  # what the disk refused last, while it fails
         self._told_unparkable: set[int] = set()  # unsendable stops already logged as kept
         self._gone: set[int] = set()  # delivered or dropped, but the disk refused to write it off
+        self._gone_retry_at = 0.0  # (monotonic) when to try writing them off again
         self._attempts: dict[int, int] = {}  # failed attempts, also when the disk refused to keep them
         self._park = park
         self._parked = 0
@@ -252,18 +255,9 @@ class Outbox:
         while True:
             if self._held:
                 self._write_held()
-            head = self.store.head()
-            if head is not None and head.seq in self._gone:
-                try:
-                    self.store.remove([head.seq])
-                except OSError as exc:
-                    self._disk_trouble("cannot write off a delivered message", exc)
-                    await asyncio.sleep(DISK_RETRY_S)
-                    continue
-                self._gone.discard(head.seq)
-                self._disk_recovered()
-                self._changed()
-                continue
+            if self._gone:
+                self._write_off_gone()
+            head = self._first_pending()
             if head is not None:
                 return replace(head, attempts=max(head.attempts, self._attempts.get(head.seq, 0)))
             if self._held:
@@ -271,7 +265,36 @@ class Outbox:
                 self._handed_out = held.seq
                 return replace(held, attempts=self._attempts.get(held.seq, 0))
             self._waiting.clear()
+            if self._gone:  # only written-off records left, and the disk refuses to forget them
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._waiting.wait(), DISK_RETRY_S)
+                self._gone_retry_at = 0.0
+                continue
             await self._waiting.wait()
+
+    def _first_pending(self) -> OutboxRecord | None:
+        """The oldest record on disk that was not delivered or given up: the head, or (while the
+        disk refuses to write off delivered ones) the first after them."""
+        head = self.store.head()
+        if head is None or head.seq not in self._gone:
+            return head
+        seq = next((info.seq for info in self.store.index() if info.seq not in self._gone), None)
+        return None if seq is None else self.store.record(seq)
+
+    def _write_off_gone(self) -> None:
+        """Forget on disk what was delivered while the disk refused to (at most every DISK_RETRY_S)."""
+        now = time.monotonic()
+        if now < self._gone_retry_at:
+            return
+        try:
+            self.store.remove(sorted(self._gone))
+        except OSError as exc:
+            self._gone_retry_at = now + DISK_RETRY_S
+            self._disk_trouble("cannot write off a delivered message", exc)
+            return
+        self._gone.clear()
+        self._disk_recovered()
+        self._changed()
 
     async def wait_empty(self) -> None:
         """Until every queued record has been delivered or given up."""

@@ -10,10 +10,16 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from adapters.demo_csms.csms import DemoCsms
 from adapters.ocpp_upstream.charge_point import CLEAN_SHUTDOWN, VirtualChargePoint
+from adapters.storage.outbox_store import SegmentedOutboxStore
+from adapters.storage.parked import ParkedMessages
 from adapters.storage.settings import JsonSettingsStore
 from gateway.domain.model import ChargerSnapshot, Reading, VehicleState
+from gateway.domain.outbox import NewRecord, RecordKind
+from gateway.services.outbox import Outbox
 from tests.fixtures.memory_outbox import memory_outbox
 from tests.fixtures.net import free_port
 from tests.integration.test_outbox_upstream import FREE, _last_payload, _persistent_site, disk_outbox
@@ -116,3 +122,27 @@ async def test_an_idle_reading_that_has_not_changed_is_not_sent_again(csms: Demo
     await cp.take_samples()
     stamps = [p["meterValue"][0]["timestamp"] for p in csms.messages("MeterValues") if p["connectorId"] == 1]
     assert stamps == ["2026-11-29T12:01:00.000Z", "2026-11-29T12:01:10.000Z"]
+
+
+async def test_a_record_that_fails_the_schema_locally_is_set_aside_at_once_never_blamed_on_the_csms(
+    csms: DemoCsms, running: list, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14, finding 8: valid JSON on disk that no longer makes a valid CALL blocks nothing."""
+    parked = ParkedMessages(tmp_path / "outbox-parked.jsonl")
+    outbox = Outbox(SegmentedOutboxStore(tmp_path / "outbox"), park=parked.add)
+    stamp = "2026-11-29T12:00:00.000Z"
+    bad_sample = {"connector_id": 1, "meter_value": []}  # meterValue needs at least one element
+    bad_stop = {"meter_stop": "lots", "timestamp": stamp, "transaction_id": -1}  # not an integer
+    good = {"connector_id": 0, "meter_value": [{"timestamp": stamp, "sampled_value": [{"value": "5"}]}]}
+    outbox.enqueue(NewRecord(RecordKind.SAMPLED, "MeterValues", bad_sample, stamp, "tx-x"))
+    outbox.enqueue(NewRecord(RecordKind.STOP, "StopTransaction", bad_stop, stamp, "tx-x"))
+    outbox.enqueue(NewRecord(RecordKind.ALIGNED, "MeterValues", good, stamp, None))
+    cp = VirtualChargePoint(make_site(FREE), upstream(csms, meter_value_sample_interval_s=0), outbox)
+    running.append(asyncio.create_task(cp.run()))
+    await asyncio.wait_for(outbox.wait_empty(), 5)  # no retry delays: set aside at once
+    assert [p["connectorId"] for p in csms.messages("MeterValues")] == [0]
+    assert csms.messages("StopTransaction") == []
+    assert [record["action"] for record in parked.records()] == ["StopTransaction"]
+    never_left = [r.getMessage() for r in caplog.records if "never left the gateway" in r.getMessage()]
+    assert len(never_left) == 2 and all("schema" in line for line in never_left)
+    assert not any("CSMS answered" in r.getMessage() for r in caplog.records)

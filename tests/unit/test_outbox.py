@@ -190,6 +190,37 @@ async def test_a_delivery_the_disk_cannot_write_off_is_never_sent_again() -> Non
     assert len(store) == 1
 
 
+class FullStore(FlakyStore):
+    """A full disk: it refuses appends and removals alike (removing the head rewrites head.json)."""
+
+    def append(self, record: NewRecord) -> OutboxRecord:
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        return super().append(record)
+
+
+async def test_a_full_disk_that_cannot_forget_delivered_records_still_delivers_the_rest_in_order() -> None:
+    """Issue 14, finding 7: nothing billing-related may wait for the disk while the CSMS is there."""
+    store = FullStore()
+    outbox = Outbox(store)
+    for minute in (0, 1):
+        outbox.enqueue(record(RecordKind.SAMPLED, minute))
+    store.broken = True
+    outbox.enqueue(record(RecordKind.START, 2, ref="tx2", action="StartTransaction"))  # held in memory
+    sent = []
+    for _ in range(3):
+        head = await asyncio.wait_for(outbox.next(), 1)  # never waits for the disk
+        sent.append(head.payload["minute"])
+        outbox.delivered(head)
+    assert sent == [0, 1, 2]
+    assert outbox.stats().records == 0 and outbox.stats().disk_problem is not None
+    store.broken = False
+    outbox._gone_retry_at = 0.0  # (the next attempt to forget them is due)
+    outbox.enqueue(record(RecordKind.SAMPLED, 3, ref="tx2"))
+    head = await asyncio.wait_for(outbox.next(), 1)
+    assert head.payload["minute"] == 3 and len(store) == 1  # the delivered ones are gone from disk now
+
+
 async def test_failed_attempts_count_in_memory_when_the_disk_refuses() -> None:
     store = FlakyStore()
     outbox = Outbox(store)
