@@ -146,3 +146,49 @@ async def test_a_record_that_fails_the_schema_locally_is_set_aside_at_once_never
     never_left = [r.getMessage() for r in caplog.records if "never left the gateway" in r.getMessage()]
     assert len(never_left) == 2 and all("schema" in line for line in never_left)
     assert not any("CSMS answered" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_damaged_settings_file_cannot_turn_stops_into_transaction_id_minus_one(tmp_path: Path) -> None:
+    """Issue 14, finding 8: the sessions' CSMS ids live in transactions.json, apart from the settings."""
+    port = free_port()
+    ledger = tmp_path / "transactions.json"
+    csms = DemoCsms("127.0.0.1", port)
+    await csms.start()
+    site = _persistent_site(tmp_path / "settings.json")
+    cp = VirtualChargePoint(
+        site, upstream_at(port, meter_value_sample_interval_s=0), disk_outbox(tmp_path), None, JsonSettingsStore(ledger)
+    )
+    task = asyncio.create_task(cp.run())
+    try:
+        site.apply(left_at(0, VehicleState.A, 100_000))
+        site.apply(left_at(1, VehicleState.C, 100_000))
+        start = await csms.wait_for("StartTransaction", timeout=10)
+        await asyncio.wait_for(cp.outbox.wait_empty(), 5)
+        numbered = csms.last_transaction_id
+    finally:
+        await csms.stop()
+    site.apply(left_at(30, VehicleState.A, 100_200))  # the car leaves while the CSMS is away
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    for name in ("settings.json", "settings.json.prev"):
+        (tmp_path / name).write_bytes(b"\x00garbage{")  # a disk that went bad under both copies
+
+    csms = DemoCsms("127.0.0.1", port)
+    await csms.start()
+    restarted = VirtualChargePoint(
+        _persistent_site(tmp_path / "settings.json"),
+        upstream_at(port),
+        disk_outbox(tmp_path),
+        None,
+        JsonSettingsStore(ledger),
+    )
+    task = asyncio.create_task(restarted.run())
+    try:
+        stop = await csms.wait_for("StopTransaction", timeout=10)
+        assert stop["transactionId"] == numbered != -1
+        assert stop["meterStop"] == 100_200 and start["meterStart"] == 100_000
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await csms.stop()
