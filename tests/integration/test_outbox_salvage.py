@@ -16,6 +16,7 @@ import pytest
 
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind, StoreProblem
+from tests.integration.test_outbox_store import drain
 
 SEGMENT_RECORDS = 5
 MIDDLE = "seg-000000000006.json"  # records 6-10
@@ -31,14 +32,6 @@ def new(n: int) -> NewRecord:
 def filled(directory: Path) -> list[OutboxRecord]:
     store = SegmentedOutboxStore(directory, SEGMENT_RECORDS)
     return [store.append(new(n)) for n in range(1, 16)]
-
-
-def drain(store: SegmentedOutboxStore) -> list[OutboxRecord]:
-    out = []
-    while (head := store.head()) is not None:
-        out.append(head)
-        store.remove([head.seq])
-    return out
 
 
 def record_at(raw: bytes, seq: int) -> tuple[int, int]:
