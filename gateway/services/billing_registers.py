@@ -55,13 +55,18 @@ class BillingRegisters:
         """The last good register of ``where``, or None before its first."""
         return self._good.get(where)
 
-    def guard(self, where: str, reading: Reading) -> tuple[Reading, Fault | None]:
-        """The reading to use (energy removed if refused) and the register fault, if any."""
+    def guard(self, where: str, reading: Reading, *, quiet: bool = False) -> tuple[Reading, Fault | None]:
+        """The reading to use (energy removed if refused) and the register fault, if any.
+
+        ``quiet``: the caller reports a refusal itself (a native charger is answered with a
+        CALLERROR and one log line), so nothing is logged and no fault episode begins here."""
         last = self._good.get(where)
         max_power_w = self._max_power_w.get(where, float("inf"))
         checked, fault, good = check_register(last, reading, max_power_w)
         if good is not None:
             self._good[where] = good
+        if fault is not None and quiet:
+            return checked, fault
         if fault is not None and where not in self._alarm:
             self._alarm.add(where)
             what = "rose faster than possible" if fault == REGISTER_JUMP else "fell"

@@ -42,7 +42,7 @@ class NativeChargers:
     _session_effect: Callable[[Effect], None]
     _set_online: Callable[[str, bool, str, datetime], None]
     _update_status: Callable[[Connector, datetime], None]
-    _guard_register: Callable[[str, Reading], tuple[Reading, Fault | None]]
+    _guard_register: Callable[..., tuple[Reading, Fault | None]]
     _running: Callable[[str], Connector | None]
     registers: BillingRegisters
 
@@ -74,7 +74,7 @@ class NativeChargers:
                 "connector %s: a reading of %s is older than what is known: ignored", connector_id, reading.measured_at
             )
             return None
-        checked, register_fault = self._guard_register(f"connector {connector_id}", reading)
+        checked, register_fault = self._guard_register(f"connector {connector_id}", reading, quiet=True)
         if register_fault is not None:
             return register_fault
         previous = connector.reading

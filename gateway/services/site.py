@@ -223,9 +223,9 @@ class Site(NativeChargers, SiteCommands):
         if meter.connector_id in self.connectors:  # the connector's billing register: estimates move
             self.batteries.refresh(meter.connector_id)
 
-    def _guard_register(self, where: str, reading: Reading) -> tuple[Reading, Fault | None]:
+    def _guard_register(self, where: str, reading: Reading, *, quiet: bool = False) -> tuple[Reading, Fault | None]:
         """Never let a register that went backwards or jumped through as a billing value."""
-        return self.registers.guard(where, reading)
+        return self.registers.guard(where, reading, quiet=quiet)
 
     def _register_ceilings(self) -> dict[str, float]:
         """The most each billing source can deliver, in W (see domain.metering): a connector's own
