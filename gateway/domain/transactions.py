@@ -14,6 +14,7 @@ own or an assigned meter's); a per-session counter must never be passed in.
 from __future__ import annotations
 
 import itertools
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -111,11 +112,15 @@ class Phase(StrEnum):
 
 
 _refs = itertools.count(1)
+_RUN = secrets.token_hex(3)  # this process: a counter alone starts again after a restart
 
 
 def new_local_ref(connector_id: int, started_at: datetime) -> str:
-    """A reference unique in this gateway's life, to match messages before the CSMS's id exists."""
-    return f"c{connector_id}-{started_at.strftime('%Y%m%dT%H%M%S')}-{next(_refs)}"
+    """A reference unique across restarts, to match messages before the CSMS's id exists.
+
+    The references of sessions from before a restart live on in the outbox and the session
+    ledger; a new session in the same second on the same connector must never share one."""
+    return f"c{connector_id}-{started_at.strftime('%Y%m%dT%H%M%S')}-{_RUN}-{next(_refs)}"
 
 
 class TransactionMachine:

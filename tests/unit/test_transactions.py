@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -118,3 +120,14 @@ def test_an_authorisation_expires_when_no_car_comes() -> None:
     assert machine.expire(at(1), timeout_s=60)
     assert machine.phase is Phase.IDLE
     assert machine.on_plugged(0, at(2)) == []  # the car came too late: no session
+
+
+def test_a_session_reference_is_never_given_again_after_a_restart() -> None:
+    """A kill and a new session in the same second on the same connector (issue 14, kill test)."""
+    code = (
+        "from datetime import UTC, datetime; from gateway.domain.transactions import new_local_ref; "
+        "print(new_local_ref(1, datetime(2026, 1, 1, tzinfo=UTC)))"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True) for _ in range(2)]
+    first, second = (run.stdout.strip() for run in runs)
+    assert first.startswith("c1-20260101T000000-") and first != second
