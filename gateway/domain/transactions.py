@@ -14,6 +14,7 @@ own or an assigned meter's); a per-session counter must never be passed in.
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -113,6 +114,14 @@ class Phase(StrEnum):
 
 _refs = itertools.count(1)
 _RUN = secrets.token_hex(3)  # this process: a counter alone starts again after a restart
+
+
+def _new_run() -> None:
+    global _RUN
+    _RUN = secrets.token_hex(3)
+
+
+os.register_at_fork(after_in_child=_new_run)  # a forked process is another run too
 
 
 def new_local_ref(connector_id: int, started_at: datetime) -> str:
