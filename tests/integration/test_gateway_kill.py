@@ -407,7 +407,7 @@ def audit(
         stamps = [at for at, _ in energy_values(payload["meterValue"])] or [
             parse_time(v["timestamp"]) for v in payload["meterValue"]
         ]
-        for tid in by_connector.get(payload["connectorId"], []):
+        for tid in reversed(by_connector.get(payload["connectorId"], [])):  # the latest start before it
             stop = ledger.stop_of.get(tid)
             began = parse_time(starts[tid]["timestamp"])
             ended = parse_time(stop["timestamp"]) if stop is not None else datetime.max.replace(tzinfo=UTC)
