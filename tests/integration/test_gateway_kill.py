@@ -1,0 +1,608 @@
+"""kill -9 of the whole gateway at random moments, over and over, while cars come and go and the
+CSMS goes away and comes back: every session is billed once, completely and consistently (issue 14).
+
+The site: two Modbus chargers (simulators in this process, so they outlive every gateway), one
+native OCPP charger with two connectors (tests/fixtures/native_charger.py, in this process: it
+reconnects after each restart and resends every transaction message it got no answer to), and
+a CSMS (tests/fixtures/billing_csms.py, in this process) that is stopped and started to make
+outages and deduplicates byte-identical resends as a good CSMS does. Cars plug in and leave at
+random on every connector. The gateway is a real ``ocpp-gateway run`` process forked from a
+pre-imported zygote (tests/fixtures/gateway_zygote.py: ~1 s of imports paid once, so an
+incarnation costs a fork and Gateway.build) and is SIGKILLed KILLS times at random moments:
+while the CSMS is there, during outages and during the replay after each. After the last kill a
+fresh gateway runs until the cars are gone, the native charger's queue and the gateway's outbox
+are empty, then stops cleanly (SIGTERM). What the CSMS received is then checked:
+
+- every transaction is started once (identical resends excepted) and stopped exactly once; two
+  transactions never overlap on one connector; each native charger transaction is one CSMS
+  transaction; a stop carries its own session's Transaction.Begin;
+- meterStop >= every Energy.Active.Import.Register sent in that transaction's MeterValues;
+- no MeterValues of a transaction is stamped after its stop;
+- no StopTransaction or MeterValues with transactionId -1 (or an id never handed out) unless the
+  CSMS never received that transaction's StartTransaction.
+
+A Modbus car that stays plugged in across a restart is, by design (README "Restarts"), one
+session stopped PowerLoss and a new one started at the first poll: sessions of the gateway, not
+plug-ins, are what is billed once. The figures are printed (``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.modbus.profile import load_profile
+from adapters.modbus.simulator import ModbusSimulator
+from tests.fixtures.billing_csms import BillingCsms, Ledger, energy_values, parse_time, start_key
+from tests.fixtures.native_charger import NativeCharger
+from tests.fixtures.net import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = 20261414
+# (phase, kills): the CSMS is up ("online", "replay") or away ("outage"); it changes at a random
+# moment of the first incarnation of a phase. Three outages, each followed by its replay, whose
+# first lives are short, so that kills land while the backlog is being delivered.
+PHASES = [("online", 8), *[("outage", 16), ("replay", 16)] * 3]
+SHORT_REPLAY_LIVES = 10
+CSMS_THINK_S = 0.01  # the CSMS answers a transaction message within 0-10 ms
+MODBUS = {1: ("left", "phoenix-ev-eth"), 2: ("right", "webasto-next")}  # site connector -> (name, profile)
+NATIVE_CONNECTORS = [3, 4]  # the native charger's connectors 1, 2
+NATIVE_PASSWORD = "kill-test-native-pw"
+TICK_S = 0.1
+TIME_LAPSE = 30  # simulated seconds of charging per real second: registers move by Wh per tick
+POLL_S = 0.25
+DRAIN_TIMEOUT_S = 60.0
+ZYGOTE_TIMEOUT_S = 15.0
+PLUG_SLACK = timedelta(seconds=1.0)
+EXAMPLES = 3
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Zygote:
+    """The pre-imported parent of every gateway incarnation (one command, one answer)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, config: Path, log: Any) -> Zygote:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.fixtures.gateway_zygote",
+            str(config),
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+        return cls(process)
+
+    async def _ask(self, command: str) -> list[str]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{command}\n".encode())
+        await self.process.stdin.drain()
+        line = await asyncio.wait_for(self.process.stdout.readline(), ZYGOTE_TIMEOUT_S)
+        assert line, f"the zygote ended (exit code {self.process.returncode})"
+        return line.decode().split()
+
+    async def spawn(self) -> int:
+        answer = await self._ask("spawn")
+        assert answer[0] == "pid", answer
+        return int(answer[1])
+
+    async def kill(self, pid: int) -> str:
+        answer = await self._ask(f"kill {pid}")
+        assert answer[:2] == ["dead", str(pid)], answer
+        return answer[2]
+
+    async def term(self, pid: int, grace_s: float) -> str:
+        answer = await self._ask(f"term {pid} {grace_s}")
+        assert answer[:2] == ["dead", str(pid)], answer
+        return answer[2]
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+def write_config(path: Path, state: Path, csms: BillingCsms, ports: dict[str, int]) -> None:
+    chargers = "".join(
+        f"""
+[[chargers]]
+name = "{name}"
+profile = "{profile}"
+host = "127.0.0.1"
+port = {ports[name]}
+connectors = [{connector}]
+poll_interval_s = {POLL_S}
+timeout_s = 0.5
+"""
+        for connector, (name, profile) in MODBUS.items()
+    )
+    connectors = "".join(
+        f"""
+[[connectors]]
+id = {connector}
+policy = "free"
+id_tag = "MODBUS-{connector}"
+"""
+        for connector in MODBUS
+    )
+    path.write_text(
+        f"""
+[site]
+id = "kill"
+state_dir = "{state}"
+
+[status_page]
+port = {ports["status"]}
+
+[upstream]
+url = "{csms.url}"
+charge_point_id = "GW-KILL"
+meter_value_sample_interval_s = 1
+reconnect_max_s = 0.5
+response_timeout_s = 5
+
+[mqtt]
+host = "127.0.0.1"
+port = {ports["mqtt"]}
+
+[ocpp_server]
+port = {ports["ocpp"]}
+{chargers}
+[[ocpp_chargers]]
+identity = "NATIVE-1"
+password = "{NATIVE_PASSWORD}"
+connectors = {NATIVE_CONNECTORS}
+{connectors}""",
+        encoding="utf-8",
+    )
+
+
+async def drive_car(sim: ModbusSimulator, plugs: list[list[datetime | None]], rng: random.Random, stop: asyncio.Event):
+    """Cars arrive, charge, maybe pause, and leave, until ``stop``; the last one leaves too."""
+
+    async def wait(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    while not stop.is_set():
+        await wait(rng.uniform(0.3, 1.5))
+        if stop.is_set():
+            break
+        sim.plug_in()
+        plugs.append([utc_now(), None])
+        await wait(rng.uniform(0.1, 0.4))
+        sim.start_charging(rng.choice([3_680.0, 7_360.0, 11_040.0]))
+        await wait(rng.uniform(0.8, 4.0))
+        if rng.random() < 0.3:
+            sim.stop_charging()  # the car is full; it stays a little
+            await wait(rng.uniform(0.2, 0.6))
+        sim.unplug()
+        plugs[-1][1] = utc_now()
+
+
+async def tick(sims: list[ModbusSimulator]) -> None:
+    while True:
+        await asyncio.sleep(TICK_S)
+        for sim in sims:
+            sim.tick(TICK_S * TIME_LAPSE)
+
+
+async def status(http: aiohttp.ClientSession, url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            return await response.json() if response.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+def life_of(rng: random.Random, phase: str, index_in_phase: int) -> float:
+    """How long an incarnation lives before its SIGKILL (from the fork)."""
+    if phase == "replay" and index_in_phase < SHORT_REPLAY_LIVES:
+        return rng.uniform(0.1, 0.7)
+    return rng.uniform(0.05, 0.5) if rng.random() < 0.25 else rng.uniform(0.5, 1.6)
+
+
+# -- the books ---------------------------------------------------------------------------------------
+
+
+def _begin_of(stop: dict[str, Any]) -> tuple[float, datetime] | None:
+    for value in stop.get("transactionData") or []:
+        for sample in value.get("sampledValue", []):
+            if sample.get("context") == "Transaction.Begin":
+                return float(sample["value"]), parse_time(value["timestamp"])
+    return None
+
+
+def _describe(ledger: Ledger, transaction_id: int) -> str:
+    start = ledger.start_of[transaction_id]
+    stop = ledger.stop_of.get(transaction_id)
+    text = f"tx {transaction_id} conn {start['connectorId']} start {start['timestamp']}"
+    text += f" meterStart {start['meterStart']}"
+    if ledger.start_receipts[transaction_id] > 1:
+        text += f" (start received {ledger.start_receipts[transaction_id]} times)"
+    if stop is not None:
+        text += f", stop {stop['timestamp']} meterStop {stop['meterStop']} ({stop.get('reason')})"
+    return text
+
+
+def audit(
+    ledger: Ledger,
+    native: NativeCharger,
+    plugs: dict[int, list[list[datetime | None]]],
+    killed_at: list[float],
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The figures, and each invariant that failed with its examples."""
+    figures: dict[str, Any] = {}
+    failed: dict[str, list[str]] = defaultdict(list)
+    starts = ledger.start_of
+    figures["transactions at the CSMS"] = len(starts)
+    figures["  of Modbus connectors"] = sum(1 for s in starts.values() if s["connectorId"] in MODBUS)
+    figures["  of native connectors"] = sum(1 for s in starts.values() if s["connectorId"] in NATIVE_CONNECTORS)
+    figures["StartTransaction received"] = ledger.count("StartTransaction")
+    figures["  retransmitted starts (deduplicated)"] = ledger.retransmitted_starts
+    figures["StopTransaction received"] = ledger.count("StopTransaction")
+    figures["  retransmitted stops (identical)"] = ledger.retransmitted_stops
+    figures["MeterValues of transactions received"] = sum(len(v) for v in ledger.meter_values.values())
+    reasons = Counter(str(stop.get("reason")) for stop in ledger.stop_of.values())
+    figures["stop reasons"] = ", ".join(f"{r} {n}" for r, n in reasons.most_common())
+
+    # 1. stopped exactly once, by its own stop
+    never = [tid for tid in starts if tid not in ledger.stop_of]
+    figures["transactions never stopped"] = len(never)
+    failed["every transaction is stopped: never stopped"] += [_describe(ledger, tid) for tid in never]
+    figures["second, different stops"] = len(ledger.second_stops)
+    for tid, again in ledger.second_stops:
+        failed["stopped exactly once: a second, different StopTransaction"].append(
+            f"{_describe(ledger, tid)}; then stop {again['timestamp']} meterStop {again['meterStop']} "
+            f"({again.get('reason')})"
+        )
+    foreign = []
+    for tid, stop in ledger.stop_of.items():
+        begin = _begin_of(stop)
+        start = starts[tid]
+        if begin is not None and begin != (float(start["meterStart"]), parse_time(start["timestamp"])):
+            foreign.append(f"{_describe(ledger, tid)}; its stop's Transaction.Begin is {begin[0]:.0f} Wh at {begin[1]}")
+    figures["stops carrying another session's Transaction.Begin"] = len(foreign)
+    failed["a stop belongs to its own session (Transaction.Begin = its start)"] += foreign
+
+    # 2. started exactly once: no two transactions at once on one connector; native ones 1:1
+    by_connector: dict[int, list[int]] = defaultdict(list)
+    for tid, start in starts.items():
+        by_connector[start["connectorId"]].append(tid)
+    overlaps = []
+    for tids in by_connector.values():
+        tids.sort(key=lambda t: parse_time(starts[t]["timestamp"]))
+        for first, second in itertools.pairwise(tids):
+            stop = ledger.stop_of.get(first)
+            if stop is not None and parse_time(stop["timestamp"]) > parse_time(starts[second]["timestamp"]):
+                overlaps.append(f"{_describe(ledger, first)} | {_describe(ledger, second)}")
+    figures["transactions overlapping another on its connector"] = len(overlaps)
+    failed["started exactly once: two different transactions at once on one connector"] += overlaps
+
+    site_of = dict(zip(range(1, len(NATIVE_CONNECTORS) + 1), NATIVE_CONNECTORS, strict=True))
+    made = set()
+    missing, not_own = [], []
+    for tx in native.transactions:
+        key = start_key(
+            {
+                "connectorId": site_of[tx.connector],
+                "idTag": tx.id_tag,
+                "meterStart": tx.meter_start,
+                "timestamp": tx.started_at,
+            }
+        )
+        made.add(key)
+        tid = ledger.starts.get(key)
+        if tid is None:
+            missing.append(
+                f"charger connector {tx.connector} (site {site_of[tx.connector]}) start {tx.started_at} "
+                f"meterStart {tx.meter_start}, stop {tx.stopped_at} meterStop {tx.meter_stop} (charger's id "
+                f"{tx.transaction_id})"
+            )
+            continue
+        stop = ledger.stop_of.get(tid)
+        if stop is not None and (stop["meterStop"], stop.get("reason")) != (tx.meter_stop, tx.reason):
+            not_own.append(
+                f"{_describe(ledger, tid)}; the charger stopped it at {tx.stopped_at} meterStop {tx.meter_stop} "
+                f"({tx.reason})"
+            )
+    figures["native charger transactions"] = len(native.transactions)
+    figures["  never started at the CSMS"] = len(missing)
+    failed["started exactly once: a native charger transaction never reached the CSMS"] += missing
+    phantoms = [
+        _describe(ledger, tid) for key, tid in ledger.starts.items() if key[0] in NATIVE_CONNECTORS and key not in made
+    ]
+    figures["  CSMS starts on native connectors the charger never made"] = len(phantoms)
+    failed["started exactly once: a native StartTransaction the charger never sent"] += phantoms
+    figures["  stopped with other than the charger's meterStop/reason (info)"] = len(not_own)
+    figures["native charger resends (start/MeterValues/stop)"] = "/".join(
+        str(native.resent[a]) for a in ("StartTransaction", "MeterValues", "StopTransaction")
+    )
+
+    outside = 0
+    for start in starts.values():
+        connector = start["connectorId"]
+        if connector not in MODBUS:
+            continue
+        began = parse_time(start["timestamp"])
+        if not any(
+            plugged - PLUG_SLACK <= began <= (left or utc_now()) + PLUG_SLACK for plugged, left in plugs[connector]
+        ):
+            outside += 1
+    figures["Modbus transactions started while no car was plugged in (info)"] = outside
+
+    # 3. meterStop >= every energy value of the transaction's MeterValues; 4. none stamped after the stop
+    below, late = [], []
+    missing_wh = 0.0
+    for tid, payloads in ledger.meter_values.items():
+        stop = ledger.stop_of.get(tid)
+        values = [v for payload in payloads for v in energy_values(payload["meterValue"])]
+        if stop is None or not values:
+            continue
+        highest_at, highest = max(values, key=lambda v: v[1])
+        if stop["meterStop"] < highest:
+            missing_wh += highest - stop["meterStop"]
+            below.append(
+                f"{_describe(ledger, tid)}; MeterValues sent {highest:.0f} Wh at {highest_at.isoformat()} "
+                f"({highest - stop['meterStop']:.0f} Wh missing)"
+            )
+        stopped_at = parse_time(stop["timestamp"])
+        after = [(at, wh) for at, wh in values if at > stopped_at]
+        if after:
+            at, wh = max(after)
+            late.append(f"{_describe(ledger, tid)}; {len(after)} value(s) after it, the last {wh:.0f} Wh at {at}")
+    figures["stops below a sent energy value"] = len(below)
+    figures["  Wh missing in total"] = round(missing_wh)
+    failed["meterStop >= every energy value sent in its MeterValues"] += below
+    figures["transactions with MeterValues stamped after their stop"] = len(late)
+    failed["no MeterValues stamped after its transaction's stop"] += late
+
+    # 5. -1 only for a transaction whose start the CSMS never got; never an id it never gave
+    by_begin = {(float(s["meterStart"]), parse_time(s["timestamp"])): tid for tid, s in starts.items()}
+    bad_stops, excused = [], 0
+    for stop in ledger.minus_one_stops:
+        begin = _begin_of(stop)
+        tid = by_begin.get(begin) if begin is not None else None
+        if tid is None:
+            excused += 1
+        else:
+            answered = ledger.answered_at[tid]
+            later = bisect.bisect_left(killed_at, answered)
+            kill = (
+                f", the gateway was SIGKILLed {(killed_at[later] - answered) * 1000:.0f} ms later"
+                if later < len(killed_at)
+                else ""
+            )
+            bad_stops.append(
+                f"StopTransaction -1 stop {stop['timestamp']} meterStop {stop['meterStop']} ({stop.get('reason')}) "
+                f"of {_describe(ledger, tid)} (the CSMS answered its StartTransaction with {tid}{kill})"
+            )
+    bad_values = []
+    for payload in ledger.minus_one_meter_values:
+        stamps = [at for at, _ in energy_values(payload["meterValue"])] or [
+            parse_time(v["timestamp"]) for v in payload["meterValue"]
+        ]
+        for tid in reversed(by_connector.get(payload["connectorId"], [])):  # the latest start before it
+            stop = ledger.stop_of.get(tid)
+            began = parse_time(starts[tid]["timestamp"])
+            ended = parse_time(stop["timestamp"]) if stop is not None else datetime.max.replace(tzinfo=UTC)
+            if any(began <= at <= ended for at in stamps):
+                where = f"connector {payload['connectorId']} at {stamps[0]}"
+                bad_values.append(f"MeterValues -1 {where} during {_describe(ledger, tid)}")
+                break
+        else:
+            excused += 1
+    minus_one = f"{len(ledger.minus_one_stops)} / {len(ledger.minus_one_meter_values)}"
+    figures["transactionId -1: stops / MeterValues"] = minus_one
+    figures["  of which the CSMS never got the start (allowed)"] = excused
+    failed["no transactionId -1 for a transaction the CSMS numbered"] += bad_stops + bad_values
+    unknown = [f"StopTransaction {p}" for p in ledger.unknown_stops] + [
+        f"MeterValues {p}" for p in ledger.unknown_meter_values
+    ]
+    figures["messages with a transactionId the CSMS never gave"] = len(unknown)
+    failed["no transactionId the CSMS never gave"] += unknown
+    return figures, {name: examples for name, examples in failed.items() if examples}
+
+
+def print_table(title: str, figures: dict[str, Any]) -> None:
+    width = max(len(name) for name in figures)
+    print(f"\n{title}")
+    for name, value in figures.items():
+        print(f"  {name:<{width}}  {value}")
+
+
+def tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+@pytest.mark.timeout(300)
+async def test_gateway_survives_random_kill_9(tmp_path: Path) -> None:
+    began = time.monotonic()
+    rng = random.Random(SEED)
+    ports = {name: free_port() for name in ("csms", "status", "ocpp", "mqtt")}
+    csms = BillingCsms(ports["csms"], CSMS_THINK_S, SEED)
+    sims: dict[int, ModbusSimulator] = {}
+    for connector, (name, profile) in MODBUS.items():
+        sim = ModbusSimulator(load_profile(profile))
+        ports[name] = free_port()
+        await sim.start("127.0.0.1", ports[name])
+        sim.set("energy_wh", 1_000_000 * connector)
+        sims[connector] = sim
+    config, log_path = tmp_path / "gateway.toml", tmp_path / "gateway.log"
+    write_config(config, tmp_path / "state", csms, ports)
+    native = NativeCharger(f"ws://127.0.0.1:{ports['ocpp']}", "NATIVE-1", NATIVE_PASSWORD, 2, random.Random(SEED + 1))
+    plugs: dict[int, list[list[datetime | None]]] = {c: [] for c in MODBUS}
+    status_url = f"http://127.0.0.1:{ports['status']}/api/status"
+    figures: dict[str, Any] = {}
+    kills: Counter[str] = Counter()
+    backlog: Counter[str] = Counter()  # kills of a gateway that had records waiting in its outbox
+    killed_at: list[float] = []
+    lives: list[float] = []
+    stop_cars = asyncio.Event()
+    background: list[asyncio.Task[Any]] = []
+    drained = False
+    picture: dict[str, Any] | None = None
+    alive: int | None = None  # the incarnation running now
+    outages = 0
+
+    # No MQTT broker: something must hold its port, or a client connecting to a free ephemeral port
+    # on loopback may end up connected to itself (and log garbage); this one never answers.
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    mqtt_port = await asyncio.start_server(hold, "127.0.0.1", ports["mqtt"])
+    with log_path.open("wb") as log:
+        zygote = await Zygote.start(config, log)
+        http = aiohttp.ClientSession()
+        try:
+            await csms.start()
+            background.append(asyncio.create_task(tick(list(sims.values()))))
+            background.append(asyncio.create_task(native.run()))
+            for connector, sim in sims.items():
+                background.append(asyncio.create_task(drive_car(sim, plugs[connector], rng, stop_cars)))
+            for number in (1, 2):
+                background.append(asyncio.create_task(native.drive(number, stop_cars)))
+
+            # The first incarnation: how long from the fork until it serves its status page.
+            alive = pid = await zygote.spawn()
+            forked = time.monotonic()
+            for _ in range(500):  # 10 s
+                if await status(http, status_url) is not None:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError(f"the first gateway never served its status page:\n{tail(log_path)}")
+            figures["gateway up after fork (status page answers)"] = f"{time.monotonic() - forked:.2f} s"
+
+            phase_of_kill = [(phase, i) for phase, count in PHASES for i in range(count)]
+            for index, (phase, index_in_phase) in enumerate(phase_of_kill):
+                if index > 0:
+                    alive = pid = await zygote.spawn()
+                    forked = time.monotonic()
+                life = life_of(rng, phase, index_in_phase)
+                if index_in_phase == 0 and (phase == "outage") == csms.up:  # the CSMS changes mid-life
+                    await asyncio.sleep(life * rng.random())
+                    await (csms.stop() if phase == "outage" else csms.start())
+                await asyncio.sleep(max(0.0, life - (time.monotonic() - forked) - 0.01))
+                picture = await status(http, status_url, timeout_s=0.05)  # a backlog to deliver, or not
+                if picture is not None and picture["outbox"]["records"] > 0:
+                    backlog[phase] += 1
+                await asyncio.sleep(max(0.0, life - (time.monotonic() - forked)))
+                how = await zygote.kill(pid)
+                alive = None
+                killed_at.append(time.monotonic())
+                assert how == "killed", f"incarnation {index + 1} ended by itself ({how}):\n{tail(log_path)}"
+                kills[phase] += 1
+                lives.append(life)
+            kill_time = time.monotonic() - began
+            outages = csms.outages
+
+            # After the last kill: a gateway that lives, the CSMS there, every car gone.
+            if not csms.up:
+                await csms.start()
+            alive = pid = await zygote.spawn()
+            stop_cars.set()
+            drain_began = time.monotonic()
+            with contextlib.suppress(TimeoutError):  # the drivers end their last sessions
+                await asyncio.wait_for(asyncio.gather(*background[2:]), DRAIN_TIMEOUT_S / 4)
+            await native.drained(DRAIN_TIMEOUT_S / 2)
+            settled = 0
+            for _ in range(int(DRAIN_TIMEOUT_S / 0.25)):  # until quiet for a second: nothing left to send
+                if settled >= 4 or time.monotonic() - drain_began > DRAIN_TIMEOUT_S:
+                    break
+                await asyncio.sleep(0.25)
+                picture = await status(http, status_url)
+                quiet = (
+                    picture is not None
+                    and picture["outbox"]["records"] == 0
+                    and picture["upstream"]["connected"]
+                    and not any(c["session_active"] for c in picture["connectors"])
+                    and not native.queue
+                    and not native.active
+                )
+                settled = settled + 1 if quiet else 0
+            drained = settled >= 4
+            figures["drain after the last kill"] = f"{time.monotonic() - drain_began:.1f} s"
+            how = await zygote.term(pid, 10.0)
+            alive = None
+            assert how in ("exited:0", "signal:15"), f"the last gateway did not stop cleanly ({how}):\n{tail(log_path)}"
+            await asyncio.sleep(0.2)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await http.close()
+            if alive is not None:  # the test failed half-way: no gateway may outlive it
+                with contextlib.suppress(Exception):
+                    await zygote.kill(alive)
+            await zygote.close()
+            await csms.stop()
+            for sim in sims.values():
+                await sim.stop()
+            mqtt_port.close()
+            for writer in held:
+                writer.close()
+
+    total = time.monotonic() - began
+    figures["SIGKILLs (online / outage / replay)"] = (
+        f"{sum(kills.values())} ({kills['online']} / {kills['outage']} / {kills['replay']})"
+    )
+    figures["  of which with records in the outbox"] = (
+        f"{sum(backlog.values())} ({backlog['online']} / {backlog['outage']} / {backlog['replay']})"
+    )
+    figures["mean life of an incarnation"] = f"{sum(lives) / len(lives):.2f} s"
+    figures["CSMS outages"] = outages
+    figures["BootNotifications at the CSMS"] = csms.ledger.boots
+    figures["Modbus plug-ins"] = sum(len(p) for p in plugs.values())
+    books, failed = audit(csms.ledger, native, plugs, killed_at)
+    figures.update(books)
+    log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    figures["gateway log: ERROR lines / tracebacks"] = (
+        f"{log_text.count(' ERROR ')} / {log_text.count('Traceback (most recent call last)')}"
+    )
+    figures["native charger: errors from the gateway"] = len(native.errors)
+    figures["time: kills / whole test"] = f"{kill_time:.0f} s / {total:.0f} s"
+    print_table(f"gateway kill -9 test (seed {SEED})", figures)
+    if failed:
+        print("\nfailed invariants:")
+        for name, examples in failed.items():
+            print(f"  {name}: {len(examples)}")
+            for example in examples[:EXAMPLES]:
+                print(f"    e.g. {example}")
+
+    # The harness did what it claims (no vacuous pass).
+    assert sum(kills.values()) >= 100 and csms.outages >= 2
+    assert len(csms.ledger.start_of) >= 50 and len(native.transactions) >= 10
+    assert sum(len(v) for v in csms.ledger.meter_values.values()) >= 20
+    assert drained, f"the gateway did not deliver everything within {DRAIN_TIMEOUT_S} s: {picture}"
+    assert not native.errors, f"the gateway answered the native charger with errors: {native.errors[:EXAMPLES]}"
+    assert not failed, "\n".join(
+        f"{name}: {len(examples)}, e.g.\n    " + "\n    ".join(examples[:EXAMPLES]) for name, examples in failed.items()
+    )
