@@ -62,6 +62,9 @@ NATIVE_CONNECTORS = [3, 4]  # the native charger's connectors 1, 2
 NATIVE_PASSWORD = "kill-test-native-pw"
 TICK_S = 0.1
 TIME_LAPSE = 30  # simulated seconds of charging per real second: registers move by Wh per tick
+# Registers move 30 times faster than a real charger's: the plausibility ceiling must allow it
+# (11 kW x 30 = 330 kW), or every reading would be refused as a glitch.
+MAX_POWER_KW = 400
 POLL_S = 0.25
 DRAIN_TIMEOUT_S = 60.0
 ZYGOTE_TIMEOUT_S = 15.0
@@ -147,8 +150,16 @@ timeout_s = 0.5
 id = {connector}
 policy = "free"
 id_tag = "MODBUS-{connector}"
+max_power_kw = {MAX_POWER_KW}
 """
         for connector in MODBUS
+    ) + "".join(
+        f"""
+[[connectors]]
+id = {connector}
+max_power_kw = {MAX_POWER_KW}
+"""
+        for connector in NATIVE_CONNECTORS
     )
     path.write_text(
         f"""
