@@ -265,18 +265,22 @@ class Gateway:
             tls=mqtt.tls,
             telemetry=telemetry,
         )
+        # native chargers first: the upstream side must know their connectors when it looks at the
+        # sessions left open by the last run (a native charger's session goes on, it is not stopped)
+        merged = None
+        if config.ocpp_chargers:
+            merged_chargers = [c for c in config.ocpp_chargers if c.mode == "merged"]
+            merged = MergedSessions(site, merged_chargers, config.ocpp_server.heartbeat_interval_s)
         # the sessions' CSMS ids in a file of their own: a damaged settings.json cannot take them down
         ledger = JsonSettingsStore(Path(config.site.state_dir) / "transactions.json")
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site), telemetry, ledger)
         status_page = build_status_page(config, site, telemetry)
         parts = {"telemetry": telemetry, "status_page": status_page}
-        if config.ocpp_chargers:
+        if merged is not None:
             passthrough_chargers = [c for c in config.ocpp_chargers if c.mode == "passthrough"]
             relays = PassthroughRelays(
                 config.upstream.url, config.ocpp_chargers, PassthroughFeed(site, passthrough_chargers)
             )
-            merged_chargers = [c for c in config.ocpp_chargers if c.mode == "merged"]
-            merged = MergedSessions(site, merged_chargers, config.ocpp_server.heartbeat_interval_s)
             ocpp_server = LocalOcppServer(config.ocpp_server, config.ocpp_chargers, merged, passthrough=relays)
             return cls(config, site, devices, upstream, bridge, ocpp_server=ocpp_server, ocpp_merged=merged, **parts)
         return cls(config, site, devices, upstream, bridge, **parts)

@@ -36,6 +36,7 @@ from adapters.ocpp_upstream.outgoing import call_problem
 from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.samples import site_meter_values
 from adapters.ocpp_upstream.transactions import (
+    OpenTransaction,
     TransactionLog,
     auth_status,
     newest_reading,
@@ -159,6 +160,9 @@ class VirtualChargePoint:
                 log.info("connector %s: session %s never reached the queue; nothing to stop", orphan.connector_id, ref)
                 self.transactions.closed(ref)
                 continue
+            if self.site.is_native(orphan.connector_id):  # the charger did not stop with us
+                self._resume_native(orphan)
+                continue
             stopped_at = datetime.fromisoformat(orphan.last_register_at)
             stop = StopTransaction(orphan.connector_id, ref, orphan.id_tag, orphan.last_register_wh, stopped_at, reason)
             log.warning(
@@ -169,6 +173,17 @@ class VirtualChargePoint:
                 orphan.last_register_wh,
             )
             self._queue_stop(stop)
+
+    def _resume_native(self, orphan: OpenTransaction) -> None:
+        """A native charger's session outlives a gateway restart: it is taken up again, to be
+        stopped by the charger's own StopTransaction (which it resends until it is answered)."""
+        ref, connector_id = orphan.local_ref, orphan.connector_id
+        self.transactions.running[connector_id] = ref
+        started_at = datetime.fromisoformat(orphan.started_at)
+        self.site.native_resume(connector_id, ref, orphan.id_tag, orphan.meter_start_wh, started_at)
+        if (csms_id := self.transactions.csms_id(ref)) is not None:
+            self.site.transaction_numbered(ref, csms_id)
+        log.info("connector %s: the native charger's session %s goes on after the restart", connector_id, ref)
 
     def _authorize_locally_or_ask(self, request: Authorize) -> None:
         """The local list and cache answer where the rules allow (always when the CSMS is away)."""

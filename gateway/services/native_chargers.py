@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.domain.events import ConnectorReadingChanged, Event, RelayToCharger
-from gateway.domain.model import Connector, ConnectorStatus, Fault, Reading
+from gateway.domain.model import Connector, ConnectorStatus, Fault, Reading, SessionInfo
 from gateway.domain.transactions import (
     Authorize,
     AuthStatus,
@@ -131,9 +131,28 @@ class NativeChargers:
                 "connector %s: the start of session %s came again: nothing new started", connector_id, running.local_ref
             )
             return running.local_ref
+        if running is not None:  # the charger has moved on: its last session ended where this one begins
+            log.warning(
+                "connector %s: a new transaction started while session %s still ran; that one is stopped at %s Wh",
+                connector_id,
+                running.local_ref,
+                max(running.meter_start_wh, meter_start_wh),
+            )
+            ended = max(running.meter_start_wh, meter_start_wh)
+            self._session_effect(
+                StopTransaction(connector_id, running.local_ref, running.id_tag, ended, at, StopReason.OTHER)
+            )
         local_ref = new_local_ref(connector_id, at)
         self._session_effect(StartTransaction(connector_id, local_ref, id_tag, meter_start_wh, at))
         return local_ref
+
+    def native_resume(self, connector_id: int, local_ref: str, id_tag: str, meter_start_wh: int, at: datetime) -> None:
+        """A native charger's session that was running when the gateway stopped goes on: the
+        charger did not stop with the gateway, and its MeterValues and StopTransaction for it (by
+        the transaction id it was given, kept across the restart) still come."""
+        connector = self.connectors[connector_id]
+        connector.session_active, connector.finishing = True, False
+        connector.session = SessionInfo(local_ref, id_tag, meter_start_wh, at)
 
     def native_stop(self, local_ref: str, meter_stop_wh: int, at: datetime, reason: StopReason) -> bool:
         """A native charger stopped the transaction ``local_ref``; False if no such session runs.

@@ -5,6 +5,7 @@ connection stays up."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,13 @@ import pytest
 from ocpp.exceptions import PropertyConstraintViolationError
 from ocpp.v16 import call
 
+from adapters.demo_csms.csms import DemoCsms
+from gateway.app import Gateway
 from gateway.domain.events import Event, FaultRaised
 from gateway.services.event_stream import EventStream
-from tests.integration.test_ocpp_merged import NativeCharger, at, merged_site, native_charger
+from tests.fixtures.net import free_port, until_answering
+from tests.integration.test_ocpp_merged import NativeCharger, at, config_for, merged_site, native_charger
+from tests.integration.test_soc_end_to_end import running
 
 OURS = ("adapters", "gateway", "ocpp.local")  # the gateway's loggers (ocpp.local: the library's, ours)
 
@@ -216,3 +221,33 @@ async def test_a_remote_start_with_a_charging_profile_takes_the_profile_to_the_c
 
         native.remote_start_answer = "Rejected"  # e.g. a profile it cannot apply: its answer decides
         assert (await csms.call("GW-MERGED", remote)).status == "Rejected"
+
+
+async def test_a_native_session_goes_on_across_a_gateway_restart(tmp_path: Path) -> None:
+    """The gateway restarts, the charger does not: its transaction is not stopped for PowerLoss,
+    and the charger's own StopTransaction (by the id it was given before) ends it, once."""
+    csms_port, server_port = free_port(), free_port()
+    csms = DemoCsms("127.0.0.1", csms_port)
+    await csms.start()
+    config = config_for(csms_port, server_port, tmp_path)
+    try:
+        async with running(Gateway.build(config)):
+            await csms.wait_for("BootNotification")
+            async with native_charger(server_port) as native:
+                charger_id = await start(native, 1, 5_000, 1)
+                began = await csms.wait_for("StartTransaction")
+        async with running(Gateway.build(config)) as gateway:  # a new process on the same state
+            assert gateway.site.connectors[1].session is not None  # taken up again, not stopped
+            await until_answering("127.0.0.1", server_port)
+            async with native_charger(server_port) as native:
+                done = call.StopTransaction(
+                    transaction_id=charger_id, meter_stop=5_600, timestamp=at(9), reason="Local"
+                )
+                await native.call(done, suppress=False)
+                stop = await csms.wait_for("StopTransaction", timeout=10)
+                await asyncio.wait_for(gateway.upstream.outbox.wait_empty(), 5)
+        assert len(csms.messages("StartTransaction")) == 1 and len(csms.messages("StopTransaction")) == 1
+        assert (stop["reason"], stop["meterStop"], stop["timestamp"]) == ("Local", 5_600, "2026-11-29T12:09:00.000Z")
+        assert stop["transactionId"] == csms.last_transaction_id and began["meterStart"] == 5_000
+    finally:
+        await csms.stop()
