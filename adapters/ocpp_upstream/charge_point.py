@@ -18,7 +18,6 @@ import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -34,12 +33,11 @@ from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
 from adapters.ocpp_upstream.mapping import next_boundary
 from adapters.ocpp_upstream.outgoing import call_problem
 from adapters.ocpp_upstream.peer import Peer
-from adapters.ocpp_upstream.samples import site_meter_values
+from adapters.ocpp_upstream.sampling import MeterSampler
 from adapters.ocpp_upstream.transactions import (
     OpenTransaction,
     TransactionLog,
     auth_status,
-    newest_reading,
     start_payload,
 )
 from gateway.config import UpstreamConfig
@@ -89,7 +87,7 @@ class VirtualChargePoint:
         self._reported_faults: dict[int, tuple[Fault, ...]] = {}  # per connector, as last sent
         self._reported_zero = ConnectorStatus.AVAILABLE  # connector 0, as last sent
         self.transactions = TransactionLog(ledger or site.settings, legacy=site.settings)
-        self._sent_stamps: dict[int, set[str]] = {}  # per connector, the times of the last periodic sample
+        self.sampler = MeterSampler(site, self.configuration, self.transactions, outbox, self._send_live)
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self._effects = site.subscribe()
         self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
@@ -131,7 +129,7 @@ class VirtualChargePoint:
         elif isinstance(event, StopTransaction):
             self._queue_stop(event)
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
-            self._note_session_registers()
+            self.sampler.note_session_registers()
         elif isinstance(event, Authorize):
             self._authorize_locally_or_ask(event)
 
@@ -436,89 +434,19 @@ class VirtualChargePoint:
         await self._every("MeterValueSampleInterval", self.take_samples)
 
     async def take_samples(self, only: int | None = None, context: str = "Sample.Periodic") -> None:
-        measurands = self.configuration.meter_values_sampled_data
-        stop_measurands = self.configuration.measurands("StopTxnSampledData")
-        await self._meter_values(measurands, stop_measurands, context, None, only)
+        """MeterValues of every connector (or ``only``) from the latest readings (see MeterSampler)."""
+        self._take_pending()
+        await self.sampler.take_samples(only, context)
 
     async def take_aligned(self, boundary: datetime) -> None:
-        measurands = self.configuration.measurands("MeterValuesAlignedData")
-        stop_measurands = self.configuration.measurands("StopTxnAlignedData")
-        await self._meter_values(measurands, stop_measurands, "Sample.Clock", boundary, None)
-
-    async def _meter_values(
-        self,
-        measurands: list[str],
-        stop_measurands: list[str],
-        context: str,
-        stamp: datetime | None,
-        only: int | None,
-    ) -> None:
-        """MeterValues per connector from the latest readings.
-
-        A session's values (and every clock-aligned value of the site meter) are billing data and
-        go through the outbox; the rest is sent live, or not at all while the CSMS is away. Values
-        asked for by StopTxnSampledData / StopTxnAlignedData are kept for the session's stop.
-        Before a session's values are queued, their register and time are written down (see
-        ``TransactionLog.before_sending``), all in one write and with no wait in between.
-        """
+        """Clock-aligned MeterValues stamped with ``boundary`` (see MeterSampler)."""
         self._take_pending()
-        aligned = context == "Sample.Clock"
-        queued: list[tuple[RecordKind, dict[str, Any], str, str | None]] = []
-        live: list[tuple[int, list[Any]]] = []
-        readings: dict[str, tuple[int | None, datetime]] = {}
-        for connector_id, values in site_meter_values(self.site, measurands, context, stamp):
-            if only is not None and connector_id != only:
-                continue
-            ref = self.transactions.running.get(connector_id)
-            values = self._fresh(connector_id, ref, values, periodic=context == "Sample.Periodic")
-            if not values:
-                continue
-            if ref is not None or (aligned and connector_id == 0):
-                kind = RecordKind.ALIGNED if aligned else RecordKind.SAMPLED
-                payload = {"connector_id": connector_id, "meter_value": [asdict(v) for v in values]}
-                queued.append((kind, payload, values[0].timestamp, ref))
-                if ref is not None and (newest := newest_reading(values)) is not None:
-                    readings[ref] = newest
-            else:
-                live.append((connector_id, values))
-        self.transactions.before_sending(readings)
-        for kind, payload, created_at, ref in queued:
-            self.outbox.enqueue(NewRecord(kind, "MeterValues", payload, created_at, ref))
-        for connector_id, values in live:
-            if self._peer is not None and self.accepted.is_set():
-                await _send(self._peer, call.MeterValues(connector_id=connector_id, meter_value=values))
-        self._keep_session_registers(stop_measurands, context, stamp)
+        await self.sampler.take_aligned(boundary)
 
-    def _fresh(self, connector_id: int, ref: str | None, values: list[Any], *, periodic: bool) -> list[Any]:
-        """The values that are news: never one stamped before the running session began (a native
-        charger's reading of an earlier session), and no periodic value sent again with the same
-        time (a reading that has not changed since the last sample, e.g. of an idle native charger)."""
-        if ref is not None and (opened := self.transactions.open.get(ref)) is not None:
-            started_at = datetime.fromisoformat(opened.started_at)
-            values = [v for v in values if datetime.fromisoformat(v.timestamp) >= started_at]
-        if periodic:
-            sent = self._sent_stamps.get(connector_id, set())
-            self._sent_stamps[connector_id] = {v.timestamp for v in values}
-            values = [v for v in values if v.timestamp not in sent]
-        return values
-
-    def _keep_session_registers(self, stop_measurands: list[str], context: str, stamp: datetime | None) -> None:
-        """Each open session's register (for a restart) and its StopTxn values (for its stop)."""
-        if not self.transactions.running:
-            return
-        self._note_session_registers()
-        stop_values = dict(site_meter_values(self.site, stop_measurands, context, stamp)) if stop_measurands else {}
-        for connector_id, ref in list(self.transactions.running.items()):
-            for value in stop_values.get(connector_id, []):
-                self.transactions.add_stop_sample(ref, asdict(value))
-
-    def _note_session_registers(self) -> None:
-        """The billing register of every running session, so a restart can stop it with a real
-        meterStop whatever the sample intervals are (even 0)."""
-        for connector_id, ref in list(self.transactions.running.items()):
-            register = self.site.billing_register(connector_id)
-            if register is not None:
-                self.transactions.register_seen(ref, *register)
+    async def _send_live(self, connector_id: int, values: list[Any]) -> None:
+        """MeterValues outside a session: to a CSMS that is there, or nowhere."""
+        if self._peer is not None and self.accepted.is_set():
+            await _send(self._peer, call.MeterValues(connector_id=connector_id, meter_value=values))
 
     async def reset(self, hard: bool) -> None:
         """Reset as the CSMS asked: end every session (SoftReset/HardReset), deliver the stops, then

@@ -165,6 +165,7 @@ class TransactionLog:
         self._samples: dict[str, list[dict[str, Any]]] = {}  # local ref -> StopTxn*Data MeterValues
         self._saved_at: dict[str, datetime] = {}  # local ref -> reading time of its last register save
         self._unsaved: set[str] = set()  # open sessions whose last register is newer in memory than on disk
+
     def left_open_by_last_run(self) -> list[OpenTransaction]:
         """Sessions that were open when the last process ended (the caller stops them)."""
         return list(self.open.values())

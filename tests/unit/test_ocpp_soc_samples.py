@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from adapters.ocpp_upstream.samples import site_meter_values
+from adapters.ocpp_upstream.sampling import site_meter_values
 from gateway.domain.model import ChargerSnapshot, Connector, DeviceFailed, Reading, VehicleState
 from gateway.services.site import Site
 
