@@ -317,6 +317,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reset_register(args: argparse.Namespace) -> int:
+    from gateway.maintenance import NoSuchRegister, register_name, reset_register
+
+    try:
+        config = load_config(args.config)
+        where = register_name(config, args.connector, args.meter)
+    except ConfigError as exc:
+        _print_problems(str(args.config), exc.problems)
+        return EXIT_USAGE
+    except NoSuchRegister as exc:
+        print(f"reset-register: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    url = status_url(config)
+    if _answers(url):
+        print(f"reset-register: the gateway is running (it answers at {url}): stop it first", file=sys.stderr)
+        return 1
+    print(reset_register(config, where))
+    return 0
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url + "/healthz", timeout=1).close()
+    except urllib.error.HTTPError:
+        return True  # it answered (503 while starting)
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ocpp-gateway",
@@ -347,6 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=cmd_demo)
+
+    reset = sub.add_parser(
+        "reset-register", help="after a meter swap: forget the last good register of a connector or meter"
+    )
+    reset.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="its config (default: config.toml)")
+    which = reset.add_mutually_exclusive_group(required=True)
+    which.add_argument("--connector", type=int, metavar="N", help="the connector whose billing register was reset")
+    which.add_argument("--meter", metavar="NAME", help="the [[meters]] name of a meter that was swapped")
+    reset.set_defaults(func=cmd_reset_register)
 
     probe = sub.add_parser(
         "probe", help="find which profile fits the device at an address, and print a config block for it"

@@ -108,3 +108,16 @@ def _good_register(item: object) -> GoodRegister | None:
     except ValueError:
         return None
     return GoodRegister(energy_wh, moment) if moment.tzinfo is not None else None
+
+
+def forget_register(settings: SettingsStore, where: str) -> GoodRegister | None:
+    """Drop the last good register kept for ``where`` (after a meter was swapped or reset, its
+    readings stay refused as backwards until then); returns what was forgotten, or None.
+
+    Only while the gateway is stopped: a running one writes its own view back."""
+    stored = settings.load(SECTION)
+    if not isinstance(stored, dict) or where not in stored:
+        return None
+    forgotten = _good_register(stored[where])
+    settings.save(SECTION, {key: item for key, item in stored.items() if key != where})
+    return forgotten
