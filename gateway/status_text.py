@@ -56,11 +56,13 @@ def _status(connector: dict[str, Any]) -> str:
 
 
 def _backlog(outbox: dict[str, Any]) -> str:
+    """What waits for the CSMS, and a disk that refuses to keep it (then it is in memory only)."""
+    disk = f"; DISK PROBLEM: {outbox['disk_problem']}" if outbox.get("disk_problem") else ""
     if not outbox["records"]:
-        return "empty"
+        return "empty" + disk
     age = outbox.get("oldest_age_s")
     oldest = f", oldest {age:,.0f} s old" if age is not None else ""
-    return f"{outbox['records']:,} message(s) waiting for the CSMS{oldest}"
+    return f"{outbox['records']:,} message(s) waiting for the CSMS{oldest}{disk}"
 
 
 def _link(connected: bool) -> str:

@@ -165,12 +165,13 @@ def test_a_disk_that_refuses_writes_is_a_problem_on_the_page_and_in_the_metrics(
     html = render_page(picture)
     assert f"<p class=fault>{problem}</p>" in html and "1 message(s), oldest 0 s, 1 in memory only" in html
     assert disk_gauges(telemetry, picture) == (1, 1)
+    assert f"DISK PROBLEM: {problem}" in render(picture)  # ocpp-gateway status says it too
 
     store.full = False  # the disk is back: the held record is written, the problem is gone
     outbox.enqueue(NewRecord(RecordKind.SAMPLED, "MeterValues", {}, T0.isoformat(), "tx"))
     picture = site_picture(site, telemetry, LABELS)
     assert picture["outbox"]["problems"] == [] and picture["outbox"]["disk_problem"] is None
-    assert "refuses" not in render_page(picture)
+    assert "refuses" not in render_page(picture) and "DISK PROBLEM" not in render(picture)
     assert disk_gauges(telemetry, picture) == (0, 0)
 
 
