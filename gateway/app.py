@@ -25,6 +25,7 @@ from adapters.ocpp_local.merge import MergedSessions, PassthroughFeed
 from adapters.ocpp_local.passthrough import PassthroughRelays
 from adapters.ocpp_local.server import LocalOcppServer
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
+from adapters.ocpp_upstream.transactions import move_ledger
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.parked import ParkedMessages
 from adapters.storage.settings import JsonSettingsStore
@@ -273,6 +274,7 @@ class Gateway:
             merged = MergedSessions(site, merged_chargers, config.ocpp_server.heartbeat_interval_s)
         # the sessions' CSMS ids in a file of their own: a damaged settings.json cannot take them down
         ledger = JsonSettingsStore(Path(config.site.state_dir) / "transactions.json")
+        move_ledger(site.settings, ledger)
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site), telemetry, ledger)
         status_page = build_status_page(config, site, telemetry)
         parts = {"telemetry": telemetry, "status_page": status_page}

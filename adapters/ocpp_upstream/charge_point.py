@@ -86,7 +86,7 @@ class VirtualChargePoint:
         self._peer: Peer | None = None
         self._reported_faults: dict[int, tuple[Fault, ...]] = {}  # per connector, as last sent
         self._reported_zero = ConnectorStatus.AVAILABLE  # connector 0, as last sent
-        self.transactions = TransactionLog(ledger or site.settings, legacy=site.settings)
+        self.transactions = TransactionLog(ledger or site.settings)
         self.sampler = MeterSampler(site, self.configuration, self.transactions, outbox, self._send_live)
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self._effects = site.subscribe()

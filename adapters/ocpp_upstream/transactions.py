@@ -74,10 +74,25 @@ def start_payload(start: StartTransaction) -> dict[str, Any]:
     )
 
 
-def _load(store: SettingsStore, legacy: SettingsStore | None, section: str) -> dict[str, Any]:
+LEDGER_SECTIONS = ("transaction_ids", "open_transactions")
+
+
+def move_ledger(settings: SettingsStore, ledger: SettingsStore) -> None:
+    """Versions before issue 14 kept the session ledger in the settings file: move it, once.
+
+    The ledger is written first, then the settings copy is dropped, so a kill in between leaves
+    it in both places and the next start only drops the old copy (the ledger's wins)."""
+    for section in LEDGER_SECTIONS:
+        kept = settings.load(section)
+        if kept is None:
+            continue
+        if ledger.load(section) is None:
+            ledger.save(section, kept)
+        settings.save(section, None)
+
+
+def _load(store: SettingsStore, section: str) -> dict[str, Any]:
     stored = store.load(section)
-    if stored is None and legacy is not None:
-        stored = legacy.load(section)
     return stored if isinstance(stored, dict) else {}
 
 
@@ -152,14 +167,14 @@ class TransactionLog:
     """What is known of each session: its CSMS id, whether it is open, its StopTxn samples.
 
     ``store`` keeps it across restarts (its own file in the gateway, so a damaged settings file
-    cannot take the transaction ids down); ``legacy`` is where an older version kept it.
+    cannot take the transaction ids down; see ``move_ledger``).
     """
 
-    def __init__(self, store: SettingsStore, legacy: SettingsStore | None = None) -> None:
+    def __init__(self, store: SettingsStore) -> None:
         self._store = store
-        stored_ids = _load(store, legacy, "transaction_ids")
+        stored_ids = _load(store, "transaction_ids")
         self.csms_ids: dict[str, int] = {str(k): int(v) for k, v in stored_ids.items()}
-        stored_open = _load(store, legacy, "open_transactions")
+        stored_open = _load(store, "open_transactions")
         self.open: dict[str, OpenTransaction] = {ref: OpenTransaction(**item) for ref, item in stored_open.items()}
         self.running: dict[int, str] = {}  # connector -> local ref of the session running now
         self._samples: dict[str, list[dict[str, Any]]] = {}  # local ref -> StopTxn*Data MeterValues

@@ -14,6 +14,7 @@ import pytest
 
 from adapters.demo_csms.csms import DemoCsms
 from adapters.ocpp_upstream.charge_point import CLEAN_SHUTDOWN, VirtualChargePoint
+from adapters.ocpp_upstream.transactions import move_ledger
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.parked import ParkedMessages
 from adapters.storage.settings import JsonSettingsStore
@@ -192,3 +193,15 @@ async def test_a_damaged_settings_file_cannot_turn_stops_into_transaction_id_min
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await csms.stop()
+
+
+def test_an_upgrade_moves_the_session_ledger_out_of_the_settings_file_once(tmp_path: Path) -> None:
+    """Before issue 14 the CSMS ids and open sessions lived in settings.json."""
+    settings = JsonSettingsStore(tmp_path / "settings.json")
+    settings.save("transaction_ids", {"c1-old": 77})
+    settings.save("open_transactions", {})
+    ledger = JsonSettingsStore(tmp_path / "transactions.json")
+    move_ledger(settings, ledger)
+    move_ledger(settings, ledger)  # the next start: nothing more to move, nothing lost
+    assert JsonSettingsStore(tmp_path / "transactions.json").load("transaction_ids") == {"c1-old": 77}
+    assert JsonSettingsStore(tmp_path / "settings.json").load("transaction_ids") is None
