@@ -344,6 +344,7 @@ class MergedChargerSession(ChargerSession):
         if fault is not None:
             raise _refused(f"connector {number}: meterStart {meter_start} refused: {fault.info}")
         local_ref = self.site.native_start(site_id, payload["id_tag"], meter_start, at)
+        self.site.settle()  # queued upstream (on disk) before the charger gets its answer
         transaction_id = self.merged.transaction_id(local_ref)
         return call_result.StartTransaction(
             transaction_id=transaction_id, id_tag_info={"status": AuthorizationStatus.accepted}
@@ -352,10 +353,14 @@ class MergedChargerSession(ChargerSession):
     @on(Action.stop_transaction)
     def on_stop_transaction(self, **payload: Any) -> call_result.StopTransaction:
         self._received(Action.stop_transaction, payload)
-        local_ref = self.merged.finished(int(payload["transaction_id"]))
+        transaction_id = int(payload["transaction_id"])
+        local_ref = self.merged.local_refs.get(transaction_id)
         at = parse_time(payload.get("timestamp"), self.site.clock.now())
         reason = REASONS.get(str(payload.get("reason", "Local")), StopReason.OTHER)
-        if local_ref is None or not self.site.native_stop(local_ref, int(payload["meter_stop"]), at, reason):
+        stopped = local_ref is not None and self.site.native_stop(local_ref, int(payload["meter_stop"]), at, reason)
+        self.site.settle()  # queued upstream (on disk) before the charger gets its answer
+        self.merged.finished(transaction_id)  # and forgotten only then: a stop resent after a kill still finds it
+        if not stopped:
             log.warning(
                 "OCPP charger %s: StopTransaction for unknown transaction %s", self.id, payload["transaction_id"]
             )

@@ -90,6 +90,7 @@ class VirtualChargePoint:
         self.sampler = MeterSampler(site, self.configuration, self.transactions, outbox, self._send_live)
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self._effects = site.subscribe()
+        site.on_settle(self._take_pending)  # a native charger is answered only once its message is queued
         self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
         self._restore()
         self.apply_site_settings()

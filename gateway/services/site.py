@@ -100,6 +100,7 @@ class Site(NativeChargers, SiteCommands):
         self._failures: dict[str, int] = {}
         self._availability_after_session: dict[int, bool] = {}  # ChangeAvailability that waits for a stop
         self._subscribers: list[EventStream] = []
+        self._settlers: list[Callable[[], None]] = []
         self.settings: SettingsStore = settings or NoSettingsStore()
         self.registers = BillingRegisters(self._register_ceilings(), self.settings)
         self.connection_timeout_s = 60.0  # ConnectionTimeOut: how long an authorised start waits for the car
@@ -123,6 +124,17 @@ class Site(NativeChargers, SiteCommands):
     def _emit(self, event: Event) -> None:
         for stream in self._subscribers:
             stream.put(event)
+
+    def on_settle(self, settle: Callable[[], None]) -> None:
+        """``settle`` takes in, at once, what its subscription has not collected yet (``settle``)."""
+        self._settlers.append(settle)
+
+    def settle(self) -> None:
+        """Have every event emitted so far acted on now: before a native charger is answered, its
+        start or stop must be in the upstream's durable queue, or a kill between the answer (the
+        charger forgets the message) and the queueing would lose the session's billing."""
+        for settle in self._settlers:
+            settle()
 
     # -- queries ---------------------------------------------------------------------------------
     def device_online(self, device: str) -> bool | None:

@@ -17,6 +17,7 @@ from ocpp.v16 import call
 from adapters.demo_csms.csms import DemoCsms
 from gateway.app import Gateway
 from gateway.domain.events import Event, FaultRaised
+from gateway.domain.outbox import RecordKind
 from gateway.services.event_stream import EventStream
 from tests.fixtures.net import free_port, until_answering
 from tests.integration.test_ocpp_merged import NativeCharger, at, config_for, merged_site, native_charger
@@ -231,11 +232,12 @@ async def test_a_native_session_goes_on_across_a_gateway_restart(tmp_path: Path)
     await csms.start()
     config = config_for(csms_port, server_port, tmp_path)
     try:
-        async with running(Gateway.build(config)):
+        async with running(Gateway.build(config)) as first:
             await csms.wait_for("BootNotification")
             async with native_charger(server_port) as native:
                 charger_id = await start(native, 1, 5_000, 1)
                 began = await csms.wait_for("StartTransaction")
+                await asyncio.wait_for(first.upstream.outbox.wait_empty(), 5)  # its answer is in
         async with running(Gateway.build(config)) as gateway:  # a new process on the same state
             assert gateway.site.connectors[1].session is not None  # taken up again, not stopped
             await until_answering("127.0.0.1", server_port)
@@ -251,3 +253,23 @@ async def test_a_native_session_goes_on_across_a_gateway_restart(tmp_path: Path)
         assert stop["transactionId"] == csms.last_transaction_id and began["meterStart"] == 5_000
     finally:
         await csms.stop()
+
+
+async def test_a_native_start_and_stop_are_on_disk_before_the_charger_is_answered(tmp_path: Path) -> None:
+    """A charger forgets a message once answered: a kill right after the answer must not lose it.
+    Only the local server runs here (the upstream side collects nothing by itself), so what is
+    queued when the answer arrives was queued before it was sent."""
+    gateway = Gateway.build(config_for(free_port(), free_port(), tmp_path))
+    assert gateway.ocpp_server is not None
+    await gateway.ocpp_server.start()
+    try:
+        async with native_charger(gateway.ocpp_server.port) as native:
+            charger_id = await start(native, 1, 5_000, 1)
+            queued = [info.kind for info in gateway.upstream.outbox.store.index()]
+            assert queued == [RecordKind.START]
+            done = call.StopTransaction(transaction_id=charger_id, meter_stop=5_100, timestamp=at(2), reason="Local")
+            await native.call(done, suppress=False)
+            queued = [info.kind for info in gateway.upstream.outbox.store.index()]
+            assert queued == [RecordKind.START, RecordKind.STOP]
+    finally:
+        await gateway.ocpp_server.stop()
