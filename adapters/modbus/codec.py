@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from pymodbus.client.mixin import ModbusClientMixin
 
 if TYPE_CHECKING:
-    from adapters.modbus.profile import RegisterSpec
+    from adapters.modbus.profile_schema import RegisterSpec
 
 _DT = ModbusClientMixin.DATATYPE
 

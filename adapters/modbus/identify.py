@@ -2,7 +2,8 @@
 
 ``ocpp-gateway probe`` calls ``identify`` once per profile with a ``read`` function bound to one
 connection. Each ``[[identify.match]]`` names a register and what it must hold (``equals``,
-``one_of`` or a ``min``/``max`` range); all must hold for a fit. A SunSpec device, for instance,
+``one_of`` or a ``min``/``max`` range); all must hold for a fit, and the loader has made sure at
+least one of them is something a device answering only zeros cannot show. A SunSpec device, for instance,
 fits ``sunspec-203`` when holding register 40000 reads "SunS", 40002 reads model 1 and 40070
 reads model 203. After a fit the profile's own values are read and decoded, so probe can show a
 few plausible numbers (and a misfit with implausible ones stands out to the installer).
@@ -15,13 +16,13 @@ they do not have. ``DeviceUnavailable`` (no connection at all) is not a misfit a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from adapters.modbus.codec import Raw, decode_raw, to_quantity
+from adapters.modbus.codec import decode_raw
+from adapters.modbus.conditions import holds
 from adapters.modbus.layout import DeviceMap, EntryId, RegisterImage, RoleValue
-from adapters.modbus.profile import TABLE_NAMES, IdentifyMatch, Profile, Table
+from adapters.modbus.profile import TABLE_NAMES, Profile, Table
 from gateway.domain.errors import DecodeError, DeviceTimeout
 
 ReadFn = Callable[[Table, int, int, int], Awaitable[list[int]]]
@@ -65,34 +66,11 @@ async def identify(
             return None
         except ValueError:  # undecodable (a string that is not text): not this device
             return None
-        if raw is None or not _holds(match, raw):
+        if not holds(match, raw):
             return None
         evidence.append(f"{TABLE_NAMES[loc.table]} {loc.address} of unit {loc.unit_id} = {raw!r}")
     values = await _read_values(device_map, read) if read_values else {}
     return IdentifyResult(profile, device_map.station_unit_id, tuple(evidence), values)
-
-
-def _holds(match: IdentifyMatch, raw: Raw) -> bool:
-    """Does ``raw`` (the device's own value) satisfy the match's equals / one_of / min / max?"""
-    if match.equals is not None and not _same(raw, match.equals):
-        return False
-    if match.one_of is not None and not any(_same(raw, option) for option in match.one_of):
-        return False
-    if match.min is not None or match.max is not None:
-        if isinstance(raw, str):
-            return False
-        value = to_quantity(match, raw)
-        assert value is not None
-        if (match.min is not None and value < match.min) or (match.max is not None and value > match.max):
-            return False
-    return True
-
-
-def _same(raw: Raw, expected: object) -> bool:
-    if isinstance(raw, str) or isinstance(expected, str):
-        return raw == expected
-    assert isinstance(expected, int | float)
-    return math.isclose(float(raw), float(expected), rel_tol=1e-6, abs_tol=1e-9)
 
 
 async def _read_values(device_map: DeviceMap, read: ReadFn) -> dict[str, RoleValue]:

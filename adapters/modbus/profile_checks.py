@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from adapters.modbus.codec import TYPES, encode_raw, field, width
+from adapters.modbus.conditions import satisfied_by_zeros
 from adapters.modbus.profile_overlaps import RegisterMap
 from adapters.modbus.profile_schema import (
     ANY_CODE,
@@ -21,6 +22,7 @@ from adapters.modbus.profile_schema import (
     READ_ONLY_TABLES,
     ROLES,
     TABLE_NAMES,
+    Condition,
     FaultSpec,
     Profile,
     RegisterSpec,
@@ -136,6 +138,10 @@ class Checker:
             self.bad(path, f"'{role_name}' is not a quantity: scale, offset and scale factors do not apply")
         if role.kind in ("quantity", "energy") and (kind == "string" or spec.ascii):
             self.bad(f"{path}.type", f"'{role_name}' is a number; a text value cannot be scaled")
+        for index, cond in enumerate(spec.valid_when or []):
+            where = f"{path}.valid_when[{index}]"
+            if self._condition(cond, where):
+                self._registers.add(where, cond, 1, None)
 
     def _fault(self, name: str, spec: FaultSpec) -> None:
         path = f"faults.{name}"
@@ -223,23 +229,32 @@ class Checker:
     def _identify(self) -> None:
         if self.p.identify is None:
             return
-        for index, match in enumerate(self.p.identify.match):
-            path = f"identify.match[{index}]"
-            if match.sentinel is None:  # compare what is there: a SunSpec end marker 0xFFFF is a value here
-                match.sentinel = []
-            if not self._register(match, path, 1, None):
-                continue
-            textual = match.ascii or match.type == "string"
-            if match.equals is None and match.one_of is None and match.min is None and match.max is None:
-                self.bad(path, "give equals, one_of, or min/max: what the register must hold")
-            expected = [match.equals] if match.equals is not None else list(match.one_of or [])
-            if any(isinstance(e, str) != textual for e in expected):
-                what = "text (a string or an ASCII field)" if textual else "numbers"
-                self.bad(f"{path}.{'equals' if match.equals is not None else 'one_of'}", f"this register holds {what}")
-            if (match.min is not None or match.max is not None) and textual:
-                self.bad(f"{path}.min", "a range needs a number, not text")
-            if match.min is not None and match.max is not None and match.min > match.max:
-                self.bad(f"{path}.min", f"{match.min:g} is above max ({match.max:g})")
+        usable = [self._condition(match, f"identify.match[{i}]") for i, match in enumerate(self.p.identify.match)]
+        if all(usable) and all(satisfied_by_zeros(match) for match in self.p.identify.match):
+            self.bad(
+                "identify",
+                "a device that answers 0 in every register fits every match: add one that zeros cannot satisfy "
+                "(a live voltage, a rated current of at least 6 A, a marker or model code), so a fit is evidence",
+            )
+
+    def _condition(self, cond: Condition, path: str) -> bool:
+        """Check one identify match or ``valid_when`` condition; False if its register is unusable."""
+        if cond.sentinel is None:  # compare what is there: a SunSpec end marker 0xFFFF is a value here
+            cond.sentinel = []
+        if not self._register(cond, path, 1, None):
+            return False
+        textual = cond.ascii or cond.type == "string"
+        if cond.equals is None and cond.one_of is None and cond.min is None and cond.max is None:
+            self.bad(path, "give equals, one_of, or min/max: what the register must hold")
+        expected = [cond.equals] if cond.equals is not None else list(cond.one_of or [])
+        if any(isinstance(e, str) != textual for e in expected):
+            what = "text (a string or an ASCII field)" if textual else "numbers"
+            self.bad(f"{path}.{'equals' if cond.equals is not None else 'one_of'}", f"this register holds {what}")
+        if (cond.min is not None or cond.max is not None) and textual:
+            self.bad(f"{path}.min", "a range needs a number, not text")
+        if cond.min is not None and cond.max is not None and cond.min > cond.max:
+            self.bad(f"{path}.min", f"{cond.min:g} is above max ({cond.max:g})")
+        return True
 
     def _simulator(self) -> None:
         for role, value in self.p.simulator.initial.items():

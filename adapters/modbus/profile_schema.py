@@ -98,13 +98,32 @@ class RegisterSpec(_Strict):
     scope: Scope = "socket"  # "station": one register for the whole device (unit_id, no socket offset)
 
 
+class Condition(RegisterSpec):
+    """A register and what it must hold: ``equals``, ``one_of`` or a ``min``/``max`` range.
+
+    Used by ``[[identify.match]]`` (does the device fit?) and by a value's ``valid_when`` (does the
+    reading mean anything now?); ``conditions.py`` evaluates it.
+    """
+
+    equals: int | float | str | None = None
+    one_of: list[int | str] | None = None
+    min: float | None = None  # compared with the scaled value (raw * scale ...)
+    max: float | None = None
+
+
 class ValueSpec(RegisterSpec):
-    """A ``[values.<role>]`` entry; ``phases`` values ``stride`` registers apart for per-phase roles."""
+    """A ``[values.<role>]`` entry; ``phases`` values ``stride`` registers apart for per-phase roles.
+
+    ``valid_when`` declares when the register means nothing although it holds a plain number (a
+    vendor that shows 0 % SoC for "no vehicle data"): every condition must hold, else the value is
+    unknown. A sentinel says the same for one raw value; this says it for a state of the device.
+    """
 
     phases: int = Field(default=1, ge=1, le=3)
     stride: int | None = Field(default=None, ge=1)
     map: dict[str, VehicleState] | None = None
     optional: bool = False  # the device may answer "illegal address": then the value is unavailable
+    valid_when: list[Condition] | None = None  # all must hold, else the value reads as unknown
 
 
 class FaultSpec(RegisterSpec):
@@ -194,17 +213,16 @@ class WatchdogSpec(WriteTarget):
     safe_current_a: float = Field(default=0.0, ge=0)  # what the charger falls back to (simulator, docs)
 
 
-class IdentifyMatch(RegisterSpec):
+class IdentifyMatch(Condition):
     """One ``[[identify.match]]``: a register whose raw value must equal, be one of, or lie in a range."""
-
-    equals: int | float | str | None = None
-    one_of: list[int | str] | None = None
-    min: float | None = None  # compared with the scaled value (raw * scale ...)
-    max: float | None = None
 
 
 class IdentifySpec(_Strict):
-    """``[identify]``: what ``ocpp-gateway probe`` reads to tell this device family from others."""
+    """``[identify]``: what ``ocpp-gateway probe`` reads to tell this device family from others.
+
+    At least one match must be positive evidence, a condition a device answering zeros fails
+    (checked by the loader): "two registers read 0" is what any silent bridge says.
+    """
 
     match: list[IdentifyMatch] = Field(min_length=1)
 

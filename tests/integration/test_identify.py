@@ -105,3 +105,20 @@ async def test_no_connection_is_not_a_misfit() -> None:
 
     with pytest.raises(DeviceUnavailable):
         await identify(load_profile("eastron-sdm630"), unplugged)
+
+
+async def test_a_device_answering_zeros_everywhere_fits_no_profile(zeros_device: int, line: list[ModbusLine]) -> None:
+    opened = ModbusLine(TcpTransport("127.0.0.1", zeros_device), 0.5)
+    line.append(opened)
+    client = await opened.connect("test")
+    answered: list[tuple[str, int]] = []
+
+    async def read(table: Table, address: int, count: int, unit_id: int) -> list[int]:
+        words = await bus.read(client, table, address, count, unit_id, where="test", timeout_s=0.5)
+        answered.append((table, address))
+        assert not any(words)
+        return words
+
+    fits = [profile.id for profile in PROFILES if await identify(profile, read) is not None]
+    assert fits == []  # abb-terra-ac, schneider, vestel and webasto fitted before positive evidence was required
+    assert answered  # the zeros really were read, not refused

@@ -132,3 +132,12 @@ async def test_probe_of_an_unreachable_address_says_so_in_one_line(where: str, t
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
     expected = "cannot connect (refused" if where == "tcp" else "cannot open the serial port: no such device"
     assert expected in stderr
+
+
+async def test_probe_of_a_device_answering_zeros_finds_no_fit(zeros_device: int) -> None:
+    # abb-terra-ac (and schneider, vestel, webasto) once "fitted" here: every match of theirs held for 0
+    code, stdout, stderr = await run_probe("--tcp", f"127.0.0.1:{zeros_device}")
+    assert code == 1, stdout + stderr
+    assert "no profile fits. Tried:" in stdout
+    assert "fits:" not in stdout
+    assert "  abb-terra-ac  " in stdout and "does not fit" in stdout
