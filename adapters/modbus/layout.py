@@ -20,6 +20,7 @@ from adapters.modbus.codec import (
     to_quantity,
     width,
 )
+from adapters.modbus.conditions import failing_words, holds_in, satisfying_raw
 from adapters.modbus.profile import (
     ANY_CODE,
     BIT_TABLES,
@@ -206,7 +207,10 @@ class DeviceMap:
                     continue
                 owner = None if spec.scope == "station" else socket
                 optional = bool(getattr(spec, "optional", False))
-                found.append(Entry(key, owner, tuple(self.locations(spec, socket)), optional))
+                locations = self.locations(spec, socket)
+                for cond in getattr(spec, "valid_when", None) or []:  # read with the value it qualifies
+                    locations += [loc for loc in self.locations(cond, socket) if loc not in locations]
+                found.append(Entry(key, owner, tuple(locations), optional))
         return found
 
     def all_locations(self) -> list[Location]:
@@ -269,6 +273,8 @@ class DeviceMap:
         missing = None if not per_phase else (None,) * spec.phases
         if self._entry_id(f"values.{role}", spec, socket) in unavailable:
             return missing
+        if not self.valid(image, spec, socket):
+            return missing
         raws = [decode_raw(spec, image.words(loc)) for loc in self.locations(spec, socket)]
         kind = ROLES[role].kind
         if kind == "state":
@@ -289,6 +295,10 @@ class DeviceMap:
         if kind == "energy":
             return None if quantities[0] is None else round(quantities[0])
         return tuple(quantities) if per_phase else quantities[0]
+
+    def valid(self, image: RegisterImage, spec: ValueSpec, socket: int = 1) -> bool:
+        """Does every ``valid_when`` condition of ``spec`` hold now (True without any)?"""
+        return all(holds_in(cond, image.words(self.locations(cond, socket)[0])) for cond in spec.valid_when or [])
 
     def scale_factor(self, image: RegisterImage, name: str, socket: int = 1) -> int | None:
         """The power of ten in ``[scale_factors.<name>]`` now; None if the device says "not implemented"."""
@@ -337,6 +347,9 @@ class DeviceMap:
             if found is None:
                 raise ValueError(f"scale factor '{spec.scale_factor}' shows 'not implemented': cannot encode {role}")
             sf = found
+        if spec.valid_when and all(item is None for item in items):
+            self._invalidate(image, spec, socket)
+            return
         for loc, item in zip(locations, items, strict=True):
             if item is None:
                 image.put(loc.unit_id, loc.table, loc.address, encode_unavailable(spec))
@@ -351,6 +364,28 @@ class DeviceMap:
             else:
                 raw = from_quantity(spec, float(item), sf)  # type: ignore[arg-type]
             image.put(loc.unit_id, loc.table, loc.address, encode_raw(spec, raw, image.words(loc)))
+        self._validate(image, spec, socket)
+
+    def _validate(self, image: RegisterImage, spec: ValueSpec, socket: int) -> None:
+        """Make every ``valid_when`` condition on another register hold (a value was just stored)."""
+        own = self.locations(spec, socket)
+        for cond in spec.valid_when or []:
+            loc = self.locations(cond, socket)[0]
+            if loc not in own and not holds_in(cond, image.words(loc)):
+                image.put(loc.unit_id, loc.table, loc.address, encode_raw(cond, satisfying_raw(cond), image.words(loc)))
+
+    def _invalidate(self, image: RegisterImage, spec: ValueSpec, socket: int) -> None:
+        """Show "no value" as the device does: the value register reads 0 (or its sentinel) and the
+        first condition fails (Bender: SoC 0 while "smart vehicle detected" reads 0)."""
+        own = self.locations(spec, socket)
+        for loc in own:
+            words = encode_unavailable(spec) if spec.sentinel or _is_float(spec) else [0] * loc.width
+            image.put(loc.unit_id, loc.table, loc.address, words)
+        assert spec.valid_when
+        cond = spec.valid_when[0]
+        loc = self.locations(cond, socket)[0]
+        if holds_in(cond, image.words(loc)):
+            image.put(loc.unit_id, loc.table, loc.address, failing_words(cond, image.words(loc)))
 
     def write_scale_factor(self, image: RegisterImage, name: str, exponent: int, socket: int = 1) -> None:
         """Store a power of ten in ``[scale_factors.<name>]`` (values already stored keep their raw words)."""
@@ -382,6 +417,10 @@ def fault_raw(spec: FaultSpec, kind: str) -> Raw | None:
         listed = {int(c) for c in spec.codes if c != ANY_CODE and c.lstrip("-").isdigit()}
         return next(n for n in range(1, 1 << 16) if n not in listed)  # a code the map does not list
     return None
+
+
+def _is_float(spec: RegisterSpec) -> bool:
+    return TYPES[spec.type or "bool"].kind == "float"
 
 
 def _lookup(table: dict[str, VehicleState], raw: Raw | None) -> VehicleState | None:

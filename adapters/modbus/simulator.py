@@ -27,9 +27,10 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from adapters.modbus.codec import Raw, encode_raw, from_quantity
+from adapters.modbus.codec import Raw, encode_raw
+from adapters.modbus.conditions import satisfying_raw
 from adapters.modbus.layout import DeviceMap, Location, RegisterImage, RoleValue, fault_raw
-from adapters.modbus.profile import BIT_TABLES, NO_FAULT, IdentifyMatch, Profile, Table, load_profile
+from adapters.modbus.profile import BIT_TABLES, NO_FAULT, Profile, Table, load_profile
 from adapters.modbus.sim_charger import ChargerBehaviour, SocketState
 from gateway.domain.model import Fault, FaultKind, VehicleState
 
@@ -48,6 +49,8 @@ _TABLE_OF_FUNCTION = {
     23: "holding",
 }
 _ENERGY_ROLES = ("energy_wh", "energy_export_wh", "session_energy_wh")
+ARRIVAL_SOC_PERCENT = 30.0  # what a simulated car reports when it plugs in: a plausible start, not 0
+BATTERY_WH = 60_000.0  # a simulated car's battery: its SoC rises by the energy charged into it
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ class ModbusSimulator:
         self.port = 0
         self.serial: str | None = None  # the serial port of start_serial()
         self._refused: set[Location] = set()  # reads touching these answer "illegal address"
+        self._soc: dict[int, float] = {}  # exact SoC of the car on each socket that reports one
         self._changed = asyncio.Event()  # set on every master write, watchdog expiry and state change
         self._charger = ChargerBehaviour(self._map, self._image, self.set, self.get, self._changed.set)
         for socket in self._sockets:
@@ -201,6 +205,11 @@ class ModbusSimulator:
         """Set a role in its unit: a number, one per phase, a state letter, a flag, or None (n/a)."""
         if role in _ENERGY_ROLES and value is not None:
             self._energy[(socket, role)] = float(value)  # type: ignore[arg-type]
+        if role == "soc_percent":  # the exact SoC, so tick() keeps fractions of a percent
+            if isinstance(value, int | float):
+                self._soc[socket] = float(value)
+            else:
+                self._soc.pop(socket, None)
         self._map.write_role(self._image, role, value, socket)
         self._changed.set()
 
@@ -212,9 +221,14 @@ class ModbusSimulator:
         """The faults the registers show now."""
         return [f for name in self.profile.faults for f in self._map.read_faults(self._image, name, socket)]
 
-    def plug_in(self, socket: int = 1) -> None:
-        """A vehicle is connected (state B); the session counter starts again."""
+    def plug_in(self, socket: int = 1, soc_percent: float | None = ARRIVAL_SOC_PERCENT) -> None:
+        """A vehicle is connected (state B); the session counter starts again.
+
+        The vehicle reports ``soc_percent`` (None: a car that reports none) where the profile maps
+        a SoC; it rises while the car charges (``tick``) and is unknown again once it leaves.
+        """
         self._set_if_mapped("session_energy_wh", 0, socket)
+        self._set_soc(soc_percent, socket)
         self._charger.plug_in(socket)
 
     def start_charging(self, power_w: float, socket: int = 1) -> None:
@@ -230,8 +244,9 @@ class ModbusSimulator:
         self._charger.stop_charging(socket)
 
     def unplug(self, socket: int = 1) -> None:
-        """The vehicle leaves (state A)."""
+        """The vehicle leaves (state A); its SoC is unknown again."""
         self._charger.unplug(socket)
+        self._set_soc(None, socket)
 
     def offered_current_a(self, socket: int = 1) -> float | None:
         """The current the charger offers now (A): the master's limit, or its safe current after a
@@ -316,6 +331,9 @@ class ModbusSimulator:
                         shown = self.get(role, socket)
                         start = float(shown) if isinstance(shown, int | float) else 0.0
                     self.set(role, start + energy_wh, socket)
+            soc = self._soc.get(socket)
+            if power > 0 and soc is not None:
+                self._set_soc(min(100.0, soc + energy_wh / BATTERY_WH * 100.0), socket)
 
     def write_registers(
         self, table: Table, address: int, values: list[int] | list[bool], unit_id: int | None = None
@@ -340,14 +358,27 @@ class ModbusSimulator:
             self.set_scale_factor(name, self.profile.simulator.scale_factors.get(name, 0), socket)
         for match in self.profile.identify.match if self.profile.identify else []:
             for loc in self._map.locations(match, socket):
-                words = encode_raw(match, _shown(match), self._image.words(loc))
+                words = encode_raw(match, satisfying_raw(match), self._image.words(loc))
                 self._image.put(loc.unit_id, loc.table, loc.address, words)
         self.clear_faults(socket)
         if "vehicle_state" in self.profile.values:
             self.set("vehicle_state", VehicleState.A, socket)
         for role, value in self.profile.simulator.initial.items():
             self.set(role, value, socket)
+        if "soc_percent" not in self.profile.simulator.initial:
+            self._set_soc(None, socket)  # no vehicle: no SoC
         self._charger.reset(socket)
+
+    def _set_soc(self, percent: float | None, socket: int) -> None:
+        """Show the car's SoC, or "unknown" the way the profile declares it (``valid_when``, a
+        sentinel); a register that cannot say "unknown" shows 0, as such a device would."""
+        spec = self.profile.values.get("soc_percent")
+        if spec is None:
+            return
+        unknown_shown = bool(spec.valid_when or spec.sentinel or spec.type in ("f32", "f64"))
+        self.set("soc_percent", percent if percent is not None or unknown_shown else 0, socket)
+        if percent is None:
+            self._soc.pop(socket, None)  # a 0 shown for "unknown" is no SoC to charge from
 
     def _set_if_mapped(self, role: str, value: object, socket: int) -> None:
         if role in self.profile.values:
@@ -425,15 +456,6 @@ class ModbusSimulator:
         if not sending:
             self.requests.append(SimRequest(pdu.dev_id, pdu.function_code, pdu.address, pdu.count))
         return pdu
-
-
-def _shown(match: IdentifyMatch) -> Raw:
-    """A raw value that satisfies an ``[[identify.match]]``: ``equals``, the first of ``one_of``, or ``min``."""
-    if match.equals is not None:
-        return match.equals
-    if match.one_of:
-        return match.one_of[0]
-    return from_quantity(match, match.min if match.min is not None else match.max or 0.0)
 
 
 def _touches(loc: Location, unit_id: int, table: str, first: int, end: int) -> bool:

@@ -117,6 +117,10 @@ GOLDEN = [
     ("bender-cc613", "holding", 122, [3], "vehicle_state", VehicleState.C),
     ("bender-cc613", "holding", 220, [0xFFFF, 0xFFFF], "power_w", None),  # "invalid" sentinel
     ("bender-cc613", "holding", 212, [0x0000, 0x1F40], "current_a", (8.0, 0.0, 0.0)),  # 8000 mA
+    ("bender-cc613", "holding", 730, [0] * 11, "soc_percent", None),  # HR 730 = 0, HR 740 = 0: no vehicle data
+    ("bender-cc613", "holding", 730, [57] + [0] * 10, "soc_percent", None),  # HR 740 = 0: not a smart vehicle
+    ("bender-cc613", "holding", 730, [57] + [0] * 9 + [1], "soc_percent", 57.0),  # HR 740 = 1: ISO 15118 SoC
+    ("bender-cc613", "holding", 730, [0xFFFF] + [0] * 9 + [1], "soc_percent", None),  # above "% 0-100"
     ("eastron-sdm120", "input", 0x48, [0x4144, 0x0000], "energy_wh", 12_250),
     ("carlo-gavazzi-em24", "input", 0x42, [0x3039, 0x0000], "energy_wh", 1_234_500),  # 12345 x 0.1 kWh, LSW first
     ("carlo-gavazzi-em340", "input", 0x33, [0x01F4], "frequency_hz", 50.0),  # 500 x 0.1 Hz

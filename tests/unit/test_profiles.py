@@ -433,3 +433,70 @@ def test_station_and_socket_unit_ids(tmp_path: Path) -> None:
     assert {block.unit_id for block in alfen.read_blocks()} == {1, 2, 200}
     charx = DeviceMap(load_profile("phoenix-charx"), sockets=2)
     assert charx.locations(charx.profile.values["vehicle_state"], 2)[0].address == 2299
+
+
+CHARGER_STATE = """
+[[identify.match]]
+table = "input"
+address = 5
+type = "u16"
+min = 0
+max = 5
+"""
+
+
+def test_identify_needs_a_match_that_zeros_cannot_satisfy(tmp_path: Path) -> None:
+    reason = problems(write_profile(tmp_path, METER + CHARGER_STATE + CHARGER_STATE.replace("5", "6", 1)))[
+        "test-device.toml: identify"
+    ]
+    assert "answers 0 in every register" in reason
+    for evidence in ("min = 6", "equals = 3", "one_of = [1, 2]"):  # each fails on a zero register
+        text = METER + CHARGER_STATE + CHARGER_STATE.replace("min = 0\nmax = 5", evidence).replace("5", "6", 1)
+        assert load_profile(write_profile(tmp_path, text)).identify is not None, evidence
+
+
+@pytest.mark.parametrize("name", profile_names())
+def test_every_shipped_identification_has_positive_evidence(name: str) -> None:
+    from adapters.modbus.conditions import satisfied_by_zeros
+
+    identify = load_profile(name).identify
+    assert identify is not None, "probe cannot suggest a profile without [identify]"
+    assert not all(satisfied_by_zeros(match) for match in identify.match)
+
+
+GATED = (
+    METER.replace('kind = "meter"', 'kind = "charger"').replace("[values.power_w]", "[values.soc_percent]")
+    + 'valid_when = [{ table = "input", address = 9, type = "u16", equals = 1 }, '
+    '{ table = "input", address = 0, type = "f32", max = 100 }]\n'
+    '[values.vehicle_state]\ntable = "input"\naddress = 4\ntype = "u16"\nmap = { "1" = "A" }\n'
+)
+
+
+def test_valid_when_makes_a_plain_number_unknown(tmp_path: Path) -> None:
+    device = DeviceMap(load_profile(write_profile(tmp_path, GATED)))
+    [entry] = [e for e in device.entries() if e.key == "values.soc_percent"]
+    assert Location(1, "input", 9, 1) in entry.locations  # the condition is read with the value
+    image = RegisterImage()
+    image.put(1, "input", 0, [0x4264, 0x0000])  # 57.0
+    assert device.read_role(image, "soc_percent") is None  # input 9 reads 0: the 57 means nothing
+    image.put(1, "input", 9, [1])
+    assert device.read_role(image, "soc_percent") == 57.0
+    image.put(1, "input", 0, [0x4316, 0x0000])  # 150.0: above the declared range
+    assert device.read_role(image, "soc_percent") is None
+
+
+def test_the_simulator_encodes_unknown_through_the_condition(tmp_path: Path) -> None:
+    device = DeviceMap(load_profile(write_profile(tmp_path, GATED)))
+    image = RegisterImage()
+    device.write_role(image, "soc_percent", 42.0)
+    assert image.get(1, "input", 9) == [1] and device.read_role(image, "soc_percent") == 42.0
+    device.write_role(image, "soc_percent", None)
+    assert image.get(1, "input", 9) == [0] and device.read_role(image, "soc_percent") is None
+
+
+def test_valid_when_conditions_are_checked_like_matches(tmp_path: Path) -> None:
+    text = GATED.replace("equals = 1 }", 'equals = "x" }')
+    found = problems(write_profile(tmp_path, text))
+    assert "holds numbers" in found["test-device.toml: values.soc_percent.valid_when[0].equals"]
+    text = GATED.replace('address = 9, type = "u16"', 'address = 1, type = "u16"')
+    assert "overlap" in " ".join(problems(write_profile(tmp_path, text)).values())  # inside the f32 at 0..1
