@@ -28,6 +28,7 @@ from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.ocpp_upstream.transactions import move_ledger
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.parked import ParkedMessages
+from adapters.storage.private import secure_state_dir
 from adapters.storage.settings import JsonSettingsStore
 from adapters.web.server import StatusServer
 from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
@@ -230,6 +231,9 @@ class Gateway:
     @classmethod
     def build(cls, config: GatewayConfig, clock: Clock | None = None) -> Gateway:
         validate(config)
+        # 0700 before anything is read or written in it; files an older version left readable by
+        # others (they hold id tags) are narrowed to 0600 here, once
+        secure_state_dir(Path(config.site.state_dir))
         site = build_site(config, clock)
         telemetry = Telemetry([device.name for device in [*config.chargers, *config.meters]], clock)
         lines = ModbusLines()  # one connection and one turn-taking lock per bus

@@ -4,6 +4,9 @@ The protocol: write ``<name>.tmp`` next to the target, flush and fsync it, ``os.
 the target (atomic on POSIX), then fsync the directory so the rename itself is on disk. A kill
 before the rename leaves only a stray ``.tmp`` (the old file is intact); a kill after it leaves
 the new file. Readers that own a directory remove stray temporaries when they open it.
+
+The temporary is created 0600 (``private.open_private``), whatever the umask: the file it
+becomes holds id tags, and a rename keeps the mode.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+
+from adapters.storage.private import open_private
 
 TEMPORARY_SUFFIX = ".tmp"
 
@@ -36,7 +41,7 @@ def write_atomically(
     """
     temporary = temporary_path(path)
     try:
-        with open(temporary, "wb") as file:
+        with os.fdopen(open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())

@@ -44,6 +44,7 @@ from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
 from adapters.storage.atomic import TEMPORARY_SUFFIX, fsync_directory, write_atomically
+from adapters.storage.private import make_private_directory
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordInfo, RecordKind, StoreProblem
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,7 @@ class SegmentedOutboxStore:
         self._reserved = 0
         self._head_bytes = 0
         self._next_seq = 1
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_directory(directory)  # 0700, its segments 0600 (write_atomically): they hold id tags
         self._recover()
 
     # -- the port -------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 One JSON object per line in ``outbox-parked.jsonl`` beside the outbox. A stop ends a bill, so it
 is never thrown away: it leaves the queue (so later sessions are not blocked behind it for ever)
 only once this file has it on disk (written, flushed and fsynced). An operator can read it, fix
-what the CSMS objects to, and hand the messages to the CSMS by other means.
+what the CSMS objects to, and hand the messages to the CSMS by other means. The file holds id
+tags: it is created 0600 in a 0700 folder (``private``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+from adapters.storage.private import make_private_directory, open_private
 from gateway.domain.outbox import OutboxRecord
 
 
@@ -26,8 +28,9 @@ class ParkedMessages:
         """Append ``record``; returns only once it is on disk (an OSError is raised to the caller)."""
         line = json.dumps(asdict(record), sort_keys=True) + "\n"
         created = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as file:
+        make_private_directory(self.path.parent)
+        descriptor = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(descriptor, "a", encoding="utf-8") as file:
             file.write(line)
             file.flush()
             os.fsync(file.fileno())

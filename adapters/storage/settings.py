@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.storage.atomic import write_atomically
+from adapters.storage.private import make_private_directory
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class JsonSettingsStore:
         sections = {**self._sections, section: data}
         text = json.dumps(sections, indent=1, sort_keys=True)  # before anything changes
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_directory(self.path.parent)  # 0700: the file holds id tags
             write_atomically(self.path, text.encode("utf-8"), keep_previous=self.previous_path)
         except OSError as exc:
             log.error("settings section %r not saved to %s: %s", section, self.path, exc)
