@@ -27,6 +27,7 @@ from websockets.typing import Subprotocol
 
 from adapters.ocpp_local.frames import short
 from adapters.ocpp_local.handshake import REALM, SUBPROTOCOL, Chargers, Refusal, admit, identity_in
+from adapters.ocpp_local.server_log import server_logger
 from adapters.ocpp_local.throttle import LogThrottle
 from gateway.config import OcppChargerConfig, OcppServerConfig, OcppServerTlsConfig
 from gateway.domain.errors import ConfigError
@@ -125,6 +126,7 @@ class LocalOcppServer:
                 # A peer that has not answered a close by then will not: the same patience as for a pong.
                 close_timeout=settings.ping_timeout_s,
                 ssl=server_ssl_context(settings.tls) if settings.tls else None,
+                logger=server_logger(),  # an unreadable request is one WARNING, not a traceback
             )
         except OSError as exc:
             where = f"{settings.host}:{settings.port}"

@@ -34,23 +34,24 @@ from adapters.ocpp_upstream.mapping import next_boundary
 from adapters.ocpp_upstream.outgoing import call_problem
 from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.sampling import MeterSampler
+from adapters.ocpp_upstream.statuses import StatusReports
 from adapters.ocpp_upstream.transactions import (
     OpenTransaction,
     TransactionLog,
     auth_status,
     start_payload,
 )
+from adapters.ocpp_upstream.triggered import pending_meter_values
 from gateway.config import UpstreamConfig
 from gateway.domain.authorization import AuthorizationCache, LocalAuthList, UnreadableState, mask_id_tag
 from gateway.domain.authorizer import AskBackOffice, Authorizer, RecordOutcome
-from gateway.domain.events import ConnectorReadingChanged, ConnectorStatusChanged, MeterReadingChanged
-from gateway.domain.model import ConnectorStatus, Fault, iso_utc
+from gateway.domain.events import ConnectorReadingChanged, MeterReadingChanged
+from gateway.domain.model import iso_utc
 from gateway.domain.outbox import NewRecord, RecordKind
 from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.backoff import Backoff
 from gateway.services.event_stream import EventStream
-from gateway.services.ocpp_status import primary_fault, status_notification_fields
 from gateway.services.outbox import DISK_RETRY_S, Outbox, Retry
 from gateway.services.site import Site
 from gateway.services.tasks import cancel_and_wait
@@ -84,8 +85,7 @@ class VirtualChargePoint:
         self.registration = "none"  # the last BootNotification result
         self.accepted = asyncio.Event()  # set once Boot was Accepted in this process
         self._peer: Peer | None = None
-        self._reported_faults: dict[int, tuple[Fault, ...]] = {}  # per connector, as last sent
-        self._reported_zero = ConnectorStatus.AVAILABLE  # connector 0, as last sent
+        self.statuses = StatusReports(site, _send)
         self.transactions = TransactionLog(ledger or site.settings)
         self.sampler = MeterSampler(site, self.configuration, self.transactions, outbox, self._send_live)
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
@@ -290,10 +290,10 @@ class VirtualChargePoint:
         await self._boot(peer)
         events = self.site.subscribe()  # subscribe before the initial statuses: no change slips between
         try:
-            await self._send_all_statuses(peer)
+            unread = await self.statuses.send_all(peer)
             await _first_to_finish(
                 self._heartbeats(peer),
-                self._status_changes(peer, events),
+                self.statuses.follow(peer, events, unread),
                 self._deliver(peer),
                 self._authorize(peer),
             )
@@ -304,75 +304,34 @@ class VirtualChargePoint:
         """BootNotification until Accepted; once accepted in this process, a reconnect does not reboot."""
         while not self.accepted.is_set():
             try:
-                result = await peer.call(
-                    call.BootNotification(
-                        charge_point_vendor=self.settings.vendor, charge_point_model=self.settings.model
-                    ),
-                    suppress=False,
-                )
+                result = await peer.call(self._boot_request(), suppress=False)
             except (OCPPError, TimeoutError) as exc:
                 log.warning("BootNotification failed: %s; retrying in %s s", exc, BOOT_RETRY_FALLBACK_S)
                 await asyncio.sleep(BOOT_RETRY_FALLBACK_S)
                 continue
-            self.registration = str(result.status)
-            self.site.set_upstream(True, self.registration)
-            interval = int(result.interval) if result.interval else 0
-            if result.status == RegistrationStatus.accepted:
-                if interval > 0:
-                    self.configuration.set("HeartbeatInterval", str(interval))
-                log.info("CSMS accepted BootNotification (heartbeat %s s)", self.configuration.heartbeat_interval_s)
-                self.accepted.set()
+            wait_s = self._booted(result)
+            if wait_s == 0:
                 return
-            wait_s = interval or BOOT_RETRY_FALLBACK_S
             log.warning("CSMS answered BootNotification %s; retrying in %s s", result.status, wait_s)
-            await asyncio.sleep(wait_s)
+            with contextlib.suppress(TimeoutError):  # a triggered BootNotification may be Accepted meanwhile
+                await asyncio.wait_for(self.accepted.wait(), wait_s)
 
-    async def _send_all_statuses(self, peer: Peer) -> None:
-        """Connector 0 and every connector, as they are now (after boot and after each reconnect)."""
-        await self._send_statuses(peer)
+    def _boot_request(self) -> call.BootNotification:
+        return call.BootNotification(charge_point_vendor=self.settings.vendor, charge_point_model=self.settings.model)
 
-    async def _send_statuses(self, peer: Peer, only: int | None = None, at: datetime | None = None) -> None:
-        """Connector 0 and every connector (or just ``only``), stamped ``at`` or with when each status began."""
-        if only in (None, 0):
-            await self._send_zero_status(peer, at or self.site.clock.now())
-        for connector in self.site.upstream_connectors.values():
-            if only not in (None, connector.connector_id):
-                continue
-            faults = connector.faults  # as sent: it may change while we await the answer
-            self._reported_faults[connector.connector_id] = faults
-            stamp = at or connector.status_since
-            await self._send_status(peer, connector.connector_id, connector.status, faults, stamp)
-
-    def _zero_status(self) -> ConnectorStatus:
-        """Connector 0 (the gateway as a whole) is Unavailable while every connector is taken out
-        of service (ChangeAvailability of connector 0), Available otherwise."""
-        in_service = any(c.available for c in self.site.upstream_connectors.values())
-        return ConnectorStatus.AVAILABLE if in_service else ConnectorStatus.UNAVAILABLE
-
-    async def _send_zero_status(self, peer: Peer, at: datetime) -> None:
-        self._reported_zero = self._zero_status()
-        await self._send_status(peer, 0, self._reported_zero, (), at)
-
-    async def _send_status(
-        self, peer: Peer, connector_id: int, status: ConnectorStatus, faults: tuple[Fault, ...], at: datetime
-    ) -> None:
-        fields = status_notification_fields(connector_id, status, faults)
-        await _send(peer, call.StatusNotification(connector_id=connector_id, timestamp=iso_utc(at), **fields))
-
-    async def _status_changes(self, peer: Peer, events: EventStream) -> None:
-        """A StatusNotification per change; a fault raised beside a more severe one still gets its own."""
-        async for event in events:
-            if not isinstance(event, ConnectorStatusChanged) or event.connector_id not in self.site.upstream_connectors:
-                continue
-            reported = self._reported_faults.get(event.connector_id, ())
-            primary = primary_fault(event.faults)
-            for fault in event.faults:
-                if fault not in reported and fault != primary:
-                    await self._send_status(peer, event.connector_id, event.status, (fault,), event.changed_at)
-            await self._send_status(peer, event.connector_id, event.status, event.faults, event.changed_at)
-            self._reported_faults[event.connector_id] = event.faults
-            if self._zero_status() is not self._reported_zero:
-                await self._send_zero_status(peer, event.changed_at)
+    def _booted(self, result: Any) -> float:
+        """Take a BootNotification's answer (ours or one the CSMS triggered): Accepted applies the
+        heartbeat interval and opens the gate; returns the wait before the next boot (0: none)."""
+        self.registration = str(result.status)
+        self.site.set_upstream(True, self.registration)
+        interval = int(result.interval) if result.interval else 0
+        if result.status != RegistrationStatus.accepted:
+            return interval or BOOT_RETRY_FALLBACK_S
+        if interval > 0:
+            self.configuration.set("HeartbeatInterval", str(interval))
+        log.info("CSMS accepted BootNotification (heartbeat %s s)", self.configuration.heartbeat_interval_s)
+        self.accepted.set()
+        return 0
 
     async def _deliver(self, peer: Peer) -> None:
         """The outbox, head first, one call at a time, each until the CSMS has answered it.
@@ -465,18 +424,15 @@ class VirtualChargePoint:
         """The message a TriggerMessage asked for, sent after its answer (never inside the handler)."""
         if message == "Heartbeat":
             await _send(peer, call.Heartbeat())
+        elif message == "MeterValues" and not self.accepted.is_set():  # Pending: see triggered.py
+            for request in pending_meter_values(self.site, self.configuration.meter_values_sampled_data, connector_id):
+                await _send(peer, request)
         elif message == "MeterValues":
             await self.take_samples(connector_id, context="Trigger")
         elif message == "StatusNotification":
-            await self._send_statuses(peer, only=connector_id, at=self.site.clock.now())
-        elif message == "BootNotification":
-            result = await _send(
-                peer,
-                call.BootNotification(charge_point_vendor=self.settings.vendor, charge_point_model=self.settings.model),
-            )
-            if result is not None:
-                self.registration = str(result.status)
-                self.site.set_upstream(True, self.registration)
+            await self.statuses.send(peer, only=connector_id, at=self.site.clock.now())
+        elif message == "BootNotification" and (result := await _send(peer, self._boot_request())) is not None:
+            self._booted(result)
 
     async def _every(self, key: str, send: Callable[[], Awaitable[Any]]) -> None:
         """Call ``send`` every ``key`` seconds (never while it is 0); a new value restarts the wait."""

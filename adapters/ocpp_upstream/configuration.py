@@ -1,6 +1,10 @@
 """The charge point's OCPP configuration keys (GetConfiguration / ChangeConfiguration).
 
 Holds typed values and validates changes; a loop that depends on a key waits with ``wait_changed``.
+Keys are CiString50 in OCPP 1.6, so a CSMS may spell them in any case: they are looked up without
+regard to case and answered with their canonical spelling. Every Core profile key the
+specification requires is present; those the gateway cannot act on are read-only with the value
+that describes what it does (see ``_fixed_core_keys``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,25 @@ def _measurand_list_or_empty(text: str) -> bool:
     return text.strip() == "" or _measurand_list(text)
 
 
+def _fixed_core_keys(connector_count: int) -> dict[str, _Key]:
+    """Required Core keys (OCPP 1.6, 9.1) whose behaviour the gateway cannot change: read-only, with
+    the value that says what it does (a CSMS that tries to change them gets Rejected).
+
+    ConnectorPhaseRotation: how each connector is wired is not known to the gateway (Unknown).
+    ResetRetries: a reset here is a reconnect and a new boot, never retried as a failed one (0).
+    StopTransactionOnEVSideDisconnect: a session always ends when the car leaves (true).
+    UnlockConnectorOnEVSideDisconnect: the gateway never unlocks a connector (no shipped profile
+    has an unlock register; what a charger does by itself is its own setting): false.
+    """
+    rotation = ",".join(f"{cid}.Unknown" for cid in range(connector_count + 1))
+    return {
+        "ConnectorPhaseRotation": _Key(rotation if len(rotation) <= 500 else "0.Unknown", True),
+        "ResetRetries": _Key("0", True),
+        "StopTransactionOnEVSideDisconnect": _Key("true", True),
+        "UnlockConnectorOnEVSideDisconnect": _Key("false", True),
+    }
+
+
 class OcppConfiguration:
     """Configuration keys of the virtual charge point, with their OCPP string values."""
 
@@ -78,8 +101,14 @@ class OcppConfiguration:
             "ChargingScheduleMaxPeriods": _Key("100", True),
             "MaxChargingProfilesInstalled": _Key("50", True),
             "GetConfigurationMaxKeys": _Key("20", True),
+            **_fixed_core_keys(connector_count),
         }
+        self._canonical = {key.casefold(): key for key in self._keys}
         self._changed = {key: asyncio.Event() for key in self._keys}
+
+    def canonical(self, key: str) -> str | None:
+        """The key as the gateway spells it, for any spelling a CSMS sends; None if unknown."""
+        return self._canonical.get(key.casefold())
 
     def to_dict(self) -> dict[str, str]:
         """The keys a CSMS can change, for storage."""
@@ -89,7 +118,7 @@ class OcppConfiguration:
         """Take back stored values; returns the keys it had to skip (unknown, read-only or invalid)."""
         skipped = []
         for key, value in stored.items():
-            entry = self._keys.get(key)
+            entry = self._keys.get(self.canonical(key) or key)
             if entry is None or entry.readonly or (entry.check is not None and not entry.check(str(value))):
                 skipped.append(key)
             else:
@@ -98,17 +127,19 @@ class OcppConfiguration:
 
     def get(self, keys: list[str] | None) -> tuple[list[dict[str, object]], list[str]]:
         """(configurationKey entries, unknownKey names) as GetConfiguration.conf wants them."""
-        wanted = keys or list(self._keys)
-        known = [
-            {"key": k, "readonly": self._keys[k].readonly, "value": self._keys[k].value}
-            for k in wanted
-            if k in self._keys
-        ]
-        unknown = [k for k in wanted if k not in self._keys]
+        known: list[dict[str, object]] = []
+        unknown: list[str] = []
+        for asked in keys or list(self._keys):
+            key = self.canonical(asked)
+            if key is None:
+                unknown.append(asked)
+            else:
+                known.append({"key": key, "readonly": self._keys[key].readonly, "value": self._keys[key].value})
         return known, unknown
 
     def change(self, key: str, value: str) -> str:
         """Apply a ChangeConfiguration; returns Accepted, Rejected or NotSupported."""
+        key = self.canonical(key) or key
         entry = self._keys.get(key)
         if entry is None:
             return "NotSupported"

@@ -11,12 +11,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ocpp.exceptions import OCPPError
+from ocpp.messages import Call
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from adapters.ocpp_upstream.incoming import short, unanswered, unsupported_action
 from adapters.ocpp_upstream.local_list import get_local_list_version, send_local_list
 from adapters.ocpp_upstream.smart_charging import (
     composite_schedule_result,
@@ -73,6 +75,25 @@ class Peer(ChargePoint):
         else:
             telemetry.message_sent(action)
         return result
+
+    async def _handle_call(self, msg: Call) -> Any:
+        """The library's, but silent while Rejected, with OCPP 1.6's CALLERROR for an action the
+        gateway does not carry out, and one log line instead of a traceback (see incoming.py)."""
+        if unanswered(self.owner.registration, self.owner.accepted.is_set()):
+            log.warning("CSMS sent %s while the gateway is Rejected: not answered (OCPP 1.6, 4.2)", short(msg.action))
+            return None
+        if "_on_action" not in self.route_map.get(msg.action, {}):
+            error = unsupported_action(msg.action)
+            log.warning("CSMS asked for %s: answered %s", short(msg.action), error.code)
+            await self._send(msg.create_call_error(error).to_json())
+            return None
+        try:
+            return await super()._handle_call(msg)
+        except OCPPError as error:  # the request (or, a bug of ours, our answer) failed the schema
+            cause = error.details.get("cause", "") if isinstance(error.details, dict) else ""
+            log.warning("CSMS %s answered with CALLERROR %s: %s", msg.action, error.code, short(cause, 200))
+            await self._send(msg.create_call_error(error).to_json())
+            return None
 
     @on(Action.get_configuration)
     def on_get_configuration(self, key: list[str] | None = None) -> Any:

@@ -76,7 +76,7 @@ class ConnectorStatus(StrEnum):
     """What a connector is doing, derived from its vehicle state, faults and device health."""
 
     AVAILABLE = "available"
-    OCCUPIED = "occupied"  # vehicle plugged in, not charging
+    OCCUPIED = "occupied"  # taken, no session yet: a car plugged in, or an authorised start waiting for it
     CHARGING = "charging"
     SUSPENDED_EV = "suspended_ev"
     SUSPENDED_EVSE = "suspended_evse"

@@ -68,10 +68,15 @@ def derive_status(
     session_active: bool = False,
     offering: bool | None = None,
     finishing: bool = False,
+    awaiting_car: bool = False,
 ) -> ConnectorStatus:
     """The connector status a driver would see.
 
-    ``session_active``: a transaction is running; ``finishing``: it ended and the car is still plugged in.
+    ``session_active``: a transaction is running; ``finishing``: it ended and the car is still
+    plugged in (Finishing even while the car still draws: the session is over and the charger has
+    been told to stop; the next poll sees it); ``awaiting_car``: a start is authorised (or being
+    authorised) and waits for the car, so the connector is taken (OCCUPIED, OCPP's Preparing)
+    until the car comes or ConnectionTimeOut gives it back.
     """
     if any(fault.blocks_charging for fault in faults):
         return ConnectorStatus.FAULTED
@@ -80,11 +85,11 @@ def derive_status(
     if vehicle_state is None:
         return ConnectorStatus.UNAVAILABLE
     if vehicle_state is VehicleState.A:
-        return ConnectorStatus.AVAILABLE
+        return ConnectorStatus.OCCUPIED if awaiting_car else ConnectorStatus.AVAILABLE
     if faults:  # only non-blocking ones (EV communication): the charger holds, waiting for the car
         return ConnectorStatus.SUSPENDED_EVSE
-    if vehicle_state in STATE_STATUS:
-        return STATE_STATUS[vehicle_state]
     if finishing and not session_active:
         return ConnectorStatus.FINISHING
+    if vehicle_state in STATE_STATUS:
+        return STATE_STATUS[vehicle_state]
     return PLUGGED_STATUS[(session_active, offering)]

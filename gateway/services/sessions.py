@@ -20,6 +20,7 @@ from gateway.domain.transactions import (
     AuthStatus,
     Effect,
     EnableCharging,
+    Phase,
     StopReason,
     TransactionMachine,
 )
@@ -90,13 +91,21 @@ class Sessions:
         elif state is VehicleState.A and machine.plugged:
             self._run(machine.on_unplugged(self._energy(connector_id), at))
 
-    def expire_waiting(self, now: datetime, timeout_s: float) -> None:
-        """ConnectionTimeOut: authorised starts whose car did not come are dropped."""
+    def expire_waiting(self, now: datetime, timeout_s: float) -> list[int]:
+        """ConnectionTimeOut: authorised starts whose car did not come are dropped; returns their connectors."""
+        expired = []
         for machine in self.machines.values():
             if machine.expire(now, timeout_s):
                 log.info(
                     "connector %s: no car within %g s of the authorisation; dropped", machine.connector_id, timeout_s
                 )
+                expired.append(machine.connector_id)
+        return expired
+
+    def awaiting_car(self, connector_id: int) -> bool:
+        """A start is authorised, or being authorised, and no session has begun: the connector is taken."""
+        machine = self.machines.get(connector_id)
+        return machine is not None and machine.phase in (Phase.AUTHORIZING, Phase.AUTHORIZED)
 
     def device_answers(self, connector_id: int) -> None:
         """The charger (again) answers: outside a session it must not deliver energy unless the

@@ -210,12 +210,15 @@ class Site(NativeChargers, SiteCommands):
             self._follow_vehicle(connector, snap.reading.measured_at)
             if card is not None:  # a card newly shown at the charger
                 self.sessions.id_tag_presented(connector.connector_id, card, snap.reading.measured_at)
+                self._update_status(connector, snap.reading.measured_at)  # being authorised: taken
 
     def _follow_vehicle(self, connector: Connector, at: datetime) -> None:
         """Sessions follow the car, then the status follows both."""
         if connector.vehicle_state is VehicleState.A:
             connector.finishing = False
-        self.sessions.expire_waiting(at, self.connection_timeout_s)
+        for expired in self.sessions.expire_waiting(at, self.connection_timeout_s):
+            if expired != connector.connector_id:  # back to Available (that one is updated below)
+                self._update_status(self.connectors[expired], at)
         self.sessions.vehicle_state(connector.connector_id, connector.vehicle_state, at)
         self._update_status(connector, at)
 
@@ -281,6 +284,7 @@ class Site(NativeChargers, SiteCommands):
             session_active=connector.session_active,
             offering=evse_offering(connector.charging_enabled, offered),
             finishing=connector.finishing,
+            awaiting_car=self.sessions.awaiting_car(connector.connector_id),
         )
         native = self._native_status.get(connector.connector_id)
         if native is not None and connector.device_online:  # a native charger says its own status
@@ -367,6 +371,8 @@ class Site(NativeChargers, SiteCommands):
     def _authorization_for_sessions(self, connector_id: int, id_tag: str, status: AuthStatus) -> None:
         """The answer to an ``Authorize`` event (from the CSMS, the local list or the cache)."""
         self.sessions.authorization(connector_id, id_tag, status, self.clock.now())
+        if connector_id in self.connectors:  # refused: no longer taken; accepted: still waiting for the car
+            self._update_status(self.connectors[connector_id], self.clock.now())
 
     def transaction_numbered(self, local_ref: str, transaction_id: int) -> None:
         """The CSMS numbered the session ``local_ref`` (reported by the upstream adapter)."""

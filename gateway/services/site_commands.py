@@ -37,12 +37,20 @@ class SiteCommands:
         return {cid: c for cid, c in self.connectors.items() if c.upstream}
 
     def remote_start(self, connector_id: int | None, id_tag: str, authorize_first: bool = False) -> bool:
-        """A remote start: True if accepted (the session starts when the car is plugged in)."""
-        return self.sessions.remote_start(connector_id, id_tag, authorize_first, self.clock.now())
+        """A remote start: True if accepted (the session starts when the car is plugged in; until
+        then the connector is taken: Preparing)."""
+        accepted = self.sessions.remote_start(connector_id, id_tag, authorize_first, self.clock.now())
+        self._refresh_statuses()
+        return accepted
 
     def remote_stop(self, local_ref: str) -> bool:
         """A remote stop of the session recorded under ``local_ref``: True if it was running."""
         return self.sessions.remote_stop(local_ref, self.clock.now())
+
+    def _refresh_statuses(self) -> None:
+        """Statuses that follow the sessions' phases, not a poll (a start waiting for its car)."""
+        for connector in self.upstream_connectors.values():
+            self._update_status(connector, self.clock.now())
 
     def change_availability(self, connector_id: int, available: bool) -> str:
         """Take a connector (0: all) out of service or back: "Accepted", "Scheduled" (a session is
@@ -106,5 +114,6 @@ class SiteCommands:
         self._emit(CurrentCeilingChanged(connector_id, current_a))
 
     def stop_all_sessions(self, reason: StopReason) -> None:
-        """End every running session (a reset of the gateway)."""
+        """End every running session (a reset of the gateway), and every start waiting for its car."""
         self.sessions.stop_all(reason, self.clock.now())
+        self._refresh_statuses()

@@ -283,6 +283,36 @@ async def test_an_oversized_frame_closes_that_connection_only(caplog: pytest.Log
     assert "OCPP charger CP-A sent a frame over max_frame_bytes (2048): connection closed with 1009" in caplog.text
 
 
+async def test_a_huge_request_header_is_one_warning_line_not_a_traceback(
+    server: tuple[LocalOcppServer, Recorder], caplog: pytest.LogCaptureFixture
+) -> None:
+    local, _ = server
+    caplog.set_level(logging.INFO)
+    logged = asyncio.Event()
+    seen = logging.Handler()
+    seen.emit = lambda record: logged.set()  # type: ignore[method-assign]
+    logging.getLogger("websockets.server").addHandler(seen)
+    host, port = local.settings.host, local.port
+    reader, writer = await asyncio.open_connection(host, port)
+    head = f"GET /CP-A HTTP/1.1\r\nHost: {host}\r\nX-Big: {'a' * 50_000}\r\n\r\n"
+    writer.write(head.encode())
+    await writer.drain()
+    with contextlib.suppress(ConnectionError):
+        await asyncio.wait_for(reader.read(), 5)  # the server drops the connection
+    writer.close()
+    try:
+        await asyncio.wait_for(logged.wait(), 5)
+    finally:
+        logging.getLogger("websockets.server").removeHandler(seen)
+    lines = [r for r in caplog.records if "handshake" in r.getMessage() or "refused a request" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.WARNING]
+    assert "refused a request from 127.0.0.1" in lines[0].getMessage()
+    assert "line too long" in lines[0].getMessage()  # why: what websockets said, in one line
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    async with charger(local.url, "CP-A") as (point, _):  # the server carries on
+        assert (await boot(point)).status == "Accepted"
+
+
 # -- bad frames --------------------------------------------------------------------------------------
 Generator = Callable[[random.Random, str], tuple[str | bytes, str | None]]
 STATUS = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}

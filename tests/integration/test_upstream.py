@@ -10,6 +10,7 @@ import pytest
 from ocpp.v16 import call
 
 from adapters.demo_csms.csms import DemoCsms
+from adapters.ocpp_upstream import statuses
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.ocpp_upstream.mapping import next_boundary
 from gateway.config import UpstreamConfig
@@ -60,6 +61,12 @@ def upstream_at(port: int, **overrides: object) -> UpstreamConfig:
     }
     settings.update(overrides)
     return UpstreamConfig.model_validate(settings)
+
+
+@pytest.fixture(autouse=True)
+def short_status_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connector 2 ("right") is never polled here: report it soon (see test_upstream_conformance)."""
+    monkeypatch.setattr(statuses, "FIRST_STATUS_GRACE_S", 0.2)
 
 
 @pytest.fixture
