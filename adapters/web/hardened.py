@@ -74,8 +74,10 @@ class _Connection(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        if status != HTTPStatus.INTERNAL_SERVER_ERROR:  # aiohttp's text would echo the client's bytes
+        if 400 <= status < 500:  # aiohttp's text would echo the client's bytes
             message = f"{status}: this request could not be read (malformed, or its headers are too large)\n"
+        elif status != HTTPStatus.INTERNAL_SERVER_ERROR:  # 504: a handler timed out
+            message = f"{status}: {HTTPStatus(status).phrase}\n"
         return secured(super().handle_error(request, status, exc, message))
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
