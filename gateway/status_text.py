@@ -8,44 +8,84 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Column widths of the connector and meter table: at least these, wider for a longer value up
+#: to the cap (beyond it a value is cut with "~"), so every row lines up whatever its status says.
+DEVICE_WIDTH, STATUS_WIDTH, MAX_WIDTH = 16, 22, 36
+
 
 def render(picture: dict[str, Any], csms_note: str = "", mqtt_note: str = "") -> str:
     """The picture in ~80 columns: links first, then connectors, meters and devices."""
     site = picture["site"]
     name = f" ({site['name']})" if site.get("name") else ""
-    waiting = ", ".join(picture.get("waiting_for") or [])
-    ready = "ready" if picture.get("ready") else f"starting: waiting for the first poll of {waiting}"
     up, outbox, mqtt = picture["upstream"], picture["outbox"], picture["mqtt"]
+    csms_down = f" ({up['reason']})" if not up["connected"] and up.get("reason") else ""
     lines = [
-        f"site {site['id']}{name}: {ready}",
-        f"  CSMS    {up['endpoint']}{_note(csms_note)}: {_link(up['connected'])}, boot {up['registration']}",
+        f"site {site['id']}{name}: {_state(picture)}",
+        *(f"  ! {problem['message']}" for problem in picture.get("problems") or []),
+        f"  CSMS    {up['endpoint']}{_note(csms_note)}: {_link(up['connected'])}{csms_down}, boot {up['registration']}",
         f"  outbox  {_backlog(outbox)}",
         f"  MQTT    {mqtt['broker']}{_note(mqtt_note)}: {_link(mqtt['connected'])}"
         + (f" ({mqtt['reason']})" if mqtt.get("reason") else ""),
         "",
-        f"  {'conn':>4}  {'device':<16} {'status':<22} {'power':>10}  {'energy register':>16}  "
-        f"{'session':>10}  {'SoC':>5}",
     ]
+    meters = [(m, _meter_state(m)) for m in picture["meters"]]
+    names = [c["device"] for c in picture["connectors"]] + [m["meter"] for m, _ in meters]
+    statuses = [_status(c) for c in picture["connectors"]] + [state for _, state in meters]
+    dw, sw = _width(names, DEVICE_WIDTH), _width(statuses, STATUS_WIDTH)
+    lines.append(
+        f"  {'conn':>4}  {'device':<{dw}} {'status':<{sw}} {'power':>10}  {'energy register':>16}  "
+        f"{'session':>10}  {'SoC':>5}"
+    )
     for c in picture["connectors"]:
         lines.append(
-            f"  {c['connector_id']:>4}  {c['device']:<16} {_status(c):<22} {_fmt(c['power_w'], 'W'):>10}  "
-            f"{_fmt(c['billing_energy_wh'], 'Wh'):>16}  {_fmt(c['session_energy_wh'], 'Wh'):>10}  "
-            f"{_fmt(c['soc_percent'], '%'):>5}"
+            f"  {c['connector_id']:>4}  {_cut(c['device'], dw):<{dw}} {_cut(_status(c), sw):<{sw}} "
+            f"{_fmt(c['power_w'], 'W'):>10}  {_fmt(c['billing_energy_wh'], 'Wh'):>16}  "
+            f"{_fmt(c['session_energy_wh'], 'Wh'):>10}  {_fmt(c['soc_percent'], '%'):>5}"
         )
-    for m in picture["meters"]:
-        where = {None: "meter", 0: "site meter"}.get(m["connector_id"], f"meter of {m['connector_id']}")
-        state = {True: where, False: "not answering", None: "waiting"}[m["device_online"]]
+    for m, state in meters:
         lines.append(
-            f"  {'-':>4}  {m['meter']:<16} {state:<22} {_fmt(m['power_w'], 'W'):>10}  {_fmt(m['energy_wh'], 'Wh'):>16}"
+            f"  {'-':>4}  {_cut(m['meter'], dw):<{dw}} {_cut(state, sw):<{sw}} {_fmt(m['power_w'], 'W'):>10}  "
+            f"{_fmt(m['energy_wh'], 'Wh'):>16}"
         )
     lines += ["", "  devices"]
+    dw = _width([d["device"] for d in picture["devices"]], DEVICE_WIDTH)
     for d in picture["devices"]:
-        health = {True: "answering", False: f"NOT answering: {d['reason']}", None: "not polled yet"}[d["online"]]
-        if d["kind"] == "ocpp":
-            health = {True: "connected", False: "NOT connected", None: "never connected"}[d["online"]]
         polls = f"  ({d['polls']} polls, {d['poll_errors']} failed)" if d["kind"] == "modbus" else ""
-        lines.append(f"    {d['device']:<16} {d['kind']:<7} {health}{polls}")
+        lines.append(f"    {_cut(d['device'], dw):<{dw}} {d['kind']:<7} {_device_health(d)}{polls}")
     return "\n".join(lines)
+
+
+def _state(picture: dict[str, Any]) -> str:
+    """The first line's verdict: ready, starting (and for what), or DEGRADED (the problems follow)."""
+    state = picture.get("state") or ("ready" if picture.get("ready") else "starting")
+    waiting = ", ".join(picture.get("waiting_for") or [])
+    if state == "ready":
+        return "ready"
+    if state == "starting":
+        return f"starting: waiting for {waiting}" if waiting else "starting"
+    count = len(picture.get("problems") or [])
+    return f"DEGRADED: {count} problem(s)" + (f"; still waiting for {waiting}" if waiting else "")
+
+
+def _device_health(d: dict[str, Any]) -> str:
+    if d["kind"] == "ocpp":
+        return {True: "connected", False: "NOT connected", None: "never connected"}[d["online"]]
+    if d["online"] is None:  # failed polls before it counts as lost are "not answering yet"
+        return "NOT answering yet" if d["poll_errors"] else "not polled yet"
+    return "answering" if d["online"] else f"NOT answering: {d['reason']}"
+
+
+def _meter_state(m: dict[str, Any]) -> str:
+    where = {None: "meter", 0: "site meter"}.get(m["connector_id"], f"meter of {m['connector_id']}")
+    return {True: where, False: "not answering", None: "waiting"}[m["device_online"]]
+
+
+def _width(values: list[str], least: int) -> int:
+    return min(max([least, *(len(v) for v in values)]), MAX_WIDTH)
+
+
+def _cut(value: str, width: int) -> str:
+    return value if len(value) <= width else value[: width - 1] + "~"
 
 
 def _status(connector: dict[str, Any]) -> str:

@@ -239,6 +239,7 @@ class VirtualChargePoint:
     async def _stay_connected(self) -> None:
         backoff = Backoff(1.0, self.settings.reconnect_max_s)
         while True:
+            reason = "connection closed"  # why the link is down, for the status page (logged once)
             try:
                 async with connect(
                     self.settings.endpoint,
@@ -257,12 +258,14 @@ class VirtualChargePoint:
             except InvalidStatus as exc:
                 code = exc.response.status_code
                 hint = " (check upstream.password)" if code in (401, 403) else ""
-                self._report_outage(f"CSMS refused the connection: HTTP {code}{hint}")
+                reason = f"refused the connection: HTTP {code}{hint}"
+                self._report_outage(f"CSMS {reason}")
             except (OSError, WebSocketException, TimeoutError) as exc:
-                self._report_outage(f"CSMS connection lost or unreachable: {exc or type(exc).__name__}")
+                reason = f"connection lost or unreachable: {exc or type(exc).__name__}"
+                self._report_outage(f"CSMS {reason}")
             finally:
                 self._peer = None
-                self.site.set_upstream(False, self.registration)
+                self.site.set_upstream(False, self.registration, reason)
             delay = backoff.next_delay()
             log.debug("reconnecting to CSMS in %.1f s", delay)
             await asyncio.sleep(delay)

@@ -54,7 +54,10 @@ def render_metrics(telemetry: Telemetry, picture: dict[str, Any]) -> str:
     """Every series, as of now."""
     out = Exposition()
     gauge, counter = "gauge", "counter"
-    out.family("ready", gauge, "1 once every Modbus device has been polled at least once.", [({}, telemetry.ready)])
+    ready = [({}, picture["ready"])]
+    out.family("ready", gauge, "1 while every part works (devices, CSMS, broker, disk; as /readyz).", ready)
+    problems = [({"part": part}, sum(p["part"] == part for p in picture["problems"])) for part in _PARTS]
+    out.family("problems", gauge, "What keeps the gateway from ready, by part (as /readyz).", problems)
     started = telemetry.started_at.timestamp()
     out.family("start_time_seconds", gauge, "When the gateway started (Unix time).", [({}, started)])
     polls = sorted(telemetry.polls.items())
@@ -151,3 +154,4 @@ def _value(value: float | bool) -> str:
 
 _LE = tuple(_value(bound) for bound in (*POLL_BUCKETS_S, math.inf))  # the histogram's "le" labels
 _STATUSES = tuple(status.value for status in ConnectorStatus)
+_PARTS = ("csms", "device", "mqtt", "disk")  # the parts of gateway.services.readiness.Problem

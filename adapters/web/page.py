@@ -49,6 +49,9 @@ document.addEventListener("click", async (event) => {
 });
 """
 
+#: The site's badge per readiness state (see gateway.services.readiness).
+_STATE_BADGE = {"ready": ("ok", "ready"), "starting": ("warn", "starting"), "degraded": ("bad", "degraded")}
+
 #: Badge colour per connector status: green ready/charging, amber paused, red faulted/unavailable.
 _STATUS_CLASS = {
     "available": "ok",
@@ -84,10 +87,11 @@ def render_page(picture: dict[str, Any]) -> str:
 
 def _overview(picture: dict[str, Any]) -> str:
     up, outbox, mqtt, site = picture["upstream"], picture["outbox"], picture["mqtt"], picture["site"]
-    ready = ("ok", "ready") if picture["ready"] else ("warn", "starting")
+    state = _STATE_BADGE.get(picture["state"], ("bad", picture["state"]))
     waiting = ", ".join(picture["waiting_for"])
+    csms_down = f" · {escape(up['reason'])}" if not up["connected"] and up["reason"] else ""
     rows = [
-        ("CSMS", _link(up["connected"]) + f" · {escape(up['registration'])}"),
+        ("CSMS", _link(up["connected"]) + f" · {escape(up['registration'])}{csms_down}"),
         ("CSMS address", escape(up["endpoint"])),
         ("Waiting for the CSMS", _backlog(outbox)),
         ("MQTT", _link(mqtt["connected"]) + (f" · {escape(mqtt['reason'])}" if mqtt["reason"] else "")),
@@ -97,9 +101,12 @@ def _overview(picture: dict[str, Any]) -> str:
     if site["grid_power_w"] is not None:
         rows.append(("Grid meter", _fmt(site["grid_power_w"], "W")))
     if waiting:
-        rows.append(("Not polled yet", escape(waiting)))
-    problems = "".join(f"<p class=fault>{escape(p)}</p>" for p in outbox["problems"])
-    return f"<section class=wide id=overview><h2>Site {_badge(*ready)}</h2>{_dl(rows)}{problems}</section>"
+        rows.append(("Waiting for", escape(waiting)))
+    # what keeps the site from ready first, then what else the outbox reports (a damaged file set aside)
+    texts = [p["message"] for p in picture["problems"]]
+    texts += [p for p in outbox["problems"] if p not in texts]
+    problems = "".join(f"<p class=fault>{escape(text)}</p>" for text in texts)
+    return f"<section class=wide id=overview><h2>Site {_badge(*state)}</h2>{_dl(rows)}{problems}</section>"
 
 
 def _connector(c: dict[str, Any], commands: bool) -> str:
@@ -161,16 +168,23 @@ def _meter(m: dict[str, Any]) -> str:
 def _devices(devices: list[dict[str, Any]]) -> str:
     rows = []
     for d in devices:
-        words = ("answering", "not answering", "not polled yet")
-        if d["kind"] == "ocpp":
-            words = ("connected", "not connected", "never connected")
-        state = {True: ("ok", words[0]), False: ("bad", words[1]), None: ("", words[2])}[d["online"]]
+        state = _device_badge(d)
         detail = escape(d["reason"] or "")
         if d["kind"] == "modbus":
             last = f", last {d['last_poll_ms']} ms" if d["last_poll_ms"] is not None else ""
             detail = f"{d['polls']} polls, {d['poll_errors']} failed{last}" + (f"<br>{detail}" if detail else "")
         rows.append(f"<tr><td>{escape(d['device'])}</td><td>{_badge(*state)}</td><td class=detail>{detail}</td></tr>")
     return f"<section class=wide id=devices><h2>Devices</h2><table>{''.join(rows)}</table></section>"
+
+
+def _device_badge(d: dict[str, Any]) -> tuple[str, str]:
+    """A device's badge. Before a Modbus device counts as lost (``offline_after_failures``) its
+    polls may already fail: that is "not answering yet", not "not polled yet"."""
+    if d["kind"] == "ocpp":
+        return {True: ("ok", "connected"), False: ("bad", "not connected"), None: ("", "never connected")}[d["online"]]
+    if d["online"] is None:
+        return ("bad", "not answering yet") if d["poll_errors"] else ("", "not polled yet")
+    return ("ok", "answering") if d["online"] else ("bad", "not answering")
 
 
 def _soc(c: dict[str, Any]) -> str:

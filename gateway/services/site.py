@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -429,11 +430,18 @@ class Site(NativeChargers, SiteCommands):
         """The outbox changed (told by the outbox after every change): readers look again."""
         self._emit(BacklogChanged())
 
-    def set_upstream(self, connected: bool, registration: str) -> None:
-        """Record the CSMS connection state (reported by the upstream adapter) for MQTT and status."""
+    def set_upstream(self, connected: bool, registration: str, reason: str = "") -> None:
+        """Record the CSMS connection state (reported by the upstream adapter) for MQTT and status.
+
+        ``reason``: why the link is down (ignored while connected). A new reason for a link that
+        stays down replaces the last one quietly (no event: only the status page reads it, at
+        request time); an empty one keeps it."""
+        reason = "" if connected else reason
         if (connected, registration) == (self.upstream.connected, self.upstream.registration):
+            if reason and reason != self.upstream.reason:
+                self.upstream = replace(self.upstream, reason=reason)
             return
-        self.upstream = UpstreamState(connected, registration, self.clock.now())
+        self.upstream = UpstreamState(connected, registration, self.clock.now(), reason)
         self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at))
 
 

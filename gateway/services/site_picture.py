@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.domain.model import ConnectorStatus, FaultKind, iso_utc
+from gateway.services.readiness import readiness
 from gateway.services.site import Site
 from gateway.services.state_payloads import (
     Payload,
@@ -22,8 +23,10 @@ from gateway.services.state_payloads import (
 )
 from gateway.services.telemetry import Telemetry
 
-#: Bumped when a field is removed or changes meaning (added fields do not bump it).
-PICTURE_VERSION = 1
+#: Bumped when a field is removed or changes meaning (added fields do not bump it). 2: ``ready``
+#: means every part works now (``state``, ``problems``), no longer only "every device was polled";
+#: ``waiting_for`` may name the CSMS, the broker and native chargers too.
+PICTURE_VERSION = 2
 
 #: Statuses and faults in the words of a site owner (``status_label``, a fault's ``label``).
 STATUS_LABELS: dict[str, str] = {
@@ -78,6 +81,7 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
         state["status_label"] = STATUS_LABELS.get(connector.status, str(connector.status))
         _label_faults(state)
         connectors.append(state)
+    health = readiness(site, telemetry, backlog, now)
     return {
         "version": PICTURE_VERSION,
         "generated_at": iso_utc(now),
@@ -86,14 +90,17 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
             "name": labels.site_name,
             **site_state(site.connectors.values(), grid, site.upstream.connected, backlog, now),
         },
-        "ready": telemetry.ready,
-        "waiting_for": telemetry.waiting_for(),
+        "ready": health.ready,
+        "state": health.state,  # ready, starting or degraded (see gateway.services.readiness)
+        "problems": [{"part": p.part, "message": p.message} for p in health.problems],
+        "waiting_for": list(health.waiting_for),
         "connectors": connectors,
         "meters": [_label_faults(meter_state(meter)) for meter in site.meters.values()],
         "devices": [_device(site, telemetry, name) for name in site.devices()],
         "upstream": {
             "endpoint": labels.csms_endpoint,
             **upstream_state(site.upstream.connected, site.upstream.registration, site.upstream.changed_at),
+            "reason": site.upstream.reason or None,  # why it is down, as last reported
         },
         "outbox": outbox_state(backlog, now),
         "mqtt": {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -125,6 +127,8 @@ async def test_the_api_shows_every_connector_device_and_link(gateway: Running, c
     assert state["mqtt"]["connected"] is True
     assert state["outbox"]["records"] == 0
     assert state["commands"] is False
+    assert (state["state"], state["problems"], state["upstream"]["reason"]) == ("ready", [], None)
+    assert (await get(f"{gateway.url}/readyz"))[0] == 200
 
 
 async def test_faults_and_lost_devices_are_shown_and_counted(gateway: Running) -> None:
@@ -191,24 +195,36 @@ async def test_messages_the_csms_refuses_are_counted_as_failed(
         assert ("ocpp_gateway_upstream_messages_sent_total", (("action", "StatusNotification"),)) not in samples
 
 
-async def test_healthz_is_not_ready_until_every_device_was_polled(
+async def test_readyz_waits_for_every_part_while_healthz_says_the_process_lives(
     tmp_path: Path, mosquitto: MosquittoBroker, csms: DemoCsms
 ) -> None:
     async with running_gateway(tmp_path, csms.url, mosquitto, {}, start=False) as running:
         page = running.gateway.status_page
         assert page is not None
-        await page.start()  # listening, no device polled yet
+        await page.start()  # listening, no device polled, no link up yet
         try:
             status, _, text = await get(f"{running.url}/healthz")
+            assert (status, json.loads(text)) == (200, {"alive": True})  # liveness: the loop answers
+            status, _, text = await get(f"{running.url}/readyz")
             assert status == 503
-            assert '"waiting_for": ["grid", "left", "right"]' in text
+            assert json.loads(text) == {
+                "ready": False,
+                "state": "starting",
+                "problems": [],
+                "waiting_for": ["CSMS", "grid", "left", "right", "MQTT broker"],
+            }
             state = await picture(running.url)
             assert state["ready"] is False and state["devices"][0]["online"] is None
             task = asyncio.create_task(running.gateway.run())
             try:
-                await until(running.site, lambda: running.gateway.telemetry.ready)
-                status, _, text = await get(f"{running.url}/healthz")
-                assert status == 200 and '"ready": true' in text
+                telemetry, site = running.gateway.telemetry, running.site
+                await until(site, lambda: telemetry.ready and site.upstream.registration == "Accepted")
+                await until(site, lambda: telemetry.mqtt.connected)
+                status, _, text = await get(f"{running.url}/readyz")
+                assert (status, json.loads(text)) == (
+                    200,
+                    {"ready": True, "state": "ready", "problems": [], "waiting_for": []},
+                )
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -247,7 +263,14 @@ async def test_basic_auth_guards_everything_but_healthz(
         assert (await get(running.url + "/api/status", **garbled))[0] == 401
         token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         assert (await get(running.url + "/api/status", Authorization=f"Bearer {token}"))[0] == 401
-        assert (await get(running.url + "/healthz"))[0] in (200, 503)  # open to health checks
+        assert (await get(running.url + "/healthz"))[0] == 200  # open to health checks
+        running.left.stall()
+        await until(running.site, lambda: running.site.device_online("left") is False)
+        status, _, text = await get(running.url + "/readyz")  # open too, but its reasons only with the password
+        assert status == 503 and {"part": "device"} in json.loads(text)["problems"] and "left" not in text
+        status, _, text = await get(running.url + "/readyz", (USER, PASSWORD))
+        assert status == 503 and "device left not answering" in text
+        running.left.resume()
         assert (await get(running.url + "/nope"))[0] == 404
 
 
@@ -308,6 +331,64 @@ async def test_a_taken_port_is_one_error_naming_the_key_and_the_gateway_works_on
             assert sum(r.levelno == logging.ERROR for r in caplog.records) == 1  # one line, however many attempts
         finally:
             held.close()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_with_devices_csms_and_broker_unreachable_nothing_says_ready_and_each_reason_shows(
+    tmp_path: Path,
+) -> None:
+    """Every device stalls, nothing listens where the CSMS and the broker should be: /healthz is
+    still 200 (the process lives), but /readyz, the page, the API and ``ocpp-gateway status`` say
+    degraded and why, the CSMS's reason included (after its first WARNING it was in DEBUG only)."""
+    nobody = SimpleNamespace(host="127.0.0.1", port=free_port())  # no broker there
+    csms_url = f"ws://127.0.0.1:{free_port()}/ocpp"  # no CSMS there
+    async with running_gateway(tmp_path, csms_url, nobody, {}, start=False) as running:  # type: ignore[arg-type]
+        site = running.site
+        for sim in (running.left, running.right, running.meter):
+            sim.stall()
+        task = asyncio.create_task(running.gateway.run())
+        try:
+            page = running.gateway.status_page
+            assert page is not None
+            await until(site, lambda: page.port is not None)
+            await until(site, lambda: all(site.device_online(d) is False for d in ("left", "right", "grid")))
+            await until(site, lambda: bool(site.upstream.reason) and bool(running.gateway.telemetry.mqtt.reason))
+
+            status, _, text = await get(f"{running.url}/healthz")
+            assert (status, json.loads(text)) == (200, {"alive": True})
+            status, _, text = await get(f"{running.url}/readyz")
+            ready = json.loads(text)
+            assert status == 503 and (ready["ready"], ready["state"]) == (False, "degraded")
+            messages = {p["message"] for p in ready["problems"]}
+            parts = [p["part"] for p in ready["problems"]]
+            assert parts == ["csms", "device", "device", "device", "mqtt"]
+            assert any(m.startswith("CSMS not connected: connection lost or unreachable: ") for m in messages)
+            assert {"device grid not answering", "device left not answering", "device right not answering"} <= {
+                m.split(":")[0] for m in messages
+            }
+            assert any(m.startswith("MQTT broker not connected: ") for m in messages)
+
+            state = await picture(running.url)
+            assert state["state"] == "degraded" and state["ready"] is False
+            assert state["upstream"]["reason"].startswith("connection lost or unreachable: ")
+            _, _, html = await get(running.url + "/")
+            assert "<span class='badge bad'>degraded</span>" in html and "connection lost or unreachable" in html
+
+            config = tmp_path / "site.toml"
+            config.write_text(
+                f'[site]\nid = "page"\n[upstream]\nurl = "ws://127.0.0.1:9"\ncharge_point_id = "X"\n'
+                f"[status_page]\nport = {page.port}\n"
+            )
+            code, out, err = await cli("status", "--config", str(config))
+            assert code == 0, err
+            first = out.splitlines()[0]
+            assert first == "site page (Garage <Nord>): DEGRADED: 5 problem(s)", out
+            assert "  ! CSMS not connected: connection lost or unreachable: " in out
+            assert ": NOT connected (connection lost or unreachable: " in out
+            _, _, text = await get(f"{running.url}/metrics")
+            assert metrics(text)[("ocpp_gateway_ready", ())] == 0
+        finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 

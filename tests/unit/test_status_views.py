@@ -107,7 +107,12 @@ def test_the_picture_is_plain_json_with_labels_and_health() -> None:
     devices = {d["device"]: d for d in picture["devices"]}
     assert devices["grid"]["online"] is False and devices["grid"]["reason"] == "no answer within 1 s"
     assert (devices["grid"]["polls"], devices["grid"]["poll_errors"], devices["grid"]["last_poll_ms"]) == (1, 1, 1200.0)
-    assert picture["ready"] is True and picture["generated_at"] == "2026-11-29T12:00:00.000Z"
+    # a lost device keeps the site from ready; the CSMS and the broker, in their first minute and not
+    # failed yet, are waited for
+    assert (picture["ready"], picture["state"]) == (False, "degraded")
+    assert picture["problems"] == [{"part": "device", "message": "device grid not answering: no answer within 1 s"}]
+    assert picture["waiting_for"] == ["CSMS", "MQTT broker"]
+    assert picture["generated_at"] == "2026-11-29T12:00:00.000Z"
 
 
 def test_the_page_escapes_whatever_a_device_or_the_config_says() -> None:
