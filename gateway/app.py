@@ -76,6 +76,35 @@ def check_profiles(config: GatewayConfig) -> list[tuple[str, str]]:
     return problems + check_lines(usable)
 
 
+def check_billing(config: GatewayConfig) -> list[tuple[str, str]]:
+    """Modbus connectors with no billing register: their charger's profile has no lifetime energy
+    register (``energy_wh``; a per-session counter is never billed) and no meter is assigned to
+    them. Every session there would reach the CSMS as 0 Wh, which no site wants, so the command
+    line refuses such a config (check-config, run, demo). Gateway.build does not: the gateway
+    itself copes (0 Wh, one warning), and tests drive a lone session-counter charger through it.
+    Native OCPP chargers report their own register and are not checked. Profiles that do not load
+    are left to check_profiles."""
+    metered = {meter.connector for meter in config.meters}
+    problems: list[tuple[str, str]] = []
+    for i, charger in enumerate(config.chargers):
+        try:
+            profile = load_profile(charger.profile)
+        except ConfigError:
+            continue
+        if profile.kind != "charger" or "energy_wh" in profile.values:
+            continue
+        counter = "only a per-session counter" if "session_energy_wh" in profile.values else "none"
+        for j, number in enumerate(charger.connectors):
+            if number not in metered:
+                reason = (
+                    f"connector {number} has no billing register: {charger.profile!r} has no lifetime energy "
+                    f"register ({counter}), so every session would be billed as 0 Wh; assign a meter to it "
+                    f"([[meters]] with connector = {number})"
+                )
+                problems.append((f"chargers[{i}].connectors[{j}]", reason))
+    return problems
+
+
 def transport_for(device: DeviceConfig, profile: Profile) -> Transport:
     """How to reach ``device``: its config keys win, then the profile's serial defaults, then 9600 8N1."""
     if device.serial is None:

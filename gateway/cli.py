@@ -20,6 +20,16 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.cli_args import (
+    DEFAULT_CONFIG,
+    check_combinations,
+    gateway_version,
+    host_port,
+    site_to_simulate,
+    status_page_url,
+    unit_id,
+)
+from gateway.closed_stdout import quiet_on_closed_stdout
 from gateway.config import BAUDRATES, DeviceConfig, GatewayConfig, load_config
 from gateway.domain.errors import ConfigError, DeviceUnavailable
 from gateway.log_format import formatter
@@ -31,7 +41,6 @@ if TYPE_CHECKING:
     from adapters.modbus.transport import Transport
 
 EXIT_USAGE = 2
-DEFAULT_CONFIG = Path("config.toml")
 DEFAULT_STATUS_URL = "http://127.0.0.1:8080"
 
 
@@ -53,11 +62,11 @@ def _print_problems(source: str, problems: list[tuple[str, str]]) -> None:
 
 
 def load_checked(path: Path) -> GatewayConfig:
-    """Load a config and check its profiles; raises ConfigError with every problem."""
-    from gateway.app import check_profiles
+    """Load a config and check its profiles and billing registers; raises ConfigError with every problem."""
+    from gateway.app import check_billing, check_profiles
 
     config = load_config(path)
-    problems = check_profiles(config)
+    problems = check_profiles(config) + check_billing(config)
     if problems:
         raise ConfigError(problems)
     return config
@@ -125,11 +134,11 @@ def _where(device: DeviceConfig) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        config = load_checked(args.file)
+        config = load_checked(args.config)
     except ConfigError as exc:
-        _print_problems(str(args.file), exc.problems)
+        _print_problems(str(args.config), exc.problems)
         return EXIT_USAGE
-    print(f"{args.file}: OK")
+    print(f"{args.config}: OK")
     print(summary(config))
     return 0
 
@@ -168,36 +177,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import DemoError, run_demo
 
     _setup_logging(args.log_level)
-    try:
-        config = load_checked(args.config)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_demo(config, csms_url=args.csms_url, mqtt=args.mqtt, duration_s=args.duration))
-    except ConfigError as exc:
-        _print_problems(str(args.config), exc.problems)
-        return EXIT_USAGE
-    except DemoError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    with site_to_simulate(args.config) as (path, shipped):
+        if shipped:  # no config.toml here: say where the site comes from (a start for the user's own)
+            print(f"demo: no config.toml here; simulating the demo site shipped in {path}", file=sys.stderr)
+        try:
+            config = load_checked(path)
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(run_demo(config, csms_url=args.csms_url, mqtt=args.mqtt, duration_s=args.duration))
+        except ConfigError as exc:
+            _print_problems(str(path), exc.problems)
+            return EXIT_USAGE
+        except DemoError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     return 0
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT``; the port defaults to 502."""
-    host, port = text, "502"
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":") or port
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST or HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
-def _unit_id(text: str) -> int:
-    if not text.isdigit() or int(text) > 255:
-        raise argparse.ArgumentTypeError(f"a unit id is 0..255, not {text!r}")
-    return int(text)
 
 
 def _probe_transports(args: argparse.Namespace) -> Callable[[Profile], Transport]:
@@ -352,30 +345,39 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ocpp-gateway",
         description="One OCPP 1.6J charge point for a site of Modbus chargers and meters, with MQTT.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {gateway_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do (COMMAND -h: its options)")
+    levels = ["debug", "info", "warning", "error"]
 
     run = sub.add_parser("run", help="run the gateway on a config file")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file (default: config.toml)")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-level", default="info", choices=levels, help="how much to log (default: info)")
     run.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one JSON object per line")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file and print what it describes")
-    check.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument("file", type=Path, nargs="?", help="config file (default: config.toml)")
+    check.add_argument("--config", type=Path, help="the same, as the other commands take it")
     check.set_defaults(func=cmd_check_config)
 
     status = sub.add_parser("status", help="show the running gateway's site: connectors, devices, CSMS, MQTT")
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="its config (default: config.toml)")
-    status.add_argument("--url", help="the status page to ask (default: from the config, http://127.0.0.1:8080)")
+    status.add_argument(
+        "--url",
+        type=status_page_url,
+        metavar="[http://]HOST:PORT",
+        help="the status page to ask (default: from the config, http://127.0.0.1:8080)",
+    )
     status.add_argument("--json", action="store_true", help="print /api/status as it came")
     status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="run a simulated site: device simulators, a CSMS, a broker and the gateway")
-    demo.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="site to simulate (default: config.toml)")
+    shipped = "default: config.toml, else the demo site installed with the package"
+    demo.add_argument("--config", type=Path, help=f"site to simulate ({shipped})")
     demo.add_argument("--csms-url", help="use this CSMS instead of the built-in one (ws://host:port/path)")
     demo.add_argument("--mqtt", metavar="HOST:PORT", help="use this MQTT broker instead of the configured one")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    demo.add_argument("--log-level", default="warning", choices=levels, help="how much to log (default: warning)")
     demo.set_defaults(func=cmd_demo)
 
     reset = sub.add_parser(
@@ -391,17 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
         "probe", help="find which profile fits the device at an address, and print a config block for it"
     )
     where = probe.add_mutually_exclusive_group(required=True)
-    where.add_argument("--tcp", metavar="HOST[:PORT]", type=_host_port, help="a Modbus TCP device (port 502)")
+    where.add_argument("--tcp", metavar="HOST[:PORT]", type=host_port, help="a Modbus TCP device (port 502)")
     where.add_argument("--serial", metavar="DEV", help="a serial port, e.g. /dev/ttyUSB0 (Modbus RTU)")
     probe.add_argument("--framer", choices=["tcp", "rtu"], default="tcp", help="rtu: RTU over TCP (serial gateway)")
     probe.add_argument("--baud", type=int, choices=BAUDRATES, metavar="N", help="default: each profile's usual rate")
     probe.add_argument("--parity", choices=["N", "E", "O"], help="default: each profile's usual parity")
-    probe.add_argument("--stopbits", type=int, choices=[1, 2])
-    probe.add_argument("--bytesize", type=int, choices=[7, 8])
-    probe.add_argument("--unit", type=_unit_id, metavar="N", help="0..255 (default: each profile's unit id)")
+    probe.add_argument("--stopbits", type=int, choices=[1, 2], help="default: each profile's usual stop bits")
+    probe.add_argument("--bytesize", type=int, choices=[7, 8], help="default: each profile's usual data bits")
+    probe.add_argument("--unit", type=unit_id, metavar="N", help="0..255 (default: each profile's unit id)")
     probe.add_argument("--profile", action="append", metavar="ID", help="try only this profile (repeatable)")
     probe.add_argument("--timeout", type=float, default=0.5, help="seconds to wait for each answer (default 0.5)")
-    probe.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    probe.add_argument("--log-level", default="warning", choices=levels, help="how much to log (default: warning)")
     probe.set_defaults(func=cmd_probe)
     return parser
 
@@ -409,12 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "probe":
-        if args.tcp is not None and any(v is not None for v in (args.baud, args.parity, args.stopbits, args.bytesize)):
-            parser.error("--baud, --parity, --stopbits and --bytesize are for --serial")
-        if args.serial is not None and args.framer == "rtu":
-            parser.error("--framer is for --tcp (a serial port always speaks RTU)")
-    return int(args.func(args))
+    check_combinations(parser, args)
+    return quiet_on_closed_stdout(lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":

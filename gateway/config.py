@@ -485,12 +485,33 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
         raise ConfigError(problems) from None
 
 
-def load_config(path: Path) -> GatewayConfig:
-    """Read and validate a config file; raises ConfigError (never a traceback for a user's mistake)."""
+def config_text(path: Path) -> str:
+    """The file's text. TOML is UTF-8; a leading byte order mark (Windows Notepad writes one) is
+    dropped, since it says nothing but "UTF-8". Anything else that is not UTF-8 (an editor that
+    saved Latin-1) is a ConfigError naming the first bad byte's line and column: decoding it some
+    other way would turn a charge point id or an id tag into something the CSMS does not know."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot read the file: {exc.strerror or exc}")]) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            reason = "the file is saved as UTF-16; save it as UTF-8 (TOML files are UTF-8)"
+        else:
+            before = raw[: exc.start]  # valid UTF-8: this is the first bad byte
+            line, column = before.count(b"\n") + 1, len(before.rsplit(b"\n", 1)[-1].decode("utf-8-sig")) + 1
+            reason = (
+                f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column {column}; "
+                "save the file as UTF-8 (TOML files are UTF-8)"
+            )
+        raise ConfigError([(str(path), reason)]) from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a config file; raises ConfigError (never a traceback for a user's mistake)."""
+    text = config_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
