@@ -225,6 +225,19 @@ def site_labels(config: GatewayConfig) -> SiteLabels:
     )
 
 
+def max_current_a(site: Site, devices: list[ModbusDevice]) -> dict[int, float]:
+    """Each connector's highest settable current, from its charger profile's limit register
+    (connectors whose profile has none are left out)."""
+    by_name = {device.name: device for device in devices}
+    result = {}
+    for connector in site.connectors.values():
+        device = by_name.get(connector.device)
+        limit = device.profile.writes.current_limit if device is not None else None
+        if limit is not None:
+            result[connector.connector_id] = limit.max_a
+    return result
+
+
 @dataclass
 class Gateway:
     """Everything one ``ocpp-gateway run`` keeps alive."""
@@ -244,18 +257,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
         if self.limits is None:
-            self.limits = LimitKeeper(self.site, self.site.charging_profiles, self._max_current_a())
-
-    def _max_current_a(self) -> dict[int, float]:
-        """Each connector's highest settable current, from its charger profile's limit register."""
-        by_name = {device.name: device for device in self.devices}
-        result = {}
-        for connector in self.site.connectors.values():
-            device = by_name.get(connector.device)
-            limit = device.profile.writes.current_limit if device is not None else None
-            if limit is not None:
-                result[connector.connector_id] = limit.max_a
-        return result
+            self.limits = LimitKeeper(self.site, self.site.charging_profiles, max_current_a(self.site, self.devices))
 
     @classmethod
     def build(cls, config: GatewayConfig, clock: Clock | None = None) -> Gateway:
@@ -298,6 +300,7 @@ class Gateway:
             protocol=mqtt.protocol,
             tls=mqtt.tls,
             telemetry=telemetry,
+            max_current_a=max_current_a(site, devices),
         )
         # native chargers first: the upstream side must know their connectors when it looks at the
         # sessions left open by the last run (a native charger's session goes on, it is not stopped)

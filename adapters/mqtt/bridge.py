@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import aiomqtt
 
-from adapters.mqtt.commands import CommandHandler
+from adapters.mqtt.commands import CommandHandler, shown_topic
 from adapters.mqtt.discovery import DEFAULT_DISCOVERY_PREFIX, Discovery
 from adapters.mqtt.payloads import (
     AVAILABILITY_OFFLINE,
@@ -39,6 +39,7 @@ from gateway.domain.events import (
     FaultCleared,
     FaultRaised,
 )
+from gateway.domain.model import iso_utc
 from gateway.services.backoff import Backoff
 from gateway.services.event_stream import EventStream
 from gateway.services.site import Site
@@ -97,6 +98,7 @@ class MqttBridge:
     ``commands``: the ``[mqtt.commands]`` switches that are on (see adapters.mqtt.commands).
     ``discovery_prefix``: Home Assistant's discovery prefix (adapters.mqtt.discovery); None: none.
     ``protocol``: ``"3.1.1"`` or ``"5"``; ``tls``: the ``[mqtt.tls]`` table, None for plain TCP.
+    ``max_current_a``: per connector, its charger's highest current (a higher ceiling is refused).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class MqttBridge:
         protocol: str = "3.1.1",
         tls: MqttTlsConfig | None = None,
         telemetry: Telemetry | None = None,
+        max_current_a: Mapping[int, float] | None = None,
     ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError(f"MQTT qos must be 0, 1 or 2, not {qos!r}")
@@ -134,7 +137,7 @@ class MqttBridge:
         self._state = StateTopics(site, self.topics)
         self.connected = asyncio.Event()
         self._telemetry = telemetry or Telemetry()  # the link's state, for the status page
-        self._commands = CommandHandler(site, self.topics, commands)
+        self._commands = CommandHandler(site, self.topics, commands, max_current_a=max_current_a)
         self._discovery = Discovery(discovery_prefix, self.topics, frozenset(commands)) if discovery_prefix else None
         # Built once (the Site's devices are fixed), so two entities with one id fail at start-up.
         self._discovery_configs = [] if self._discovery is None else self._discovery.configs(site)
@@ -246,16 +249,32 @@ class MqttBridge:
         ``messages``)."""
         try:
             async for message in client.messages:
-                if self._discovery is not None and str(message.topic) == self._discovery.status_topic:
-                    await self._home_assistant_status(client, _bytes(message.payload), bool(message.retain))
+                topic, payload, retained = str(message.topic), _bytes(message.payload), bool(message.retain)
+                if self._discovery is not None and topic == self._discovery.status_topic:
+                    await self._home_assistant_status(client, payload, retained)
                     continue
-                error = self._commands.handle(
-                    str(message.topic), _bytes(message.payload), retained=bool(message.retain)
-                )
+                error = self._handle_command(topic, payload, retained)
                 if error is not None:
                     await client.publish(self.topics.error, encode(error), qos=self._qos)
         except aiomqtt.MqttError as exc:
             raise _ConnectionLost("closed by the broker or the network") from exc
+
+    def _handle_command(self, topic: str, payload: bytes, retained: bool) -> Payload | None:
+        """One command message; whatever it holds, it must not end the bridge.
+
+        Bad input is answered by the handler itself (adapters.mqtt.commands). An exception that
+        gets out of it anyway is a bug of ours, not the sender's: one ERROR line (the traceback
+        at DEBUG), an answer saying the command was not carried out, and the next message is
+        taken as usual: one message must never stop the bridge, let alone the gateway.
+        """
+        try:
+            return self._commands.handle(topic, payload, retained=retained)
+        except Exception as exc:
+            shown = shown_topic(topic)
+            log.error("MQTT command %s failed (a bug, please report it): %s: %s", shown, type(exc).__name__, exc)
+            log.debug("MQTT command %s failed", shown, exc_info=True)
+            reason = "internal error; not carried out (see the gateway's log)"
+            return {"topic": shown, "reason": reason, "at": iso_utc(self._site.clock.now())}
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         # Forget what the previous broker had: it may have restarted without persistence, or be a

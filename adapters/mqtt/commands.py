@@ -5,6 +5,12 @@ otherwise steer the chargers. A payload that is not valid changes nothing and is
 ``<prefix>/error``; a command that is off, unknown or retained is ignored with one log line per
 topic. Retained commands are never acted on: a retained SoC of last week is not news, and the
 broker hands every retained message to the bridge again after each reconnect.
+
+Anyone who may publish may also publish garbage, so sizes are bounded *before* anything is
+parsed or converted: the connector level of the topic (MAX_CONNECTOR_DIGITS: ``int()`` of 5000
+digits raises), the payload (MAX_PAYLOAD_BYTES) and its JSON nesting (MAX_JSON_DEPTH: the
+parser recurses, and a deep enough ``[[[[`` raises RecursionError). Topics are shortened in log
+lines, error answers and the log-once memory, so a 64 KB topic costs neither memory nor log.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,30 +56,94 @@ RATE_LIMIT = 5
 RATE_WINDOW_S = 10.0
 MAX_TOLD = 1000  # (topic, reason) pairs remembered for log-once
 SWITCHES = frozenset(command.switch for command in COMMANDS.values())
+#: The largest command payload taken; the longest valid one (a SoC report with capacity and a
+#: time) is about 100 bytes.
+MAX_PAYLOAD_BYTES = 1024
+#: Nesting of ``[``/``{`` allowed in a payload; every command is one flat object (depth 1).
+MAX_JSON_DEPTH = 4
+#: Digits of the connector level of a command topic; no site has 10,000 connectors.
+MAX_CONNECTOR_DIGITS = 4
+#: A topic longer than this is shown (logs, error answers) shortened to its first characters.
+MAX_SHOWN_TOPIC_CHARS = 200
+
+
+def shown_topic(topic: str) -> str:
+    """``topic`` as it may appear in a log line or an answer: at most about MAX_SHOWN_TOPIC_CHARS."""
+    if len(topic) <= MAX_SHOWN_TOPIC_CHARS:
+        return topic
+    return f"{topic[:MAX_SHOWN_TOPIC_CHARS]}...({len(topic)} characters)"
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """True if ``[``/``{`` nest deeper than ``limit`` in ``text`` (brackets in strings do not count).
+
+    Checked before ``json.loads``, which recurses once per level and raises RecursionError
+    (not ValueError) on deep input; a linear scan of a bounded payload cannot.
+    """
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def parse_json_object(payload: bytes) -> dict[str, Any]:
-    """The payload as a JSON object; raises CommandRejected naming what is wrong."""
+    """The payload as a JSON object; raises CommandRejected naming what is wrong.
+
+    Sizes are checked first (MAX_PAYLOAD_BYTES, MAX_JSON_DEPTH), so parsing can neither take
+    long nor recurse deeply."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CommandRejected(f"payload is {len(payload)} bytes; a command has at most {MAX_PAYLOAD_BYTES}")
     try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandRejected(f"payload is not JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if json_depth_exceeds(text, MAX_JSON_DEPTH):
+        raise CommandRejected(f"payload nests deeper than {MAX_JSON_DEPTH} levels; a command is one flat JSON object")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:  # JSONDecodeError is a ValueError
         raise CommandRejected(f"payload is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CommandRejected("payload must be a JSON object")
     return data
 
 
+def _shown_value(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."
+
+
 def _number(data: dict[str, Any], key: str) -> float | None:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise CommandRejected(f"{key} must be a number or null, not {json.dumps(value)}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CommandRejected(f"{key} must be a number or null, not {_shown_value(value)}")
+    try:
+        number = float(value)  # an int of 400 digits is valid JSON but no float: OverflowError
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise CommandRejected(f"{key} must be a finite number or null, not {_shown_value(value)}")
+    return number
 
 
 def _time(data: dict[str, Any], key: str) -> datetime | None:
@@ -111,8 +181,12 @@ def command_topic(topics: Topics, topic: str) -> tuple[str, str] | None:
 
 
 def _connector_id(segment: str) -> int:
-    if not segment.isdecimal():
-        raise CommandRejected(f"no connector {segment!r}")
+    """The connector number of a topic level; checked for length before ``int()`` (which raises
+    ValueError beyond 4300 digits, and is slow long before)."""
+    if not segment.isdecimal() or not segment.isascii():  # isdecimal alone takes Arabic-Indic digits
+        raise CommandRejected(f"no connector {segment if len(segment) <= 20 else segment[:20] + '...'!r}")
+    if len(segment) > MAX_CONNECTOR_DIGITS:
+        raise CommandRejected(f"no connector {segment[:MAX_CONNECTOR_DIGITS]}... ({len(segment)} digits)")
     return int(segment)
 
 
@@ -120,8 +194,15 @@ class CommandHandler:
     """Acts on command messages for the bridge; ``handle`` returns an error payload to publish, if any."""
 
     def __init__(
-        self, site: Site, topics: Topics, enabled: Collection[str], monotonic: Callable[[], float] = time.monotonic
+        self,
+        site: Site,
+        topics: Topics,
+        enabled: Collection[str],
+        monotonic: Callable[[], float] = time.monotonic,
+        max_current_a: Mapping[int, float] | None = None,
     ) -> None:
+        """``max_current_a``: per connector, the highest current its charger can be set to; a
+        ceiling above it is refused (connectors not in it: the Site's own bound)."""
         unknown = set(enabled) - SWITCHES
         if unknown:
             raise ValueError(f"unknown MQTT command(s) {sorted(unknown)}; known: {sorted(SWITCHES)}")
@@ -137,6 +218,7 @@ class CommandHandler:
             "session": self._start_or_stop,
         }
         self._monotonic = monotonic
+        self._max_current_a = dict(max_current_a or {})
         self._recent: dict[str, deque[float]] = {}  # topic -> times of its latest messages
 
     def handle(self, topic: str, payload: bytes, *, retained: bool) -> Payload | None:
@@ -145,6 +227,7 @@ class CommandHandler:
         if parsed is None:
             return None  # not a command topic (the subscription filter should not let one through)
         segment, name = parsed
+        topic = shown_topic(topic)  # from here on the topic is only shown and remembered
         if not payload:  # how MQTT deletes a retained message: nothing to carry out
             log.debug("MQTT command %s: empty message ignored", topic)
             return None
@@ -162,9 +245,14 @@ class CommandHandler:
 
     def _budget(self, segment: str, name: str) -> str:
         """Whose rate limit a message counts against: its connector's command (``01`` is ``1``);
-        connectors the site does not have share one, so made-up topics cannot grow memory."""
-        known = segment.isdecimal() and int(segment) in self._site.connectors
-        return f"{int(segment) if known else '?'}/{name}"
+        connectors the site does not have share one, so made-up topics cannot grow memory.
+        (``name`` is a known command here.)"""
+        try:
+            connector_id = _connector_id(segment)
+        except CommandRejected:
+            connector_id = None
+        known = connector_id is not None and connector_id in self._site.connectors
+        return f"{connector_id if known else '?'}/{name}"
 
     def _flooding(self, budget: str) -> bool:
         """True if ``budget`` already had RATE_LIMIT messages in the last RATE_WINDOW_S."""
@@ -210,12 +298,17 @@ class CommandHandler:
         self._site.set_soc_target(connector_id, percent)
 
     def _set_current_limit(self, connector_id: int, data: dict[str, Any]) -> None:
-        self._site.set_current_ceiling(connector_id, _number(data, "current_a"))
+        current_a, max_a = _number(data, "current_a"), self._max_current_a.get(connector_id)
+        if current_a is not None and max_a is not None and not 0 <= current_a <= max_a:
+            raise CommandRejected(
+                f"current_a must be 0..{max_a:g} A (connector {connector_id}'s charger) or null, not {current_a:g}"
+            )
+        self._site.set_current_ceiling(connector_id, current_a)
 
     def _set_available(self, connector_id: int, data: dict[str, Any]) -> None:
         available = data["available"]
         if not isinstance(available, bool):
-            raise CommandRejected(f"available must be true or false, not {json.dumps(available)}")
+            raise CommandRejected(f"available must be true or false, not {_shown_value(available)}")
         if self._site.change_availability(connector_id, available) == "Rejected":
             raise CommandRejected(f"no connector {connector_id}")
 
@@ -229,7 +322,7 @@ class CommandHandler:
             if not self._site.stop_session(connector_id):
                 raise CommandRejected(f"no session runs on connector {connector_id}")
         else:
-            raise CommandRejected(f'action must be "start" or "stop", not {json.dumps(action)}')
+            raise CommandRejected(f'action must be "start" or "stop", not {_shown_value(action)}')
 
     def _once(self, topic: str, why: str, message: str, *args: object) -> None:
         """A WARNING the first time ``topic`` is ignored or rejected for ``why``; DEBUG after that

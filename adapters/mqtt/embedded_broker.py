@@ -1,8 +1,17 @@
 """A small in-process MQTT broker (amqtt) for sites, demos and laptops that have no broker.
 
 A real installation should use the site's own broker (Mosquitto, the home automation's
-add-on); this exists so ``ocpp-gateway demo`` works out of the box. It listens on one TCP port,
-accepts anonymous clients and keeps retained messages in memory only.
+add-on); this exists so ``ocpp-gateway demo`` works out of the box when no ``mosquitto`` is
+installed (see adapters.mqtt.private_mosquitto). It listens on one TCP port, accepts anonymous
+clients and keeps retained messages in memory only.
+
+amqtt 0.12.1 (pinned) sends every client, as it connects, the retained messages matching *any*
+client's subscriptions, not its own. Once someone watches ``#`` (as the README tells users to),
+a ``mosquitto_pub`` is flooded with every retained state topic before its PUBLISH is read; it
+has already sent DISCONNECT and closed, amqtt handles the disconnect first and drops the
+command without a word. ``_FixedBroker`` sends a connecting client only what matches its own
+subscriptions (those of a resumed persistent session), which is what amqtt's comment there
+says it means to do.
 """
 
 from __future__ import annotations
@@ -18,6 +27,17 @@ from amqtt.errors import BrokerError
 from gateway.domain.errors import GatewayError
 
 log = logging.getLogger(__name__)
+
+
+class _FixedBroker(Broker):
+    """amqtt's Broker with retained messages sent only for subscriptions the client holds."""
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Any) -> None:
+        topic_filter = subscription[0]
+        holders = self._subscriptions.get(topic_filter, [])
+        if not any(holder.client_id == session.client_id for holder, _qos in holders):
+            return  # another client's filter: amqtt calls this for all of them at every connect
+        await super()._publish_retained_messages_for_subscription(subscription, session)
 
 
 async def broker_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
@@ -55,7 +75,7 @@ class EmbeddedBroker:
         """Listen on ``host:port``; raises ``GatewayError`` naming the address if that fails."""
         if self._broker is not None:
             return
-        broker = Broker(self._config())
+        broker = _FixedBroker(self._config())
         try:
             await broker.start()
         except BrokerError as exc:

@@ -28,6 +28,11 @@ from gateway.domain.errors import CommandRejected
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
 #: An estimate is rounded to this many decimals: more would claim a precision it does not have.
 ESTIMATE_DECIMALS = 1
+#: The usable capacities a car battery can have, in Wh: a light quadricycle has a few kWh, the
+#: largest electric trucks a few hundred. Outside, the report is a mistake (Wh taken for kWh) or
+#: an attack: 1e-300 Wh would make every Wh delivered jump the estimate to 100 %.
+MIN_CAPACITY_WH = 1_000.0
+MAX_CAPACITY_WH = 500_000.0
 
 
 class SocSource(StrEnum):
@@ -58,8 +63,9 @@ def estimate_soc_percent(start_percent: float, delivered_wh: int, capacity_wh: f
 
 
 def _check_percent(name: str, value: float, low: float, low_included: bool = True) -> None:
-    too_low = value < low if low_included else value <= low
-    if too_low or value > 100:
+    """Raise CommandRejected unless ``value`` is in range; written so that NaN is not."""
+    in_range = (low <= value if low_included else low < value) and value <= 100
+    if not in_range:
         bound = f"{low:g}..100" if low_included else f"above {low:g} and at most 100"
         raise CommandRejected(f"{name} must be {bound}, not {value:g}")
 
@@ -82,15 +88,18 @@ class Battery:
     def report(self, soc_percent: float | None, capacity_wh: float | None, at: datetime, now: datetime) -> None:
         """A car integration's report: SoC measured at ``at`` and/or the usable capacity in Wh.
 
-        Raises ``CommandRejected`` (and changes nothing) for values out of range or a time more
+        Raises ``CommandRejected`` (and changes nothing) for values out of range (SoC 0..100,
+        capacity MIN_CAPACITY_WH..MAX_CAPACITY_WH, NaN is out of every range) or a time more
         than MAX_CLOCK_AHEAD after ``now``. A SoC older than the last reported one is ignored.
         """
         if soc_percent is None and capacity_wh is None:
             raise CommandRejected("a report needs soc_percent or capacity_wh")
         if soc_percent is not None:
             _check_percent("soc_percent", soc_percent, 0)
-        if capacity_wh is not None and capacity_wh <= 0:
-            raise CommandRejected(f"capacity_wh must be above 0, not {capacity_wh:g}")
+        if capacity_wh is not None and not MIN_CAPACITY_WH <= capacity_wh <= MAX_CAPACITY_WH:
+            raise CommandRejected(
+                f"capacity_wh must be {MIN_CAPACITY_WH:.0f}..{MAX_CAPACITY_WH:.0f} (1 to 500 kWh), not {capacity_wh:g}"
+            )
         if at - now > MAX_CLOCK_AHEAD:
             raise CommandRejected(f"measured_at is {(at - now).total_seconds():.0f} s in the future")
         if capacity_wh is not None:

@@ -133,7 +133,7 @@ async def test_a_target_over_mqtt_pauses_charging_and_is_shown(rig: Rig) -> None
         ("1", "soc", b"{soc: 42}", "not JSON"),
         ("1", "soc", {"soc_percent": 101}, "soc_percent must be 0..100"),
         ("1", "soc", {"soc_percent": "42"}, "soc_percent must be a number"),
-        ("1", "soc", {"soc_percent": 42, "capacity_wh": 0}, "capacity_wh must be above 0"),
+        ("1", "soc", {"soc_percent": 42, "capacity_wh": 0}, "capacity_wh must be 1000..500000"),
         ("1", "soc", {"soc_percent": 42, "measured_at": "yesterday"}, "measured_at must be an ISO 8601 time"),
         ("1", "soc", {"soc_percent": 42, "measured_at": "2020-01-01T00:00:00"}, "with a zone"),
         ("1", "soc", {"soc_percent": 42, "measured_at": iso_utc(utc_now() + timedelta(hours=1))}, "in the future"),

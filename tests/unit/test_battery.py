@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -97,7 +98,12 @@ def test_estimates_are_rounded_and_never_go_down() -> None:
         (None, None, 0, "needs soc_percent or capacity_wh"),
         (101.0, None, 0, "soc_percent must be 0..100"),
         (-1.0, None, 0, "soc_percent must be 0..100"),
-        (50.0, 0.0, 0, "capacity_wh must be above 0"),
+        (50.0, 0.0, 0, "capacity_wh must be 1000..500000"),
+        (50.0, 1e-300, 0, "capacity_wh must be 1000..500000"),  # made every Wh jump the estimate to 100 %
+        (50.0, 999.0, 0, "capacity_wh must be 1000..500000"),
+        (50.0, 500_001.0, 0, "capacity_wh must be 1000..500000"),
+        (50.0, math.nan, 0, "capacity_wh must be 1000..500000"),
+        (math.nan, None, 0, "soc_percent must be 0..100"),
         (50.0, None, 6, "in the future"),
     ],
 )
@@ -126,6 +132,8 @@ def test_targets_default_to_the_config_and_are_replaced_at_runtime() -> None:
     assert (targets.get(1), targets.get(2)) == (None, 80.0)
     with pytest.raises(CommandRejected, match="soc_target_percent"):
         targets.set(2, 0.0)
+    with pytest.raises(CommandRejected, match="soc_target_percent"):
+        targets.set(2, math.nan)  # passed the old check: NaN compares false to both bounds
     assert targets.get(2) == 80.0
     assert targets.to_dict() == {"1": {"percent": None, "default": 90.0}, "2": {"percent": 80.0, "default": None}}
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.mqtt.commands import CommandHandler, command_topic
+from adapters.mqtt.commands import CommandHandler, command_topic, json_depth_exceeds, shown_topic
 from adapters.mqtt.payloads import Topics
 from gateway.domain.model import Connector
 from gateway.services.site import Site
@@ -86,3 +86,66 @@ def test_a_rejected_command_warns_once_per_topic_until_one_is_carried_out(caplog
 def test_unknown_switches_are_a_programming_error() -> None:
     with pytest.raises(ValueError, match="soc_imput"):
         handler("soc_imput")
+
+
+# -- bounds before parsing ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "limit", "exceeds"),
+    [
+        ('{"a": 1}', 1, False),
+        ('{"a": [1]}', 1, True),
+        ('{"a": "[[[[{{{{"}', 1, False),  # brackets in a string are text
+        ('{"a": "\\"[[[["}', 1, False),  # so is an escaped quote: the string goes on
+        ('{"a": "\\\\", "b": [[1]]}', 2, True),  # an escaped backslash ends before the quote
+        ("[" * 5, 4, True),
+        ("[" * 4, 4, False),
+    ],
+)
+def test_json_depth_is_counted_outside_strings(text: str, limit: int, exceeds: bool) -> None:
+    assert json_depth_exceeds(text, limit) is exceeds
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"[" * 100_000, "payload is 100000 bytes; a command has at most 1024"),  # was RecursionError
+        (b"[" * 1000, "nests deeper than 4 levels"),  # 1 KB of "[" alone recursed too deep
+        (b'{"soc_percent": 1e999}', "soc_percent must be a finite number or null, not Infinity"),
+        (b'{"soc_percent": 1' + b"0" * 400 + b"}", "soc_percent must be a finite number"),  # was OverflowError
+        (b"\xff{}", "payload is not JSON: not UTF-8 (invalid start byte at byte 0)"),
+        (b'{"soc_percent": 50, "capacity_wh": 1e-300}', "capacity_wh must be 1000..500000"),
+    ],
+)
+def test_hostile_payloads_are_answered_not_raised(payload: bytes, reason: str) -> None:
+    site, commands = handler()
+    error = commands.handle("gw/site/connector/1/set/soc", payload, retained=False)
+    assert error is not None and reason in str(error["reason"])
+    assert site.connectors[1].soc is None
+
+
+def test_a_connector_of_5000_digits_is_no_connector_and_the_topic_is_shown_short() -> None:
+    _, commands = handler("current_limit")
+    topic = f"gw/site/connector/{'9' * 5000}/set/current_limit"
+    error = commands.handle(topic, b'{"current_a": 10}', retained=False)  # was ValueError in the rate limiter
+    assert error is not None
+    assert error["reason"] == "no connector 9999... (5000 digits)"
+    assert error["topic"] == shown_topic(topic) and len(str(error["topic"])) < 250
+
+
+def test_long_made_up_topics_are_remembered_short(caplog: pytest.LogCaptureFixture) -> None:
+    """Log-once memory keeps the shown topic: 1000 topics of 64 KB must not cost 64 MB."""
+    _, commands = handler()
+    for n in range(3):
+        commands.handle(f"gw/site/connector/1/set/{'x' * 60_000}{n}", b"{}", retained=False)
+    assert all(len(topic) < 250 for topic, _why in commands._told)
+    assert all(len(record.getMessage()) < 400 for record in caplog.records)
+
+
+def test_a_current_limit_above_the_chargers_maximum_is_refused() -> None:
+    site = Site([Connector(1, "wb"), Connector(2, "wb", socket=2)], [], clock=FixedClock())
+    commands = CommandHandler(site, TOPICS, ("current_limit",), max_current_a={1: 16.0})
+    error = commands.handle("gw/site/connector/1/set/current_limit", b'{"current_a": 20}', retained=False)
+    assert error is not None and "current_a must be 0..16 A (connector 1's charger)" in str(error["reason"])
+    assert commands.handle("gw/site/connector/1/set/current_limit", b'{"current_a": 16}', retained=False) is None
+    assert commands.handle("gw/site/connector/2/set/current_limit", b'{"current_a": 20}', retained=False) is None
+    assert (site.connectors[1].current_ceiling_a, site.connectors[2].current_ceiling_a) == (16.0, 20.0)
