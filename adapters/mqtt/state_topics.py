@@ -103,7 +103,7 @@ class StateTopics:
                 return self.topics.device(name), device_state(name, health.online, health.reason, health.since)
             case ("upstream",):
                 up = self._site.upstream
-                return self.topics.upstream, upstream_state(up.connected, up.registration, up.changed_at)
+                return self.topics.upstream, upstream_state(up.connected, up.registration, up.changed_at, up.reason)
             case ("site",):
                 site = self._site
                 grid = next((m for m in site.meters.values() if m.connector_id == 0), None)

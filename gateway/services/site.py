@@ -434,12 +434,13 @@ class Site(NativeChargers, SiteCommands):
         """Record the CSMS connection state (reported by the upstream adapter) for MQTT and status.
 
         ``reason``: why the link is down (ignored while connected). A new reason for a link that
-        stays down replaces the last one quietly (no event: only the status page reads it, at
-        request time); an empty one keeps it."""
+        stays down replaces the last one (and is told, for MQTT's retained state); an empty one
+        keeps it."""
         reason = "" if connected else reason
         if (connected, registration) == (self.upstream.connected, self.upstream.registration):
             if reason and reason != self.upstream.reason:
                 self.upstream = replace(self.upstream, reason=reason)
+                self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at))
             return
         self.upstream = UpstreamState(connected, registration, self.clock.now(), reason)
         self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at))

@@ -82,6 +82,7 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
         _label_faults(state)
         connectors.append(state)
     health = readiness(site, telemetry, backlog, now)
+    up = site.upstream
     return {
         "version": PICTURE_VERSION,
         "generated_at": iso_utc(now),
@@ -99,8 +100,7 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
         "devices": [_device(site, telemetry, name) for name in site.devices()],
         "upstream": {
             "endpoint": labels.csms_endpoint,
-            **upstream_state(site.upstream.connected, site.upstream.registration, site.upstream.changed_at),
-            "reason": site.upstream.reason or None,  # why it is down, as last reported
+            **upstream_state(up.connected, up.registration, up.changed_at, up.reason),
         },
         "outbox": outbox_state(backlog, now),
         "mqtt": {

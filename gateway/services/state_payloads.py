@@ -146,13 +146,19 @@ def meter_state(meter: Meter) -> Payload:
     return payload
 
 
-def upstream_state(connected: bool, registration: str, changed_at: datetime | None) -> Payload:
-    """The CSMS link: socket ``connected`` and the BootNotification ``registration`` result.
+def upstream_state(connected: bool, registration: str, changed_at: datetime | None, reason: str = "") -> Payload:
+    """The CSMS link: socket ``connected``, the BootNotification ``registration`` result and,
+    while it is down, the ``reason`` last reported (null when there is none).
 
     ``changed_at`` is null when the bridge has not seen a change since it started (the Site does
     not keep that time).
     """
-    return {"connected": connected, "registration": registration, "changed_at": _iso(changed_at)}
+    return {
+        "connected": connected,
+        "registration": registration,
+        "changed_at": _iso(changed_at),
+        "reason": reason or None,
+    }
 
 
 def outbox_state(stats: BacklogStats, now: datetime) -> Payload:

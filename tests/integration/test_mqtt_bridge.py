@@ -147,7 +147,7 @@ async def test_connect_publishes_availability_and_all_state_retained(
         assert (meter["meter"], meter["connector_id"], meter["energy_wh"]) == ("grid", 0, 50_000)
 
         upstream = (await watcher.wait_for(bridge.topics.upstream)).json()
-        assert upstream == {"connected": False, "registration": "none", "changed_at": None}
+        assert upstream == {"connected": False, "registration": "none", "changed_at": None, "reason": None}
 
         device = (await watcher.wait_for(bridge.topics.device("wb1"))).json()
         assert (device["device"], device["online"]) == ("wb1", True)

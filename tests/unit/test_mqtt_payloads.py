@@ -181,8 +181,12 @@ def test_upstream_and_device_payloads() -> None:
         "connected": True,
         "registration": "Accepted",
         "changed_at": "2025-03-01T12:00:00.123Z",
+        "reason": None,
     }
     assert upstream_state(False, "none", None)["changed_at"] is None
+    assert upstream_state(False, "none", None, "CSMS refused the connection: HTTP 401")["reason"] == (
+        "CSMS refused the connection: HTTP 401"
+    )
     assert device_state("wb", False, "timeout", T0) == {
         "device": "wb",
         "online": False,
