@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.domain.model import ConnectorStatus, FaultKind, iso_utc
+from gateway.domain.model import Connector, ConnectorStatus, FaultKind, VehicleState, iso_utc
 from gateway.services.readiness import readiness
 from gateway.services.site import Site
 from gateway.services.state_payloads import (
@@ -67,6 +67,14 @@ class SiteLabels:
     commands: bool = False  # the status page may stop sessions and switch connectors
 
 
+def _status_label(connector: Connector) -> str:
+    """The status in words; Preparing without a car is a start that waits for one (OCPP 1.6
+    reports both as Preparing, a person wants to know which)."""
+    if connector.status is ConnectorStatus.OCCUPIED and connector.vehicle_state in (None, VehicleState.A):
+        return "Waiting for the car"
+    return STATUS_LABELS.get(connector.status, str(connector.status))
+
+
 def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payload:
     """Everything the status page shows, now; times UTC ISO 8601, units in the key names."""
     now = site.clock.now()
@@ -78,7 +86,7 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
         state = connector_state(connector, billing_wh)
         state["billing_energy_wh"] = billing_wh
         state["upstream"] = connector.upstream  # False: a passthrough charger's, not on the merged charge point
-        state["status_label"] = STATUS_LABELS.get(connector.status, str(connector.status))
+        state["status_label"] = _status_label(connector)
         _label_faults(state)
         connectors.append(state)
     health = readiness(site, telemetry, backlog, now)

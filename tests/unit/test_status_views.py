@@ -25,7 +25,9 @@ from gateway.domain.model import (
     VehicleState,
 )
 from gateway.domain.outbox import NewRecord, RecordKind
+from gateway.domain.transactions import AuthPolicy
 from gateway.services.outbox import Outbox
+from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from gateway.services.site_picture import FAULT_LABELS, STATUS_LABELS, SiteLabels, site_picture
 from gateway.services.telemetry import POLL_BUCKETS_S, Telemetry
@@ -234,3 +236,15 @@ def test_the_csms_address_is_shown_without_credentials_or_query(url: str, shown:
     from gateway.app import shown_url
 
     assert shown_url(url) == shown
+
+
+def test_a_start_that_waits_for_its_car_says_so() -> None:
+    """OCPP calls both Preparing; the page tells a remote start waiting for a car from a car plugged in."""
+    clock = StepClock(T0)
+    site = Site([Connector(1, "wb-1")], [], clock=clock, policies={1: ConnectorPolicy(AuthPolicy.REMOTE)})
+    telemetry = Telemetry(["wb-1"], clock)
+    site.apply(ChargerSnapshot("wb-1", 1, Reading(T0, energy_wh=10), VehicleState.A))
+    assert site.remote_start(1, "APP-1")
+    assert site_picture(site, telemetry, LABELS)["connectors"][0]["status_label"] == "Waiting for the car"
+    site.apply(ChargerSnapshot("wb-1", 1, Reading(T0, energy_wh=10), VehicleState.B))
+    assert site_picture(site, telemetry, LABELS)["connectors"][0]["status_label"] != "Waiting for the car"
