@@ -41,21 +41,19 @@ from typing import Any
 
 from ocpp.exceptions import (
     FormationViolationError,
-    NotSupportedError,
     OccurenceConstraintViolationError,
     OCPPError,
     PropertyConstraintViolationError,
     ProtocolError,
     TypeConstraintViolationError,
 )
-from ocpp.exceptions import NotImplementedError as NotImplementedCallError  # not the builtin
 from ocpp.messages import Call, CallError, CallResult, validate_payload
-from ocpp.v16.enums import Action
+
+from adapters.ocpp_callerrors import unsupported_action
 
 OCPP_VERSION = "1.6"
 MAX_UNIQUE_ID = 36  # OCPP-J: the message id is a string of at most 36 characters
 MAX_CAUSE = 200  # characters of errorDetails.cause and of names quoted in the log
-OCPP16_ACTIONS = frozenset(action.value for action in Action)
 MESSAGE_TYPES = (Call.message_type_id, CallResult.message_type_id, CallError.message_type_id)  # 2, 3, 4
 # The start of a CALL whose JSON is broken further on: its id can still be answered.
 _CALL_PREFIX = re.compile(r'\s*\[\s*2\s*,\s*"([^"\\]{1,' + str(MAX_UNIQUE_ID) + r'})"\s*,')
@@ -156,15 +154,7 @@ def _response(message: list[Any], unique_id: str | None) -> CallResult | CallErr
 
 def unknown_action(action: str) -> OCPPError:
     """The CALLERROR for an action without a handler, with OCPP-J 1.6's codes and descriptions."""
-    if action in OCPP16_ACTIONS:
-        return NotSupportedError(
-            description="Requested Action is recognized but not supported by the receiver",
-            details={"cause": f"{action} is not handled by this central system"},
-        )
-    return NotImplementedCallError(
-        description="Requested Action is not known by receiver",
-        details={"cause": f"{short(action, 60)} is not an OCPP 1.6 action"},
-    )
+    return unsupported_action(action, "this central system")
 
 
 async def schema_error(call: Call) -> OCPPError | None:

@@ -18,7 +18,8 @@ from ocpp.v16.enums import Action
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from adapters.ocpp_upstream.incoming import short, unanswered, unsupported_action
+from adapters.ocpp_callerrors import unsupported_action
+from adapters.ocpp_upstream.incoming import short, unanswered
 from adapters.ocpp_upstream.local_list import get_local_list_version, send_local_list
 from adapters.ocpp_upstream.smart_charging import (
     composite_schedule_result,
@@ -83,7 +84,7 @@ class Peer(ChargePoint):
             log.warning("CSMS sent %s while the gateway is Rejected: not answered (OCPP 1.6, 4.2)", short(msg.action))
             return None
         if "_on_action" not in self.route_map.get(msg.action, {}):
-            error = unsupported_action(msg.action)
+            error = unsupported_action(msg.action, "this charge point")
             log.warning("CSMS asked for %s: answered %s", short(msg.action), error.code)
             await self._send(msg.create_call_error(error).to_json())
             return None

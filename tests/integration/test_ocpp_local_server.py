@@ -23,8 +23,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 from websockets.typing import Subprotocol
 
+from adapters.ocpp_callerrors import OCPP16_ACTIONS
 from adapters.ocpp_local.charger_session import ChargerSession, ChargerSessions
-from adapters.ocpp_local.frames import OCPP16_ACTIONS
 from adapters.ocpp_local.server import LocalOcppServer
 from gateway.config import OcppChargerConfig, OcppServerConfig
 from tests.fixtures.net import free_port

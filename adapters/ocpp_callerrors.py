@@ -1,0 +1,32 @@
+"""The CALLERROR for a request without a handler, with OCPP-J 1.6's codes: shared by both OCPP sides.
+
+The ``ocpp`` library (2.1) answers a 1.6 action without a handler with ``NotImplemented`` and an
+action OCPP 1.6 does not know with ``NotSupported``; OCPP-J 1.6 Table 7 says the opposite
+(NotImplemented = "Requested Action is not known by receiver", NotSupported = "Requested Action
+is recognized but not supported by the receiver"; the library's issue #493). The local server
+(we are a central system) and the upstream charge point (we are a charge point) answer alike.
+"""
+
+from __future__ import annotations
+
+from ocpp.exceptions import NotImplementedError as NotImplementedCallError  # not the builtin
+from ocpp.exceptions import NotSupportedError, OCPPError
+from ocpp.v16.enums import Action
+
+OCPP16_ACTIONS = frozenset(action.value for action in Action)
+MAX_NAME = 60  # characters of a foreign action name quoted in a CALLERROR
+
+
+def unsupported_action(action: str, receiver: str) -> OCPPError:
+    """The CALLERROR for ``action`` without a handler; ``receiver`` names us in its cause
+    ("this charge point", "this central system")."""
+    if action in OCPP16_ACTIONS:
+        return NotSupportedError(
+            description="Requested Action is recognized but not supported by the receiver",
+            details={"cause": f"{action} is not supported by {receiver}"},
+        )
+    name = action if len(action) <= MAX_NAME else action[: MAX_NAME - 3] + "..."
+    return NotImplementedCallError(
+        description="Requested Action is not known by receiver",
+        details={"cause": f"{name} is not an OCPP 1.6 action"},
+    )
