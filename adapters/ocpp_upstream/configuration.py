@@ -24,12 +24,16 @@ class _Key:
     check: Callable[[str], bool] | None = None
 
 
-def _positive_int(text: str) -> bool:
-    return text.isdigit() and int(text) > 0
+MAX_INTEGER = 2**31 - 1  # OCPP's integer: a larger value (or 400 nines) would overflow the loops it times
 
 
 def _non_negative_int(text: str) -> bool:
-    return text.isdigit()
+    """ASCII digits of an integer OCPP can carry ("²" and "٣" are digits to str.isdigit, not to int)."""
+    return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= MAX_INTEGER
+
+
+def _positive_int(text: str) -> bool:
+    return _non_negative_int(text) and int(text) > 0
 
 
 def _boolean(text: str) -> bool:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ocpp.exceptions import OCPPError
+from ocpp.exceptions import FormationViolationError, OCPPError
 from ocpp.messages import Call
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
@@ -77,11 +77,27 @@ class Peer(ChargePoint):
             telemetry.message_sent(action)
         return result
 
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        """The library's, but a frame from the CSMS that cannot be read (not JSON, 5000 digits, 50,000
+        nested brackets, an action that is not a string) is one WARNING line and the link goes on:
+        nothing a CSMS sends may end the gateway."""
+        try:
+            await super().route_message(raw_msg)
+        except ConnectionClosed:
+            raise
+        except (ValueError, TypeError, RecursionError, KeyError, AttributeError) as exc:
+            log.warning("CSMS sent a frame that cannot be handled (%s): ignored", short(f"{type(exc).__name__}: {exc}"))
+
     async def _handle_call(self, msg: Call) -> Any:
         """The library's, but silent while Rejected, with OCPP 1.6's CALLERROR for an action the
         gateway does not carry out, and one log line instead of a traceback (see incoming.py)."""
         if unanswered(self.owner.registration, self.owner.accepted.is_set()):
             log.warning("CSMS sent %s while the gateway is Rejected: not answered (OCPP 1.6, 4.2)", short(msg.action))
+            return None
+        if not isinstance(msg.action, str):
+            error: OCPPError = FormationViolationError(details={"cause": "the action must be a string"})
+            log.warning("CSMS sent a CALL whose action is not a string: answered %s", error.code)
+            await self._send(msg.create_call_error(error).to_json())
             return None
         if "_on_action" not in self.route_map.get(msg.action, {}):
             error = unsupported_action(msg.action, "this charge point")
