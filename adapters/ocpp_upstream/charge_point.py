@@ -341,15 +341,19 @@ class VirtualChargePoint:
 
         An answered record leaves the queue before anything else is done with its answer, so a
         failure afterwards can never send it twice; a dropped link leaves it at the head. The one
-        exception is the CSMS's transactionId: it is written down before its StartTransaction
-        leaves the queue, and a queued start whose id is already known (a kill came between the
-        two) is written off unsent, so the CSMS never numbers one session twice.
+        exception is the CSMS's transactionId: a StartTransaction leaves the queue only once its id
+        is on disk (a disk that refuses keeps it at the head, unsent, until it takes the id), and a
+        queued start whose id is already known (a kill came between the two) is written off
+        unsent, so the CSMS never numbers one session twice.
         """
         while True:
             record = await self.outbox.next()
             csms_id = self.transactions.csms_id(record.local_ref)
             if record.action == "StartTransaction" and csms_id is not None:
-                self.outbox.delivered(record)
+                if self.transactions.ids_on_disk():
+                    self.outbox.delivered(record)
+                else:
+                    await asyncio.sleep(DISK_RETRY_S)
                 continue
             request, problem = await call_problem(record, csms_id)
             if problem is not None:  # ours, not the CSMS's: never sent, never retried
@@ -366,14 +370,14 @@ class VirtualChargePoint:
                 continue
             if record.action == "StartTransaction" and record.local_ref is not None:
                 self.transactions.numbered(record.local_ref, result.transaction_id)
-            self.outbox.delivered(record)
-            if record.action == "StartTransaction" and record.local_ref is not None:
                 self.site.transaction_numbered(record.local_ref, result.transaction_id)
                 if auth_status(result.id_tag_info) is not AuthStatus.ACCEPTED:
                     stop = self.configuration.boolean("StopTransactionOnInvalidId")
                     self.site.start_rejected(record.local_ref, stop_on_invalid_id=stop)
                 self.remember(record.payload["id_tag"], result.id_tag_info)
-            elif record.action == "StopTransaction" and record.local_ref is not None:
+                continue  # written off at the next turn, once its id is on disk (see above)
+            self.outbox.delivered(record)
+            if record.action == "StopTransaction" and record.local_ref is not None:
                 self.transactions.finished(record.local_ref)
 
     async def _authorize(self, peer: Peer) -> None:

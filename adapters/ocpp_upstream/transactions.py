@@ -86,8 +86,8 @@ def move_ledger(settings: SettingsStore, ledger: SettingsStore) -> None:
         kept = settings.load(section)
         if kept is None:
             continue
-        if ledger.load(section) is None:
-            ledger.save(section, kept)
+        if ledger.load(section) is None and not ledger.save(section, kept):
+            continue  # the ledger refused it: the settings copy stays, for the next start
         settings.save(section, None)
 
 
@@ -180,6 +180,7 @@ class TransactionLog:
         self._samples: dict[str, list[dict[str, Any]]] = {}  # local ref -> StopTxn*Data MeterValues
         self._saved_at: dict[str, datetime] = {}  # local ref -> reading time of its last register save
         self._unsaved: set[str] = set()  # open sessions whose last register is newer in memory than on disk
+        self._ids_unsaved = False  # the disk refused the last write of the CSMS ids
 
     def left_open_by_last_run(self) -> list[OpenTransaction]:
         """Sessions that were open when the last process ended (the caller stops them)."""
@@ -243,8 +244,15 @@ class TransactionLog:
             del samples[1]  # keep the first; the rest is the latest ones
 
     def numbered(self, local_ref: str, transaction_id: int) -> None:
+        """The CSMS numbered ``local_ref`` (see ``ids_on_disk``: its start leaves the queue only then)."""
         self.csms_ids[local_ref] = transaction_id
         self._save_ids()
+
+    def ids_on_disk(self) -> bool:
+        """Whether every CSMS id known is on disk; tries the disk again if the last write failed."""
+        if self._ids_unsaved:
+            self._save_ids()
+        return not self._ids_unsaved
 
     def finished(self, local_ref: str) -> None:
         """Forget a session's id once its StopTransaction was delivered."""
@@ -268,4 +276,4 @@ class TransactionLog:
         self._unsaved.clear()
 
     def _save_ids(self) -> None:
-        self._store.save("transaction_ids", self.csms_ids)
+        self._ids_unsaved = not self._store.save("transaction_ids", self.csms_ids)

@@ -81,7 +81,7 @@ class JsonSettingsStore:
         """What was last saved under ``section``, or None."""
         return self._sections.get(section)
 
-    def save(self, section: str, data: Any) -> None:
+    def save(self, section: str, data: Any) -> bool:
         """Replace ``section`` and write the file durably before returning (the file it replaces
         becomes the previous copy).
 
@@ -95,8 +95,9 @@ class JsonSettingsStore:
             write_atomically(self.path, text.encode("utf-8"), keep_previous=self.previous_path)
         except OSError as exc:
             log.error("settings section %r not saved to %s: %s", section, self.path, exc)
-            return
+            return False
         self._sections = sections
+        return True
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -31,8 +31,9 @@ class SettingsStore(Protocol):
         """What was last saved under ``section``, or None."""
         ...
 
-    def save(self, section: str, data: Any) -> None:
-        """Replace ``section``; returns only once it is on disk."""
+    def save(self, section: str, data: Any) -> bool:
+        """Replace ``section``; returns only once it is on disk: True, or False if the disk
+        refused (the section keeps its last saved value; the caller decides what that costs)."""
         ...
 
 
@@ -42,5 +43,5 @@ class NoSettingsStore:
     def load(self, section: str) -> Any | None:
         return None
 
-    def save(self, section: str, data: Any) -> None:
-        pass
+    def save(self, section: str, data: Any) -> bool:
+        return True

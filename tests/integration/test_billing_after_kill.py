@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from adapters.demo_csms.csms import DemoCsms
+from adapters.ocpp_upstream import charge_point
 from adapters.ocpp_upstream.charge_point import CLEAN_SHUTDOWN, VirtualChargePoint
 from adapters.ocpp_upstream.transactions import move_ledger
 from adapters.storage.outbox_store import SegmentedOutboxStore
@@ -23,6 +24,7 @@ from gateway.domain.outbox import NewRecord, RecordKind
 from gateway.services.outbox import Outbox
 from tests.fixtures.memory_outbox import memory_outbox
 from tests.fixtures.net import free_port
+from tests.fixtures.settings import DictSettings
 from tests.integration.test_outbox_upstream import FREE, _last_payload, _persistent_site, disk_outbox
 from tests.integration.test_upstream import at_minute, make_site, running, upstream, upstream_at
 
@@ -205,3 +207,36 @@ def test_an_upgrade_moves_the_session_ledger_out_of_the_settings_file_once(tmp_p
     move_ledger(settings, ledger)  # the next start: nothing more to move, nothing lost
     assert JsonSettingsStore(tmp_path / "transactions.json").load("transaction_ids") == {"c1-old": 77}
     assert JsonSettingsStore(tmp_path / "settings.json").load("transaction_ids") is None
+
+
+class RefusingLedger(DictSettings):
+    """A ledger whose disk refuses writes while ``full`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+
+    def save(self, section: str, data: object) -> bool:
+        return False if self.full else super().save(section, data)
+
+
+async def test_a_start_leaves_the_queue_only_once_its_csms_id_is_on_disk(
+    csms: DemoCsms, running: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a refused ledger write must not let the start go (a kill would make -1)."""
+    monkeypatch.setattr(charge_point, "DISK_RETRY_S", 0.05)
+    ledger = RefusingLedger()
+    site = make_site(FREE)
+    cp = VirtualChargePoint(site, upstream(csms, meter_value_sample_interval_s=0), memory_outbox(), None, ledger)
+    running.append(asyncio.create_task(cp.run()))
+    await cp.accepted.wait()
+    ledger.full = True
+    site.apply(left_at(0, VehicleState.A, 100_000))
+    site.apply(left_at(1, VehicleState.C, 100_000))
+    await csms.wait_for("StartTransaction", timeout=5)
+    await asyncio.sleep(0.2)  # several delivery turns while the disk refuses
+    assert [info.kind for info in cp.outbox.store.index()] == [RecordKind.START]  # kept, not sent again
+    ledger.full = False
+    await asyncio.wait_for(cp.outbox.wait_empty(), 5)
+    assert ledger.load("transaction_ids") == {cp.transactions.running[1]: csms.last_transaction_id}
+    assert len(csms.messages("StartTransaction")) == 1
