@@ -519,7 +519,11 @@ class SegmentedOutboxStore:
             highest = max(highest, start)
             end = starts[i + 1] if i + 1 < len(starts) else None
             segment = _Segment(start, self.directory / f"seg-{start:012d}.json")
-            records = self._read_segment(segment, end)
+            try:
+                records = self._read_segment(segment, end)
+            except _SalvageLater as later:  # left as it is for now: numbers go on after it
+                highest = max(highest, later.highest_seq, start + self.segment_records - 1)
+                continue
             if records is None:  # damaged, and nothing in it could be read: set aside
                 continue
             self._segments[start] = segment
@@ -609,10 +613,19 @@ class SegmentedOutboxStore:
                 fsync_directory(self.directory)
             kept = f"kept as {aside.name}"
         else:
-            if not aside.exists():
-                write_atomically(aside, raw)
             rewritten = _encode({TABLE: {str(seq): fields for seq, fields, _ in records}})
-            write_atomically(path, rewritten)
+            try:
+                if not aside.exists():
+                    write_atomically(aside, raw)
+                write_atomically(path, rewritten)
+            except OSError as exc:  # a full disk must not stop the gateway: salvage at the next opening
+                waiting = f"{salvaged} readable records wait in it for the next start (they are sent late)"
+                self._report(
+                    StoreProblem(
+                        f"outbox segment damaged ({damage}) and not salvaged now ({exc}); {waiting}", str(path), None
+                    )
+                )
+                raise _SalvageLater(max(seq for seq, _, _ in records)) from exc
             kept = f"original kept as {aside.name}"
         self._report(StoreProblem(f"outbox segment damaged ({damage}): {outcome}; {kept}", str(path), lost))
         return rewritten
@@ -627,6 +640,14 @@ class SegmentedOutboxStore:
     def _report(self, problem: StoreProblem) -> None:
         log.warning("%s: %s", problem.path, problem.what)  # (the counts are in ``what``)
         self._problems.append(problem)
+
+
+class _SalvageLater(Exception):
+    """A damaged segment the disk would not let us salvage now: left in place, unread this run."""
+
+    def __init__(self, highest_seq: int) -> None:
+        super().__init__(highest_seq)
+        self.highest_seq = highest_seq
 
 
 def _aside_path(path: Path, raw: bytes) -> Path:

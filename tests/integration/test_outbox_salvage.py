@@ -7,6 +7,7 @@ exactly which records come back, in which order, and what ``problems()`` says.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.storage import outbox_store
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind, StoreProblem
 from tests.integration.test_outbox_store import drain
@@ -197,3 +199,26 @@ def test_a_second_damage_to_a_segment_keeps_both_originals(tmp_path: Path, caplo
     assert (tmp_path / f"{MIDDLE}.corrupt").read_bytes() == first
     assert (tmp_path / f"{MIDDLE}.corrupt.1").read_bytes() == second
     assert f"kept as {MIDDLE}.corrupt.1" in problem.what
+
+
+def test_a_damaged_segment_on_a_full_disk_does_not_stop_the_gateway_from_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: salvaging writes files; a full disk then leaves it for the next start."""
+    store = SegmentedOutboxStore(tmp_path, 50)
+    for n in range(1, 4):
+        store.append(new(n))
+    segment = tmp_path / "seg-000000000001.json"
+    segment.write_bytes(segment.read_bytes()[:-7])  # cut short
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outbox_store, "write_atomically", full)
+    opened = SegmentedOutboxStore(tmp_path, 50)  # opens: the segment waits, unread, for the next start
+    assert len(opened) == 0 and "not salvaged now" in opened.problems()[0].what
+    monkeypatch.undo()
+    later = opened.append(new(4))
+    assert later.seq > 50  # numbers go on after the damaged segment's range, never into it
+    reopened = SegmentedOutboxStore(tmp_path, 50)  # room again: salvaged (3 was in the cut)
+    assert [r.created_at for r in drain(reopened)] == [new(n).created_at for n in (1, 2, 4)]
