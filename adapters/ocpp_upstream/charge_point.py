@@ -109,8 +109,7 @@ class VirtualChargePoint:
             await _first_to_finish(
                 self._stay_connected(), self._collect(self._effects), self._sampled(), self._clock_aligned()
             )
-        finally:
-            self.site.unsubscribe(self._effects)
+        finally:  # (the subscription stays: a native stop answered while the gateway shuts down is still queued)
             self.site.settings.save(CLEAN_SHUTDOWN, True)
 
     async def _collect(self, events: EventStream) -> None:

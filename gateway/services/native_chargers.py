@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.domain.events import ConnectorReadingChanged, Event, RelayToCharger
-from gateway.domain.model import Connector, ConnectorStatus, Fault, Reading, SessionInfo
+from gateway.domain.model import Connector, ConnectorStatus, Fault, Reading, SessionInfo, iso_utc
 from gateway.domain.transactions import (
     Authorize,
     AuthStatus,
@@ -122,11 +122,13 @@ class NativeChargers:
         session's start again, resent by a charger that never saw the answer: its reference is
         returned and nothing new starts."""
         running = self.connectors[connector_id].session
-        if running is not None and (running.id_tag, running.meter_start_wh, running.started_at) == (
+        # (times compared as kept: to the millisecond, as the ledger holds a session taken up after a restart)
+        same = running is not None and (running.id_tag, running.meter_start_wh, iso_utc(running.started_at)) == (
             id_tag,
             meter_start_wh,
-            at,
-        ):
+            iso_utc(at),
+        )
+        if running is not None and same:
             log.info(
                 "connector %s: the start of session %s came again: nothing new started", connector_id, running.local_ref
             )

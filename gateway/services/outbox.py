@@ -338,6 +338,8 @@ class Outbox:
             return
         try:
             self.store.set_attempts(seq, attempts)
+        except KeyError:  # thinned or dropped for space while it was in flight: nothing left to count
+            self._attempts.pop(seq, None)
         except OSError as exc:  # the count is kept in memory meanwhile
             self._disk_trouble("cannot record a failed attempt", exc)
 
