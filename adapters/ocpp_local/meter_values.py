@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.domain.model import Reading
@@ -36,19 +36,24 @@ READ = frozenset(
 # "nan", "inf", "1_000" and surrounding blanks.
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 MAX_QUOTED = 40  # characters of a refused value quoted in the log and the CALLERROR
+FUTURE_TOLERANCE = timedelta(seconds=60)  # how far ahead of ours a charger's clock may be
 
 
 class BadMeterValue(ValueError):
     """A sampled value the gateway cannot use; the message says which, with the value as sent."""
 
 
-def parse_time(text: object, fallback: datetime) -> datetime:
-    """An ISO 8601 time from a charger (the schema does not check the format: be forgiving)."""
+def parse_time(text: object, now: datetime) -> datetime:
+    """An ISO 8601 time from a charger (the schema does not check the format: be forgiving); ``now``
+    if it cannot be read or lies ahead of the gateway's clock (more than FUTURE_TOLERANCE): a
+    reading from the future would widen what the register guard lets through, and freeze the
+    register once the true times are behind it."""
     try:
         moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
-        return fallback
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        return now
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return now if moment > now + FUTURE_TOLERANCE else moment
 
 
 def quoted(value: object) -> str:

@@ -55,6 +55,14 @@ class BillingRegisters:
         """The last good register of ``where``, or None before its first."""
         return self._good.get(where)
 
+    def plausible(self, where: str, energy_wh: int, at: datetime) -> Fault | None:
+        """Whether ``energy_wh`` read at ``at`` could follow the last good register (no change is
+        made): for a value that must not be billed unchecked although it is no news (a native
+        charger's stop stamped before its last reading)."""
+        last = self._good.get(where)
+        reading = Reading(max(at, last.read_at) if last else at, energy_wh=energy_wh)
+        return check_register(last, reading, self._max_power_w.get(where, float("inf")))[1]
+
     def guard(self, where: str, reading: Reading, *, quiet: bool = False) -> tuple[Reading, Fault | None]:
         """The reading to use (energy removed if refused) and the register fault, if any.
 

@@ -169,6 +169,8 @@ class NativeChargers:
         refused = "below the session's start" if meter_stop_wh < session.meter_start_wh else None
         if refused is None:
             fault = self.native_reading(connector.connector_id, Reading(at, energy_wh=meter_stop_wh))
+            # a stop stamped before the last reading is stale news, yet it is billed: check it anyway
+            fault = fault or self.registers.plausible(f"connector {connector.connector_id}", meter_stop_wh, at)
             refused = f"refused: {fault.info}" if fault is not None else None
         if refused is not None:
             used = self._best_register(connector, session.meter_start_wh)

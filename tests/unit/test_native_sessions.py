@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from gateway.domain.model import Connector, iso_utc
-from gateway.domain.transactions import StartTransaction, StopTransaction
+import pytest
+
+from gateway.domain.model import Connector, Reading, iso_utc
+from gateway.domain.transactions import StartTransaction, StopReason, StopTransaction
 from gateway.services.site import Site
 
 
@@ -19,3 +21,28 @@ def test_a_start_resent_after_a_restart_is_the_same_session_whatever_digits_its_
     assert site.native_start(1, "TAG", 100_000, at) == "c1-old"  # the charger resends its unanswered start
     sessions = [e for e in iter(events.get_nowait, None) if isinstance(e, StartTransaction | StopTransaction)]
     assert sessions == []  # no 0 Wh stop, no second session
+
+
+def native_site() -> tuple[Site, object]:
+    site = Site([Connector(1, "NATIVE-1")], [])
+    site.register_native([1])
+    return site, site.subscribe()
+
+
+def stops(events: object) -> list[StopTransaction]:
+    return [e for e in iter(events.get_nowait, None) if isinstance(e, StopTransaction)]  # type: ignore[attr-defined]
+
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("meter_stop_wh", "billed_wh"), [(1_000_000_000, 105_000), (101_000, 105_000)])
+def test_a_stop_stamped_before_the_last_reading_is_checked_all_the_same(meter_stop_wh: int, billed_wh: int) -> None:
+    """Found in review: a stale stop skipped the guard (absurd, or below a value already sent)."""
+    site, events = native_site()
+    site.native_reading(1, Reading(NOW, energy_wh=100_000))
+    ref = site.native_start(1, "TAG", 100_000, NOW)
+    later = NOW + timedelta(minutes=10)
+    assert site.native_reading(1, Reading(later, energy_wh=105_000)) is None  # sent upstream in MeterValues
+    assert site.native_stop(ref, meter_stop_wh, later - timedelta(seconds=1), StopReason.LOCAL)
+    assert [s.meter_stop_wh for s in stops(events)] == [billed_wh]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.ocpp_local.meter_values import BadMeterValue, reading_from_meter_values
+from adapters.ocpp_local.meter_values import BadMeterValue, parse_time, reading_from_meter_values
 from gateway.domain.battery import SocSource
 from gateway.domain.model import Connector, ConnectorStatus, Fault, FaultKind, Reading
 from gateway.services.ocpp_status import STATUS, from_status_notification
@@ -87,3 +87,9 @@ def test_a_native_chargers_soc_is_the_chargers_and_leaves_with_the_car() -> None
     assert soc is not None and (soc.soc_percent, soc.source) == (57.0, SocSource.CHARGER)
     site.native_status(1, ConnectorStatus.AVAILABLE, (), NOW)
     assert site.connectors[1].soc is None
+
+
+def test_a_charger_time_ahead_of_ours_is_taken_as_now() -> None:
+    """Found in review: a reading from the future widened the register guard and froze the register."""
+    assert parse_time("2027-11-29T12:00:00Z", NOW) == NOW
+    assert parse_time("2026-11-29T11:59:00Z", NOW) < NOW  # the past is the charger's business
