@@ -516,4 +516,8 @@ def load_config(path: Path) -> GatewayConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([(str(path), "not valid TOML: nested too deep")]) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
     return parse_config(data)

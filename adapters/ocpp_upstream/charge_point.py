@@ -423,6 +423,8 @@ class VirtualChargePoint:
             async with asyncio.timeout(self.settings.response_timeout_s):
                 await self.outbox.wait_empty()
         self.accepted.clear()
+        self.registration = "none"  # until the new BootNotification is answered (readiness tells the truth)
+        self.site.set_upstream(self._peer is not None, self.registration)
         if self._peer is not None:
             await self._peer.close()
 

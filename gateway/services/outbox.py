@@ -388,11 +388,12 @@ class Outbox:
         fails the OCPP schema here, so the CSMS never saw it and retrying would only block every
         later message. It leaves the queue at once, without the attempts a CSMS's refusal gets.
 
-        A StopTransaction ends a bill, so it is parked (durably, before it leaves); if parking
+        A StartTransaction or StopTransaction is one end of a bill, so it is parked for the operator
+        (durably, before it leaves; a start's session then goes on with transactionId -1); if parking
         fails it stays at the head and ``Retry`` says when to try again (without a ``park`` it
         stays for good, as a refused stop does). Any other record is dropped and counted."""
         record = self._current(record)
-        if record.kind is RecordKind.STOP:
+        if record.kind in (RecordKind.STOP, RecordKind.START):  # a bill's ends: kept for the operator
             if self._park is None:
                 if record.seq not in self._told_unparkable:
                     self._told_unparkable.add(record.seq)
@@ -402,7 +403,7 @@ class Outbox:
             try:
                 self._park(record)
             except OSError as exc:
-                self._disk_trouble("cannot set an unsendable StopTransaction aside", exc)
+                self._disk_trouble(f"cannot set an unsendable {record.action} aside", exc)
                 return Retry(DISK_RETRY_S)
             self._parked += 1
             outcome = "parked"

@@ -61,3 +61,16 @@ def test_the_demo_site_installed_with_the_package_is_the_shipped_config_toml() -
     from config.toml, which the README shows and the checkout's demo reads."""
     shipped, packaged = ROOT / "config.toml", ROOT / "gateway" / "demo_site.toml"
     assert packaged.read_bytes() == shipped.read_bytes(), "copy config.toml to gateway/demo_site.toml"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("a = " + "[" * 50_000, "nested too deep"), ("[status_page]\nport = " + "9" * 5000, "not valid TOML")],
+)
+def test_toml_the_parser_cannot_take_is_a_config_error_not_a_traceback(tmp_path: Path, text: str, reason: str) -> None:
+    """Found in review: tomllib raises RecursionError and ValueError besides TOMLDecodeError."""
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert reason in str(caught.value)

@@ -450,3 +450,13 @@ def test_a_record_thinned_while_in_flight_can_still_fail_without_ending_the_deli
     head = asyncio.run(outbox.next())
     store.remove([head.seq])  # thinned (or dropped for space) meanwhile
     assert isinstance(outbox.failed(head, max_attempts=3, retry_interval_s=1), Retry)  # no KeyError
+
+
+def test_an_unsendable_start_is_parked_like_a_stop() -> None:
+    """Found in review: a dropped start leaves its whole session unbilled; parked, the operator has it."""
+    parked: list[OutboxRecord] = []
+    outbox = Outbox(MemoryOutboxStore(), park=parked.append)
+    outbox.enqueue(record(RecordKind.START, 0, action="StartTransaction"))
+    head = asyncio.run(outbox.next())
+    assert isinstance(outbox.set_aside(head, "idTag longer than 20"), Dropped)
+    assert [r.action for r in parked] == ["StartTransaction"] and outbox.stats().parked == 1
