@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 log = logging.getLogger("adapters.web.server")
 
@@ -85,7 +86,7 @@ class _Connection(web.RequestHandler):
         exc = kwargs.get("exc_info")
         what = str(args[0]) % args[1:] if args else "error"
         detail = f": {one_line(exc)}" if isinstance(exc, BaseException) else ""
-        level = logging.INFO if isinstance(exc, HttpProcessingError) else logging.ERROR
+        level = logging.INFO if isinstance(exc, HttpProcessingError | RequestPayloadError) else logging.ERROR
         log.log(level, "status page: %s%s", what, detail)
 
 

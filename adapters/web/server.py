@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from adapters.web.hardened import HardenedServer, one_line, secured
 from adapters.web.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -285,10 +287,13 @@ async def _json_body(request: web.BaseRequest) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_COMMAND_BODY:
         raise Refused(413, f"a command's body is at most {MAX_COMMAND_BODY} bytes")
     raw = bytearray()
-    while chunk := await request.content.read(MAX_COMMAND_BODY + 1 - len(raw)):
-        raw += chunk
-        if len(raw) > MAX_COMMAND_BODY:
-            raise Refused(413, f"a command's body is at most {MAX_COMMAND_BODY} bytes")
+    try:
+        while chunk := await request.content.read(MAX_COMMAND_BODY + 1 - len(raw)):
+            raw += chunk
+            if len(raw) > MAX_COMMAND_BODY:
+                raise Refused(413, f"a command's body is at most {MAX_COMMAND_BODY} bytes")
+    except (RequestPayloadError, HttpProcessingError):  # e.g. Content-Encoding: gzip over bytes that are not
+        raise Refused(400, "the body cannot be read (broken encoding or chunks)") from None
     try:
         body = json.loads(bytes(raw).decode("utf-8"))
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors

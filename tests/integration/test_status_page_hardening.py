@@ -185,3 +185,16 @@ async def test_a_failure_of_the_gateways_own_is_500_with_one_log_line(
         errors[0].getMessage()
         == "status page: POST /api/connectors/1/stop failed: RuntimeError: connector 1 second line"
     )
+
+
+async def test_a_body_whose_encoding_is_broken_is_400_not_our_bug(
+    server: StatusServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: Content-Encoding gzip over bytes that are not gzip gave 500 and two ERROR lines."""
+    status, headers, text = await post(
+        server, "/api/connectors/1/availability", b"abcde", **{"Content-Encoding": "gzip"}
+    )
+    assert (status, text) == (400, "400: the body cannot be read (broken encoding or chunks)\n")
+    assert_secured(headers)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert server.site.connectors[1].available
