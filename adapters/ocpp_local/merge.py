@@ -19,7 +19,7 @@ from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
-from ocpp.exceptions import PropertyConstraintViolationError
+from ocpp.exceptions import InternalError, PropertyConstraintViolationError
 from ocpp.routing import on
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action, AuthorizationStatus
@@ -239,6 +239,13 @@ def _refused(cause: str) -> PropertyConstraintViolationError:
     return PropertyConstraintViolationError(details={"cause": cause})
 
 
+def _not_stored(action: str) -> InternalError:
+    """The CALLERROR for a transaction message the gateway could not put on disk (it refuses
+    writes): an answer would make the charger forget what a crash would then lose, so it is asked
+    to send it again (chargers retry transaction messages)."""
+    return InternalError(details={"cause": f"{action} not stored: the gateway's disk refuses writes; send it again"})
+
+
 def _raw_register(payload: dict[str, Any]) -> str:
     """The energy register values of a MeterValues as sent, for the log and the charger."""
     values = [
@@ -344,7 +351,8 @@ class MergedChargerSession(ChargerSession):
         if fault is not None:
             raise _refused(f"connector {number}: meterStart {meter_start} refused: {fault.info}")
         local_ref = self.site.native_start(site_id, payload["id_tag"], meter_start, at)
-        self.site.settle()  # queued upstream (on disk) before the charger gets its answer
+        if not self.site.settle():  # queued upstream, on disk, before the charger gets its answer
+            raise _not_stored("StartTransaction")  # it sends it again; the repeat is the same session
         transaction_id = self.merged.transaction_id(local_ref)
         return call_result.StartTransaction(
             transaction_id=transaction_id, id_tag_info={"status": AuthorizationStatus.accepted}
@@ -357,10 +365,12 @@ class MergedChargerSession(ChargerSession):
         local_ref = self.merged.local_refs.get(transaction_id)
         at = parse_time(payload.get("timestamp"), self.site.clock.now())
         reason = REASONS.get(str(payload.get("reason", "Local")), StopReason.OTHER)
-        stopped = local_ref is not None and self.site.native_stop(local_ref, int(payload["meter_stop"]), at, reason)
-        self.site.settle()  # queued upstream (on disk) before the charger gets its answer
+        if local_ref is not None:  # (False for a stop sent again whose session is stopped already)
+            self.site.native_stop(local_ref, int(payload["meter_stop"]), at, reason)
+        if not self.site.settle():  # queued upstream, on disk, before the charger gets its answer
+            raise _not_stored("StopTransaction")  # it sends it again (the session is stopped already)
         self.merged.finished(transaction_id)  # and forgotten only then: a stop resent after a kill still finds it
-        if not stopped:
+        if local_ref is None:
             log.warning(
                 "OCPP charger %s: StopTransaction for unknown transaction %s", self.id, payload["transaction_id"]
             )

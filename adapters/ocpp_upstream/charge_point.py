@@ -90,7 +90,7 @@ class VirtualChargePoint:
         self.sampler = MeterSampler(site, self.configuration, self.transactions, outbox, self._send_live)
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self._effects = site.subscribe()
-        site.on_settle(self._take_pending)  # a native charger is answered only once its message is queued
+        site.on_settle(self._settle)  # a native charger is answered only once its message is queued
         self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
         self._restore()
         self.apply_site_settings()
@@ -120,6 +120,11 @@ class VirtualChargePoint:
         """Session effects already emitted but not yet collected (so a sample sees every start)."""
         while (event := self._effects.get_nowait()) is not None:
             self._take(event)
+
+    def _settle(self) -> bool:
+        """Queue what the Site emitted so far; True if nothing waits in memory for the disk."""
+        self._take_pending()
+        return self.outbox.stored()
 
     def _take(self, event: object) -> None:
         if isinstance(event, StartTransaction):

@@ -296,6 +296,15 @@ class Outbox:
         self._disk_recovered()
         self._changed()
 
+    def stored(self) -> bool:
+        """Whether nothing waits in memory for the disk (a crash would lose it); tries the disk
+        again for what does."""
+        if self._held and self._write_held() is not None:
+            self._keep_bounds()
+            self._waiting.set()
+            self._changed()
+        return not self._held
+
     async def wait_empty(self) -> None:
         """Until every queued record has been delivered or given up."""
         while len(self.store) or self._held:

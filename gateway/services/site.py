@@ -126,16 +126,17 @@ class Site(NativeChargers, SiteCommands):
         for stream in self._subscribers:
             stream.put(event)
 
-    def on_settle(self, settle: Callable[[], None]) -> None:
-        """``settle`` takes in, at once, what its subscription has not collected yet (``settle``)."""
+    def on_settle(self, settle: Callable[[], bool]) -> None:
+        """``settle`` takes in, at once, what its subscription has not collected yet (``settle``),
+        and says whether all of it is on disk."""
         self._settlers.append(settle)
 
-    def settle(self) -> None:
+    def settle(self) -> bool:
         """Have every event emitted so far acted on now: before a native charger is answered, its
         start or stop must be in the upstream's durable queue, or a kill between the answer (the
-        charger forgets the message) and the queueing would lose the session's billing."""
-        for settle in self._settlers:
-            settle()
+        charger forgets the message) and the queueing would lose the session's billing. False
+        when the disk refused to keep it (it waits in memory): the charger must send it again."""
+        return all([settle() for settle in self._settlers])
 
     # -- queries ---------------------------------------------------------------------------------
     def device_online(self, device: str) -> bool | None:

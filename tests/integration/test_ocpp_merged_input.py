@@ -6,12 +6,13 @@ connection stays up."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ocpp.exceptions import PropertyConstraintViolationError
+from ocpp.exceptions import InternalError, PropertyConstraintViolationError
 from ocpp.v16 import call
 
 from adapters.demo_csms.csms import DemoCsms
@@ -271,5 +272,31 @@ async def test_a_native_start_and_stop_are_on_disk_before_the_charger_is_answere
             await native.call(done, suppress=False)
             queued = [info.kind for info in gateway.upstream.outbox.store.index()]
             assert queued == [RecordKind.START, RecordKind.STOP]
+    finally:
+        await gateway.ocpp_server.stop()
+
+
+async def test_a_native_start_the_disk_refuses_is_not_answered_until_it_is_stored(tmp_path: Path) -> None:
+    """Found in review: an answer makes the charger forget the message; held only in memory, a
+    crash would lose it. The charger is asked to send it again, and the repeat is the same session."""
+    gateway = Gateway.build(config_for(free_port(), free_port(), tmp_path))
+    assert gateway.ocpp_server is not None
+    store = gateway.upstream.outbox.store
+    real_append = store.append
+
+    def full(_record: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    await gateway.ocpp_server.start()
+    try:
+        async with native_charger(gateway.ocpp_server.port) as native:
+            store.append = full  # type: ignore[method-assign]
+            began = call.StartTransaction(connector_id=1, id_tag="CARD-00001234", meter_start=5_000, timestamp=at(1))
+            with pytest.raises(InternalError):
+                await native.call(began, suppress=False)
+            store.append = real_append  # type: ignore[method-assign]
+            answer = await native.call(began, suppress=False)  # sent again: now stored, then answered
+            assert answer.id_tag_info["status"] == "Accepted"
+            assert [info.kind for info in store.index()] == [RecordKind.START]  # one session, not two
     finally:
         await gateway.ocpp_server.stop()
