@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,36 +14,20 @@ from ocpp.v16 import call
 from adapters.demo_csms.csms import DemoCsms
 from adapters.ocpp_upstream import statuses
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
-from gateway.domain.model import ChargerSnapshot, Connector, Meter, Reading, VehicleState
+from gateway.domain.model import ChargerSnapshot, Reading, VehicleState
 from gateway.domain.transactions import AuthPolicy
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.memory_outbox import memory_outbox
-from tests.integration.test_upstream import REMOTE, upstream
+from tests.integration.test_upstream import REMOTE, make_site, running, upstream
 
+__all__ = ["running"]  # the fixture, shared with test_upstream
 pytestmark = pytest.mark.usefixtures("short_status_grace")
 
 
 @pytest.fixture
 def short_status_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(statuses, "FIRST_STATUS_GRACE_S", 0.5)
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
-    tasks: list[asyncio.Task[None]] = []
-    yield tasks
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def make_site(policies: dict[int, ConnectorPolicy] | None = None) -> Site:
-    return Site(
-        [Connector(1, "left"), Connector(2, "right")],
-        [Meter("grid", connector_id=0)],
-        policies=policies or {1: REMOTE, 2: REMOTE},
-    )
 
 
 def poll(device: str, state: VehicleState, energy_wh: int = 1000, at: datetime | None = None) -> ChargerSnapshot:
