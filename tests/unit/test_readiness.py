@@ -11,14 +11,12 @@ from adapters.web.metrics import render_metrics
 from adapters.web.page import render_page
 from gateway.domain.events import UpstreamStateChanged
 from gateway.domain.model import ChargerSnapshot, Connector, DeviceFailed, Meter, MeterSnapshot, Reading, VehicleState
-from gateway.domain.outbox import NewRecord, RecordKind
-from gateway.services.outbox import Outbox
 from gateway.services.readiness import STARTUP_GRACE_S, readiness
 from gateway.services.site import Site
 from gateway.services.site_picture import SiteLabels, site_picture
 from gateway.services.telemetry import Telemetry
 from gateway.status_text import render
-from tests.fixtures.memory_outbox import RefusingStore
+from tests.fixtures.memory_outbox import full_disk_outbox
 from tests.fixtures.modbus import StepClock
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -72,11 +70,7 @@ def test_with_every_device_the_csms_the_broker_and_the_disk_down_nothing_says_re
     fail_all(site, telemetry)
     site.set_upstream(False, "Accepted", "connection lost or unreachable: [Errno 111] Connect call failed")
     telemetry.mqtt_changed(False, "[Errno 111] Connection refused")
-    store = RefusingStore()
-    outbox = Outbox(store, on_change=site.report_backlog)
-    site.follow_backlog(outbox.stats)
-    store.full = True
-    outbox.enqueue(NewRecord(RecordKind.START, "StartTransaction", {}, T0.isoformat(), "tx"))
+    full_disk_outbox(site, T0.isoformat())
 
     picture = site_picture(site, telemetry, LABELS)
     assert (picture["ready"], picture["state"]) == (False, "degraded")

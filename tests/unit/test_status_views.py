@@ -26,13 +26,12 @@ from gateway.domain.model import (
 )
 from gateway.domain.outbox import NewRecord, RecordKind
 from gateway.domain.transactions import AuthPolicy
-from gateway.services.outbox import Outbox
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from gateway.services.site_picture import FAULT_LABELS, STATUS_LABELS, SiteLabels, site_picture
 from gateway.services.telemetry import POLL_BUCKETS_S, Telemetry
 from gateway.status_text import render
-from tests.fixtures.memory_outbox import RefusingStore
+from tests.fixtures.memory_outbox import full_disk_outbox
 from tests.fixtures.modbus import StepClock
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -160,11 +159,7 @@ def test_metrics_parse_as_prometheus_text_and_leave_out_what_is_unknown() -> Non
 
 def test_a_disk_that_refuses_writes_is_a_problem_on_the_page_and_in_the_metrics() -> None:
     site, telemetry = a_site()
-    store = RefusingStore()
-    outbox = Outbox(store, on_change=site.report_backlog)
-    site.follow_backlog(outbox.stats)
-    store.full = True
-    outbox.enqueue(NewRecord(RecordKind.START, "StartTransaction", {}, T0.isoformat(), "tx"))
+    outbox, store = full_disk_outbox(site, T0.isoformat())
     picture = site_picture(site, telemetry, LABELS)
     problem = picture["outbox"]["disk_problem"]
     assert "No space left on device" in problem and "1 billing message(s) held in memory only" in problem
