@@ -34,10 +34,13 @@ from adapters.web.server import StatusServer
 from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
 from gateway.domain.errors import CommandRejected, ConfigError, DeviceError
 from gateway.domain.events import CurrentLimitRequested
+from gateway.domain.load_sharing import SharingSettings
 from gateway.domain.model import Connector, Meter
+from gateway.domain.phase_limits import Phase
 from gateway.domain.ports import Clock
 from gateway.domain.transactions import AuthPolicy, EnableCharging
 from gateway.services.charging_limits import LimitKeeper
+from gateway.services.load_management import GridConnection, LoadSettings
 from gateway.services.outbox import Outbox, OutboxSettings
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG, ConnectorPolicy
 from gateway.services.site import Site
@@ -238,6 +241,25 @@ def max_current_a(site: Site, devices: list[ModbusDevice]) -> dict[int, float]:
     return result
 
 
+def load_settings(config: GatewayConfig) -> LoadSettings:
+    """How the connectors share the site's grid connection (``[load_management]``, priorities, wiring)."""
+    section = config.load_management
+    grid = None
+    sharing = SharingSettings()
+    if section is not None:
+        grid = GridConnection(section.grid_meter, section.fuse_a, section.margin_a, section.fallback_a)
+        rotation_s = section.rotation_min * 60
+        sharing = SharingSettings(rotation_s=rotation_s, min_on_s=min(sharing.min_on_s, rotation_s))
+    wiring = {
+        number: tuple(Phase[name] for name in charger.grid_phases)
+        for charger in [*config.chargers, *config.ocpp_chargers]
+        if charger.grid_phases is not None
+        for number in charger.connectors
+    }
+    priorities = {c.id: c.priority for c in config.connectors if c.priority}
+    return LoadSettings(grid, priorities, wiring, sharing)
+
+
 @dataclass
 class Gateway:
     """Everything one ``ocpp-gateway run`` keeps alive."""
@@ -257,7 +279,15 @@ class Gateway:
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
         if self.limits is None:
-            self.limits = LimitKeeper(self.site, self.site.charging_profiles, max_current_a(self.site, self.devices))
+            max_a = max_current_a(self.site, self.devices)
+            native = {n for c in self.config.ocpp_chargers if c.mode == "merged" for n in c.connectors}
+            self.limits = LimitKeeper(
+                self.site,
+                self.site.charging_profiles,
+                max_a,
+                load=load_settings(self.config),
+                controllable=set(max_a) | native,
+            )
 
     @classmethod
     def build(cls, config: GatewayConfig, clock: Clock | None = None) -> Gateway:

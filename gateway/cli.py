@@ -30,7 +30,8 @@ from gateway.cli_args import (
     unit_id,
 )
 from gateway.closed_stdout import quiet_on_closed_stdout
-from gateway.config import BAUDRATES, DeviceConfig, GatewayConfig, load_config
+from gateway.config import GatewayConfig, load_config
+from gateway.config_devices import BAUDRATES, DeviceConfig
 from gateway.domain.errors import ConfigError, DeviceUnavailable
 from gateway.log_format import formatter
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG

@@ -16,8 +16,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -26,11 +24,10 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_devices import ChargerConfig, DeviceConfig, MeterConfig
+from gateway.config_sharing import GridPhases, LoadManagementConfig, load_management_problems
+from gateway.config_strict import Name, Port, Strict
 from gateway.domain.errors import ConfigError
-
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48)]
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 # Measurands the gateway can fill from a device Reading (OCPP 1.6 names, as configured by a CSMS).
 SUPPORTED_MEASURANDS = (
@@ -44,14 +41,6 @@ SUPPORTED_MEASURANDS = (
     "SoC",
 )
 DEFAULT_MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import", "Voltage")
-# Serial line settings; what a device leaves out comes from its profile, else 9600 8N1.
-BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400)
-TCP_KEYS = ("port", "framer")
-SERIAL_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SiteConfig(Strict):
@@ -177,62 +166,6 @@ class MqttConfig(Strict):
         return prefix
 
 
-class DeviceConfig(Strict):
-    """A Modbus device; the profile (a file in adapters/profiles) says what its registers mean.
-
-    It is reached either over TCP (``host``, ``port``; ``framer = "rtu"`` for a serial gateway
-    that passes RTU frames through TCP) or on a serial port (``serial`` and the line settings).
-    Serial settings left out come from the profile's defaults, else 9600 8N1; devices on the
-    same port share the line and must agree on them (checked against the profiles in app.py).
-    """
-
-    name: Name
-    profile: Name
-    host: Annotated[str, Field(min_length=1)] | None = None
-    port: Port = 502
-    framer: Literal["tcp", "rtu"] = "tcp"
-    serial: Annotated[str, Field(min_length=1)] | None = None  # e.g. /dev/ttyUSB0
-    baudrate: int | None = None
-    parity: Literal["N", "E", "O"] | None = None
-    stopbits: Literal[1, 2] | None = None
-    bytesize: Literal[7, 8] | None = None
-    unit_id: Annotated[int, Field(ge=0, le=255)] | None = None  # None: the profile's default
-    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
-    # Consecutive failed polls before the device counts as lost (its connectors go Faulted):
-    # one lost packet on a busy RS-485 bus should not page anyone.
-    offline_after_failures: Annotated[int, Field(ge=1, le=100)] = 3
-
-    @field_validator("baudrate")
-    @classmethod
-    def _standard_baudrate(cls, baudrate: int | None) -> int | None:
-        if baudrate is not None and baudrate not in BAUDRATES:
-            raise ValueError(f"{baudrate} is not a standard rate ({', '.join(map(str, BAUDRATES))})")
-        return baudrate
-
-    def transport_problems(self) -> list[tuple[str, str]]:
-        """What is wrong with the choice of transport, by key relative to this device ("" = itself)."""
-        if self.host is not None and self.serial is not None:
-            return [("", "give either host (Modbus TCP) or serial (RTU on a serial port), not both")]
-        if self.host is None and self.serial is None:
-            return [("", "give either host (Modbus TCP) or serial (RTU on a serial port)")]
-        given = self.model_fields_set
-        if self.serial is not None:
-            return [(key, "only for a TCP device (host = ...)") for key in TCP_KEYS if key in given]
-        return [(key, "only for a serial device (serial = ...)") for key in SERIAL_KEYS if key in given]
-
-
-class ChargerConfig(DeviceConfig):
-    connectors: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]  # site numbers, socket order
-
-
-class MeterConfig(DeviceConfig):
-    connector: Annotated[int, Field(ge=0)] | None = None  # 0: the site meter upstream; None: MQTT only
-    # The most power it can measure, in kW: its register may not rise faster (a glitch is refused).
-    # Default: its connector's max_power_kw, or 2000 kW for a site meter or one on MQTT only.
-    max_power_kw: Annotated[float, Field(gt=0, le=100_000)] | None = None
-
-
 class ConnectorConfig(Strict):
     """How sessions on one connector are authorised (connectors not listed: ``free``)."""
 
@@ -247,6 +180,8 @@ class ConnectorConfig(Strict):
     # The most the connector can deliver, in kW (default 44: any AC charger). Its billing register
     # may not rise faster than this (x 1.5, + 1 kWh): a faster rise is a meter glitch, never billed.
     max_power_kw: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    # Site power sharing: a higher priority is served first (docs/load-management.md).
+    priority: Annotated[int, Field(ge=-100, le=100)] = 0
 
     @model_validator(mode="after")
     def _tag_for_free_only(self) -> ConnectorConfig:
@@ -299,6 +234,7 @@ class OcppChargerConfig(Strict):
     connectors: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]  # site numbers, charger order
     # passthrough: Basic auth towards the CSMS as <identity> (``password`` is the charger's towards us).
     csms_password: SecretStr | None = None
+    grid_phases: GridPhases | None = None  # how it is wired to the grid (see gateway.config_sharing)
 
     @model_validator(mode="after")
     def _csms_password_needs_passthrough(self) -> OcppChargerConfig:
@@ -374,6 +310,7 @@ class GatewayConfig(Strict):
     ocpp_server: OcppServerConfig = OcppServerConfig()
     ocpp_chargers: list[OcppChargerConfig] = []
     status_page: StatusPageConfig = StatusPageConfig()
+    load_management: LoadManagementConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:
@@ -439,6 +376,7 @@ class GatewayConfig(Strict):
             if connector.id in configured:
                 problems.append((path, f"connector {connector.id} is already configured by {configured[connector.id]}"))
             configured.setdefault(connector.id, f"connectors[{i}]")
+        problems += load_management_problems(self)
         if problems:
             raise ConfigError(problems)
         return self

@@ -177,16 +177,26 @@ class ChargingProfileStore:
         return self.clear(connector_id=connector_id, purpose=ProfilePurpose.TX)
 
     # -- evaluating ------------------------------------------------------------------------------
-    def limit_at(self, connector_id: int, at: datetime, transaction_started_at: datetime | None = None) -> LimitAt:
+    def limit_at(
+        self,
+        connector_id: int,
+        at: datetime,
+        transaction_started_at: datetime | None = None,
+        *,
+        charge_point_max: bool = True,
+    ) -> LimitAt:
         """The limit on ``connector_id`` at ``at`` in amperes per phase, and when it next changes.
 
         ``transaction_started_at`` None means no transaction: TX profiles are left out and relative
         schedules give their first period (what a session starting now would get). Apply the limit
         now and evaluate again at ``next_change_at``, so limits change exactly at period boundaries.
-        Connector 0 gives the charge point max alone.
+        Connector 0 gives the charge point max alone. ``charge_point_max`` False leaves it out: the
+        connector's own limit, for a caller that shares the charge point max between connectors.
         """
         session = Session(anchor=transaction_started_at, active=transaction_started_at is not None)
         profiles = relevant(self._profiles.values(), connector_id, session)
+        if not charge_point_max:
+            profiles = [p for p in profiles if p.purpose is not ProfilePurpose.CHARGE_POINT_MAX]
         limit = effective_limit(profiles, at, session, self.supply)
         return LimitAt(limit.limit_a, next_change(profiles, at, session, self.supply))
 

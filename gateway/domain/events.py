@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.domain.battery import SocValue
 from gateway.domain.model import ConnectorStatus, Fault, Reading
+from gateway.domain.phase_limits import SiteLoad
 from gateway.domain.transactions import Effect
 
 
@@ -114,6 +115,20 @@ class CurrentCeilingChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteLimitChanged:
+    """The site owner set (or, with None, lifted) the limit of all chargers together (A per phase)."""
+
+    current_a: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLoadChanged:
+    """The site's power sharing decided differently: new limits, shares or reasons (``Site.load``)."""
+
+    load: SiteLoad
+
+
+@dataclass(frozen=True, slots=True)
 class TransactionNumbered:
     """The CSMS gave the session on a connector its transaction id."""
 
@@ -160,6 +175,8 @@ Event = (
     | UpstreamStateChanged
     | BacklogChanged
     | CurrentCeilingChanged
+    | SiteLimitChanged
+    | SiteLoadChanged
     | TransactionNumbered
     | RelayToCharger
     | CurrentLimitRequested

@@ -42,90 +42,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import IntEnum, StrEnum
 
 from gateway.domain.charging_schedule import MIN_CURRENT_A
+from gateway.domain.phase_limits import ALL_PHASES, Phase, PhaseLimit, Reason
 
 _EPS = 1e-9  # float noise allowed when turning amperes into steps
-
-
-class Phase(IntEnum):
-    """A phase of the grid connection; the value indexes per-phase tuples (L1, L2, L3)."""
-
-    L1 = 0
-    L2 = 1
-    L3 = 2
-
-
-ALL_PHASES: frozenset[Phase] = frozenset(Phase)
-
-
-class Reason(StrEnum):
-    """What binds a connector's current (or, for a phase limit, what the limit comes from)."""
-
-    FUSE = "fuse"  # the grid connection: fuse - margin - building load
-    FALLBACK = "fallback"  # the grid meter is not answering: the configured fallback
-    CSMS = "csms"  # the CSMS's ChargePointMaxProfile, shared by all connectors
-    SITE_LIMIT = "site_limit"  # the site limit set over MQTT (e.g. a HEMS following solar surplus)
-    OWN_LIMIT = "own_limit"  # the connector's own bound (profile, ceiling, SoC target, charger maximum)
-    TAKES_LESS = "takes_less"  # the car draws less than offered: its offer follows what it takes
-    PRIORITY = "priority"  # higher-priority connectors on the same phase took the current
-    ROTATION = "rotation"  # paused: not every car can have 6 A; it waits for its turn
-    RAISE_HELD = "raise_held"  # a raise held back so that limits do not oscillate
-    SWITCH_HELD = "switch_held"  # kept paused for the minimum off-time (contactor wear)
-
-
-_LIMIT_SOURCES = frozenset({Reason.FUSE, Reason.FALLBACK, Reason.CSMS, Reason.SITE_LIMIT})
-
-
-@dataclass(frozen=True, slots=True)
-class PhaseLimit:
-    """What all chargers together may draw on one phase, in A, and where that limit comes from."""
-
-    limit_a: float
-    source: Reason = Reason.FUSE
-
-    def __post_init__(self) -> None:
-        if self.source not in _LIMIT_SOURCES:
-            raise ValueError(f"a phase limit comes from {sorted(_LIMIT_SOURCES)}, not {self.source}")
-
-
-def headroom_a(fuse_a: float, margin_a: float, grid_a: float, chargers_a: float) -> float:
-    """What the chargers together may draw on one phase, from the grid meter, in A.
-
-    ``grid_a`` is what the grid meter measures on the phase (building and chargers), ``chargers_a``
-    what the chargers on that phase measure themselves (a charger that does not answer should be
-    counted at what it was last offered). The building's share is never taken as negative: a
-    meter that reports current without direction would otherwise turn solar export into room
-    above the fuse, and the sun can go at any moment. Never below 0.
-    """
-    building_a = max(0.0, grid_a - chargers_a)
-    return max(0.0, fuse_a - margin_a - building_a)
-
-
-def phase_limit(
-    headroom: float | None,
-    *,
-    fallback_a: float,
-    csms_a: float | None = None,
-    site_a: float | None = None,
-) -> PhaseLimit:
-    """The lowest of the limits on one phase, and which one it is.
-
-    ``headroom`` is ``headroom_a``'s answer, or None while the grid meter is not answering: then
-    ``fallback_a`` (configured, meant to be safe whatever the building draws) stands in for it.
-    ``csms_a``: the ChargePointMaxProfile's limit, ``site_a``: the MQTT site limit (None: none).
-    On a tie the grid side is named, since it is the physical one.
-    """
-    candidates: list[tuple[float, Reason]] = [
-        (headroom, Reason.FUSE) if headroom is not None else (fallback_a, Reason.FALLBACK)
-    ]
-    if csms_a is not None:
-        candidates.append((csms_a, Reason.CSMS))
-    if site_a is not None:
-        candidates.append((site_a, Reason.SITE_LIMIT))
-    limit_a, source = min(candidates, key=lambda c: c[0])  # min keeps the first of equals
-    return PhaseLimit(max(0.0, limit_a), source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +136,10 @@ class LoadSharing:
         self.settings = settings or SharingSettings()
         self._memory: dict[int, _Memory] = {}
         self._tickets = itertools.count()
+
+    def forget(self) -> None:
+        """Forget every connector (nothing is shared any more): the next decision starts afresh."""
+        self._memory.clear()
 
     # -- amperes <-> steps of resolution_a ------------------------------------------------------
 

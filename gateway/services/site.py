@@ -58,6 +58,7 @@ from gateway.services.event_stream import EventStream
 from gateway.services.link_health import DeviceHealth, UpstreamState
 from gateway.services.native_chargers import NativeChargers
 from gateway.services.sessions import PLUGGED_STATES, ConnectorPolicy, Sessions
+from gateway.services.shared_load import SharedLoad
 from gateway.services.site_commands import SiteCommands
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Site(NativeChargers, SiteCommands):
         self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
         # a passthrough charger's connectors run no sessions of the gateway's (its CSMS has them)
         self.sessions.out_of_service.update(cid for cid, c in self.connectors.items() if not c.upstream)
+        self.load = SharedLoad(self._emit)  # power sharing: the MQTT site limit and the last decision
         self.batteries = Batteries(self.connectors, soc_targets, self.billing_register, self._emit, self.settings)
 
     # -- subscriptions -------------------------------------------------------------------------

@@ -9,15 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.load_sharing import (
+from gateway.domain.load_sharing import Allocation, Demand, LoadSharing, SharingSettings
+from gateway.domain.phase_limits import (
     ALL_PHASES,
-    Allocation,
-    Demand,
-    LoadSharing,
     Phase,
     PhaseLimit,
     Reason,
-    SharingSettings,
     headroom_a,
     phase_limit,
 )
