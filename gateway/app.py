@@ -1,6 +1,6 @@
 """The composition root: builds the Site and the adapters from the config and runs them together.
 
-This and cli.py are the only modules that import ``adapters``. Every long-lived loop runs in one
+This, config_checks.py and cli.py are the only modules that import ``adapters``. Every long-lived loop runs in one
 TaskGroup; each loop handles its own expected failures (devices, network, peers), so a task that
 ends with an exception is a programming error and ends the process loudly.
 """
@@ -17,9 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from adapters.modbus.device import ModbusDevice
-from adapters.modbus.layout import DeviceMap
-from adapters.modbus.profile import Profile, load_profile, profile_names
-from adapters.modbus.transport import ModbusLines, TcpTransport, Transport, line_key, serial_transport
+from adapters.modbus.profile import load_profile
+from adapters.modbus.transport import ModbusLines
 from adapters.mqtt.bridge import MqttBridge
 from adapters.ocpp_local.merge import MergedSessions, PassthroughFeed
 from adapters.ocpp_local.passthrough import PassthroughRelays
@@ -31,7 +30,9 @@ from adapters.storage.parked import ParkedMessages
 from adapters.storage.private import secure_state_dir
 from adapters.storage.settings import JsonSettingsStore
 from adapters.web.server import StatusServer
-from gateway.config import ChargerConfig, DeviceConfig, GatewayConfig
+from gateway.config import GatewayConfig
+from gateway.config_checks import transport_for, validate
+from gateway.config_devices import ChargerConfig
 from gateway.domain.errors import CommandRejected, ConfigError, DeviceError
 from gateway.domain.events import CurrentLimitRequested
 from gateway.domain.load_sharing import SharingSettings
@@ -49,107 +50,6 @@ from gateway.services.tasks import raise_if_cancelling
 from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-
-def check_profiles(config: GatewayConfig) -> list[tuple[str, str]]:
-    """Problems with the devices' profiles (missing, wrong kind, too few sockets), by key path."""
-    problems: list[tuple[str, str]] = []
-    devices: list[tuple[str, DeviceConfig, str]] = [
-        (f"chargers[{i}]", c, "charger") for i, c in enumerate(config.chargers)
-    ]
-    devices += [(f"meters[{i}]", m, "meter") for i, m in enumerate(config.meters)]
-    usable: list[tuple[str, DeviceConfig, Profile]] = []
-    for path, device, kind in devices:
-        try:
-            profile = load_profile(device.profile)
-        except ConfigError as exc:
-            if exc.problems and exc.problems[0][1].startswith("no profile named"):
-                known = ", ".join(profile_names())
-                problems.append((f"{path}.profile", f"no profile named {device.profile!r} (known: {known})"))
-            else:
-                problems.extend((f"{path}.profile ({key})", reason) for key, reason in exc.problems)
-            continue
-        if profile.kind != kind:
-            problems.append((f"{path}.profile", f"{device.profile!r} is a {profile.kind} profile, not a {kind}"))
-        if isinstance(device, ChargerConfig) and len(device.connectors) > profile.sockets:
-            reason = f"{device.profile!r} has {profile.sockets} socket(s), not {len(device.connectors)}"
-            problems.append((f"{path}.connectors", reason))
-            continue
-        usable.append((path, device, profile))
-    return problems + check_lines(usable)
-
-
-def check_billing(config: GatewayConfig) -> list[tuple[str, str]]:
-    """Modbus connectors with no billing register: their charger's profile has no lifetime energy
-    register (``energy_wh``; a per-session counter is never billed) and no meter is assigned to
-    them. Every session there would reach the CSMS as 0 Wh, which no site wants, so the command
-    line refuses such a config (check-config, run, demo). Gateway.build does not: the gateway
-    itself copes (0 Wh, one warning), and tests drive a lone session-counter charger through it.
-    Native OCPP chargers report their own register and are not checked. Profiles that do not load
-    are left to check_profiles."""
-    metered = {meter.connector for meter in config.meters}
-    problems: list[tuple[str, str]] = []
-    for i, charger in enumerate(config.chargers):
-        try:
-            profile = load_profile(charger.profile)
-        except ConfigError:
-            continue
-        if profile.kind != "charger" or "energy_wh" in profile.values:
-            continue
-        counter = "only a per-session counter" if "session_energy_wh" in profile.values else "none"
-        for j, number in enumerate(charger.connectors):
-            if number not in metered:
-                reason = (
-                    f"connector {number} has no billing register: {charger.profile!r} has no lifetime energy "
-                    f"register ({counter}), so every session would be billed as 0 Wh; assign a meter to it "
-                    f"([[meters]] with connector = {number})"
-                )
-                problems.append((f"chargers[{i}].connectors[{j}]", reason))
-    return problems
-
-
-def transport_for(device: DeviceConfig, profile: Profile) -> Transport:
-    """How to reach ``device``: its config keys win, then the profile's serial defaults, then 9600 8N1."""
-    if device.serial is None:
-        assert device.host is not None  # config validation guarantees one of host and serial
-        return TcpTransport(device.host, device.port, device.framer)
-    return serial_transport(
-        device.serial,
-        profile.modbus.serial,
-        baudrate=device.baudrate,
-        parity=device.parity,
-        stopbits=device.stopbits,
-        bytesize=device.bytesize,
-    )
-
-
-def check_lines(devices: list[tuple[str, DeviceConfig, Profile]]) -> list[tuple[str, str]]:
-    """Devices on one line (serial port or TCP endpoint) need the same serial settings and their own unit ids."""
-    problems: list[tuple[str, str]] = []
-    first_on_line: dict[str, tuple[str, Transport]] = {}
-    unit_users: dict[tuple[str, int], str] = {}
-    for path, device, profile in devices:
-        transport = transport_for(device, profile)
-        key = line_key(transport)
-        other, seen = first_on_line.setdefault(key, (path, transport))
-        if seen != transport:
-            same = "devices on one bus need the same baudrate, parity, stopbits, bytesize"
-            problems.append((f"{path}.serial", f"{other} uses this port as {seen}; {same}, not {transport}"))
-            continue
-        sockets = len(device.connectors) if isinstance(device, ChargerConfig) else 1
-        units = DeviceMap(profile, unit_id=device.unit_id, sockets=sockets)
-        for unit_id in sorted({block.unit_id for block in units.read_blocks()}):  # the unit ids it polls
-            user = unit_users.setdefault((key, unit_id), path)
-            if user != path:
-                problems.append((f"{path}.unit_id", f"unit id {unit_id} on {transport} is already {user}'s"))
-    return problems
-
-
-def validate(config: GatewayConfig) -> None:
-    """Cross-checks that need the profiles; raises ConfigError naming every problem."""
-    problems = check_profiles(config)
-    if problems:
-        raise ConfigError(problems)
 
 
 def _watts(kilowatts: float | None) -> float | None:

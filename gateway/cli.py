@@ -64,10 +64,10 @@ def _print_problems(source: str, problems: list[tuple[str, str]]) -> None:
 
 def load_checked(path: Path) -> GatewayConfig:
     """Load a config and check its profiles and billing registers; raises ConfigError with every problem."""
-    from gateway.app import check_billing, check_profiles
+    from gateway.config_checks import check_billing, check_load_management, check_profiles
 
     config = load_config(path)
-    problems = check_profiles(config) + check_billing(config)
+    problems = check_profiles(config) + check_billing(config) + check_load_management(config)
     if problems:
         raise ConfigError(problems)
     return config
@@ -103,7 +103,26 @@ def summary(config: GatewayConfig) -> str:
         lines.append(f"  {meter.name}  ({meter.profile}, {_where(meter)}): {role}")
     if not config.meters:
         lines.append("  (none)")
+    lines += _load_lines(config)
     return "\n".join(lines)
+
+
+def _load_lines(config: GatewayConfig) -> list[str]:
+    """How the chargers share the grid connection, and what each does if the gateway stops."""
+    from gateway.config_checks import load_management_notes
+
+    section = config.load_management
+    if section is None:
+        return ["load       not managed: only the CSMS's ChargePointMaxProfile and an MQTT site limit are shared"]
+    lines = [
+        f"load       grid meter {section.grid_meter}: fuse {section.fuse_a:g} A, margin {section.margin_a:g} A, "
+        f"fallback {section.fallback_a:g} A per phase; turns of {section.rotation_min:g} min"
+    ]
+    priorities = sorted((c.priority, c.id) for c in config.connectors if c.priority)
+    if priorities:
+        lines.append("  priorities: " + ", ".join(f"connector {cid}: {p}" for p, cid in reversed(priorities)))
+    lines += [f"  {note}" for note in load_management_notes(config)]
+    return lines
 
 
 def _ocpp_server_lines(config: GatewayConfig) -> list[str]:
@@ -128,7 +147,7 @@ def _ocpp_connector_lines(config: GatewayConfig) -> list[str]:
 def _where(device: DeviceConfig) -> str:
     """The device's transport as the gateway will use it (serial defaults filled in from the profile)."""
     from adapters.modbus.profile import load_profile
-    from gateway.app import transport_for
+    from gateway.config_checks import transport_for
 
     return str(transport_for(device, load_profile(device.profile)))
 

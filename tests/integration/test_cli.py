@@ -47,6 +47,56 @@ def test_check_config_prints_a_summary_of_the_shipped_config() -> None:
     assert "site-meter  (eastron-sdm630, 127.0.0.1:15020): site meter, upstream connector 0" in result.stdout
 
 
+# the shipped config's commented [load_management] section, switched on
+LOAD_MANAGEMENT = {
+    '# [load_management]\n# grid_meter = "site-meter"': '[load_management]\ngrid_meter = "site-meter"',
+    "# fuse_a = 63": "fuse_a = 63",
+    "# margin_a = 2 ": "margin_a = 2 ",
+    "# fallback_a = 16": "fallback_a = 16",
+}
+
+
+def test_check_config_tells_how_the_chargers_share_and_what_each_does_if_the_gateway_stops(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "site.toml", shipped_with(LOAD_MANAGEMENT))
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "load       grid meter site-meter: fuse 63 A, margin 2 A, fallback 16 A per phase" in result.stdout
+    assert "carport-left: bender-cc613 has no watchdog the gateway feeds" in result.stdout
+    shipped = run_cli("check-config", "config.toml")
+    assert "load       not managed" in shipped.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {**LOAD_MANAGEMENT, 'profile = "eastron-sdm630"': 'profile = "eastron-sdm120"'},
+            "load_management.grid_meter: the grid meter 'site-meter' (eastron-sdm120) measures current on 1 phase(s)",
+        ),
+        (
+            {**LOAD_MANAGEMENT, "fallback_a = 16": "fallback_a = 62"},
+            "load_management: fallback_a (62 A) must not be above fuse_a - margin_a (61 A)",
+        ),
+        (
+            {
+                **LOAD_MANAGEMENT,
+                '[load_management]\ngrid_meter = "site-meter"': '[load_management]\ngrid_meter = "grid"',
+            },
+            "load_management.grid_meter: no [[meters]] named 'grid' (meters: site-meter)",
+        ),
+        (
+            {"connectors = [2]\npoll_interval_s": 'connectors = [2]\ngrid_phases = ["L2", "L2"]\npoll_interval_s'},
+            "chargers[1].grid_phases: a grid phase appears twice in ['L2', 'L2']",
+        ),
+    ],
+)
+def test_bad_load_management_names_the_key(tmp_path: Path, change: dict, expected: str) -> None:
+    result = run_cli("check-config", str(write_config(tmp_path / "site.toml", shipped_with(change))))
+    assert result.returncode == 2
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from adapters.modbus.simulator import ModbusSimulator
-from gateway.app import check_profiles
 from gateway.config import GatewayConfig, parse_config
+from gateway.config_checks import check_profiles
 from tests.fixtures.modbus import StartSimulator
 from tests.fixtures.net import free_port
 from tests.fixtures.serial import PtyPair
