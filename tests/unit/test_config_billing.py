@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.app import check_billing
+from gateway.config_checks import check_billing
 from gateway.config import parse_config
 
 
