@@ -27,8 +27,9 @@ from websockets.asyncio.server import ServerConnection
 
 from adapters.ocpp_local.charger_session import ChargerSession
 from adapters.ocpp_local.meter_values import REGISTER, BadMeterValue, parse_time, quoted, reading_from_meter_values
+from adapters.ocpp_local.native_limits import GATEWAY_PROFILE_ID_BASE, NativeLimits, reserved_problem
 from gateway.config import OcppChargerConfig
-from gateway.domain.events import RelayToCharger
+from gateway.domain.events import CurrentLimitRequested, RelayToCharger
 from gateway.domain.model import Reading
 from gateway.domain.transactions import AuthStatus, StopReason
 from gateway.services.ocpp_status import from_status_notification
@@ -94,6 +95,7 @@ class MergedSessions:
         self._events = site.subscribe()  # from the start: no command may slip before run()
         self._relays: set[asyncio.Future[None]] = set()
         self.live: dict[str, MergedChargerSession] = {}  # lowercased identity -> its current connection
+        self.limits = NativeLimits(self)  # each connector's share, as a charging profile of the gateway's
         stored = site.settings.load(IDS_SECTION) or {}
         self.local_refs: dict[int, str] = {int(k): str(v) for k, v in stored.items()}
         self._next_id = max(self.local_refs, default=0) + 1
@@ -102,10 +104,13 @@ class MergedSessions:
             self._next_id = stored_next
 
     async def run(self) -> None:
-        """Carry out the back office's commands for these chargers' connectors (RelayToCharger)."""
+        """Carry out the back office's commands for these chargers' connectors (RelayToCharger), and
+        send them their share of the site's power (CurrentLimitRequested, see native_limits)."""
         try:
             async for event in self._events:
-                if isinstance(event, RelayToCharger) and event.connector_id in self.charger_connector:
+                if isinstance(event, CurrentLimitRequested) and event.connector_id in self.charger_connector:
+                    self.limits.requested(event.connector_id, event.limit_a)
+                elif isinstance(event, RelayToCharger) and event.connector_id in self.charger_connector:
                     task = asyncio.ensure_future(self._relay(event))
                     self._relays.add(task)
                     task.add_done_callback(self._relays.discard)
@@ -123,6 +128,8 @@ class MergedSessions:
             if not request.answer.done():
                 request.answer.set_exception(exc)
             return
+        if request.action == "ClearChargingProfile" and getattr(result, "status", None) == "Accepted":
+            self.limits.cleared(request.connector_id)  # the gateway's profile may have gone with the CSMS's
         if not request.answer.done():
             request.answer.set_result(_plain(asdict(result)))
 
@@ -133,6 +140,7 @@ class MergedSessions:
             profile = payload.get("charging_profile")  # a TxProfile for the session to come
             if profile is not None:  # it has no transaction yet (and a CSMS's id means nothing to the charger)
                 profile = {key: value for key, value in _plain(profile).items() if key != "transaction_id"}
+                _refuse_reserved(profile)
             return call.RemoteStartTransaction(id_tag=payload["id_tag"], connector_id=number, charging_profile=profile)
         if request.action == "RemoteStopTransaction":
             return call.RemoteStopTransaction(transaction_id=self._charger_transaction_id(payload["local_ref"]))
@@ -144,6 +152,8 @@ class MergedSessions:
         if request.action == "Reset":
             return call.Reset(type=payload["type"])
         if request.action == "ClearChargingProfile":
+            if (payload.get("id") or 0) >= GATEWAY_PROFILE_ID_BASE:
+                raise ValueError(f"profile ids from {GATEWAY_PROFILE_ID_BASE} are the gateway's own on native chargers")
             return call.ClearChargingProfile(
                 id=payload.get("id"),
                 connector_id=number,
@@ -155,34 +165,40 @@ class MergedSessions:
             return call.GetCompositeSchedule(connector_id=number, duration=payload["duration"], charging_rate_unit=unit)
         if request.action == "SetChargingProfile":
             profile = _plain(payload["profile"])
+            _refuse_reserved(profile)
             if payload.get("local_ref") is not None:
                 profile["transaction_id"] = self._charger_transaction_id(payload["local_ref"])
             return call.SetChargingProfile(connector_id=number, cs_charging_profiles=profile)
         raise NotImplementedError(f"{request.action} is not relayed to native chargers")
 
     def _charger_transaction_id(self, local_ref: str) -> int:
-        transaction_id = self._known_id(local_ref)
+        transaction_id = self.known_id(local_ref)
         if transaction_id is None:
             raise LookupError("the charger's transaction id of this session is not known")
         return transaction_id
 
-    def _known_id(self, local_ref: str) -> int | None:
+    def known_id(self, local_ref: str) -> int | None:
         return next((tid for tid, ref in self.local_refs.items() if ref == local_ref), None)
 
     def __call__(self, identity: str, connection: ServerConnection) -> MergedChargerSession:
         session = MergedChargerSession(self, self.identity.get(identity.lower(), identity), connection)
         self.live[identity.lower()] = session  # a reconnect replaces the old connection
+        self.limits.reconnected(identity.lower())  # its shares go again with its first message
         return session
 
     def transaction_id(self, local_ref: str) -> int:
         """The charger transaction id of ``local_ref``: the one it has, or a new one never given
         before (also across restarts)."""
-        known = self._known_id(local_ref)
+        known = self.known_id(local_ref)
         if known is not None:
             return known
         transaction_id, self._next_id = self._next_id, self._next_id + 1
         self.local_refs[transaction_id] = local_ref
         self._save()
+        connector_id = self.site.session_connector(local_ref)
+        if connector_id is not None:  # its share waited for the charger's transaction id
+            # (called from the StartTransaction handler: the task sends after the answer has gone)
+            asyncio.get_running_loop().call_soon(self.limits.update, connector_id)
         return transaction_id
 
     def finished(self, transaction_id: int) -> str | None:
@@ -231,6 +247,13 @@ class PassthroughFeed:
                 return
             if reading is not None:
                 self.site.native_reading(site_id, reading)
+
+
+def _refuse_reserved(profile: dict[str, Any]) -> None:
+    """A CSMS profile that would take the place of the gateway's own is not relayed."""
+    problem = reserved_problem(profile)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _refused(cause: str) -> PropertyConstraintViolationError:
@@ -286,6 +309,12 @@ class MergedChargerSession(ChargerSession):
             if self.merged.live.get(self.id.lower()) is self:  # not when a reconnect replaced us
                 del self.merged.live[self.id.lower()]
                 self.site.native_offline(self.id, self.site.clock.now())
+
+    def _received(self, action: str, payload: dict[str, Any]) -> None:
+        super()._received(action, payload)
+        # every message says the charger is there: what it should have and has not, it gets now
+        # (sent from a task, after this message's answer)
+        asyncio.get_running_loop().call_soon(self.merged.limits.update_charger, self.id.lower())
 
     def _connector(self, number: int) -> int | None:
         site_id = self.merged.site_connector.get((self.id.lower(), int(number)))

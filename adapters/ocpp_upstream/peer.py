@@ -22,6 +22,7 @@ from adapters.ocpp_callerrors import unsupported_action
 from adapters.ocpp_upstream.incoming import short, unanswered
 from adapters.ocpp_upstream.local_list import get_local_list_version, send_local_list
 from adapters.ocpp_upstream.smart_charging import (
+    cap_first_period,
     composite_schedule_result,
     profile_from_ocpp,
     purpose_from_ocpp,
@@ -142,6 +143,8 @@ class Peer(ChargePoint):
         if connector_id is not None and site.is_native(connector_id):  # the charger decides, profile and all
             payload = {"connector_id": connector_id, "id_tag": id_tag, "charging_profile": charging_profile}
             status = await self._relayed(connector_id, "RemoteStartTransaction", payload, "Rejected")
+            if status == "Accepted" and charging_profile is not None:
+                self._mirror(connector_id, charging_profile, remote_start=True)
             return call_result.RemoteStartTransaction(status=status)
         profile = None
         if charging_profile is not None:  # a TxProfile for the session about to start
@@ -200,6 +203,8 @@ class Peer(ChargePoint):
             local_ref = self.owner.transactions.local_ref(csms_id) if csms_id is not None else None
             payload = {"connector_id": connector_id, "profile": profile, "local_ref": local_ref}
             status = await self._relayed(connector_id, "SetChargingProfile", payload, "Rejected")
+            if status == "Accepted":
+                self._mirror(connector_id, cs_charging_profiles)
             return call_result.SetChargingProfile(status=status)
         try:
             if connector_id != 0 and connector_id not in site.upstream_connectors:
@@ -225,6 +230,15 @@ class Peer(ChargePoint):
         if connector_id is not None and self.owner.site.is_native(connector_id):
             which = {"id": id, "charging_profile_purpose": charging_profile_purpose, "stack_level": stack_level}
             status = await self._relayed(connector_id, "ClearChargingProfile", which, "Unknown")
+            if status == "Accepted":  # and the copy the sharing reads goes too
+                mirrored = self.owner.site.charging_profiles.clear(
+                    profile_id=id,
+                    connector_id=connector_id,
+                    purpose=purpose_from_ocpp(charging_profile_purpose),
+                    stack_level=stack_level,
+                )
+                if mirrored:
+                    self.owner.site.request(ChargingProfilesChanged())
             return call_result.ClearChargingProfile(status=status)
         cleared = self.owner.site.charging_profiles.clear(
             profile_id=id,
@@ -248,15 +262,54 @@ class Peer(ChargePoint):
             answer = await self._relay_answer(connector_id, "GetCompositeSchedule", asked)
             if answer is None or answer.get("status") != "Accepted":
                 return call_result.GetCompositeSchedule(status="Rejected")
+            now_a = self._allowed_now(connector_id)
+            schedule = answer.get("charging_schedule")
+            if now_a is not None and isinstance(schedule, dict):
+                try:
+                    answer["charging_schedule"] = cap_first_period(schedule, now_a, site.charging_profiles.supply)
+                except (CommandRejected, ValueError) as exc:  # a unit the gateway cannot convert to
+                    log.warning("GetCompositeSchedule on connector %s: its share not shown: %s", connector_id, exc)
             return call_result.GetCompositeSchedule(**{**answer, "connector_id": connector_id})
         if connector_id != 0 and connector_id not in site.upstream_connectors:
             return call_result.GetCompositeSchedule(status="Rejected")
         unit = unit_from_ocpp(charging_rate_unit)
         start = site.clock.now()
         started_at = site.sessions.started_at(connector_id)
-        periods = site.charging_profiles.composite_schedule(connector_id, start, duration, started_at, unit)
+        now_a = self._allowed_now(connector_id)
+        periods = site.charging_profiles.composite_schedule(
+            connector_id, start, duration, started_at, unit, now_a=now_a
+        )
         unlimited = UNLIMITED_A if unit is RateUnit.AMPERE else UNLIMITED_A * 230 * 3
         return composite_schedule_result(connector_id, start, duration, periods, unit, unlimited=unlimited)
+
+    def _allowed_now(self, connector_id: int) -> float | None:
+        """What the site's power sharing allows now, in A per phase: connector 0 all connectors
+        together (None: nothing is shared), a connector in a session its share (None: none)."""
+        site = self.owner.site
+        load = site.load.state
+        if load is None:
+            return None
+        if connector_id == 0:
+            return load.limit_a
+        share = load.shares.get(connector_id)
+        connector = site.connectors.get(connector_id)
+        if share is None or connector is None or connector.session is None:
+            return None
+        return share.current_a
+
+    def _mirror(self, connector_id: int, raw: dict[str, Any], *, remote_start: bool = False) -> None:
+        """A profile a native charger accepted from the CSMS, copied into the gateway's store: the
+        sharing counts it in the connector's own bound, so the gateway's profile (which wins on the
+        charger, see adapters.ocpp_local.native_limits) keeps the CSMS's limit in force."""
+        site = self.owner.site
+        try:
+            profile = profile_from_ocpp(connector_id, raw)
+            active = None if remote_start else self.owner.transactions.active_id(connector_id)
+            site.charging_profiles.install(profile, active_transaction_id=active, remote_start=remote_start)
+        except CommandRejected as exc:
+            log.warning("charging profile for native connector %s not counted in its share: %s", connector_id, exc)
+            return
+        site.request(ChargingProfilesChanged())
 
     @on(Action.send_local_list)
     def on_send_local_list(

@@ -26,6 +26,7 @@ from gateway.domain.charging_profiles import (
     RateUnit,
     Recurrence,
     SchedulePeriod,
+    Supply,
 )
 from gateway.domain.charging_schedule import CompositePeriod
 from gateway.domain.errors import CommandRejected
@@ -168,6 +169,20 @@ def composite_schedule_result(
             start_schedule=iso_utc(start),
         ),
     )
+
+
+def cap_first_period(schedule: Mapping[str, Any], now_a: float, supply: Supply) -> dict[str, Any]:
+    """A native charger's composite ``charging_schedule`` (snake_case, as relayed) with its first
+    period capped at ``now_a`` (A per phase: its share), in the schedule's own unit."""
+    periods = [dict(p) for p in schedule.get("charging_schedule_period", [])]
+    if not periods:
+        return dict(schedule)
+    first = periods[0]
+    unit = _lookup(UNIT, schedule.get("charging_rate_unit"), "chargingRateUnit")
+    cap = _tenths_down(supply.from_amps(now_a, unit, first.get("number_phases")))
+    if cap < float(first.get("limit", math.inf)):
+        first["limit"] = cap
+    return {**schedule, "charging_schedule_period": periods}
 
 
 def _tenths_down(value: float) -> float:

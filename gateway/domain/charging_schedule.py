@@ -11,8 +11,9 @@ Rules (OCPP 1.6 section 3.13 and its errata; where the text leaves room, the cho
   between a TX_DEFAULT on connector 0 and one on the connector itself, the connector's own wins.
 * Across purposes: the session limit is the TX profile if one is in effect, else TX_DEFAULT; the
   result is the lower of that and CHARGE_POINT_MAX. Connector 0 is CHARGE_POINT_MAX alone.
-  CHARGE_POINT_MAX caps each connector on its own here; sharing it between connectors that charge
-  at the same time is the caller's decision (``effective_limit`` for connector 0 gives the cap).
+  CHARGE_POINT_MAX caps each connector on its own here; the LimitKeeper
+  (``gateway.services.charging_limits``) shares it between the connectors that charge at the same
+  time, as OCPP 1.6 defines it (``effective_limit`` for connector 0 gives the cap it shares).
 * Schedule start: ABSOLUTE at ``start_schedule``; RECURRING at the latest daily/weekly repetition of
   ``start_schedule`` (not in effect before the first one); RELATIVE at the transaction start. An
   ABSOLUTE profile without ``start_schedule`` is "relative to the start of charging" (the 1.6 text)

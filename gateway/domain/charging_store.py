@@ -207,12 +207,17 @@ class ChargingProfileStore:
         duration_s: int,
         transaction_started_at: datetime | None = None,
         unit: RateUnit = RateUnit.AMPERE,
+        *,
+        now_a: float | None = None,
     ) -> list[CompositePeriod]:
         """The limit over ``duration_s`` seconds from ``start`` (GetCompositeSchedule), in ``unit``.
 
         Without a transaction, relative schedules are shown as if a session started at ``start`` and
         TX profiles are left out. Connector 0 is the charge point max view. A period whose ``limit``
         is None has no profile limiting it: the adapter says what that means to its peer.
+        ``now_a``: what the site's power sharing allows now, in A per phase (connector 0: all
+        connectors together; a connector: its share; None: nothing shared): the first period is
+        capped at it, converted to ``unit`` with the store's Supply; later periods are the profiles'.
         Raises CommandRejected for a connector that does not exist (the answer is Rejected).
         """
         if not 0 <= connector_id <= self.connector_count:
@@ -220,7 +225,14 @@ class ChargingProfileStore:
         anchor = transaction_started_at if transaction_started_at is not None else start
         session = Session(anchor=anchor, active=transaction_started_at is not None)
         profiles = relevant(self._profiles.values(), connector_id, session)
-        return composite(profiles, start, duration_s, session, self.supply, unit)
+        periods = composite(profiles, start, duration_s, session, self.supply, unit)
+        if now_a is None:
+            return periods
+        first = periods[0] if periods else CompositePeriod(0, None)
+        cap = self.supply.from_amps(now_a, unit, first.number_phases)
+        if first.limit is None or cap < first.limit:
+            first = replace(first, limit=cap)
+        return [first, *periods[1:]]
 
     # -- persistence -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from adapters.ocpp_upstream.smart_charging import (
     PURPOSE,
     RECURRENCE,
     UNIT,
+    cap_first_period,
     composite_schedule_result,
     profile_from_ocpp,
     profile_to_ocpp,
@@ -30,6 +31,7 @@ from gateway.domain.charging_profiles import (
     RateUnit,
     Recurrence,
     SchedulePeriod,
+    Supply,
 )
 from gateway.domain.charging_schedule import CompositePeriod
 from gateway.domain.charging_store import ChargingProfileStore
@@ -197,3 +199,38 @@ def test_composite_limits_are_rounded_down_to_tenths_and_gaps_get_the_maximum() 
 def test_an_empty_composite_is_one_period_at_the_maximum() -> None:
     answer = validated_composite_answer(composite_schedule_result(1, T0, 60, [], RateUnit.AMPERE, unlimited=16.0))
     assert answer["chargingSchedule"]["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 16.0}]
+
+
+def test_the_shared_limit_caps_the_first_period_of_a_composite_only() -> None:
+    """GetCompositeSchedule while sharing binds: now it is the share (connector) or the shared
+    limit (connector 0), later periods are the profiles'; in W with the store's Supply."""
+    store = ChargingProfileStore(2)
+    store.install(profile_from_ocpp(1, WIRE))  # 10.5 A on one phase until 22:00, then 32 A
+    start = datetime(2026, 3, 2, 20, tzinfo=UTC)
+    periods = store.composite_schedule(1, start, 6 * 3600, unit=RateUnit.WATT, now_a=8.0)
+    answer = validated_composite_answer(
+        composite_schedule_result(1, start, 6 * 3600, periods, RateUnit.WATT, unlimited=22080.0)
+    )
+    assert answer["chargingSchedule"]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 1840.0, "numberPhases": 1},  # 8 A on one phase, not 10.5 A
+        {"startPeriod": 7200, "limit": 22080.0},  # 32 A on three: the profile's again
+    ]
+    # a share above what the profiles allow changes nothing; no profile at all: the share
+    assert store.composite_schedule(1, start, 600, now_a=20.0) == [CompositePeriod(0, 10.5, 1)]
+    assert store.composite_schedule(0, start, 600, now_a=12.3) == [CompositePeriod(0, 12.3)]
+    assert store.composite_schedule(0, start, 600) == [CompositePeriod(0, None)]
+
+
+def test_a_native_chargers_composite_is_capped_at_its_share_in_its_own_unit() -> None:
+    relayed = {
+        "charging_rate_unit": "W",
+        "charging_schedule_period": [{"start_period": 0, "limit": 11040.0}, {"start_period": 60, "limit": 22080.0}],
+        "duration": 600,
+    }
+    capped = cap_first_period(relayed, 8.04, Supply())
+    assert capped["charging_schedule_period"] == [
+        {"start_period": 0, "limit": 5547.6},  # 8.04 A * 230 V * 3, rounded down to tenths
+        {"start_period": 60, "limit": 22080.0},
+    ]
+    assert capped["duration"] == 600 and relayed["charging_schedule_period"][0]["limit"] == 11040.0
+    assert cap_first_period(relayed, 20.0, Supply()) == relayed  # above what it says: unchanged
