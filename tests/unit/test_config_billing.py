@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.config_checks import check_billing
 from gateway.config import parse_config
+from gateway.config_checks import check_billing
 
 
 def site(chargers: list[dict[str, Any]], meters: list[dict[str, Any]] | None = None, **more: Any) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from adapters.modbus.profile import load_profile
 from adapters.modbus.transport import LineClient, ModbusLines, SerialTransport, TcpTransport, make_client
-from gateway.config_checks import check_profiles, transport_for
 from gateway.config import parse_config
+from gateway.config_checks import check_profiles, transport_for
 from gateway.domain.errors import ConfigError
 
 
