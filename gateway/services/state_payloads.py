@@ -183,7 +183,7 @@ def load_state(load: SiteLoad | None, site_limit_a: float | None) -> Payload:
                 "current_a": _number(share.current_a),
                 "reason": share.reason.value,
                 "priority": share.priority,
-                "drawn_a": _number(share.drawn_a),
+                "drawn_a": _number(round(share.drawn_a, 2)) if share.drawn_a is not None else None,
             }
             for cid, share in shares
         ],
