@@ -106,6 +106,7 @@ class MqttCommandsConfig(Strict):
     current_limit: bool = False  # <prefix>/connector/<n>/set/current_limit: a ceiling in A (or none)
     availability: bool = False  # <prefix>/connector/<n>/set/available: take out of service / back
     session: bool = False  # <prefix>/connector/<n>/set/session: start/stop where the policy allows it
+    site_limit: bool = False  # <prefix>/site/set/limit: what all chargers together may draw per phase, A (or none)
 
     @property
     def enabled(self) -> frozenset[str]:

@@ -284,6 +284,7 @@ class MqttBridge:
         self._wake.clear()
         await client.publish(self.topics.availability, AVAILABILITY_ONLINE, qos=1, retain=True)
         await client.subscribe(self.topics.commands, qos=1)  # a switched-off command is still logged once
+        await client.subscribe(self.topics.site_commands, qos=1)
         if self._discovery is not None:
             await client.subscribe(self._discovery.status_topic, qos=1)
         count = 0

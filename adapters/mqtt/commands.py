@@ -1,4 +1,5 @@
-"""MQTT command topics: ``<prefix>/connector/<n>/set/<command>``, checked and handed to the Site.
+"""MQTT command topics: ``<prefix>/connector/<n>/set/<command>`` and ``<prefix>/site/set/<command>``,
+checked and handed to the Site.
 
 Each command is switched on in ``[mqtt.commands]``; anyone who may publish on the broker may
 otherwise steer the chargers. A payload that is not valid changes nothing and is answered on
@@ -50,12 +51,16 @@ COMMANDS: dict[str, Command] = {
     "available": Command("availability", frozenset({"available"})),
     "session": Command("session", frozenset({"action"}), frozenset({"id_tag"})),
 }
+#: Commands for the whole site (``<prefix>/site/set/<level>``), by their last level.
+SITE_COMMANDS: dict[str, Command] = {
+    "limit": Command("site_limit", frozenset({"current_a"})),
+}
 # A command topic takes at most RATE_LIMIT messages per RATE_WINDOW_S; the rest of a flood is
 # dropped (logged once per flood), so a looping automation cannot hammer a charger's registers.
 RATE_LIMIT = 5
 RATE_WINDOW_S = 10.0
 MAX_TOLD = 1000  # (topic, reason) pairs remembered for log-once
-SWITCHES = frozenset(command.switch for command in COMMANDS.values())
+SWITCHES = frozenset(command.switch for command in (*COMMANDS.values(), *SITE_COMMANDS.values()))
 #: The largest command payload taken; the longest valid one (a SoC report with capacity and a
 #: time) is about 100 bytes.
 MAX_PAYLOAD_BYTES = 1024
@@ -159,8 +164,7 @@ def _time(data: dict[str, Any], key: str) -> datetime | None:
     return moment
 
 
-def _keys(name: str, data: dict[str, Any]) -> None:
-    command = COMMANDS[name]
+def _keys(command: Command, data: dict[str, Any]) -> None:
     known = command.required | command.optional
     unknown = sorted(set(data) - known)
     if unknown:
@@ -169,8 +173,13 @@ def _keys(name: str, data: dict[str, Any]) -> None:
         raise CommandRejected(f"give {' or '.join(sorted(command.required))}")
 
 
-def command_topic(topics: Topics, topic: str) -> tuple[str, str] | None:
-    """(connector segment, command) of ``<prefix>/connector/<n>/set/<command>``; None for other topics."""
+def command_topic(topics: Topics, topic: str) -> tuple[str | None, str] | None:
+    """(connector segment, command) of ``<prefix>/connector/<n>/set/<command>``, (None, command) of
+    ``<prefix>/site/set/<command>``; None for other topics."""
+    site_head = f"{topics.prefix}/site/set/"
+    if topic.startswith(site_head):
+        name = topic[len(site_head) :]
+        return None if "/" in name else (None, name)
     head = f"{topics.prefix}/connector/"
     if not topic.startswith(head):
         return None
@@ -217,6 +226,7 @@ class CommandHandler:
             "available": self._set_available,
             "session": self._start_or_stop,
         }
+        self._site_actions: dict[str, Callable[[dict[str, Any]], None]] = {"limit": self._set_site_limit}
         self._monotonic = monotonic
         self._max_current_a = dict(max_current_a or {})
         self._recent: dict[str, deque[float]] = {}  # topic -> times of its latest messages
@@ -231,7 +241,7 @@ class CommandHandler:
         if not payload:  # how MQTT deletes a retained message: nothing to carry out
             log.debug("MQTT command %s: empty message ignored", topic)
             return None
-        ignored = self._ignored_because(name, retained)
+        ignored = self._ignored_because(segment, name, retained)
         if ignored is not None:
             self._once(topic, ignored[0], "MQTT command %s ignored: %s", topic, ignored[1])
             return None
@@ -243,10 +253,12 @@ class CommandHandler:
         self._told.discard((topic, "flood"))
         return self._carry_out(topic, name, segment, payload)
 
-    def _budget(self, segment: str, name: str) -> str:
-        """Whose rate limit a message counts against: its connector's command (``01`` is ``1``);
-        connectors the site does not have share one, so made-up topics cannot grow memory.
-        (``name`` is a known command here.)"""
+    def _budget(self, segment: str | None, name: str) -> str:
+        """Whose rate limit a message counts against: its connector's command (``01`` is ``1``), or
+        the site's; connectors the site does not have share one, so made-up topics cannot grow
+        memory. (``name`` is a known command here.)"""
+        if segment is None:
+            return f"site/{name}"
         try:
             connector_id = _connector_id(segment)
         except CommandRejected:
@@ -265,22 +277,27 @@ class CommandHandler:
         recent.append(now)
         return False
 
-    def _ignored_because(self, name: str, retained: bool) -> tuple[str, str] | None:
+    def _ignored_because(self, segment: str | None, name: str, retained: bool) -> tuple[str, str] | None:
         """(kind, reason) when a message on this command must not be acted on."""
-        command = COMMANDS.get(name)
+        known = COMMANDS if segment is not None else SITE_COMMANDS
+        command = known.get(name)
         if command is None:
-            return "unknown", f"no such command (known: {', '.join(COMMANDS)})"
+            return "unknown", f"no such command (known: {', '.join(known)})"
         if command.switch not in self._enabled:
             return "off", f"[mqtt.commands] {command.switch} is off"
         if retained:
             return "retained", "a retained message is not a new command (publish it without retain)"
         return None
 
-    def _carry_out(self, topic: str, name: str, segment: str, payload: bytes) -> Payload | None:
+    def _carry_out(self, topic: str, name: str, segment: str | None, payload: bytes) -> Payload | None:
         try:
             data = parse_json_object(payload)
-            _keys(name, data)
-            self._actions[name](_connector_id(segment), data)
+            if segment is None:
+                _keys(SITE_COMMANDS[name], data)
+                self._site_actions[name](data)
+            else:
+                _keys(COMMANDS[name], data)
+                self._actions[name](_connector_id(segment), data)
         except CommandRejected as exc:
             self._once(topic, "invalid", "MQTT command %s rejected: %s", topic, exc)
             return {"topic": topic, "reason": str(exc), "at": iso_utc(self._site.clock.now())}
@@ -304,6 +321,10 @@ class CommandHandler:
                 f"current_a must be 0..{max_a:g} A (connector {connector_id}'s charger) or null, not {current_a:g}"
             )
         self._site.set_current_ceiling(connector_id, current_a)
+
+    def _set_site_limit(self, data: dict[str, Any]) -> None:
+        """What all chargers together may draw per phase (null: no site limit); the Site bounds it."""
+        self._site.load.set_site_limit(_number(data, "current_a"))
 
     def _set_available(self, connector_id: int, data: dict[str, Any]) -> None:
         available = data["available"]

@@ -19,10 +19,20 @@ versions ignore it); the deprecated ``object_id`` option is never sent.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 
+from adapters.mqtt.discovery_load import CONNECTOR_SHARE_ENTITIES, SITE_COMMAND_ENTITIES, SITE_LOAD_ENTITIES
+from adapters.mqtt.ha_entities import (
+    Entity,
+    binary,
+    entity_slug,
+    enum,
+    number,
+    per_phase,
+    sensor,
+    value,
+)
 from adapters.mqtt.payloads import AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, Payload, Topics
 from gateway.domain.model import ConnectorStatus
 from gateway.services.ocpp_status import ERROR_CODE, STATUS
@@ -33,8 +43,6 @@ ORIGIN_NAME = "ocpp-gateway"
 
 #: The highest current limit the HA number offers, in A (a Mode 3 AC connector on 32 A fuses).
 CURRENT_LIMIT_MAX_A = 32
-#: Phases shown per connector and meter; a single-phase device leaves L2 and L3 unknown.
-PHASES = 3
 
 #: OCPP 1.6 vocabulary the gateway reports upstream (``ocpp_status``, ``ocpp_error_code``).
 OCPP_STATUSES: tuple[str, ...] = tuple(dict.fromkeys(STATUS.values()))
@@ -43,7 +51,6 @@ OCPP_ERROR_CODES: tuple[str, ...] = ("NoError", *sorted(set(ERROR_CODE.values())
 REGISTRATIONS: tuple[str, ...] = ("Accepted", "Pending", "Rejected", "none")
 
 _NOT_IN_TOPIC = re.compile(r"[^A-Za-z0-9_-]+")
-_NOT_IN_ENTITY_ID = re.compile(r"[^a-z0-9]+")
 
 
 def package_version() -> str:
@@ -59,30 +66,6 @@ def topic_id(text: str) -> str:
     return _NOT_IN_TOPIC.sub("_", text).strip("_") or "_"
 
 
-def entity_slug(text: str) -> str:
-    """``text`` as part of an entity id: lower case ``[a-z0-9]`` runs joined by single underscores."""
-    return _NOT_IN_ENTITY_ID.sub("_", text.lower()).strip("_") or "x"
-
-
-# -- value templates: Jinja that HA renders against the JSON state --------------------------------
-def value(key: str) -> str:
-    """The state's ``key``; ``None`` (unknown in HA) when it is null or missing."""
-    return f"{{{{ value_json.{key} | default(None) }}}}"
-
-
-def phase(key: str, index: int) -> str:
-    """Element ``index`` of the per-phase list ``key``; ``None`` when the list is shorter."""
-    return (
-        f"{{% set phases = value_json.{key} or [] %}}{{{{ phases[{index}] if phases | length > {index} else None }}}}"
-    )
-
-
-def attributes(keys: Iterable[str]) -> str:
-    """A ``json_attributes_template`` picking ``keys`` from the state (null when missing)."""
-    picked = ", ".join(f"'{key}': value_json.{key} | default(None)" for key in keys)
-    return f"{{{{ {{{picked}}} | tojson }}}}"
-
-
 #: Availability from ``<prefix>/device/<name>/state``: offline only when ``online`` is false, so
 #: ``null`` (not polled yet) shows values as unknown rather than flickering to unavailable.
 DEVICE_AVAILABLE = f"{{{{ '{AVAILABILITY_OFFLINE}' if value_json.online == false else '{AVAILABILITY_ONLINE}' }}}}"
@@ -94,113 +77,6 @@ SESSION_ACTIVE = "{{ 'ON' if value_json.session_active else 'OFF' }}"
 ONLINE = "{{ 'ON' if value_json.online else ('OFF' if value_json.online == false else None) }}"
 CONNECTED = "{{ 'ON' if value_json.connected else 'OFF' }}"
 IN_SERVICE = "{{ 'OFF' if value_json.available == false else 'ON' }}"
-
-
-# -- entities as data ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Quantity:
-    """What HA needs to chart and convert a numeric sensor (its documented class/unit pairs)."""
-
-    device_class: str | None
-    state_class: str
-    unit: str | None
-    precision: int | None = None
-
-
-QUANTITIES: dict[str, Quantity] = {
-    "power": Quantity("power", "measurement", "W", 0),
-    "energy": Quantity("energy", "total_increasing", "Wh", 0),  # lifetime registers; a reset starts a new cycle
-    "current": Quantity("current", "measurement", "A", 1),
-    "voltage": Quantity("voltage", "measurement", "V", 0),
-    "frequency": Quantity("frequency", "measurement", "Hz", 2),
-    "temperature": Quantity("temperature", "measurement", "°C", 1),
-    "battery": Quantity("battery", "measurement", "%", 0),
-    "duration": Quantity("duration", "measurement", "s", 0),
-    "count": Quantity(None, "measurement", None),
-    "counter": Quantity(None, "total_increasing", None),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Entity:
-    """One HA entity: ``component`` (sensor, binary_sensor, ...), a ``key`` unique within its
-    device, a ``name`` (HA puts the device name before it) and the component's own options.
-
-    ``follows_device`` False: only the gateway's availability counts, because the gateway knows
-    the value while the device is silent (its status, its faults, whether it answers); a problem
-    sensor that went *unavailable* on a communication loss would hide exactly that problem.
-    """
-
-    component: str
-    key: str
-    name: str
-    options: Payload = field(default_factory=dict)
-    follows_device: bool = True
-
-
-def _extras(options: Payload, diagnostic: bool, attrs: Iterable[str]) -> Payload:
-    if diagnostic:
-        options["entity_category"] = "diagnostic"
-    if attrs:
-        options["json_attributes_template"] = attributes(attrs)
-    return options
-
-
-def sensor(
-    key: str,
-    name: str,
-    template: str,
-    quantity: str | None = None,
-    *,
-    diagnostic: bool = False,
-    attrs: Iterable[str] = (),
-) -> Entity:
-    """A sensor; ``quantity`` (a key of QUANTITIES) makes it numeric, without one it shows text."""
-    options: Payload = {"value_template": template}
-    if quantity is not None:
-        q = QUANTITIES[quantity]
-        if q.device_class is not None:
-            options["device_class"] = q.device_class
-        options["state_class"] = q.state_class
-        if q.unit is not None:
-            options["unit_of_measurement"] = q.unit
-        if q.precision is not None:
-            options["suggested_display_precision"] = q.precision
-    return Entity("sensor", key, name, _extras(options, diagnostic, attrs))
-
-
-def enum(
-    key: str, name: str, template: str, choices: Iterable[str], *, diagnostic: bool = False, attrs: Iterable[str] = ()
-) -> Entity:
-    """An enum sensor: HA offers ``choices`` in automations; no unit, no state class. The gateway
-    knows these values whatever the device does, so they follow the gateway's availability only."""
-    options: Payload = {"value_template": template, "device_class": "enum", "options": list(choices)}
-    return Entity("sensor", key, name, _extras(options, diagnostic, attrs), follows_device=False)
-
-
-def binary(
-    key: str,
-    name: str,
-    template: str,
-    device_class: str | None = None,
-    *,
-    diagnostic: bool = False,
-    attrs: Iterable[str] = (),
-    follows_device: bool = True,
-) -> Entity:
-    """A binary sensor whose template renders ``ON``, ``OFF`` or ``None`` (unknown)."""
-    options: Payload = {"value_template": template, "payload_on": "ON", "payload_off": "OFF"}
-    if device_class is not None:
-        options["device_class"] = device_class
-    return Entity("binary_sensor", key, name, _extras(options, diagnostic, attrs), follows_device)
-
-
-def per_phase(key: str, name: str, quantity: str, *, diagnostic: bool = False) -> list[Entity]:
-    """One sensor per phase L1..L3 of the list ``key``."""
-    return [
-        sensor(f"{entity_slug(name)}_l{i + 1}", f"{name} L{i + 1}", phase(key, i), quantity, diagnostic=diagnostic)
-        for i in range(PHASES)
-    ]
 
 
 #: Every connector, read from ``<prefix>/connector/<n>/state``.
@@ -230,6 +106,7 @@ CONNECTOR_ENTITIES: tuple[Entity, ...] = (
     enum("ocpp_error_code", "OCPP error code", value("ocpp_error_code"), OCPP_ERROR_CODES, diagnostic=True),
     sensor("transaction_id", "Transaction", value("transaction_id"), diagnostic=True),
     sensor("id_tag", "ID tag", value("id_tag"), diagnostic=True),
+    *CONNECTOR_SHARE_ENTITIES,
 )
 
 #: Every meter, read from ``<prefix>/meter/<name>/state``.
@@ -257,12 +134,7 @@ DEVICE_ENTITIES: tuple[Entity, ...] = (
 )
 
 
-def _number(key: str, name: str, template: str, low: int, high: int, unit: str, **options: object) -> Entity:
-    payload: Payload = {"command_template": template, "min": low, "max": high, "step": 1, "mode": "box"}
-    return Entity("number", key, name, {**payload, "unit_of_measurement": unit, **options})
-
-
-CURRENT_LIMIT = _number(
+CURRENT_LIMIT = number(
     "current_limit",
     "Current limit",
     '{"current_a": {{ value }}}',
@@ -272,7 +144,7 @@ CURRENT_LIMIT = _number(
     device_class="current",
     value_template=value("current_limit_a"),
 )
-SOC_TARGET = _number(
+SOC_TARGET = number(
     "soc_target",
     "SoC target",
     '{"soc_target_percent": {{ value }}}',
@@ -341,6 +213,7 @@ def gateway_entities(topics: Topics) -> list[tuple[str, Entity]]:
         (site, sensor("connectors_charging", "Connectors charging", value("connectors_charging"), "count")),
         (site, sensor("grid_power", "Grid power", value("grid_power_w"), "power")),
         (site, sensor("grid_energy", "Grid energy", value("grid_energy_wh"), "energy")),
+        *((site, entity) for entity in SITE_LOAD_ENTITIES),
     ]
 
 
@@ -393,6 +266,13 @@ class Discovery:
         messages = [
             self._config(entity, gateway, "gateway", state, None) for state, entity in gateway_entities(self.topics)
         ]
+        for switch, (level, entities) in SITE_COMMAND_ENTITIES.items():
+            if switch in self.commands:
+                for entity in entities:
+                    options = {**entity.options, "command_topic": self.topics.site_command(level), "retain": False}
+                    messages.append(
+                        self._config(replace(entity, options=options), gateway, "gateway", self.topics.site, None)
+                    )
         chargers: dict[str, list[int]] = {}
         for cid in sorted(site.connectors):
             chargers.setdefault(site.connectors[cid].device, []).append(cid)
@@ -413,7 +293,13 @@ class Discovery:
     def cleared(self, site: Site) -> list[str]:
         """Config topics of the command entities whose switch is off. An empty retained message
         on each makes an entity from a run with the switch on disappear from HA."""
-        return [
+        site_entities = [
+            self._config_topic(entity.component, topic_id(f"gateway_{entity.key}"))
+            for switch, (_level, entities) in SITE_COMMAND_ENTITIES.items()
+            if switch not in self.commands
+            for entity in entities
+        ]
+        return site_entities + [
             self._config_topic(entity.component, topic_id(f"{site.connectors[cid].device}_c{cid}_{entity.key}"))
             for switch, (_level, entities) in COMMAND_ENTITIES.items()
             if switch not in self.commands

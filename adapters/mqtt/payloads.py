@@ -96,6 +96,14 @@ class Topics:
     def command(self, connector_id: int, name: str) -> str:
         return f"{self.prefix}/connector/{connector_id}/set/{name}"
 
+    @property
+    def site_commands(self) -> str:
+        """The subscription filter of the site's command topics: ``<prefix>/site/set/<command>``."""
+        return f"{self.prefix}/site/set/+"
+
+    def site_command(self, name: str) -> str:
+        return f"{self.prefix}/site/set/{name}"
+
 
 def fault_event(
     connector_id: int | None, fault: Fault, *, raised: bool, at: datetime, meter: str | None = None

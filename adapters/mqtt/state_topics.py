@@ -19,6 +19,8 @@ from gateway.domain.events import (
     DeviceHealthChanged,
     Event,
     MeterReadingChanged,
+    SiteLimitChanged,
+    SiteLoadChanged,
     TransactionNumbered,
     UpstreamStateChanged,
 )
@@ -41,6 +43,8 @@ SITE_SUMMARY_EVENTS = (
     DeviceHealthChanged,
     UpstreamStateChanged,
     BacklogChanged,
+    SiteLoadChanged,  # the sharing decided differently: limits, grid current, shares
+    SiteLimitChanged,  # shown at once, before the next decision
 )
 
 # A topic the bridge publishes, named by what it describes: ("connector", 1), ("meter", "m1"),
@@ -78,6 +82,9 @@ class StateTopics:
                 return keys
             case UpstreamStateChanged():
                 return [("upstream",)]
+            case SiteLoadChanged():
+                # each connector shows its share; the bridge sends only those that changed
+                return [("connector", cid) for cid in sorted(self._site.connectors)]
         return []
 
     def all_keys(self) -> list[StateKey]:
@@ -94,7 +101,8 @@ class StateTopics:
                 connector = self._site.connectors.get(cid)
                 if connector is None:
                     return None
-                return self.topics.connector(cid), connector_state(connector, self._site.billing_energy_wh(cid))
+                share = self._site.load.share_of(cid)
+                return self.topics.connector(cid), connector_state(connector, self._site.billing_energy_wh(cid), share)
             case ("meter", str(name)):
                 meter = self._site.meters.get(name)
                 return None if meter is None else (self.topics.meter(name), meter_state(meter))
@@ -108,7 +116,10 @@ class StateTopics:
                 site = self._site
                 grid = next((m for m in site.meters.values() if m.connector_id == 0), None)
                 connected, now = site.upstream.connected, site.clock.now()
-                return self.topics.site, site_state(site.connectors.values(), grid, connected, site.backlog, now)
+                load, limit = site.load.state, site.load.site_limit_a
+                return self.topics.site, site_state(
+                    site.connectors.values(), grid, connected, site.backlog, now, load, limit
+                )
             case ("outbox",):
                 return self.topics.outbox, outbox_state(self._site.backlog, self._site.clock.now())
         return None

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.domain.model import ConnectorStatus
+from gateway.domain.phase_limits import Reason
 from gateway.services.telemetry import POLL_BUCKETS_S, Telemetry
 
 PREFIX = "ocpp_gateway_"
@@ -110,7 +111,50 @@ def render_metrics(telemetry: Telemetry, picture: dict[str, Any]) -> str:
     )
     registers = _present(meters, "energy_wh", _meter)
     out.family("meter_energy_register_watt_hours", gauge, "A meter's import register (Wh).", registers)
+    _load(out, picture["site"]["load"], connectors)
     return out.text()
+
+
+def _load(out: Exposition, load: dict[str, Any], connectors: list[dict[str, Any]]) -> None:
+    """Site power sharing: limits, grid current and offers per phase, each connector's share. The
+    reasons are 0/1 series over their fixed vocabulary (labels bounded: 3 phases x 4 sources,
+    connectors x 11 reasons); values the gateway does not have are no series."""
+    gauge = "gauge"
+    limits, sources = load["phase_limits_a"] or [], load["phase_limit_reasons"] or []
+    out.family(
+        "site_charging_limit_amperes",
+        gauge,
+        "What all chargers together may draw on a phase (A), while the site's power is shared.",
+        [(_phase(i), a) for i, a in enumerate(limits)],
+    )
+    out.family(
+        "site_charging_limit_source",
+        gauge,
+        "1 for what each phase's limit comes from (fuse, fallback, csms, site_limit).",
+        [({**_phase(i), "source": s}, source == s) for i, source in enumerate(sources) for s in _LIMIT_SOURCES],
+    )
+    grid = [(_phase(i), a) for i, a in enumerate(load["grid_a"] or []) if a is not None]
+    out.family("site_grid_current_amperes", gauge, "The grid meter's current per phase (A), for sharing.", grid)
+    offered = [(_phase(i), a) for i, a in enumerate(load["offered_a"] or []) if a is not None]
+    out.family("site_offered_amperes", gauge, "What the chargers are offered together per phase (A).", offered)
+    for name, key, help_text in (
+        ("site_fuse_amperes", "fuse_a", "The main fuse per phase (A), with [load_management]."),
+        ("site_limit_amperes", "site_limit_a", "The site limit set over MQTT (A per phase), while one is set."),
+    ):
+        out.family(name, gauge, help_text, [] if load[key] is None else [({}, load[key])])
+    shares = [c for c in connectors if c["share_a"] is not None]
+    out.family(
+        "connector_share_amperes",
+        gauge,
+        "A connector's share of the site's power (A; 0: paused).",
+        _present(shares, "share_a", _cid),
+    )
+    reasons = [({**_cid(c), "reason": r}, c["share_reason"] == r) for c in shares for r in _REASONS]
+    out.family("connector_share_reason", gauge, "1 for the reason that binds a connector's share.", reasons)
+
+
+def _phase(index: int) -> dict[str, str]:
+    return {"phase": f"L{index + 1}"}
 
 
 def _cid(c: dict[str, Any]) -> dict[str, str]:
@@ -154,4 +198,6 @@ def _value(value: float | bool) -> str:
 
 _LE = tuple(_value(bound) for bound in (*POLL_BUCKETS_S, math.inf))  # the histogram's "le" labels
 _STATUSES = tuple(status.value for status in ConnectorStatus)
+_REASONS = tuple(reason.value for reason in Reason)
+_LIMIT_SOURCES = (Reason.FUSE.value, Reason.FALLBACK.value, Reason.CSMS.value, Reason.SITE_LIMIT.value)
 _PARTS = ("csms", "device", "mqtt", "disk")  # the parts of gateway.services.readiness.Problem

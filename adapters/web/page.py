@@ -70,6 +70,8 @@ def render_page(picture: dict[str, Any]) -> str:
     site = picture["site"]
     title = escape(site["name"] or site["id"])
     sections = [_overview(picture)]
+    if (sharing := _load(site["load"])) is not None:
+        sections.append(sharing)
     sections += [_connector(c, picture["commands"]) for c in picture["connectors"]]
     sections += [_meter(m) for m in picture["meters"]]
     sections.append(_devices(picture["devices"]))
@@ -123,6 +125,9 @@ def _connector(c: dict[str, Any], commands: bool) -> str:
         rows.append(("Transaction", f"{number} · {escape(str(c['id_tag']))}"))
     if c["current_limit_a"] is not None:
         rows.append(("Current ceiling", _fmt(c["current_limit_a"], "A")))
+    if c["share_a"] is not None:
+        share = _amps(c["share_a"]) if c["share_a"] else "paused (0 A)"
+        rows.append(("Share", f"{share} · {escape(str(c['share_label']))}"))
     if not c["available"]:
         rows.append(("In service", "no"))
     if not c["upstream"]:
@@ -138,6 +143,34 @@ def _connector(c: dict[str, Any], commands: bool) -> str:
         f"<h2><span>{c['connector_id']} · {escape(c['device'])}</span>{badge}</h2>"
         f"{_dl(rows)}{faults}{buttons}</section>"
     )
+
+
+def _load(load: dict[str, Any]) -> str | None:
+    """The site's power sharing: its limit and why, and per phase the grid against the limit.
+    None while there is nothing to show (no decision yet, nothing shared and no site limit)."""
+    if load["limit_a"] is None and load["site_limit_a"] is None and load["fuse_a"] is None:
+        return None
+    rows = []
+    if load["limit_a"] is not None:
+        rows.append(("Chargers may draw", f"{_amps(load['limit_a'])} per phase · {escape(str(load['limit_label']))}"))
+    else:
+        rows.append(("Chargers may draw", "no limit shared"))
+    if load["fuse_a"] is not None:
+        rows.append(("Main fuse", _amps(load["fuse_a"])))
+    if load["site_limit_a"] is not None:
+        rows.append(("Site limit (MQTT)", _amps(load["site_limit_a"])))
+    table = ""
+    if load["phase_limits_a"] is not None:
+        grid = load["grid_a"] or [None] * len(load["phase_limits_a"])
+        offered = load["offered_a"] or [None] * len(load["phase_limits_a"])
+        cells = [
+            f"<tr><td>L{i + 1}</td><td>{_amps(grid[i])}</td><td>{_amps(limit)}</td><td>{_amps(offered[i])}</td>"
+            f"<td class=detail>{escape(str(source))}</td></tr>"
+            for i, (limit, source) in enumerate(zip(load["phase_limits_a"], load["phase_limit_reasons"], strict=True))
+        ]
+        head = "<tr><th>Phase</th><th>Grid</th><th>Chargers may draw</th><th>Offered</th><th>From</th></tr>"
+        table = f"<table id=phases>{head}{''.join(cells)}</table>"
+    return f"<section class=wide id=load><h2>Power sharing</h2>{_dl(rows)}{table}</section>"
 
 
 def _buttons(c: dict[str, Any]) -> str:
@@ -218,3 +251,7 @@ def _dl(rows: list[tuple[str, str]]) -> str:
 
 def _fmt(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:,.0f} {unit}"
+
+
+def _amps(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} A"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from gateway.domain.errors import CommandRejected
 from gateway.domain.events import Event, SiteLimitChanged, SiteLoadChanged
-from gateway.domain.phase_limits import SiteLoad
+from gateway.domain.phase_limits import ConnectorShare, SiteLoad
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +45,7 @@ class SharedLoad:
         self.state = load
         if changed:
             self._emit(SiteLoadChanged(load))
+
+    def share_of(self, connector_id: int) -> ConnectorShare | None:
+        """A connector's share at the last decision (None: none yet, or it is in no session)."""
+        return self.state.shares.get(connector_id) if self.state is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.domain.model import Connector, ConnectorStatus, FaultKind, VehicleState, iso_utc
+from gateway.domain.phase_limits import Reason
 from gateway.services.readiness import readiness
 from gateway.services.site import Site
 from gateway.services.state_payloads import (
@@ -55,6 +56,22 @@ FAULT_LABELS: dict[str, str] = {
     FaultKind.OTHER: "Other fault",
 }
 
+#: What binds a share, or what the site's limit comes from, in the words of a site owner
+#: (``share_label`` of a connector, ``limit_label`` of the site's ``load``).
+REASON_LABELS: dict[str, str] = {
+    Reason.FUSE: "fuse: the grid connection is full",
+    Reason.FALLBACK: "fallback: the grid meter does not answer, a safe limit applies",
+    Reason.CSMS: "the CSMS limits the site",
+    Reason.SITE_LIMIT: "the site limit set over MQTT",
+    Reason.OWN_LIMIT: "gets all it may take",
+    Reason.TAKES_LESS: "the car takes less than it is offered",
+    Reason.PRIORITY: "connectors of a higher priority come first",
+    Reason.ROTATION: "waiting for its turn",
+    Reason.RAISE_HELD: "more current follows shortly",
+    Reason.SWITCH_HELD: "paused a short while, to spare the contactor",
+    Reason.SILENT: "its charger does not answer: its last share is kept free",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class SiteLabels:
@@ -79,25 +96,31 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
     """Everything the status page shows, now; times UTC ISO 8601, units in the key names."""
     now = site.clock.now()
     backlog = site.backlog  # worked out on each read (O(backlog)): once per picture
+    load = site.load.state
     grid = next((m for m in site.meters.values() if m.connector_id == 0), None)
     connectors = []
     for connector in site.connectors.values():
         billing_wh = site.billing_energy_wh(connector.connector_id)
-        state = connector_state(connector, billing_wh)
+        state = connector_state(connector, billing_wh, site.load.share_of(connector.connector_id))
         state["billing_energy_wh"] = billing_wh
         state["upstream"] = connector.upstream  # False: a passthrough charger's, not on the merged charge point
         state["status_label"] = _status_label(connector)
+        state["share_label"] = _reason_label(state["share_reason"])
         _label_faults(state)
         connectors.append(state)
     health = readiness(site, telemetry, backlog, now)
     up = site.upstream
+    summary = site_state(
+        site.connectors.values(), grid, site.upstream.connected, backlog, now, load, site.load.site_limit_a
+    )
+    summary["load"]["limit_label"] = _reason_label(summary["load"]["limit_reason"])  # type: ignore[index]
     return {
         "version": PICTURE_VERSION,
         "generated_at": iso_utc(now),
         "site": {
             "id": labels.site_id,
             "name": labels.site_name,
-            **site_state(site.connectors.values(), grid, site.upstream.connected, backlog, now),
+            **summary,
         },
         "ready": health.ready,
         "state": health.state,  # ready, starting or degraded (see gateway.services.readiness)
@@ -119,6 +142,10 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
         },
         "commands": labels.commands,
     }
+
+
+def _reason_label(reason: object) -> str | None:
+    return None if reason is None else REASON_LABELS.get(str(reason), str(reason))
 
 
 def _label_faults(state: Payload) -> Payload:

@@ -16,6 +16,7 @@ from gateway.domain.authorization import mask_id_tag
 from gateway.domain.battery import SocSource
 from gateway.domain.model import Connector, ConnectorStatus, Fault, Meter, Reading, iso_utc
 from gateway.domain.outbox import BacklogStats
+from gateway.domain.phase_limits import ConnectorShare, SiteLoad
 from gateway.services.ocpp_status import status_notification_fields
 
 Payload = dict[str, object]
@@ -74,9 +75,12 @@ def fault_payload(fault: Fault) -> Payload:
     return {"kind": fault.kind.value, "vendor_code": fault.vendor_code, "info": fault.info}
 
 
-def connector_state(connector: Connector, billing_wh: int | None = None) -> Payload:
+def connector_state(
+    connector: Connector, billing_wh: int | None = None, share: ConnectorShare | None = None
+) -> Payload:
     """The retained state of one connector: status (the gateway's and the OCPP one the CSMS is
-    told), health, faults, its latest reading and its session.
+    told), health, faults, its latest reading, its session and its share of the site's power
+    (``share``: the last sharing decision's, None while it is in no session).
 
     ``billing_wh`` is the connector's billing register now: the session's energy is that minus
     its meterStart, the same figure the CSMS will bill (a charger's own session counter is
@@ -110,14 +114,24 @@ def connector_state(connector: Connector, billing_wh: int | None = None) -> Payl
     payload["session_energy_wh"] = delivered
     payload["current_limit_a"] = connector.current_ceiling_a
     payload["available"] = connector.available
+    payload["share_a"] = _number(share.current_a) if share is not None else None
+    payload["share_reason"] = share.reason.value if share is not None else None
     return payload
 
 
 def site_state(
-    connectors: Iterable[Connector], grid: Meter | None, upstream_connected: bool, backlog: BacklogStats, now: datetime
+    connectors: Iterable[Connector],
+    grid: Meter | None,
+    upstream_connected: bool,
+    backlog: BacklogStats,
+    now: datetime,
+    load: SiteLoad | None = None,
+    site_limit_a: float | None = None,
 ) -> Payload:
     """The whole site at a glance: what its connectors draw, what the grid meter (the meter on
-    connector 0) says, whether the CSMS is there and how much waits for it."""
+    connector 0) says, whether the CSMS is there, how much waits for it, and how the chargers
+    share the site's power (``load``: the last sharing decision; ``site_limit_a``: the MQTT site
+    limit set now; see ``load_state``)."""
     connectors = list(connectors)
     answering = [c for c in connectors if c.device_online and c.reading is not None]
     powers = [c.reading.power_w for c in answering if c.reading is not None and c.reading.power_w is not None]
@@ -131,6 +145,48 @@ def site_state(
         "upstream_connected": upstream_connected,
         "backlog_records": backlog_fields["records"],
         "backlog_oldest_age_s": backlog_fields["oldest_age_s"],
+        "load": load_state(load, site_limit_a),
+    }
+
+
+def _per_phase(values: Iterable[float] | None) -> list[float | None] | None:
+    return None if values is None else [_number(round(v, 3)) for v in values]
+
+
+def load_state(load: SiteLoad | None, site_limit_a: float | None) -> Payload:
+    """The site's power sharing (docs/load-management.md, "What you see").
+
+    ``limit_a`` is what all chargers together may draw on the tightest phase and ``limit_reason``
+    what that limit comes from (fuse, fallback, csms, site_limit); per phase (L1, L2, L3) in
+    ``phase_limits_a`` and ``phase_limit_reasons``. All null while nothing is shared (no
+    ``[load_management]``, no ChargePointMaxProfile, no site limit) or before the first decision
+    (``decided_at`` null). ``grid_a``: the grid meter per phase (null while it does not answer or
+    without load management); ``offered_a``: per phase what the chargers are offered together;
+    ``shares``: per connector in a session its share in A and the reason that binds it.
+    ``site_limit_a`` is the MQTT site limit set now (null: none).
+    """
+    limits = load.limits if load is not None else None
+    shares = sorted(load.shares.items()) if load is not None else []
+    return {
+        "decided_at": _iso(load.decided_at) if load is not None else None,
+        "limit_a": _number(load.limit_a) if load is not None else None,
+        "limit_reason": load.reason.value if load is not None and load.reason is not None else None,
+        "phase_limits_a": _per_phase(limit.limit_a for limit in limits) if limits is not None else None,
+        "phase_limit_reasons": [limit.source.value for limit in limits] if limits is not None else None,
+        "grid_a": _per_phase(load.grid_a) if load is not None else None,
+        "offered_a": _per_phase(load.offered_a) if load is not None else None,
+        "fuse_a": load.fuse_a if load is not None else None,
+        "site_limit_a": site_limit_a,
+        "shares": [
+            {
+                "connector_id": cid,
+                "current_a": _number(share.current_a),
+                "reason": share.reason.value,
+                "priority": share.priority,
+                "drawn_a": _number(round(share.drawn_a, 2)) if share.drawn_a is not None else None,
+            }
+            for cid, share in shares
+        ],
     }
 
 

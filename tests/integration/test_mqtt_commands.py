@@ -188,3 +188,52 @@ async def test_a_retained_command_is_never_taken_as_new(
                 await rig.state(field_is("soc_percent", 64.0))
     finally:
         await publish(mosquitto, stale, b"", retain=True)  # clear the broker's copy
+
+
+def load_is(key: str, value: Any) -> Callable[[Received], bool]:
+    return lambda message: (message.json().get("load") or {}).get(key) == value
+
+
+async def test_the_site_limit_over_mqtt_is_shared_and_shown_on_the_site_and_connector_topics(
+    mosquitto: MosquittoBroker, mqtt_watch: WatchFactory, topic_prefix: str
+) -> None:
+    async with rig_for(mosquitto, mqtt_watch, topic_prefix, commands=("site_limit",)) as rig:
+        keeper = LimitKeeper(rig.site, rig.site.charging_profiles, max_a={1: 16.0, 2: 16.0})
+        events = rig.site.subscribe()
+        keeping = asyncio.create_task(keeper.run())
+        site_topic, limit_topic = rig.bridge.topics.site, f"{topic_prefix}/site/set/limit"
+        try:
+            rig.poll(VehicleState.A, 10_000)
+            rig.poll(VehicleState.C, 10_000)  # a free session starts; nothing limits it, so it is left alone
+            await rig.state(field_is("share_reason", "own_limit"))
+            await publish(rig.broker, limit_topic, {"current_a": 10})
+            assert await next_limit(events) == CurrentLimitRequested(1, 10.0)
+            load = (await rig.watcher.wait_for(site_topic, load_is("limit_a", 10.0))).json()["load"]
+            assert (load["limit_reason"], load["site_limit_a"], load["phase_limits_a"]) == (
+                "site_limit",
+                10.0,
+                [10.0, 10.0, 10.0],
+            )
+            assert load["shares"] == [
+                # 7 kW over three phases at 230 V
+                {"connector_id": 1, "current_a": 10.0, "reason": "site_limit", "priority": 0, "drawn_a": 10.14}
+            ]
+            state = await rig.state(field_is("share_a", 10.0))
+            assert state["share_reason"] == "site_limit"
+
+            await publish(rig.broker, limit_topic, {"current_a": -5})  # refused: nothing changes
+            error = (await rig.error()).json()
+            assert error["topic"] == limit_topic and "a site limit is 0 to 10000 A" in error["reason"]
+            assert rig.site.load.site_limit_a == 10.0
+
+            seen = rig.watcher.mark()
+            await publish(rig.broker, limit_topic, {"current_a": None})  # lifted: back to its own bound
+            assert await next_limit(events) == CurrentLimitRequested(1, 16.0)
+            lifted = await rig.watcher.wait_for(site_topic, load_is("limit_a", None), after=seen)
+            load = lifted.json()["load"]
+            assert load["limit_a"] is None and load["shares"][0]["reason"] == "own_limit"
+            state = await rig.state(field_is("share_a", 16.0))
+            assert state["share_reason"] == "own_limit"
+        finally:
+            keeping.cancel()
+            await asyncio.gather(keeping, return_exceptions=True)

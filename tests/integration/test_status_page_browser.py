@@ -20,6 +20,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from adapters.demo_csms.csms import DemoCsms
+from gateway.services.site_picture import REASON_LABELS
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.fixtures.status_site import PASSWORD, USER, Running, authorization, running_gateway, until
 
@@ -153,3 +154,23 @@ async def test_without_the_password_the_page_shows_nothing_of_the_site(
     # Chromium asks for the password (a dialog headless cannot show): the page itself stays empty
     assert "Garage" not in source and "right" not in source and "Charging" not in source
     assert await asyncio.to_thread(lambda: browser.find_elements(By.TAG_NAME, "section")) == []
+
+
+async def test_the_page_shows_the_site_limit_and_each_connectors_share(
+    site: Running, browser: webdriver.Chrome
+) -> None:
+    gateway_site = site.site
+    gateway_site.load.set_site_limit(10.0)  # as <prefix>/site/set/limit would: the keeper shares 10 A
+    await until(gateway_site, lambda: gateway_site.load.state is not None and gateway_site.load.state.limit_a == 10.0)
+    share = gateway_site.load.share_of(2)
+    assert share is not None
+    await asyncio.to_thread(_authorize, browser)
+    await asyncio.to_thread(browser.get, site.url + "/")
+    sharing = await asyncio.to_thread(lambda: browser.find_element(By.ID, "load").text)
+    assert "Power sharing" in sharing
+    assert "10.0 A per phase · the site limit set over MQTT" in sharing
+    assert "Site limit (MQTT)\n10.0 A" in sharing
+    assert "L1" in sharing and "L3" in sharing  # the phases, grid against limit
+    two = await asyncio.to_thread(lambda: browser.find_element(By.ID, "connector-2").text)
+    shown = f"{share.current_a:,.1f} A" if share.current_a else "paused (0 A)"
+    assert f"Share\n{shown} · {REASON_LABELS[share.reason]}" in two, two

@@ -34,9 +34,12 @@ def handler(*enabled: str) -> tuple[Site, CommandHandler]:
         ("gw/site/connector/1/state", None),
         ("gw/other/connector/1/set/soc", None),
         ("gw/site/connector/1/set/soc/more", None),
+        ("gw/site/site/set/limit", (None, "limit")),
+        ("gw/site/site/set/limit/more", None),
+        ("gw/site/site/state", None),
     ],
 )
-def test_command_topics(topic: str, parsed: tuple[str, str] | None) -> None:
+def test_command_topics(topic: str, parsed: tuple[str | None, str] | None) -> None:
     assert command_topic(TOPICS, topic) == parsed
 
 

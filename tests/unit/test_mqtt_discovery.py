@@ -17,16 +17,16 @@ import pytest
 from jinja2 import StrictUndefined, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from adapters.mqtt.commands import COMMANDS, CommandHandler, command_topic
+from adapters.mqtt.commands import COMMANDS, SITE_COMMANDS, CommandHandler, command_topic
 from adapters.mqtt.discovery import (
     COMMAND_ENTITIES,
     OCPP_ERROR_CODES,
     OCPP_STATUSES,
-    QUANTITIES,
     Discovery,
-    entity_slug,
     topic_id,
 )
+from adapters.mqtt.discovery_load import SITE_COMMAND_ENTITIES
+from adapters.mqtt.ha_entities import QUANTITIES, entity_slug
 from adapters.mqtt.payloads import Payload, Topics
 from gateway.domain.model import (
     ChargerSnapshot,
@@ -40,6 +40,7 @@ from gateway.domain.model import (
     Reading,
     VehicleState,
 )
+from gateway.domain.phase_limits import ConnectorShare, PhaseLimit, Reason, SiteLoad
 from gateway.domain.transactions import AuthPolicy
 from gateway.services.ocpp_status import ERROR_CODE, STATUS
 from gateway.services.sessions import ConnectorPolicy
@@ -55,7 +56,7 @@ from gateway.services.state_payloads import (
 
 T0 = datetime(2025, 3, 1, 12, 0, 5, tzinfo=UTC)
 PREFIX = "ocpp-gateway/demo-site"
-ALL_SWITCHES = frozenset({"current_limit", "availability", "session", "soc_target", "soc_input"})
+ALL_SWITCHES = frozenset({"current_limit", "availability", "session", "soc_target", "soc_input", "site_limit"})
 COMPONENTS = {"sensor", "binary_sensor", "number", "switch", "button"}
 
 # What HA's sensor documentation allows per device class: state classes and units.
@@ -100,6 +101,9 @@ def make_site() -> Site:
     site.apply(DeviceFailed("garage", "no answer from 192.168.1.31:502", T0))
     site.apply(MeterSnapshot("grid", Reading(T0, energy_wh=48_211_034, power_w=2_310.5, current_a=(3.1,))))
     site.set_soc_target(1, 80.0)
+    fuse, csms = PhaseLimit(14.0, Reason.FUSE), PhaseLimit(20.0, Reason.CSMS)
+    shares = {1: ConnectorShare(14.0, Reason.FUSE, drawn_a=16.1)}
+    site.load.report(SiteLoad(T0, (fuse, csms, csms), (24.5, 9.0, 8.0), (14.0, 14.0, 14.0), shares, 40.0))
     return site
 
 
@@ -107,7 +111,7 @@ def published(site: Site, topics: Topics) -> dict[str, Payload]:
     """topic -> payload of every state topic, as the bridge renders them."""
     states: dict[str, Payload] = {}
     for cid, connector in site.connectors.items():
-        states[topics.connector(cid)] = connector_state(connector, site.billing_energy_wh(cid))
+        states[topics.connector(cid)] = connector_state(connector, site.billing_energy_wh(cid), site.load.share_of(cid))
     for name, meter in site.meters.items():
         states[topics.meter(name)] = meter_state(meter)
     for name in site.devices():
@@ -116,7 +120,8 @@ def published(site: Site, topics: Topics) -> dict[str, Payload]:
     states[topics.upstream] = upstream_state(True, "Accepted", T0)
     states[topics.outbox] = outbox_state(site.backlog, T0)
     grid = site.meters["grid"]
-    states[topics.site] = site_state(site.connectors.values(), grid, True, site.backlog, T0)
+    load, limit = site.load.state, site.load.site_limit_a
+    states[topics.site] = site_state(site.connectors.values(), grid, True, site.backlog, T0, load, limit)
     return states
 
 
@@ -225,7 +230,9 @@ def test_entities_read_only_topics_the_gateway_publishes(site: Site, topics: Top
             assert availability_topic == topics.availability or availability_topic in states, topic
         if "command_topic" in payload:
             parsed = command_topic(topics, str(payload["command_topic"]))
-            assert parsed is not None and parsed[1] in COMMANDS, f"{topic}: no such command topic"
+            assert parsed is not None, f"{topic}: no command topic"
+            known = COMMANDS if parsed[0] is not None else SITE_COMMANDS
+            assert parsed[1] in known, f"{topic}: no such command topic"
             assert payload["retain"] is False, "the gateway ignores retained commands"
 
 
@@ -479,6 +486,14 @@ def test_every_template_renders_against_the_published_state(site: Site, topics: 
         ("sensor.demo_site_gateway_total_power", "11040.0"),
         ("sensor.demo_site_gateway_grid_power", "2310.5"),
         ("sensor.demo_site_gateway_connectors_charging", "1"),
+        ("sensor.demo_site_gateway_charging_limit", "14.0"),
+        ("sensor.demo_site_gateway_charging_limit_reason", "fuse"),
+        ("sensor.demo_site_gateway_charging_limit_l2", "20.0"),
+        ("sensor.demo_site_gateway_offered_current_l3", "14.0"),
+        ("sensor.demo_site_wb1_c1_share", "14.0"),
+        ("sensor.demo_site_wb1_c1_share_reason", "fuse"),
+        ("sensor.demo_site_wb1_c2_share", "None"),  # in no session: no share
+        ("sensor.demo_site_wb1_c2_share_reason", "None"),
     ],
 )
 def test_rendered_values(site: Site, topics: Topics, default_entity_id: str, expected: str) -> None:
@@ -497,6 +512,9 @@ def test_attributes_render_to_the_state_fields(site: Site, topics: Topics) -> No
     garage = entity(messages, "binary_sensor.demo_site_garage_online")
     attributes = json.loads(render(str(garage["json_attributes_template"]), states[topics.device("garage")]))
     assert attributes["reason"] == "no answer from 192.168.1.31:502"
+    limit = entity(messages, "sensor.demo_site_gateway_charging_limit")
+    attributes = json.loads(render(str(limit["json_attributes_template"]), states[topics.site]))
+    assert attributes["phase_limit_reasons"] == ["fuse", "csms", "csms"] and attributes["fuse_a"] == 40.0
 
 
 def test_a_missing_key_renders_unknown_not_an_error(site: Site) -> None:
@@ -587,9 +605,27 @@ def test_command_payloads_are_what_the_gateway_acts_on(site: Site, topics: Topic
     assert not site.connectors[1].session_active
 
 
+def test_the_site_limit_number_sets_the_site_limit_and_shows_it(site: Site, topics: Topics) -> None:
+    assert not [p for _t, p in configs(site) if p["default_entity_id"] == "number.demo_site_gateway_site_limit"]
+    messages = configs(site, frozenset({"site_limit"}))
+    added = {str(p["default_entity_id"]) for _t, p in messages} - {
+        str(p["default_entity_id"]) for _t, p in configs(site)
+    }
+    assert added == {"number.demo_site_gateway_site_limit"}  # one for the site, none per connector
+    number = entity(messages, "number.demo_site_gateway_site_limit")
+    assert number["name"] == "Site limit" and number["command_topic"] == f"{PREFIX}/site/set/limit"
+    assert (number["min"], number["max"], number["unit_of_measurement"], number["retain"]) == (0, 10_000, "A", False)
+    assert state_of(messages, "number.demo_site_gateway_site_limit", published(site, topics)) == "None"
+    command = STRICT.from_string(str(number["command_template"])).render(value=25)
+    handler = CommandHandler(site, topics, frozenset({"site_limit"}))
+    assert handler.handle(str(number["command_topic"]), command.encode(), retained=False) is None
+    assert site.load.site_limit_a == 25.0
+    assert state_of(messages, "number.demo_site_gateway_site_limit", published(site, topics)) == "25.0"
+
+
 def test_switched_off_commands_are_cleared(site: Site) -> None:
     """Every config a switch would publish is in ``cleared`` while it is off (and only then)."""
-    for switch in COMMAND_ENTITIES:
+    for switch in (*COMMAND_ENTITIES, *SITE_COMMAND_ENTITIES):
         off = Discovery("homeassistant", Topics(PREFIX), frozenset())
         on = Discovery("homeassistant", Topics(PREFIX), frozenset({switch}))
         added = {t for t, _ in on.configs(site)} - {t for t, _ in off.configs(site)}

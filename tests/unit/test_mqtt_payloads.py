@@ -21,12 +21,14 @@ from gateway.domain.model import (
     SessionInfo,
     VehicleState,
 )
+from gateway.domain.phase_limits import ConnectorShare, PhaseLimit, Reason, SiteLoad
 from gateway.services.site import Site
 from gateway.services.state_payloads import (
     READING_FIELDS,
     SOC_SOURCE,
     connector_state,
     device_state,
+    load_state,
     meter_state,
     upstream_state,
 )
@@ -87,7 +89,8 @@ def test_connector_payload_carries_all_fields_with_units() -> None:
     connector.session = SessionInfo("c2-1", "RFID-00042137", 115_566, T0 - timedelta(hours=1), transaction_id=77)
     connector.session_active = True
     connector.current_ceiling_a = 16.0
-    payload = connector_state(connector, billing_wh=123_456)
+    share = ConnectorShare(13.5, Reason.FUSE, priority=1, drawn_a=13.2)
+    payload = connector_state(connector, billing_wh=123_456, share=share)
     assert payload == {
         "connector_id": 2,
         "device": "wallbox-a",
@@ -119,6 +122,8 @@ def test_connector_payload_carries_all_fields_with_units() -> None:
         "session_energy_wh": 7_890,  # 123,456 now - 115,566 at meterStart
         "current_limit_a": 16.0,
         "available": True,
+        "share_a": 13.5,
+        "share_reason": "fuse",
     }
 
 
@@ -252,3 +257,54 @@ def test_soc_shows_the_best_value_known_its_source_and_the_target() -> None:
     connector.soc = SocValue(40.0, SocSource.REPORT, T0)
     assert connector_state(connector)["soc_source"] == "mqtt"
     assert set(SOC_SOURCE) == set(SocSource)
+
+
+def sharing_decision() -> SiteLoad:
+    """Two connectors under a 40 A fuse: L1 is full (the building draws there), L3 bound by the CSMS."""
+    return SiteLoad(
+        decided_at=T0,
+        limits=(PhaseLimit(12.0, Reason.FUSE), PhaseLimit(20.0, Reason.FUSE), PhaseLimit(16.0, Reason.CSMS)),
+        grid_a=(27.04, 18.0, 16.5),
+        offered_a=(12.0, 12.0, 12.0),
+        shares={
+            2: ConnectorShare(0.0, Reason.ROTATION, priority=0, drawn_a=None),
+            1: ConnectorShare(12.0, Reason.FUSE, priority=1, drawn_a=11.8),
+        },
+        fuse_a=40.0,
+        site_limit_a=None,
+    )
+
+
+def test_the_load_section_names_each_limit_and_why_and_every_share() -> None:
+    assert load_state(sharing_decision(), site_limit_a=25.0) == {
+        "decided_at": "2025-03-01T12:00:00.123Z",
+        "limit_a": 12.0,
+        "limit_reason": "fuse",
+        "phase_limits_a": [12.0, 20.0, 16.0],
+        "phase_limit_reasons": ["fuse", "fuse", "csms"],
+        "grid_a": [27.04, 18.0, 16.5],
+        "offered_a": [12.0, 12.0, 12.0],
+        "fuse_a": 40.0,
+        "site_limit_a": 25.0,  # the limit set now, even before a decision took it in
+        "shares": [  # by connector
+            {"connector_id": 1, "current_a": 12.0, "reason": "fuse", "priority": 1, "drawn_a": 11.8},
+            {"connector_id": 2, "current_a": 0.0, "reason": "rotation", "priority": 0, "drawn_a": None},
+        ],
+    }
+    json.dumps(load_state(sharing_decision(), None), allow_nan=False)
+
+
+def test_before_any_decision_and_with_nothing_shared_the_load_section_is_null_not_zero() -> None:
+    before = load_state(None, site_limit_a=None)
+    assert before["decided_at"] is None and before["shares"] == []
+    assert all(before[key] is None for key in ("limit_a", "limit_reason", "phase_limits_a", "grid_a", "offered_a"))
+    unshared = SiteLoad(T0, None, None, (16.0, 16.0, 16.0), {1: ConnectorShare(16.0, Reason.OWN_LIMIT)})
+    payload = load_state(unshared, site_limit_a=None)
+    assert (payload["limit_a"], payload["limit_reason"], payload["phase_limits_a"]) == (None, None, None)
+    assert payload["offered_a"] == [16.0, 16.0, 16.0]
+    assert payload["shares"][0]["reason"] == "own_limit"
+
+
+def test_a_connector_in_no_session_has_no_share() -> None:
+    payload = connector_state(charging_connector())
+    assert (payload["share_a"], payload["share_reason"]) == (None, None)

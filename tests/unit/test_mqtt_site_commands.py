@@ -10,7 +10,7 @@ import pytest
 
 from adapters.mqtt.commands import RATE_LIMIT, RATE_WINDOW_S, CommandHandler
 from adapters.mqtt.payloads import Topics
-from gateway.domain.events import CurrentLimitRequested
+from gateway.domain.events import CurrentLimitRequested, SiteLimitChanged
 from gateway.domain.model import ChargerSnapshot, Connector, Reading, VehicleState
 from gateway.domain.transactions import Authorize, AuthPolicy, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.charging_limits import LimitKeeper
@@ -157,3 +157,72 @@ def test_the_rate_limit_counts_per_connector_command_however_the_number_is_writt
             f"gw/site/connector/{segment}/set/current_limit", f'{{"current_a": {amps}}}'.encode(), retained=False
         )
     assert site.connectors[1].current_ceiling_a == 6 + RATE_LIMIT - 1
+
+
+def site_limit(commands: CommandHandler, payload: bytes, *, retained: bool = False) -> object:
+    return commands.handle("gw/site/site/set/limit", payload, retained=retained)
+
+
+def with_site_limit() -> tuple[Site, CommandHandler, Ticker]:
+    site = Site([Connector(1, "wb"), Connector(2, "wb", socket=2)], [], clock=FixedClock())
+    ticker = Ticker()
+    return site, CommandHandler(site, TOPICS, ("site_limit",), monotonic=ticker), ticker
+
+
+def test_the_site_limit_is_set_and_lifted_and_tells_the_keeper() -> None:
+    site, commands, _ = with_site_limit()
+    events = site.subscribe()
+    assert site_limit(commands, b'{"current_a": 20}') is None
+    assert site.load.site_limit_a == 20.0
+    assert site_limit(commands, b'{"current_a": null}') is None
+    assert site.load.site_limit_a is None
+    assert [e for e in iter(events.get_nowait, None) if isinstance(e, SiteLimitChanged)] == [
+        SiteLimitChanged(20.0),
+        SiteLimitChanged(None),
+    ]
+
+
+def test_the_site_limit_is_off_unless_switched_on(caplog: pytest.LogCaptureFixture) -> None:
+    site, commands, _ = make()  # every connector command, but not site_limit
+    caplog.set_level(logging.WARNING, logger="adapters.mqtt.commands")
+    assert site_limit(commands, b'{"current_a": 20}') is None
+    assert site.load.site_limit_a is None
+    assert "[mqtt.commands] site_limit is off" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"current_a": -1}', "a site limit is 0 to 10000 A"),
+        (b'{"current_a": 10001}', "a site limit is 0 to 10000 A"),
+        (b'{"current_a": "16"}', "current_a must be a number"),
+        (b'{"current_a": 1e999}', "finite"),
+        (b'{"amps": 16}', "unknown key"),
+        (b"[16]", "JSON object"),
+        (b"{" * 10, "nests deeper"),
+    ],
+)
+def test_a_refused_site_limit_is_answered_like_any_command_and_changes_nothing(payload: bytes, reason: str) -> None:
+    site, commands, _ = with_site_limit()
+    site.load.set_site_limit(30.0)
+    error = site_limit(commands, payload)
+    assert isinstance(error, dict) and reason in error["reason"], error
+    assert error["topic"] == "gw/site/site/set/limit" and error["at"] == "2026-05-01T18:00:00.000Z"
+    assert site.load.site_limit_a == 30.0
+
+
+def test_a_retained_or_unknown_site_command_is_ignored() -> None:
+    site, commands, _ = with_site_limit()
+    assert site_limit(commands, b'{"current_a": 20}', retained=True) is None
+    assert commands.handle("gw/site/site/set/fuse", b'{"current_a": 20}', retained=False) is None
+    assert site.load.site_limit_a is None
+
+
+def test_the_site_limit_has_its_own_rate_limit() -> None:
+    site, commands, ticker = with_site_limit()
+    for amps in range(10, 10 + RATE_LIMIT + 3):
+        site_limit(commands, f'{{"current_a": {amps}}}'.encode())
+    assert site.load.site_limit_a == 10 + RATE_LIMIT - 1  # the rest of the flood was dropped
+    ticker.now_s += RATE_WINDOW_S
+    site_limit(commands, b'{"current_a": 8}')
+    assert site.load.site_limit_a == 8.0

@@ -25,10 +25,11 @@ from gateway.domain.model import (
     VehicleState,
 )
 from gateway.domain.outbox import NewRecord, RecordKind
+from gateway.domain.phase_limits import ConnectorShare, PhaseLimit, Reason, SiteLoad
 from gateway.domain.transactions import AuthPolicy
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
-from gateway.services.site_picture import FAULT_LABELS, STATUS_LABELS, SiteLabels, site_picture
+from gateway.services.site_picture import FAULT_LABELS, REASON_LABELS, STATUS_LABELS, SiteLabels, site_picture
 from gateway.services.telemetry import POLL_BUCKETS_S, Telemetry
 from gateway.status_text import render
 from tests.fixtures.memory_outbox import full_disk_outbox
@@ -243,3 +244,81 @@ def test_a_start_that_waits_for_its_car_says_so() -> None:
     assert site_picture(site, telemetry, LABELS)["connectors"][0]["status_label"] == "Waiting for the car"
     site.apply(ChargerSnapshot("wb-1", 1, Reading(T0, energy_wh=10), VehicleState.B))
     assert site_picture(site, telemetry, LABELS)["connectors"][0]["status_label"] != "Waiting for the car"
+
+
+# -- site power sharing -------------------------------------------------------------------------------
+def a_shared_site() -> tuple[Site, Telemetry]:
+    """Connector 1 charges at 12 A, bound by the fuse (L1 full); connector 2 waits for its turn."""
+    site, telemetry = a_site()
+    limits = (PhaseLimit(12.0, Reason.FUSE), PhaseLimit(22.5, Reason.FUSE), PhaseLimit(18.0, Reason.SITE_LIMIT))
+    shares = {1: ConnectorShare(12.0, Reason.FUSE, drawn_a=11.9), 2: ConnectorShare(0.0, Reason.ROTATION)}
+    site.load.set_site_limit(18.0)
+    site.load.report(SiteLoad(T0, limits, (33.0, 19.5, 20.0), (12.0, 12.0, 12.0), shares, 40.0, 18.0))
+    return site, telemetry
+
+
+def test_the_picture_carries_the_sharing_with_reasons_in_words() -> None:
+    site, telemetry = a_shared_site()
+    picture = site_picture(site, telemetry, LABELS)
+    json.dumps(picture, allow_nan=False)
+    load = picture["site"]["load"]
+    assert (load["limit_a"], load["limit_reason"], load["limit_label"]) == (
+        12.0,
+        "fuse",
+        "fuse: the grid connection is full",
+    )
+    assert load["phase_limit_reasons"] == ["fuse", "fuse", "site_limit"] and load["grid_a"] == [33.0, 19.5, 20.0]
+    assert (load["fuse_a"], load["site_limit_a"]) == (40.0, 18.0)
+    one, two = picture["connectors"]
+    assert (one["share_a"], one["share_reason"], one["share_label"]) == (12.0, "fuse", REASON_LABELS["fuse"])
+    assert (two["share_a"], two["share_label"]) == (0.0, "waiting for its turn")
+
+
+def test_every_reason_has_words_for_people() -> None:
+    assert set(REASON_LABELS) == {reason.value for reason in Reason}
+
+
+def test_the_page_shows_the_limit_its_reason_the_phases_and_each_share() -> None:
+    site, telemetry = a_shared_site()
+    html = render_page(site_picture(site, telemetry, LABELS))
+    assert "id=load" in html and "Power sharing" in html
+    assert "12.0 A per phase · fuse: the grid connection is full" in html
+    assert "<dt>Main fuse</dt><dd>40.0 A</dd>" in html and "<dt>Site limit (MQTT)</dt><dd>18.0 A</dd>" in html
+    assert "<tr><td>L1</td><td>33.0 A</td><td>12.0 A</td><td>12.0 A</td><td class=detail>fuse</td></tr>" in html
+    assert "<dt>Share</dt><dd>12.0 A · fuse: the grid connection is full</dd>" in html
+    assert "<dt>Share</dt><dd>paused (0 A) · waiting for its turn</dd>" in html
+
+
+def test_without_sharing_the_page_has_no_sharing_section() -> None:
+    site, telemetry = a_site()
+    html = render_page(site_picture(site, telemetry, LABELS))
+    assert "Power sharing" not in html and "<dt>Share</dt>" not in html
+
+
+def test_metrics_of_the_sharing_keep_labels_bounded() -> None:
+    site, telemetry = a_shared_site()
+    text = render_metrics(telemetry, site_picture(site, telemetry, LABELS))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("ocpp_gateway_site_charging_limit_amperes", (("phase", "L2"),))] == 22.5
+    assert samples[("ocpp_gateway_site_charging_limit_source", (("phase", "L3"), ("source", "site_limit")))] == 1
+    assert samples[("ocpp_gateway_site_charging_limit_source", (("phase", "L3"), ("source", "fuse")))] == 0
+    assert samples[("ocpp_gateway_site_grid_current_amperes", (("phase", "L1"),))] == 33.0
+    assert samples[("ocpp_gateway_site_offered_amperes", (("phase", "L3"),))] == 12.0
+    assert samples[("ocpp_gateway_site_fuse_amperes", ())] == 40.0
+    assert samples[("ocpp_gateway_site_limit_amperes", ())] == 18.0
+    assert samples[("ocpp_gateway_connector_share_amperes", (("connector", "2"),))] == 0.0
+    assert samples[("ocpp_gateway_connector_share_reason", (("connector", "2"), ("reason", "rotation")))] == 1
+    reasons = [k for k in samples if k[0] == "ocpp_gateway_connector_share_reason"]
+    assert len(reasons) == 2 * len(Reason)  # a fixed vocabulary per connector
+    assert len([k for k in samples if k[0] == "ocpp_gateway_site_charging_limit_source"]) == 3 * 4
+
+
+def test_without_sharing_no_sharing_series_are_made_up() -> None:
+    site, telemetry = a_site()
+    text = render_metrics(telemetry, site_picture(site, telemetry, LABELS))
+    names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    assert not {n for n in names if "_site_" in n or "share" in n}
