@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from adapters.demo_csms.csms import DemoCsms
 from adapters.modbus.profile import load_profile
+from adapters.modbus.sim_charger import NOMINAL_VOLTAGE_V
 from adapters.modbus.simulator import ModbusSimulator
 from adapters.mqtt.embedded_broker import EmbeddedBroker, broker_answers
 from gateway.app import Gateway, site_labels
@@ -65,10 +66,6 @@ class _Car:
             self.simulator.unplug(socket=self.socket)
             self.phase, self.left_s = "away", rng.uniform(8, 20)
 
-    @property
-    def charging_power_w(self) -> float:
-        return self.power_w if self.phase == "charging" else 0.0
-
 
 def with_overrides(config: GatewayConfig, csms_url: str | None, mqtt: str | None) -> GatewayConfig:
     """The config with the demo's command-line overrides applied and validated again."""
@@ -111,7 +108,8 @@ async def _start_simulators(config: GatewayConfig) -> dict[str, ModbusSimulator]
 
 
 async def _drive(config: GatewayConfig, simulators: dict[str, ModbusSimulator], seed: int = 1) -> None:
-    """Plug cars in and out and advance every simulator's energy counters once a second."""
+    """Plug cars in and out and advance every simulator's energy counters once a second; the site
+    meter sees the building and what the chargers really draw, per phase (load management reads it)."""
     rng = random.Random(seed)
     cars = [
         _Car(simulators[charger.name], socket, power_w=rng.choice([3_680.0, 7_360.0, 11_040.0]), left_s=2 + 6 * i)
@@ -122,9 +120,18 @@ async def _drive(config: GatewayConfig, simulators: dict[str, ModbusSimulator], 
     while True:
         for car in cars:
             car.step(rng)
-        load_w = SITE_BASE_LOAD_W + rng.uniform(-300, 300) + sum(car.charging_power_w for car in cars)
+        building_w = SITE_BASE_LOAD_W + rng.uniform(-300, 300)
+        phases_a = [building_w / NOMINAL_VOLTAGE_V / 3] * 3
+        chargers_w = 0.0
+        for car in cars:
+            drawn = car.simulator.get("current_a", car.socket)
+            for phase, amps in enumerate(drawn if isinstance(drawn, tuple) else ()):
+                phases_a[phase] += amps if isinstance(amps, int | float) else 0.0
+            power = car.simulator.get("power_w", car.socket)
+            chargers_w += power if isinstance(power, int | float) else 0.0
         for meter in meters:
-            meter.set("power_w", load_w)
+            meter.set("power_w", building_w + chargers_w)
+            meter.set("current_a", [round(a, 2) for a in phases_a])
         for simulator in simulators.values():
             simulator.tick(TICK_S)
         await asyncio.sleep(TICK_S)
