@@ -26,9 +26,7 @@ HOSTILE_FRAMES = [
 ]
 
 
-async def test_frames_that_cannot_be_read_leave_the_link_and_the_gateway_running(
-    csms: DemoCsms, running: list
-) -> None:
+async def test_frames_that_cannot_be_read_leave_the_link_and_the_gateway_running(csms: DemoCsms, running: list) -> None:
     cp = VirtualChargePoint(make_site(), upstream(csms), memory_outbox())
     task = asyncio.create_task(cp.run())
     running.append(task)

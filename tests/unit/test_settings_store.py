@@ -101,9 +101,9 @@ def test_a_damaged_file_is_read_from_its_previous_copy(
     [warning] = warnings
     assert str(path) in warning and f"{path}.prev" in warning and "at most the last save" in warning
     store.save("open_transactions", [])  # the next save keeps the good copy as the previous one
-    assert json.loads((tmp_path / "settings.json.prev").read_text())["transaction_ids"] == TRANSACTIONS[
-        "transaction_ids"
-    ]
+    assert (
+        json.loads((tmp_path / "settings.json.prev").read_text())["transaction_ids"] == TRANSACTIONS["transaction_ids"]
+    )
     assert opened(path, caplog)[0].load("open_transactions") == []
 
 
