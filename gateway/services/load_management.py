@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.domain.load_sharing import Demand, LoadSharing, SharingSettings
 from gateway.domain.model import Connector, Reading
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 NOMINAL_VOLTAGE_V = 230.0  # turns a charger's power into current when it measures no current
 DRAWING_A = 1.0  # a phase carries the car's current when it draws at least this on it
 CHARGING_A = 2.0  # ...and the car is charging (not just noise) when it draws this on some phase
+# IEC 61851-1 gives a car 5 s to follow a new offer; the write itself takes a moment more
+FOLLOW_S = 6.0
+BUILDING_HOLD_S = 30.0  # the building counts at its highest of this long (see LoadManager._building)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,8 @@ class LoadManager:
         self.settings = settings or LoadSettings()
         self._sharing = LoadSharing(self.settings.sharing)
         self._offered: dict[int, float] = {}  # connector -> what it was last offered by this sharing
+        self._changed_at: dict[int, datetime] = {}  # connector -> when its offer last changed
+        self._building_window: deque[tuple[datetime, tuple[float, ...]]] = deque()
         self._grid_lost_told = False
 
     def decide(
@@ -109,16 +115,21 @@ class LoadManager:
             shares = {cid: self._share(cid, a, Reason.OWN_LIMIT, drawn[cid]) for cid, a in own_a.items()}
             return SiteLoad(now, None, None, _sum_per_phase(own_a, self._phases_of), shares)
         grid_a = self._grid_per_phase(*grid)
-        measured = [0.0, 0.0, 0.0]  # what the chargers the sharing can tell draw, per phase
+        grid_at = grid[0].measured_at if grid[0] is not None else None
+        chargers = [0.0, 0.0, 0.0]  # what the chargers the sharing can tell draw at grid_at (at most)
         reserve = [0.0, 0.0, 0.0]  # kept for silent ones: they may draw what they were last offered
         for cid, per_phase in drawn.items():
             if per_phase and cid not in silent and (cid in own_a or cid in self.settings.controllable):
-                for p, current_a in per_phase.items():
-                    measured[p] += current_a
+                phases = self._demand_phases(cid, per_phase)
+                at_most = self._at_most(cid, grid_at)
+                for p in Phase:
+                    here = per_phase.get(p, 0.0)
+                    chargers[p] += max(here, at_most) if at_most is not None and p in phases else here
         for cid in silent:
             for p in self._phases_of(cid):
                 reserve[p] += self._offered.get(cid, 0.0)
-        limits = [self._phase_limit(grid_a, p, measured[p], reserve[p], csms_a, site_a) for p in Phase]
+        building = self._building(grid_at, grid_a, chargers)
+        limits = [self._phase_limit(building, p, reserve[p], csms_a, site_a) for p in Phase]
         demands = [
             Demand(
                 cid,
@@ -135,17 +146,20 @@ class LoadManager:
         shares = {cid: self._share(cid, a.current_a, a.reason, drawn[cid]) for cid, a in allocations.items()}
         for cid in silent:
             shares[cid] = self._share(cid, self._offered.get(cid, 0.0), Reason.SILENT, None)
+        for cid, allocation in allocations.items():
+            if allocation.current_a != self._offered.get(cid):
+                self._changed_at[cid] = now
         self._offered = {cid: self._offered.get(cid, 0.0) for cid in silent}
         self._offered.update({cid: a.current_a for cid, a in allocations.items()})
+        self._changed_at = {cid: at for cid, at in self._changed_at.items() if cid in self._offered}
         offered = {cid: share.current_a for cid, share in shares.items()}
         fuse_a = self.settings.grid.fuse_a if self.settings.grid is not None else None
         return SiteLoad(now, tuple(limits), grid_a, _sum_per_phase(offered, self._phases_of), shares, fuse_a, site_a)
 
     def _phase_limit(
         self,
-        grid_a: Sequence[float] | None,
+        building_a: Sequence[float] | None,
         phase: Phase,
-        measured_a: float,
         reserve_a: float,
         csms_a: float | None,
         site_a: float | None,
@@ -155,9 +169,44 @@ class LoadManager:
         if grid is None:
             limit = phase_limit(math.inf, fallback_a=math.inf, csms_a=csms_a, site_a=site_a)
         else:
-            headroom = None if grid_a is None else headroom_a(grid.fuse_a, grid.margin_a, grid_a[phase], measured_a)
+            headroom = None if building_a is None else headroom_a(grid.fuse_a, grid.margin_a, building_a[phase], 0.0)
             limit = phase_limit(headroom, fallback_a=grid.fallback_a, csms_a=csms_a, site_a=site_a)
         return PhaseLimit(max(0.0, limit.limit_a - reserve_a), limit.source)
+
+    def _at_most(self, cid: int, grid_at: datetime | None) -> float | None:
+        """The offer a connector's car may already draw at ``grid_at`` although its (older) reading
+        does not show it: its last new offer, when the car could have followed it by then but its
+        reading was taken before; None when its reading is good for ``grid_at``."""
+        changed_at = self._changed_at.get(cid)
+        reading = self.connectors[cid].reading
+        if changed_at is None or grid_at is None or grid_at < changed_at:
+            return None  # the grid meter was read before the change: the charger's reading stands
+        if reading is not None and reading.measured_at >= changed_at + timedelta(seconds=FOLLOW_S):
+            return None  # read after its car followed
+        return self._offered.get(cid, 0.0)
+
+    def _building(
+        self, grid_at: datetime | None, grid_a: Sequence[float] | None, chargers_a: Sequence[float]
+    ) -> tuple[float, ...] | None:
+        """The building's current per phase: the highest estimate of the last ``BUILDING_HOLD_S``.
+
+        Each estimate is the grid meter less what the chargers draw at most (a charger whose car is
+        still following a new offer counts at the higher of its reading and that offer), so it is
+        never above the truth while the readings are in step. Holding the highest for a while makes
+        a rise count at once and a fall only once it lasts: the limit does not follow a fridge or a
+        reading taken between two changes, and the offers are not cut and raised again and again.
+        """
+        if grid_a is None or grid_at is None:
+            return None
+        window = self._building_window
+        sample = tuple(max(0.0, g - c) for g, c in zip(grid_a, chargers_a, strict=True))
+        if window and window[-1][0] == grid_at:  # the same grid reading: the newest estimate of it
+            window[-1] = (grid_at, tuple(max(a, b) for a, b in zip(window[-1][1], sample, strict=True)))
+        else:
+            window.append((grid_at, sample))
+        while window and (grid_at - window[0][0]).total_seconds() > BUILDING_HOLD_S:
+            window.popleft()
+        return tuple(max(sample[p] for _, sample in window) for p in Phase)
 
     def _share(self, cid: int, current_a: float, reason: Reason, drawn: Mapping[Phase, float] | None) -> ConnectorShare:
         return ConnectorShare(current_a, reason, self._priority(cid), max(drawn.values()) if drawn else None)
