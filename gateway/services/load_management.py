@@ -11,6 +11,14 @@ is ``gateway.domain.load_sharing``; this module only turns the site into its inp
   part, and the last current it was offered is kept free for it on its phases as well (it may
   rise to that at any moment). While the grid meter does not answer, ``fallback_a`` stands in
   for the headroom (less the same reserve).
+* **The building load changes once the chargers are read after the grid meter.** The grid meter
+  and the chargers are polled at different moments: a car that starts (or rises to a new offer)
+  shows on the grid meter before its charger is read again, and would look like building load,
+  enough to pause every charger (for the minimum off-time, after which they all start again and
+  it happens again); a car read after it rose, with the grid meter read before, makes the
+  building look smaller. So a change of the building load (either way) is taken once every charger
+  that is measured has been read after the grid meter reading that shows it (at most one poll
+  later, and never later than ``CONFIRM_MAX_S``).
 * **Phases** of a connector: the grid phases its charger is wired to (``grid_phases``); a
   single-phase charger whose wiring is not configured counts on all three, which is safe whatever
   its wiring (it is given room on every phase, and its current is subtracted from every phase). A
@@ -29,7 +37,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.domain.load_sharing import Demand, LoadSharing, SharingSettings
 from gateway.domain.model import Connector, Reading
@@ -49,6 +57,9 @@ log = logging.getLogger(__name__)
 NOMINAL_VOLTAGE_V = 230.0  # turns a charger's power into current when it measures no current
 DRAWING_A = 1.0  # a phase carries the car's current when it draws at least this on it
 CHARGING_A = 2.0  # ...and the car is charging (not just noise) when it draws this on some phase
+# A rise of the building load waits for charger readings newer than the grid meter's, but no longer
+# than this: a charger polled this rarely is read too seldom to tell its own rise from the building's.
+CONFIRM_MAX_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,7 @@ class LoadManager:
         self._sharing = LoadSharing(self.settings.sharing)
         self._offered: dict[int, float] = {}  # connector -> what it was last offered by this sharing
         self._grid_lost_told = False
+        self._building: list[float] | None = None  # the building load per phase in use (None: not yet)
 
     def decide(
         self,
@@ -111,10 +123,16 @@ class LoadManager:
         grid_a = self._grid_per_phase(*grid)
         measured = [0.0, 0.0, 0.0]  # what the chargers the sharing can tell draw, per phase
         reserve = [0.0, 0.0, 0.0]  # kept for silent ones: they may draw what they were last offered
+        read_at: list[datetime] = []  # when each of those chargers was read
         for cid, per_phase in drawn.items():
             if per_phase and cid not in silent and (cid in own_a or cid in self.settings.controllable):
                 for p, current_a in per_phase.items():
                     measured[p] += current_a
+                read_at.append(self.connectors[cid].reading.measured_at)  # type: ignore[union-attr]
+        if grid_a is not None and grid[0] is not None:
+            grid_a = self._confirmed_grid(grid_a, measured, grid[0].measured_at, read_at)
+        else:
+            self._building = None
         for cid in silent:
             for p in self._phases_of(cid):
                 reserve[p] += self._offered.get(cid, 0.0)
@@ -140,6 +158,19 @@ class LoadManager:
         offered = {cid: share.current_a for cid, share in shares.items()}
         fuse_a = self.settings.grid.fuse_a if self.settings.grid is not None else None
         return SiteLoad(now, tuple(limits), grid_a, _sum_per_phase(offered, self._phases_of), shares, fuse_a, site_a)
+
+    def _confirmed_grid(
+        self, grid_a: Sequence[float], measured: Sequence[float], grid_at: datetime, read_at: Sequence[datetime]
+    ) -> tuple[float, ...]:
+        """The grid current per phase to decide on: as measured, except that a change of the building
+        load (grid - chargers) waits until every charger was read after the grid meter (see above)."""
+        building = [max(0.0, g - m) for g, m in zip(grid_a, measured, strict=True)]
+        stale = [at for at in read_at if at < grid_at]
+        confirmed = not stale or grid_at - min(stale) > timedelta(seconds=CONFIRM_MAX_S)
+        if self._building is not None and not confirmed:
+            building = list(self._building)
+        self._building = building
+        return tuple(b + m for b, m in zip(building, measured, strict=True))
 
     def _phase_limit(
         self,

@@ -139,6 +139,11 @@ def test_a_load_step_cuts_at_once_and_cuts_come_before_raises() -> None:
     clock.at = T0 + timedelta(seconds=5)
     grid(site, 52.0, 52.0, 52.0)  # the building jumped from 6 A to 20 A
     keeper.apply(clock.at)
+    assert limits(events) == {}  # the rise counts once the chargers are read after the grid meter...
+    clock.at += timedelta(seconds=0.2)
+    charging(site, 1, (6.0,) * 3)
+    charging(site, 2, (26.0,) * 3)
+    keeper.apply(clock.at)  # ...one poll later
     requested = [e for e in iter(events.get_nowait, None) if isinstance(e, CurrentLimitRequested)]
     assert requested == [CurrentLimitRequested(2, 12.0)]  # 38 - 20 = 18 A: 12 + 6
 
