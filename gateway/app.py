@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -175,22 +175,31 @@ class Gateway:
     ocpp_merged: MergedSessions | None = None  # relays the CSMS's commands to merged chargers
     telemetry: Telemetry = field(default_factory=Telemetry)  # polls, CSMS messages, MQTT link
     status_page: StatusServer | None = None
+    # How the connectors share over time; None: the defaults, with [load_management]'s rotation_min.
+    # The config allows turns of minutes; tests and the demo may take turns of seconds.
+    sharing: SharingSettings | None = None
 
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
         if self.limits is None:
             max_a = max_current_a(self.site, self.devices)
             native = {n for c in self.config.ocpp_chargers if c.mode == "merged" for n in c.connectors}
+            load = load_settings(self.config)
+            if self.sharing is not None:
+                load = replace(load, sharing=self.sharing)
             self.limits = LimitKeeper(
                 self.site,
                 self.site.charging_profiles,
                 max_a,
-                load=load_settings(self.config),
+                load=load,
                 controllable=set(max_a) | native,
             )
 
     @classmethod
-    def build(cls, config: GatewayConfig, clock: Clock | None = None) -> Gateway:
+    def build(
+        cls, config: GatewayConfig, clock: Clock | None = None, *, sharing: SharingSettings | None = None
+    ) -> Gateway:
+        """Everything ``config`` describes; ``sharing``: the sharing's timings instead of the defaults."""
         validate(config)
         # 0700 before anything is read or written in it; files an older version left readable by
         # others (they hold id tags) are narrowed to 0600 here, once
@@ -243,7 +252,7 @@ class Gateway:
         move_ledger(site.settings, ledger)
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site), telemetry, ledger)
         status_page = build_status_page(config, site, telemetry)
-        parts = {"telemetry": telemetry, "status_page": status_page}
+        parts = {"telemetry": telemetry, "status_page": status_page, "sharing": sharing}
         if merged is not None:
             passthrough_chargers = [c for c in config.ocpp_chargers if c.mode == "passthrough"]
             relays = PassthroughRelays(

@@ -8,6 +8,10 @@ otherwise; power is capped at the offered current; the offered current is the ma
 the profile's ``[watchdog] safe_current_a`` once the master has stopped feeding the watchdog for
 its timeout (armed by the first feed, so a charger nobody talks to keeps its own setting).
 
+That car follows a new offer at once. A vehicle model (``adapters.modbus.site_physics``) may
+instead say what the car draws per phase (``draw``): the charger then shows that, so a car can
+take a while to follow its offer, or take less than offered, or draw on one phase only.
+
 Nothing is device-specific: which register is the limit, what "on" means and how long the
 watchdog waits all come from ``[writes]`` and ``[watchdog]``.
 """
@@ -43,6 +47,8 @@ class SocketState:
     enabled: bool = True
     fallback: bool = False  # the watchdog ran out: the charger applies its safe current
     base_offered_a: float | None = None  # offered current before any master limit (profile's initial value)
+    # what the car draws per phase, from a vehicle model; None: the car follows the offer at once
+    drawn_a: tuple[float, ...] | None = None
     timer: asyncio.TimerHandle | None = None
     feeds: int = 0
     expiries: int = 0
@@ -98,6 +104,13 @@ class ChargerBehaviour:
         self.sockets[socket].demand_w = 0.0
         self.apply(socket)
 
+    def draw(self, currents_a: Sequence[float] | None, socket: int) -> None:
+        """The car draws ``currents_a`` per phase now (a vehicle model decides; None: it follows the
+        offer at once again). What it draws is shown whether or not the charger allows it: a car
+        needs a moment to follow a cut or a pause."""
+        self.sockets[socket].drawn_a = None if currents_a is None else tuple(float(a) for a in currents_a)
+        self.apply(socket)
+
     def unplug(self, socket: int) -> None:
         state = self.sockets[socket]
         state.plugged, state.demand_w = False, 0.0
@@ -120,19 +133,25 @@ class ChargerBehaviour:
     def apply(self, socket: int) -> None:
         """Write state, power, currents, offered current and enable flag for ``socket``."""
         state = self.sockets[socket]
-        charging = state.plugged and state.demand_w > 0 and self.allowed(socket)
-        vehicle = VehicleState.C if charging else VehicleState.B if state.plugged else VehicleState.A
-        self._set("vehicle_state", vehicle, socket)
-        power = state.demand_w if charging else 0.0
         offered = self.offered_a(socket)
         phases = self._phases()
         volts = self._volts(socket, phases)
-        if charging and offered is not None:
-            power = min(power, offered * sum(volts))
+        if state.drawn_a is not None:  # a vehicle model says what the car draws
+            currents = ([*state.drawn_a, *[0.0] * phases] if state.plugged else [0.0] * phases)[:phases]
+            power = sum(a * v for a, v in zip(currents, volts, strict=True))
+            charging = power > 0
+        else:
+            charging = state.plugged and state.demand_w > 0 and self.allowed(socket)
+            power = state.demand_w if charging else 0.0
+            if charging and offered is not None:
+                power = min(power, offered * sum(volts))
+            currents = [power / phases / v for v in volts]
+        vehicle = VehicleState.C if charging else VehicleState.B if state.plugged else VehicleState.A
+        self._set("vehicle_state", vehicle, socket)
         if "power_w" in self._profile.values:
             self._set("power_w", power, socket)
         if "current_a" in self._profile.values:
-            self._set("current_a", [power / phases / v for v in volts], socket)
+            self._set("current_a", currents, socket)
         if "offered_current_a" in self._profile.values and offered is not None:
             self._set("offered_current_a", offered, socket)
         if "charging_enabled" in self._profile.values and self._profile.writes.enable is not None:

@@ -248,6 +248,15 @@ class ModbusSimulator:
         self._charger.unplug(socket)
         self._set_soc(None, socket)
 
+    def draw(self, currents_a: Sequence[float] | None, socket: int = 1) -> None:
+        """The car draws ``currents_a`` (A) per phase now, whatever the charger offers: a vehicle
+        model (``adapters.modbus.site_physics``) drives it. None: it follows the offer at once again."""
+        self._charger.draw(currents_a, socket)
+
+    def may_charge(self, socket: int = 1) -> bool:
+        """Does the charger let a car charge now: enabled, and offering at least the profile's ``min_a``?"""
+        return self._charger.allowed(socket)
+
     def offered_current_a(self, socket: int = 1) -> float | None:
         """The current the charger offers now (A): the master's limit, or its safe current after a
         watchdog expiry; None while neither the master nor the profile's initial values set one."""

@@ -101,6 +101,7 @@ class SharingSettings:
     rotation_s: float = 900.0  # a turn, while others wait for 6 A
     min_on_s: float = 120.0  # a connector switched on is not paused by the sharing before this
     min_off_s: float = 120.0  # a connector paused is not switched on again before this
+    building_hold_s: float = 30.0  # the building load counts at its highest of this long (a fall waits)
 
     def __post_init__(self) -> None:
         if self.min_current_a <= 0 or self.resolution_a <= 0:
@@ -109,7 +110,8 @@ class SharingSettings:
             # otherwise a car capped at what it takes would at once look like it wants more,
             # be raised, take less again and be capped again: the offer would oscillate
             raise ValueError("unused_headroom_a must be above unused_threshold_a")
-        for name in ("settle_s", "raise_step_a", "raise_hold_s", "rotation_s", "min_on_s", "min_off_s"):
+        names = ("settle_s", "raise_step_a", "raise_hold_s", "rotation_s", "min_on_s", "min_off_s", "building_hold_s")
+        for name in names:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.min_on_s > self.rotation_s:

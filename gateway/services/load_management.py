@@ -52,7 +52,6 @@ DRAWING_A = 1.0  # a phase carries the car's current when it draws at least this
 CHARGING_A = 2.0  # ...and the car is charging (not just noise) when it draws this on some phase
 # IEC 61851-1 gives a car 5 s to follow a new offer; the write itself takes a moment more
 FOLLOW_S = 6.0
-BUILDING_HOLD_S = 30.0  # the building counts at its highest of this long (see LoadManager._building)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +187,7 @@ class LoadManager:
     def _building(
         self, grid_at: datetime | None, grid_a: Sequence[float] | None, chargers_a: Sequence[float]
     ) -> tuple[float, ...] | None:
-        """The building's current per phase: the highest estimate of the last ``BUILDING_HOLD_S``.
+        """The building's current per phase: the highest estimate of the last ``building_hold_s``.
 
         Each estimate is the grid meter less what the chargers draw at most (a charger whose car is
         still following a new offer counts at the higher of its reading and that offer), so it is
@@ -204,7 +203,7 @@ class LoadManager:
             window[-1] = (grid_at, tuple(max(a, b) for a, b in zip(window[-1][1], sample, strict=True)))
         else:
             window.append((grid_at, sample))
-        while window and (grid_at - window[0][0]).total_seconds() > BUILDING_HOLD_S:
+        while window and (grid_at - window[0][0]).total_seconds() > self.settings.sharing.building_hold_s:
             window.popleft()
         return tuple(max(sample[p] for _, sample in window) for p in Phase)
 
