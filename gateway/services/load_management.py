@@ -115,15 +115,15 @@ class LoadManager:
             return SiteLoad(now, None, None, _sum_per_phase(own_a, self._phases_of), shares)
         grid_a = self._grid_per_phase(*grid)
         grid_at = grid[0].measured_at if grid[0] is not None else None
+        phases = {cid: self._demand_phases(cid, per_phase) for cid, per_phase in drawn.items()}
         chargers = [0.0, 0.0, 0.0]  # what the chargers the sharing can tell draw at grid_at (at most)
         reserve = [0.0, 0.0, 0.0]  # kept for silent ones: they may draw what they were last offered
         for cid, per_phase in drawn.items():
             if per_phase and cid not in silent and (cid in own_a or cid in self.settings.controllable):
-                phases = self._demand_phases(cid, per_phase)
                 at_most = self._at_most(cid, grid_at)
                 for p in Phase:
                     here = per_phase.get(p, 0.0)
-                    chargers[p] += max(here, at_most) if at_most is not None and p in phases else here
+                    chargers[p] += max(here, at_most) if at_most is not None and p in phases[cid] else here
         for cid in silent:
             for p in self._phases_of(cid):
                 reserve[p] += self._offered.get(cid, 0.0)
@@ -133,7 +133,7 @@ class LoadManager:
             Demand(
                 cid,
                 bound,
-                phases=self._demand_phases(cid, drawn[cid]),
+                phases=phases[cid],
                 priority=self._priority(cid),
                 drawn_a=drawn[cid] or {},
                 offered_a=self._offered.get(cid, self._reading_offer(cid)),
