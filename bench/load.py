@@ -53,6 +53,7 @@ WRITE_DELAY_S = 0.5  # a requested limit reaches the charger
 CAR_DELAY_S = 2.0  # the car follows a new offer
 MIN_A = 6.0
 ALLOWANCE_S = POLL_S + 2.0  # the issue's goal for the reaction: one poll interval + 2 s
+STEP_A, STEP_WINDOW = 1.0, 2  # a load step: the building rises by this much within this many steps (1 s)
 DAY_S = 24 * 3600
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 GRID = "grid"
@@ -235,11 +236,56 @@ class Result:
     switches: int = 0
     writes: int = 0
     used_a_s: float = 0.0
-    usable_a_s: float = 0.0
+    usable_a_s: float = 0.0  # per phase alone: min(fuse - margin - building, what the cars there can take)
+    reachable_a_s: float = 0.0  # the most the cars could draw together within the fuse (see reachable_a)
+    used_reachable_a_s: float = 0.0
+    fair_a_s: float = 0.0  # what a fair sharing with perfect knowledge would have drawn (see fair_a)
+    used_fair_a_s: float = 0.0
     reserved_idle_a_s: float = 0.0  # offered (>= 6 A) to a plugged car that draws nothing
     wall_s: float = 0.0
     # for the picture: per bucket, on one phase
     trace: dict[str, list[float]] = field(default_factory=dict)
+
+
+def reachable_a(headroom_a: list[float], three_phase_a: float, single_a: list[float]) -> list[float]:
+    """Per phase, the most the cars could draw together within ``headroom_a`` (an upper bound).
+
+    A three-phase car draws alike on its three phases, so room on one phase that only three-phase
+    cars could use is not available to them. With ``three_phase_a`` what the three-phase cars can
+    take together and ``single_a`` what the single-phase ones on each phase can take, the most
+    current in all (the sum over the phases) is drawn when the three-phase cars take
+    min(their total, the smallest headroom) and the single-phase ones fill what is left on their
+    phase: every ampere a three-phase car takes counts three times, and costs each phase at most
+    the ampere a single-phase car there would have taken. The 6 A minimum is ignored, so no sharing
+    can do better.
+    """
+    room = [max(0.0, h) for h in headroom_a]
+    three = min(three_phase_a, min(room))
+    return [three + min(single_a[p], room[p] - three) for p in Phase]
+
+
+def fair_a(headroom_a: list[float], cars: list[tuple[tuple[Phase, ...], float]]) -> list[float]:
+    """Per phase, what the cars draw when the room is shared max-min fairly with perfect knowledge.
+
+    ``cars``: per car that wants current, the grid phases it draws on and what it can take. All
+    rise together until one reaches what it can take or one of its phases is full (the rule the
+    gateway follows, without its 6 A minimum, delays or holds): the best a fair sharing can do.
+    """
+    room = [max(0.0, h) for h in headroom_a]
+    given = [0.0] * len(cars)
+    active = [i for i, (_, can) in enumerate(cars) if can > 0]
+    while active:
+        on = [sum(1 for i in active if p in cars[i][0]) for p in Phase]
+        rise = min(
+            min(cars[i][1] - given[i] for i in active),
+            min(room[p] / on[p] for p in Phase if on[p]),
+        )
+        for i in active:
+            given[i] += rise
+            for p in cars[i][0]:
+                room[p] -= rise
+        active = [i for i in active if cars[i][1] - given[i] > 1e-9 and all(room[p] > 1e-9 for p in cars[i][0])]
+    return [sum(given[i] for i, (phases, _) in enumerate(cars) if p in phases) for p in Phase]
 
 
 def p99(values: list[float]) -> float | None:
@@ -273,7 +319,7 @@ class Simulation:
         first, last = int(self.start_s / DT_S), int(self.end_s / DT_S)
         onset: list[int | None] = [None, None, None]
         was_over = [False, False, False]
-        chargers_before = [0.0, 0.0, 0.0]
+        stepped_at: list[int | None] = [None, None, None]  # the last step up of the building per phase
         per_step = DT_S / 3600
         samples_per_bucket = self.bucket_s / DT_S
         began = time.perf_counter()
@@ -281,6 +327,8 @@ class Simulation:
             t = k * DT_S
             chargers_a = [0.0, 0.0, 0.0]
             wanted_a = [0.0, 0.0, 0.0]
+            three_phase_a, single_a = 0.0, [0.0, 0.0, 0.0]  # what the cars can take, by how they draw
+            wanting: list[tuple[tuple[Phase, ...], float]] = []
             bucket = int((t - self.start_s) / self.bucket_s)
             for ch in self.chargers:
                 self._cars_come_and_go(ch, t)
@@ -306,6 +354,12 @@ class Simulation:
                         car.full_at = t
                     for p in ch.wiring[:phases]:
                         wanted_a[p] += can
+                    if can > 0:
+                        wanting.append((ch.wiring[:phases], can))
+                    if phases == 3:
+                        three_phase_a += can
+                    else:
+                        single_a[ch.wiring[0]] += can
                     if can == 0 and ch.offer_a >= MIN_A:
                         r.reserved_idle_a_s += ch.offer_a * phases * DT_S
                 if (before > 0) != (ch.current_a > 0):
@@ -322,10 +376,12 @@ class Simulation:
                 self.grid_a[p] = grid
                 r.peak_a[p] = max(r.peak_a[p], grid)
                 over = grid > FUSE_A + 1e-9
+                if k >= STEP_WINDOW and building - day.building[p][k - STEP_WINDOW] >= STEP_A:
+                    stepped_at[p] = k
                 if over and not was_over[p] and onset[p] is None:
-                    rose = k > 0 and building > day.building[p][k - 1] + 1e-9
-                    if rose and chargers_a[p] <= chargers_before[p] + 1e-9:
-                        onset[p] = k  # the building stepped up over the fuse: the sharing must react
+                    step = stepped_at[p]
+                    if step is not None and (k - step) * DT_S <= ALLOWANCE_S:
+                        onset[p] = step  # the building stepped up: the reaction is timed from the step
                 if not over and onset[p] is not None:
                     r.reactions_s.append((k - onset[p]) * DT_S)
                     onset[p] = None
@@ -334,11 +390,18 @@ class Simulation:
                     usable = min(max(0.0, FUSE_A - MARGIN_A - building), wanted_a[p])
                     r.usable_a_s += usable * DT_S
                     r.used_a_s += min(chargers_a[p], usable) * DT_S
+            headroom = [FUSE_A - MARGIN_A - day.building[p][k] for p in Phase]
+            if wanting:
+                fair = fair_a(headroom, wanting)
+                r.fair_a_s += sum(fair) * DT_S
+                r.used_fair_a_s += sum(min(chargers_a[p], fair[p]) for p in Phase) * DT_S
+            reachable = reachable_a([FUSE_A - MARGIN_A - day.building[p][k] for p in Phase], three_phase_a, single_a)
+            r.reachable_a_s += sum(reachable) * DT_S
+            r.used_reachable_a_s += sum(min(chargers_a[p], reachable[p]) for p in Phase) * DT_S
             if any(was_over):
                 r.over_s += DT_S
                 if any(was_over[p] and (onset[p] is None or (k - onset[p]) * DT_S > ALLOWANCE_S) for p in Phase):
                     r.over_beyond_s += DT_S
-            chargers_before = chargers_a
             self.trace["building"][bucket] += day.building[self.plot_phase][k] / samples_per_bucket
             self.trace["grid_max"][bucket] = max(self.trace["grid_max"][bucket], self.grid_a[self.plot_phase])
             if k % 2 == 0:
@@ -469,7 +532,15 @@ def table(results: list[Result]) -> str:
         row("on/off switches per charger per hour", lambda r: f"{r.switches / CHARGERS / hours:.2f}"),
         row("limit writes per charger per hour", lambda r: f"{r.writes / CHARGERS / hours:.2f}"),
         row(
+            "fair share used while cars want it",
+            lambda r: f"{100 * r.used_fair_a_s / r.fair_a_s:.1f} %" if r.fair_a_s else "-",
+        ),
+        row(
             "available current used while cars want it",
+            lambda r: f"{100 * r.used_reachable_a_s / r.reachable_a_s:.1f} %" if r.reachable_a_s else "-",
+        ),
+        row(
+            "... counting each phase alone",
             lambda r: f"{100 * r.used_a_s / r.usable_a_s:.1f} %" if r.usable_a_s else "-",
         ),
         row(

@@ -14,11 +14,17 @@ The rule, in the order it is applied (docs/load-management.md says the same for 
    changed, draws clearly less than offered (more than ``unused_threshold_a`` below) is capped at
    what it draws plus ``unused_headroom_a``, so the rest goes to others and the car can still
    rise: once it draws close to that offer again the cap is lifted. A cap under 6 A means paused.
+   A car that has drawn nothing (under ``idle_below_a``) for ``settle_s`` while offered current
+   is idle (full, or charging on its own timer): it is admitted last, after every car that draws,
+   so it keeps 6 A only where they leave room. It stays idle while paused (a paused car cannot
+   show that it wants current) until it draws again, or until it has been paused ``rotation_s``:
+   then it queues as a new car and gets a turn to show whether it wants current.
 2. Who charges. Each charging connector needs at least 6 A (IEC 61851-1) on each of its phases.
-   Connectors are admitted in order while 6 A still fits on all their phases: first those within
-   their minimum on-time (a contactor is not switched off early unless the limit forces it), then
-   by priority (higher first), then by turn: within a priority, a charging connector whose turn
-   has not run out comes first, then the queue. The queue is a ticket order: a connector takes a
+   Connectors are admitted in order while 6 A still fits on all their phases, idle ones last and
+   only into what the others leave once filled (step 3). First those within their minimum on-time
+   (a contactor is not switched off early unless the limit forces it), then by priority (higher
+   first), then by turn: within a priority, a charging connector whose turn has not run out comes
+   first, then the queue. The queue is a ticket order: a connector takes a
    ticket when it starts wanting current, and a charging one whose ``rotation_s`` turn has run out
    while another of its priority waits takes a new ticket (to the back). So when not every car can
    have 6 A, the waiting ones take turns and none waits forever. A connector paused less than
@@ -102,6 +108,7 @@ class SharingSettings:
     min_on_s: float = 120.0  # a connector switched on is not paused by the sharing before this
     min_off_s: float = 120.0  # a connector paused is not switched on again before this
     building_hold_s: float = 30.0  # the building load counts at its highest of this long (a fall waits)
+    idle_below_a: float = 1.0  # a car drawing less than this on every phase draws nothing
 
     def __post_init__(self) -> None:
         if self.min_current_a <= 0 or self.resolution_a <= 0:
@@ -129,6 +136,8 @@ class _Memory:
     ticket: int | None = None  # its place in the queue while it wants current
     requeued: bool = False  # its turn ran out and it took a new ticket
     raise_wanted_since: datetime | None = None  # a small raise held back since then, without a break
+    nothing_since: datetime | None = None  # offered current and drawing nothing since then
+    idle: bool = False  # drew nothing for settle_s while offered: admitted last
 
 
 class LoadSharing:
@@ -194,12 +203,13 @@ class LoadSharing:
 
         # 2. who charges
         for d in demands:
+            self._note_idle(now, d)
             memory = self._memory[d.connector_id]
             if not caps[d.connector_id]:
                 memory.ticket, memory.requeued = None, False
             elif memory.ticket is None:
                 memory.ticket = next(self._tickets)
-        waiting_levels = {d.priority for d in wanting if not self._memory[d.connector_id].offer_a}
+        waiting_levels = {d.priority for d in wanting if self._waiting(d.connector_id)}
         for d in wanting:
             memory = self._memory[d.connector_id]
             if (
@@ -212,23 +222,23 @@ class LoadSharing:
                 memory.ticket, memory.requeued = next(self._tickets), True
         held_off = {d.connector_id for d in wanting if self._held_off(now, d.connector_id)}
         candidates = sorted((d for d in wanting if d.connector_id not in held_off), key=lambda d: self._rank(now, d))
-        used = [0] * len(Phase)
+        free = list(room)
         admitted: list[Demand] = []
         blocked_on: dict[int, Phase] = {}
         for d in candidates:
-            full = [p for p in sorted(d.phases) if used[p] + min_steps > room[p]]
-            if full:
-                blocked_on[d.connector_id] = full[0]
+            if self._memory[d.connector_id].idle:
                 continue
-            admitted.append(d)
-            for p in d.phases:
-                used[p] += min_steps
+            if self._admit(d, min_steps, free, blocked_on):
+                admitted.append(d)
 
-        # 3. how much
+        # 3. how much (idle cars only get 6 A where the others left room)
         steps = {d.connector_id: min_steps for d in admitted}
-        free = [room[p] - used[p] for p in Phase]
         for level in sorted({d.priority for d in admitted}, reverse=True):
             self._fill(steps, caps, [d for d in admitted if d.priority == level], free)
+        for d in candidates:
+            if self._memory[d.connector_id].idle and self._admit(d, min_steps, free, blocked_on):
+                admitted.append(d)
+                steps[d.connector_id] = min_steps
 
         # 4. gentle raises, reasons, memory
         result: dict[int, Allocation] = {}
@@ -246,11 +256,13 @@ class LoadSharing:
                     reason = cap_reason[cid]
                 elif cid in held_off:
                     reason = Reason.SWITCH_HELD
+                elif memory.idle:
+                    reason = Reason.IDLE
                 else:
                     reason = self._paused_reason(d, blocked_on[cid], admitted, room, min_steps, limits)
             self._remember(now, memory, current_a)
             result[cid] = Allocation(current_a, reason)
-        still_waiting = {d.priority for d in wanting if not self._memory[d.connector_id].offer_a}
+        still_waiting = {d.priority for d in wanting if self._waiting(d.connector_id)}
         for d in wanting:
             memory = self._memory[d.connector_id]
             if memory.offer_a and d.priority not in still_waiting:
@@ -276,6 +288,30 @@ class LoadSharing:
             return offer  # a small trim is not worth a write (and keeps noise from walking the offer down)
         return cap
 
+    def _note_idle(self, now: datetime, d: Demand) -> None:
+        """Rule 1's idle car: drew nothing for ``settle_s`` while offered current (see the module)."""
+        s = self.settings
+        memory = self._memory[d.connector_id]
+        drawn = d.drawn_max_a
+        if memory.offer_a:
+            if drawn is None or drawn >= s.idle_below_a:
+                memory.nothing_since, memory.idle = None, False
+            elif memory.nothing_since is None:
+                memory.nothing_since = now
+            elif (now - memory.nothing_since).total_seconds() >= s.settle_s:
+                memory.idle = True
+        elif (
+            memory.idle
+            and memory.switched_at is not None
+            and (now - memory.switched_at).total_seconds() >= s.rotation_s
+        ):
+            memory.idle, memory.ticket = False, next(self._tickets)  # its turn to show it wants current
+
+    def _waiting(self, cid: int) -> bool:
+        """Paused while it wants current (an idle car does not wait: it is not kept from anything)."""
+        memory = self._memory[cid]
+        return not memory.offer_a and not memory.idle
+
     def _held_off(self, now: datetime, cid: int) -> bool:
         memory = self._memory[cid]
         return (
@@ -292,17 +328,29 @@ class LoadSharing:
             and (now - memory.switched_at).total_seconds() < self.settings.min_on_s
         )
 
-    def _rank(self, now: datetime, d: Demand) -> tuple[int, int, int, int, int]:
-        """Admission order: within min on-time, priority, a running turn, then the queue's tickets."""
+    def _rank(self, now: datetime, d: Demand) -> tuple[int, int, int, int, int, int]:
+        """Admission order: idle last; within min on-time, priority, a running turn, the queue's tickets."""
         memory = self._memory[d.connector_id]
         in_turn = bool(memory.offer_a) and not memory.requeued
         return (
+            1 if memory.idle else 0,
             0 if self._locked_on(now, d.connector_id) else 1,
             -d.priority,
             0 if in_turn else 1,
             0 if in_turn else (memory.ticket or 0),
             d.connector_id,
         )
+
+    @staticmethod
+    def _admit(d: Demand, min_steps: int, free: list[int], blocked_on: dict[int, Phase]) -> bool:
+        """Switch ``d`` on at the minimum if it fits on all its phases (taking it from ``free``)."""
+        full = [p for p in sorted(d.phases) if free[p] < min_steps]
+        if full:
+            blocked_on[d.connector_id] = full[0]
+            return False
+        for p in d.phases:
+            free[p] -= min_steps
+        return True
 
     @staticmethod
     def _fill(steps: dict[int, int], caps: Mapping[int, int], members: Sequence[Demand], free: list[int]) -> None:
@@ -389,7 +437,7 @@ class LoadSharing:
         if current_a != memory.offer_a:
             memory.offer_changed_at, memory.raise_wanted_since = now, None
         if bool(current_a) != bool(memory.offer_a):
-            memory.switched_at = now
+            memory.switched_at, memory.nothing_since = now, now if current_a else None
             if current_a:
                 memory.turn_started_at, memory.requeued = now, False
             else:

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     RAISE_HELD = "raise_held"  # a raise held back so that limits do not oscillate
     SWITCH_HELD = "switch_held"  # kept paused for the minimum off-time (contactor wear)
     SILENT = "silent"  # its charger does not answer: counted at what it was last offered
+    IDLE = "idle"  # paused: the car drew nothing when offered current; it gets current when there is room
 
 
 _LIMIT_SOURCES = frozenset({Reason.FUSE, Reason.FALLBACK, Reason.CSMS, Reason.SITE_LIMIT})

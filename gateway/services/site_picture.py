@@ -70,6 +70,7 @@ REASON_LABELS: dict[str, str] = {
     Reason.RAISE_HELD: "more current follows shortly",
     Reason.SWITCH_HELD: "paused a short while, to spare the contactor",
     Reason.SILENT: "its charger does not answer: its last share is kept free",
+    Reason.IDLE: "the car took nothing: it gets current when others leave room",
 }
 
 

@@ -56,3 +56,17 @@ def test_with_the_chargers_polled_apart_from_the_grid_meter_the_sharing_stays_un
     now estimated at the grid meter's moment, with cars still following an offer at that offer."""
     _, results, _, _ = hour
     assert results[0].over_beyond_s == 0
+
+
+def test_the_references_of_current_used_are_what_the_docs_say() -> None:
+    bench = _load_bench()
+    L1, L2, L3 = bench.Phase
+    # 30/40/40 A of room: a 32 A three-phase car can take only 30 A (its fullest phase), and a
+    # single-phase car on L2 fills 10 A more there; the most in all is 30 + 40 + 30 = 100 A
+    assert bench.reachable_a([30.0, 40.0, 40.0], 32.0, [0.0, 16.0, 0.0]) == [30.0, 40.0, 30.0]
+    # a fair sharing gives a single-phase car on the full phase as much as the three-phase car
+    fair = bench.fair_a([30.0, 40.0, 40.0], [((L1, L2, L3), 32.0), ((L1,), 32.0)])
+    assert fair == pytest.approx([30.0, 15.0, 15.0])
+    assert sum(fair) < sum(bench.reachable_a([30.0, 40.0, 40.0], 32.0, [32.0, 0.0, 0.0]))
+    # nothing wanted, nothing fair; no negative room
+    assert bench.fair_a([-3.0, 10.0, 10.0], [((L1, L2, L3), 16.0)]) == [0.0, 0.0, 0.0]

@@ -396,3 +396,46 @@ def test_limits_must_be_per_phase_and_connectors_unique() -> None:
         LoadSharing().decide(T0, [PhaseLimit(10)], [])
     with pytest.raises(ValueError, match="twice"):
         LoadSharing().decide(T0, limits(10), [three_phase(1), three_phase(1)])
+
+
+def test_a_full_car_is_served_last_and_only_from_what_the_others_leave() -> None:
+    """A car that draws nothing when offered current (full) stops holding 6 A that others need."""
+    s = SharingSettings(settle_s=60.0, rotation_s=900.0, min_off_s=120.0)
+    sharing = LoadSharing(s)
+    # three cars, 12 A: two fit at 6 A; car 1 is full (draws nothing), car 3 waits for a turn
+    cars = [three_phase(1, drawn=0.0), three_phase(2, drawn=6.0), three_phase(3)]
+    assert currents(sharing.decide(at(0), limits(12), cars)) == {1: 6.0, 2: 6.0, 3: 0.0}
+    # once settled, car 1 is idle: paused for car 3 at once, although its turn has 14 minutes to run
+    sharing.decide(at(59), limits(12), cars)
+    result = sharing.decide(at(60), limits(12), cars)
+    assert result[1] == Allocation(0.0, Reason.IDLE)
+    assert currents(result) == {1: 0.0, 2: 6.0, 3: 6.0}
+    # with room to spare an idle car gets its 6 A back, but never from what the others can take
+    spare = [three_phase(1, drawn=0.0), three_phase(2, max_a=8.0, drawn=8.0), three_phase(3, max_a=6.0, drawn=6.0)]
+    result = sharing.decide(at(300), limits(20), spare)
+    assert currents(result) == {1: 6.0, 2: 8.0, 3: 6.0}
+    result = sharing.decide(at(301), limits(19), spare)  # 5 A left over: not enough for the idle car
+    assert currents(result) == {1: 0.0, 2: 8.0, 3: 6.0}
+    assert result[1].reason is Reason.IDLE
+
+
+def test_an_idle_car_gets_a_turn_to_show_it_wants_current_again() -> None:
+    """A car charging on its own timer looks full; after a turn paused it is asked again, and charges."""
+    s = SharingSettings(settle_s=60.0, rotation_s=900.0, min_on_s=120.0, min_off_s=120.0)
+    sharing = LoadSharing(s)
+    idle_then_wanting = three_phase(1, drawn=0.0)
+    others = [three_phase(2, drawn=6.0), three_phase(3, drawn=6.0)]
+    for k in range(0, 200, 10):  # 12 A: two fit; car 1 draws nothing and becomes idle
+        result = sharing.decide(at(k), limits(12), [idle_then_wanting, *others])
+    assert result[1] == Allocation(0.0, Reason.IDLE)
+    paused_at = next(k for k in range(0, 200, 10) if k >= 60)  # idle once settled, paused at that decision
+    # now its timer starts: while paused it cannot show it; a turn after its pause it queues as new
+    wanting = three_phase(1, drawn=0.0)
+    k = 200
+    while currents(sharing.decide(at(k), limits(12), [wanting, *others]))[1] == 0.0:
+        k += 10
+        assert k <= paused_at + 900 + 900 + 20, "an idle car must get a turn within two rotations"
+    # switched on again: it draws now, so it stays in the ordinary rotation
+    result = sharing.decide(at(k + 70), limits(12), [three_phase(1, drawn=6.0), *others])
+    assert result[1].current_a == 6.0
+    assert sharing.decide(at(k + 200), limits(12), [three_phase(1, drawn=6.0), *others])[1].reason is not Reason.IDLE
