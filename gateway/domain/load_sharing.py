@@ -109,6 +109,7 @@ class SharingSettings:
     min_off_s: float = 120.0  # a connector paused is not switched on again before this
     building_hold_s: float = 30.0  # the building load counts at its highest of this long (a fall waits)
     idle_below_a: float = 1.0  # a car drawing less than this on every phase draws nothing
+    follow_s: float = 6.0  # a car follows a new offer within this (IEC 61851-1: 5 s, and the write)
 
     def __post_init__(self) -> None:
         if self.min_current_a <= 0 or self.resolution_a <= 0:
@@ -117,7 +118,16 @@ class SharingSettings:
             # otherwise a car capped at what it takes would at once look like it wants more,
             # be raised, take less again and be capped again: the offer would oscillate
             raise ValueError("unused_headroom_a must be above unused_threshold_a")
-        names = ("settle_s", "raise_step_a", "raise_hold_s", "rotation_s", "min_on_s", "min_off_s", "building_hold_s")
+        names = (
+            "settle_s",
+            "raise_step_a",
+            "raise_hold_s",
+            "rotation_s",
+            "min_on_s",
+            "min_off_s",
+            "building_hold_s",
+            "follow_s",
+        )
         for name in names:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
