@@ -66,6 +66,8 @@ class UpstreamConfig(Strict):
     reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
     transaction_message_attempts: Annotated[int, Field(gt=0)] = 3
     transaction_message_retry_interval_s: Annotated[int, Field(gt=0)] = 30
+    # a backlog's MeterValues of one connector and transaction per request (1: one by one, as live)
+    meter_values_per_request: Annotated[int, Field(ge=1, le=1000)] = 50
 
     @field_validator("url")
     @classmethod
@@ -93,7 +95,7 @@ class OutboxConfig(Strict):
     """Bounds of the durable queue of messages waiting for the CSMS (see README "While the CSMS is away")."""
 
     max_size_mb: Annotated[float, Field(gt=0)] = 256
-    thin_after_records: Annotated[int, Field(gt=0)] = 20_000
+    thin_after_records: Annotated[int, Field(gt=0)] = 100_000
     thin_window_s: Annotated[int, Field(gt=0)] = 900
 
 

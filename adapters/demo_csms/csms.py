@@ -66,35 +66,37 @@ class _Session(ChargePoint):
         super().__init__(charge_point_id, connection, logger=logging.getLogger("ocpp.demo_csms"))
         self.csms = csms
 
-    def _record(self, action: str, payload: dict[str, Any]) -> None:
+    async def _record(self, action: str, payload: dict[str, Any]) -> None:
+        if self.csms.answer_delay_s:
+            await asyncio.sleep(self.csms.answer_delay_s)
         self.csms.record(Received(self.id, action, payload))
         if action in self.csms.failing:
             raise InternalError(description=f"demo CSMS told to fail {action}")
 
     @on(Action.boot_notification)
-    def on_boot(self, **kwargs: Any) -> call_result.BootNotification:
-        self._record("BootNotification", _camel(kwargs))
+    async def on_boot(self, **kwargs: Any) -> call_result.BootNotification:
+        await self._record("BootNotification", _camel(kwargs))
         status, interval = self.csms.next_boot_answer()
         return call_result.BootNotification(current_time=_now_iso(), interval=interval, status=status)
 
     @on(Action.heartbeat)
-    def on_heartbeat(self) -> call_result.Heartbeat:
-        self._record("Heartbeat", {})
+    async def on_heartbeat(self) -> call_result.Heartbeat:
+        await self._record("Heartbeat", {})
         return call_result.Heartbeat(current_time=_now_iso())
 
     @on(Action.status_notification)
-    def on_status(self, **kwargs: Any) -> call_result.StatusNotification:
-        self._record("StatusNotification", _camel(kwargs))
+    async def on_status(self, **kwargs: Any) -> call_result.StatusNotification:
+        await self._record("StatusNotification", _camel(kwargs))
         return call_result.StatusNotification()
 
     @on(Action.authorize)
-    def on_authorize(self, id_tag: str) -> call_result.Authorize:
-        self._record("Authorize", {"idTag": id_tag})
+    async def on_authorize(self, id_tag: str) -> call_result.Authorize:
+        await self._record("Authorize", {"idTag": id_tag})
         return call_result.Authorize(id_tag_info={"status": self.csms.id_tag_status(id_tag)})
 
     @on(Action.start_transaction)
-    def on_start_transaction(self, **kwargs: Any) -> call_result.StartTransaction:
-        self._record("StartTransaction", _camel(kwargs))
+    async def on_start_transaction(self, **kwargs: Any) -> call_result.StartTransaction:
+        await self._record("StartTransaction", _camel(kwargs))
         self.csms.last_transaction_id += 1
         return call_result.StartTransaction(
             transaction_id=self.csms.last_transaction_id,
@@ -102,13 +104,13 @@ class _Session(ChargePoint):
         )
 
     @on(Action.stop_transaction)
-    def on_stop_transaction(self, **kwargs: Any) -> call_result.StopTransaction:
-        self._record("StopTransaction", _camel(kwargs))
+    async def on_stop_transaction(self, **kwargs: Any) -> call_result.StopTransaction:
+        await self._record("StopTransaction", _camel(kwargs))
         return call_result.StopTransaction()
 
     @on(Action.meter_values)
-    def on_meter_values(self, **kwargs: Any) -> call_result.MeterValues:
-        self._record("MeterValues", _camel(kwargs))
+    async def on_meter_values(self, **kwargs: Any) -> call_result.MeterValues:
+        await self._record("MeterValues", _camel(kwargs))
         return call_result.MeterValues()
 
 
@@ -145,6 +147,7 @@ class DemoCsms:
         self.last_transaction_id = 0
         self.blocked_id_tags: set[str] = set()  # answered Blocked (for tests)
         self.failing: set[str] = set()  # actions answered with a CALLERROR (for tests)
+        self.answer_delay_s = 0.0  # every answer waits this long: a slow uplink (tests, bench/replay.py)
         self.sessions: dict[str, _Session] = {}
         self.connected = asyncio.Event()
         self._arrived = asyncio.Event()

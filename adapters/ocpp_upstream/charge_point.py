@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
+from adapters.ocpp_upstream.batching import batch_for, combined
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
 from adapters.ocpp_upstream.mapping import next_boundary
@@ -359,7 +360,11 @@ class VirtualChargePoint:
                 else:
                     await asyncio.sleep(DISK_RETRY_S)
                 continue
-            request, problem = await call_problem(record, csms_id)
+            batch = batch_for(self.outbox, record, self.settings.meter_values_per_request)
+            request, problem = await call_problem(combined(batch), csms_id)
+            if problem is not None and len(batch) > 1:  # one of them is damaged: the head goes alone
+                batch = [record]
+                request, problem = await call_problem(record, csms_id)
             if problem is not None:  # ours, not the CSMS's: never sent, never retried
                 if isinstance(self.outbox.set_aside(record, problem), Retry):
                     await asyncio.sleep(DISK_RETRY_S)
@@ -380,7 +385,7 @@ class VirtualChargePoint:
                     self.site.start_rejected(record.local_ref, stop_on_invalid_id=stop)
                 self.remember(record.payload["id_tag"], result.id_tag_info)
                 continue  # written off at the next turn, once its id is on disk (see above)
-            self.outbox.delivered(record)
+            self.outbox.delivered_together(batch)
             if record.action == "StopTransaction" and record.local_ref is not None:
                 self.transactions.finished(record.local_ref)
 

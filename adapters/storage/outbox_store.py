@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import copy
+import itertools
 import json
 import logging
 import os
@@ -403,6 +404,10 @@ class SegmentedOutboxStore:
     def index(self) -> list[RecordInfo]:
         """Every record's metadata in order, from memory."""
         return list(self._index.values())
+
+    def first(self, count: int) -> list[RecordInfo]:
+        """The ``count`` oldest records' metadata, from memory, without copying the whole index."""
+        return list(itertools.islice(self._index.values(), max(0, count)))
 
     def __len__(self) -> int:
         return len(self._index)

@@ -118,6 +118,10 @@ class OutboxStore(Protocol):
         """Every record's metadata in order, from memory (no disk read)."""
         ...
 
+    def first(self, count: int) -> list[RecordInfo]:
+        """The metadata of the ``count`` oldest records, in order, from memory (O(count))."""
+        ...
+
     def __len__(self) -> int: ...
 
     def size_bytes(self) -> int:

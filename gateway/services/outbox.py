@@ -48,7 +48,7 @@ class OutboxSettings:
     """Bounds of the backlog (see the module docstring)."""
 
     max_bytes: int = 256 * 1024 * 1024
-    thin_after_records: int = 20_000
+    thin_after_records: int = 100_000
     thin_window_s: int = 900
 
 
@@ -314,6 +314,31 @@ class Outbox:
     def delivered(self, record: OutboxRecord) -> None:
         """The CSMS answered ``record``: it leaves the queue (before its answer is acted on)."""
         self._write_off(self._current(record))
+        self._changed()
+
+    def upcoming(self, count: int) -> list[RecordInfo]:
+        """The metadata of up to ``count`` records on disk behind the head (delivered ones the disk
+        has not forgotten yet left out), oldest first: what a batch with the head may be made of."""
+        return [info for info in self.store.first(count + 1 + len(self._gone)) if info.seq not in self._gone][1:]
+
+    def record(self, seq: int) -> OutboxRecord | None:
+        """A queued record on disk, with its payload (None if it is no longer queued)."""
+        return None if seq in self._gone else self.store.record(seq)
+
+    def delivered_together(self, records: list[OutboxRecord]) -> None:
+        """The CSMS answered one request made of ``records`` (the head first): they all leave the
+        queue at once, in one write where the store allows (a kill before it re-sends them all)."""
+        if len(records) == 1 or records[0].seq < 0:
+            self.delivered(records[0])
+            return
+        seqs = [record.seq for record in records]
+        for seq in seqs:
+            self._attempts.pop(seq, None)
+        try:
+            self.store.remove(seqs)
+        except OSError as exc:
+            self._gone.update(seqs)
+            self._disk_trouble("cannot write off delivered messages", exc)
         self._changed()
 
     def _current(self, record: OutboxRecord) -> OutboxRecord:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from ocpp.v16 import call
 
 from adapters.demo_csms.csms import DemoCsms
@@ -26,10 +27,13 @@ __all__ = ["running"]  # the fixture, shared with test_upstream
 FREE = {1: ConnectorPolicy(AuthPolicy.FREE, "CARPORT"), 2: REMOTE}
 
 
-async def test_meter_values_taken_while_away_arrive_in_order_with_the_csms_id(running: list) -> None:
+@pytest.mark.parametrize("per_request", [1, 50])
+async def test_meter_values_taken_while_away_arrive_in_order_with_the_csms_id(running: list, per_request: int) -> None:
+    """One by one with ``meter_values_per_request = 1``; batched into one request otherwise."""
     port = free_port()
     site = make_site(FREE)
-    cp = VirtualChargePoint(site, upstream_at(port, meter_value_sample_interval_s=0), memory_outbox())
+    settings = upstream_at(port, meter_value_sample_interval_s=0, meter_values_per_request=per_request)
+    cp = VirtualChargePoint(site, settings, memory_outbox())
     running.append(asyncio.create_task(cp.run()))
     site.apply(charger_at(0, VehicleState.A, 100))
     site.apply(charger_at(1, VehicleState.B, 100))
@@ -44,10 +48,11 @@ async def test_meter_values_taken_while_away_arrive_in_order_with_the_csms_id(ru
     try:
         await csms.wait_for("StopTransaction", timeout=15)
         billing = [m for m in csms.received if m.action in ("StartTransaction", "MeterValues", "StopTransaction")]
-        assert [m.action for m in billing] == ["StartTransaction"] + ["MeterValues"] * 3 + ["StopTransaction"]
-        samples = [m.payload for m in billing[1:4]]
+        requests = 3 if per_request == 1 else 1
+        assert [m.action for m in billing] == ["StartTransaction"] + ["MeterValues"] * requests + ["StopTransaction"]
+        samples = [m.payload for m in billing[1:-1]]
         assert all(p["transactionId"] == csms.last_transaction_id for p in samples)
-        stamps = [p["meterValue"][0]["timestamp"] for p in samples]
+        stamps = [entry["timestamp"] for p in samples for entry in p["meterValue"]]
         assert stamps == ["2026-11-29T12:02:00.000Z", "2026-11-29T12:03:00.000Z", "2026-11-29T12:04:00.000Z"]
         assert billing[-1].payload["transactionId"] == csms.last_transaction_id
         await asyncio.wait_for(cp.outbox.wait_empty(), 5)

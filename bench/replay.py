@@ -1,0 +1,229 @@
+"""Benchmark: draining an outage's backlog over a slow uplink, batched MeterValues against one by one.
+
+OCPP 1.6 allows one outstanding CALL, so a backlog drains at one round trip per request. A site of
+20 connectors is run on a simulated clock while the CSMS is away: 45-minute sessions with 15
+minutes between them, staggered, one sample a minute (MeterValueSampleInterval 60) and the
+clock-aligned values every 15 minutes, all queued on disk by the real gateway code (Site,
+VirtualChargePoint, Outbox on a SegmentedOutboxStore). The backlog is built once per length and
+copied for every run. Then the demo CSMS (the ``ocpp`` library, schema validation on in both
+directions) comes back with every answer held back by 0, 25, 50 or 100 ms, the round trip of a
+loopback, a good DSL line, 4G, a poor 4G link; the gateway drains the copy, and the time until the
+outbox is empty is measured, with ``meter_values_per_request`` at its default against 1 (one
+sample per request, as before), in the same run.
+
+A 24-hour backlog drained one by one takes most of an hour at 100 ms: one by one is measured on the
+1-hour backlog and projected for 24 hours from its time per request (marked "projected"), unless
+``--full`` is given.
+
+    .venv/bin/python bench/replay.py [--hours 1 24] [--delays-ms 0 25 50 100] [--full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from adapters.demo_csms.csms import DemoCsms
+from adapters.ocpp_upstream.charge_point import VirtualChargePoint
+from adapters.storage.outbox_store import SegmentedOutboxStore
+from gateway.config import UpstreamConfig
+from gateway.domain.model import ChargerSnapshot, Connector, Reading, VehicleState
+from gateway.domain.transactions import AuthPolicy
+from gateway.services.outbox import Outbox, OutboxSettings
+from gateway.services.sessions import ConnectorPolicy
+from gateway.services.site import Site
+
+CONNECTORS = 20
+SESSION_MIN, GAP_MIN = 45, 15
+POWER_W = 11_000
+START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
+DEFAULT_PER_REQUEST = UpstreamConfig.model_fields["meter_values_per_request"].default
+NO_THINNING = OutboxSettings(thin_after_records=10**9)  # every sample is kept: the bench counts them all
+
+
+@dataclass
+class Clock:
+    at: datetime = START
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@dataclass(frozen=True)
+class Run:
+    hours: int
+    delay_ms: int
+    per_request: int
+    messages: int  # records in the backlog
+    requests: int  # CALLs the CSMS answered for them
+    seconds: float
+    projected: bool = False
+
+
+def upstream(port: int, per_request: int) -> UpstreamConfig:
+    return UpstreamConfig(
+        url=f"ws://127.0.0.1:{port}/ocpp",
+        charge_point_id="GW-BENCH",
+        heartbeat_interval_s=3600,
+        meter_value_sample_interval_s=0,  # samples are taken by the bench, on its clock
+        reconnect_max_s=0.5,
+        response_timeout_s=30,
+        meter_values_per_request=per_request,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def charging(connector_id: int, minute: int) -> bool:
+    """45 minutes of charging, 15 idle, each connector shifted by a few minutes."""
+    return (minute + 3 * connector_id) % (SESSION_MIN + GAP_MIN) < SESSION_MIN
+
+
+def make_site(clock: Clock) -> Site:
+    connectors = [Connector(cid, f"charger{cid}") for cid in range(1, CONNECTORS + 1)]
+    policies = {cid: ConnectorPolicy(AuthPolicy.FREE, f"FLEET-{cid:02d}") for cid in connectors_ids()}
+    return Site(connectors, [], clock=clock, policies=policies)
+
+
+def connectors_ids() -> range:
+    return range(1, CONNECTORS + 1)
+
+
+async def build_backlog(directory: Path, hours: int) -> int:
+    """Run the site for ``hours`` with no CSMS; every connector ends idle. Returns the records queued."""
+    clock = Clock()
+    site = make_site(clock)
+    outbox = Outbox(SegmentedOutboxStore(directory), NO_THINNING)
+    cp = VirtualChargePoint(site, upstream(free_port(), DEFAULT_PER_REQUEST), outbox)
+    cp.configuration.set("ClockAlignedDataInterval", "900")
+    task = asyncio.create_task(cp.run())  # finds nobody listening: the backlog grows
+    register_wh = dict.fromkeys(connectors_ids(), 5_000_000)
+    try:
+        minutes = hours * 60
+        for minute in range(minutes + 1):
+            clock.at = START + timedelta(minutes=minute)
+            for cid in connectors_ids():
+                on = minute < minutes and charging(cid, minute)
+                if on and charging(cid, minute - 1):
+                    register_wh[cid] += POWER_W // 60
+                state = VehicleState.C if on else VehicleState.A
+                reading = Reading(clock.at, energy_wh=register_wh[cid], power_w=float(POWER_W if on else 0))
+                site.apply(ChargerSnapshot(f"charger{cid}", 1, reading, vehicle_state=state))
+            await cp.take_samples()
+            if minute % 15 == 0:
+                await cp.take_aligned(clock.at)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return len(outbox.store)
+
+
+async def drain(backlog: Path, work: Path, hours: int, delay_ms: int, per_request: int) -> Run:
+    """A copy of ``backlog`` delivered to a CSMS answering after ``delay_ms``; timed until empty."""
+    copy = work / f"h{hours}-d{delay_ms}-n{per_request}"
+    shutil.copytree(backlog, copy)
+    outbox = Outbox(SegmentedOutboxStore(copy), NO_THINNING)
+    messages = len(outbox.store)
+    port = free_port()
+    csms = DemoCsms("127.0.0.1", port)
+    csms.answer_delay_s = delay_ms / 1000
+    site = make_site(Clock(START + timedelta(hours=hours)))
+    cp = VirtualChargePoint(site, upstream(port, per_request), outbox)
+    task = asyncio.create_task(cp.run())
+    await csms.start()
+    began = time.perf_counter()
+    try:
+        await outbox.wait_empty()
+        seconds = time.perf_counter() - began
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await csms.stop()
+        shutil.rmtree(copy, ignore_errors=True)
+    billing = [m for m in csms.received if m.action in ("StartTransaction", "StopTransaction", "MeterValues")]
+    entries = sum(len(m.payload["meterValue"]) if m.action == "MeterValues" else 1 for m in billing)
+    assert entries == messages, f"{entries} delivered of {messages}"  # every record, exactly once
+    return Run(hours, delay_ms, per_request, messages, len(billing), seconds)
+
+
+def projected(measured: Run, messages: int, hours: int) -> Run:
+    """One by one, scaled from a measured run by messages (one request each)."""
+    seconds = measured.seconds / measured.requests * messages
+    return Run(hours, measured.delay_ms, 1, messages, messages, seconds, projected=True)
+
+
+def table(runs: list[Run]) -> str:
+    lines = [
+        f"| backlog | CSMS answer delay | one by one | batched ({DEFAULT_PER_REQUEST} per request) | speed-up |",
+        "|---|---:|---:|---:|---:|",
+    ]
+
+    def cell(run: Run) -> str:
+        mark = " (projected)" if run.projected else ""
+        rate = run.messages / run.seconds
+        return f"{_duration(run.seconds)}{mark}, {run.requests} requests, {rate:.0f} msg/s"
+
+    keys = sorted({(r.hours, r.delay_ms) for r in runs})
+    for hours, delay_ms in keys:
+        single = next(r for r in runs if (r.hours, r.delay_ms, r.per_request) == (hours, delay_ms, 1))
+        batched = next(r for r in runs if (r.hours, r.delay_ms) == (hours, delay_ms) and r.per_request > 1)
+        backlog = f"{hours} h, {single.messages:,} messages"
+        ratio = single.seconds / batched.seconds
+        lines.append(f"| {backlog} | {delay_ms} ms | {cell(single)} | {cell(batched)} | {ratio:.1f}x |")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+async def bench(hours_list: list[int], delays_ms: list[int], full: bool) -> list[Run]:
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
+        work = Path(tmp)
+        one_by_one: dict[int, Run] = {}  # delay -> the shortest backlog's run, for projections
+        for hours in sorted(hours_list):
+            backlog = work / f"backlog-{hours}h"
+            began = time.perf_counter()
+            messages = await build_backlog(backlog, hours)
+            built_s = time.perf_counter() - began
+            print(f"backlog of {hours} h: {messages:,} messages, built in {built_s:.0f} s", flush=True)
+            for delay_ms in delays_ms:
+                runs.append(await drain(backlog, work, hours, delay_ms, DEFAULT_PER_REQUEST))
+                if full or delay_ms not in one_by_one:
+                    single = await drain(backlog, work, hours, delay_ms, 1)
+                    one_by_one.setdefault(delay_ms, single)
+                else:
+                    single = projected(one_by_one[delay_ms], messages, hours)
+                runs.append(single)
+                batched_s = runs[-2].seconds
+                print(f"  {delay_ms} ms: batched {batched_s:.1f} s, one by one {single.seconds:.1f} s", flush=True)
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=int, nargs="+", default=[1, 24])
+    parser.add_argument("--delays-ms", type=int, nargs="+", default=[0, 25, 50, 100])
+    parser.add_argument("--full", action="store_true", help="also drain the long backlogs one by one")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    runs = asyncio.run(bench(args.hours, args.delays_ms, args.full))
+    print()
+    print(table(runs))
+
+
+if __name__ == "__main__":
+    main()
