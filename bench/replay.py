@@ -66,6 +66,7 @@ class Run:
     requests: int  # CALLs the CSMS answered for them
     seconds: float
     projected: bool = False
+    cpu_ms_per_message: float | None = None  # of the process: the gateway and the CSMS in it
 
 
 def upstream(port: int, per_request: int) -> UpstreamConfig:
@@ -143,10 +144,11 @@ async def drain(backlog: Path, work: Path, hours: int, delay_ms: int, per_reques
     cp = VirtualChargePoint(site, upstream(port, per_request), outbox)
     task = asyncio.create_task(cp.run())
     await csms.start()
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     try:
         await outbox.wait_empty()
         seconds = time.perf_counter() - began
+        cpu_s = time.process_time() - cpu_began
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -155,7 +157,8 @@ async def drain(backlog: Path, work: Path, hours: int, delay_ms: int, per_reques
     billing = [m for m in csms.received if m.action in ("StartTransaction", "StopTransaction", "MeterValues")]
     entries = sum(len(m.payload["meterValue"]) if m.action == "MeterValues" else 1 for m in billing)
     assert entries == messages, f"{entries} delivered of {messages}"  # every record, exactly once
-    return Run(hours, delay_ms, per_request, messages, len(billing), seconds)
+    cpu_ms = cpu_s * 1000 / messages
+    return Run(hours, delay_ms, per_request, messages, len(billing), seconds, cpu_ms_per_message=cpu_ms)
 
 
 def projected(measured: Run, messages: int, hours: int) -> Run:
@@ -173,7 +176,8 @@ def table(runs: list[Run]) -> str:
     def cell(run: Run) -> str:
         mark = " (projected)" if run.projected else ""
         rate = run.messages / run.seconds
-        return f"{_duration(run.seconds)}{mark}, {run.requests} requests, {rate:.0f} msg/s"
+        cpu = f", CPU {run.cpu_ms_per_message:.2f} ms/msg" if run.cpu_ms_per_message is not None else ""
+        return f"{_duration(run.seconds)}{mark}, {run.requests} requests, {rate:.0f} msg/s{cpu}"
 
     keys = sorted({(r.hours, r.delay_ms) for r in runs})
     for hours, delay_ms in keys:

@@ -258,3 +258,33 @@ def _open(ref: str) -> dict[str, object]:
         "last_register_wh": 1,
         "last_register_at": at,
     }
+
+
+async def test_over_a_slow_uplink_a_backlog_goes_in_few_requests_each_sample_with_its_time(running: list) -> None:
+    """A CSMS 300 ms away: a session's queued samples arrive in one MeterValues.req, in order."""
+    port = free_port()
+    site = make_site(FREE)
+    cp = VirtualChargePoint(site, upstream_at(port, meter_value_sample_interval_s=0), memory_outbox())
+    running.append(asyncio.create_task(cp.run()))
+    site.apply(charger_at(0, VehicleState.A, 100))
+    site.apply(charger_at(1, VehicleState.B, 100))
+    for minute in range(2, 32):
+        site.apply(charger_at(minute, VehicleState.C, 100 + 50 * minute))
+        await cp.take_samples()
+    site.apply(charger_at(32, VehicleState.A, 1_800))
+    await cp.take_samples()  # queues the stop (no session now: no sample)
+    assert len(cp.outbox.store) == 32  # start, 30 samples, stop
+    csms = DemoCsms("127.0.0.1", port)
+    csms.answer_delay_s = 0.3
+    await csms.start()
+    try:
+        await csms.wait_for("StopTransaction", timeout=15)
+        billing = [m for m in csms.received if m.action in ("StartTransaction", "MeterValues", "StopTransaction")]
+        assert [m.action for m in billing] == ["StartTransaction", "MeterValues", "StopTransaction"]
+        entries = billing[1].payload["meterValue"]
+        assert [e["timestamp"] for e in entries] == [f"2026-11-29T12:{m:02d}:00.000Z" for m in range(2, 32)]
+        registers = [int(e["sampledValue"][0]["value"]) for e in entries]
+        assert registers == [100 + 50 * m for m in range(2, 32)]
+        await asyncio.wait_for(cp.outbox.wait_empty(), 5)
+    finally:
+        await csms.stop()
