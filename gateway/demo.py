@@ -3,7 +3,8 @@
 It starts a Modbus simulator for every device in the config (built from the same profiles the
 gateway reads), the built-in CSMS (unless ``--csms-url``), an embedded MQTT broker when none
 answers at the configured address (unless ``--mqtt``), and the gateway itself; a small script
-plugs cars in and out so values move.
+plugs cars in and out so values move, and the site meter sees the building plus what the cars
+draw, so that the shipped site's load management has something to share.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import random
 import sys
@@ -31,8 +33,19 @@ from gateway.services.site_picture import site_picture
 from gateway.status_text import render
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-TICK_S = 1.0
+TICK_S = 1.0  # the script: cars arrive, start, finish and leave, and the building's load changes
+STEP_S = 0.2  # the electrics: each car's current and the site meter follow five times a second
+# A car moves its current towards what its charger offers at most this fast (A per second, per
+# phase): a real car takes a second or more to follow a new offer (IEC 61851-1 gives it 5 s) and
+# tapers off at the end of its charge. A car that jumped would show its new current at its charger
+# up to a poll before the site meter shows it, and the gateway would take the step for building
+# load (held for building_hold_s): a cut would then breed another cut, and the demo would pause cars.
+CAR_RAMP_A_PER_S = 3.0
+# The building behind the demo's 25 A connection (a small office with the carport): 2.5 kW on
+# average, spread over the three phases, wandering by up to 0.3 kW from second to second:
+# 3.2 to 4.1 A per phase, so one 11 kW car (16 A) fits beside it and two cars must share.
 SITE_BASE_LOAD_W = 2_500.0
+SITE_LOAD_WANDER_W = 300.0
 
 
 class DemoError(Exception):
@@ -41,15 +54,31 @@ class DemoError(Exception):
 
 @dataclass
 class _Car:
-    """One simulated car on one charger socket: arrives, charges, leaves."""
+    """One simulated car on one charger socket: arrives, charges, leaves.
+
+    While it charges it draws what its charger offers, up to its own maximum, and gets there at
+    ``CAR_RAMP_A_PER_S``; when it is full (or paused) its current runs down the same way, and it
+    leaves only once it draws nothing."""
 
     simulator: ModbusSimulator
     socket: int
-    power_w: float
+    power_w: float  # what it takes when offered enough, spread over its charger's phases
     phase: str = "away"
     left_s: float = 0.0
+    current_a: float = 0.0  # what it draws now on each of its charger's phases
+
+    @property
+    def phases(self) -> int:
+        spec = self.simulator.profile.values.get("current_a")
+        return spec.phases if spec is not None else 1
+
+    @property
+    def max_a(self) -> float:
+        """The most it draws per phase (A): an 11 kW car on a three-phase charger takes 16 A."""
+        return self.power_w / NOMINAL_VOLTAGE_V / self.phases
 
     def step(self, rng: random.Random) -> None:
+        """The script, once a ``TICK_S``: plug in, start, finish, leave, each after a while."""
         self.left_s -= TICK_S
         if self.left_s > 0:
             return
@@ -57,14 +86,72 @@ class _Car:
             self.simulator.plug_in(socket=self.socket)
             self.phase, self.left_s = "plugged", rng.uniform(3, 6)
         elif self.phase == "plugged":
-            self.simulator.start_charging(self.power_w, socket=self.socket)
             self.phase, self.left_s = "charging", rng.uniform(25, 45)
         elif self.phase == "charging":
-            self.simulator.stop_charging(socket=self.socket)
             self.phase, self.left_s = "full", rng.uniform(4, 8)
-        else:
+        elif self.current_a == 0:  # full and no longer drawing: it leaves
+            self.simulator.draw(None, socket=self.socket)
             self.simulator.unplug(socket=self.socket)
             self.phase, self.left_s = "away", rng.uniform(8, 20)
+
+    def follow(self, seconds: float) -> None:
+        """Let ``seconds`` pass: the car's current moves towards what it wants now, and its
+        charger shows it (current per phase, power, vehicle state)."""
+        if self.phase == "away":
+            return
+        offered = self.simulator.offered_current_a(self.socket)
+        wants = self.phase == "charging" and self.simulator.may_charge(self.socket)
+        target = (self.max_a if offered is None else min(self.max_a, offered)) if wants else 0.0
+        room = CAR_RAMP_A_PER_S * seconds
+        if target >= self.current_a:
+            self.current_a = min(target, self.current_a + room)
+        else:
+            self.current_a = max(target, self.current_a - room)
+        self.simulator.draw([self.current_a] * self.phases, socket=self.socket)
+
+
+class DemoSite:
+    """The demo's simulated site: its cars, its building and what its site meters measure.
+
+    ``tick`` runs the script once a ``TICK_S``; ``step`` advances the electrics by a few tenths of
+    a second. Every meter sees the building plus what the chargers show they draw, per phase, in
+    the same step as the chargers change, so that load management reads a site that adds up.
+    """
+
+    def __init__(self, config: GatewayConfig, simulators: dict[str, ModbusSimulator], seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.cars = [
+            _Car(simulators[charger.name], socket, self.rng.choice([3_680.0, 7_360.0, 11_040.0]), left_s=2 + 6 * i)
+            for i, charger in enumerate(config.chargers)
+            for socket in range(1, len(charger.connectors) + 1)
+        ]
+        self.meters = [simulators[m.name] for m in config.meters]
+        self.simulators = list(simulators.values())
+        self.building_w = SITE_BASE_LOAD_W
+
+    def tick(self) -> None:
+        """The script: cars come and go, the building's load wanders."""
+        for car in self.cars:
+            car.step(self.rng)
+        self.building_w = SITE_BASE_LOAD_W + self.rng.uniform(-SITE_LOAD_WANDER_W, SITE_LOAD_WANDER_W)
+
+    def step(self, seconds: float) -> None:
+        """The electrics: cars follow their offers, meters add them up, energy counters grow."""
+        for car in self.cars:
+            car.follow(seconds)
+        phases_a = [self.building_w / NOMINAL_VOLTAGE_V / 3] * 3
+        chargers_w = 0.0
+        for car in self.cars:
+            drawn = car.simulator.get("current_a", car.socket)
+            for phase, amps in enumerate(drawn if isinstance(drawn, tuple) else ()):
+                phases_a[phase] += amps if isinstance(amps, int | float) else 0.0
+            power = car.simulator.get("power_w", car.socket)
+            chargers_w += power if isinstance(power, int | float) else 0.0
+        for meter in self.meters:
+            meter.set("power_w", self.building_w + chargers_w)
+            meter.set("current_a", [round(a, 2) for a in phases_a])
+        for simulator in self.simulators:
+            simulator.tick(seconds)
 
 
 def with_overrides(config: GatewayConfig, csms_url: str | None, mqtt: str | None) -> GatewayConfig:
@@ -108,33 +195,17 @@ async def _start_simulators(config: GatewayConfig) -> dict[str, ModbusSimulator]
 
 
 async def _drive(config: GatewayConfig, simulators: dict[str, ModbusSimulator], seed: int = 1) -> None:
-    """Plug cars in and out and advance every simulator's energy counters once a second; the site
-    meter sees the building and what the chargers really draw, per phase (load management reads it)."""
-    rng = random.Random(seed)
-    cars = [
-        _Car(simulators[charger.name], socket, power_w=rng.choice([3_680.0, 7_360.0, 11_040.0]), left_s=2 + 6 * i)
-        for i, charger in enumerate(config.chargers)
-        for socket in range(1, len(charger.connectors) + 1)
-    ]
-    meters = [simulators[m.name] for m in config.meters]
-    while True:
-        for car in cars:
-            car.step(rng)
-        building_w = SITE_BASE_LOAD_W + rng.uniform(-300, 300)
-        phases_a = [building_w / NOMINAL_VOLTAGE_V / 3] * 3
-        chargers_w = 0.0
-        for car in cars:
-            drawn = car.simulator.get("current_a", car.socket)
-            for phase, amps in enumerate(drawn if isinstance(drawn, tuple) else ()):
-                phases_a[phase] += amps if isinstance(amps, int | float) else 0.0
-            power = car.simulator.get("power_w", car.socket)
-            chargers_w += power if isinstance(power, int | float) else 0.0
-        for meter in meters:
-            meter.set("power_w", building_w + chargers_w)
-            meter.set("current_a", [round(a, 2) for a in phases_a])
-        for simulator in simulators.values():
-            simulator.tick(TICK_S)
-        await asyncio.sleep(TICK_S)
+    """Run the demo site in real time: the script once a ``TICK_S``, the electrics every ``STEP_S``."""
+    site = DemoSite(config, simulators, seed)
+    steps_per_tick = round(TICK_S / STEP_S)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for count in itertools.count():
+        if count % steps_per_tick == 0:
+            site.tick()
+        site.step(STEP_S)
+        # on the clock, not STEP_S after the work: the script keeps its times however busy the box is
+        await asyncio.sleep(max(0.0, started + (count + 1) * STEP_S - loop.time()))
 
 
 class _LogTail(logging.Handler):

@@ -26,6 +26,7 @@ def render(picture: dict[str, Any], csms_note: str = "", mqtt_note: str = "") ->
         f"  outbox  {_backlog(outbox)}",
         f"  MQTT    {mqtt['broker']}{_note(mqtt_note)}: {_link(mqtt['connected'])}"
         + (f" ({mqtt['reason']})" if mqtt.get("reason") else ""),
+        *_sharing(site.get("load"), picture["connectors"]),
         "",
     ]
     meters = [(m, _meter_state(m)) for m in picture["meters"]]
@@ -53,6 +54,24 @@ def render(picture: dict[str, Any], csms_note: str = "", mqtt_note: str = "") ->
         polls = f"  ({d['polls']} polls, {d['poll_errors']} failed)" if d["kind"] == "modbus" else ""
         lines.append(f"    {_cut(d['device'], dw):<{dw}} {d['kind']:<7} {_device_health(d)}{polls}")
     return "\n".join(lines)
+
+
+def _sharing(load: dict[str, Any] | None, connectors: list[dict[str, Any]]) -> list[str]:
+    """The status page's "Power sharing" card in a few lines: what the chargers may draw and why,
+    then each connector's share. Nothing while nothing is shared or configured, so a site without
+    load management looks as it always did."""
+    if not load or (load["limit_a"] is None and load["fuse_a"] is None and load["site_limit_a"] is None):
+        return []
+    limit = "no limit shared" if load["limit_a"] is None else f"{load['limit_a']:.1f} A per phase"
+    why = f": {load['limit_label']}" if load["limit_a"] is not None and load.get("limit_label") else ""
+    extra = [f"main fuse {load['fuse_a']:.0f} A"] if load["fuse_a"] is not None else []
+    extra += [f"site limit {load['site_limit_a']:.1f} A"] if load["site_limit_a"] is not None else []
+    lines = [f"  sharing chargers may draw {limit}{why}" + (f" ({', '.join(extra)})" if extra else "")]
+    for c in connectors:
+        if c.get("share_a") is not None:
+            share = f"{c['share_a']:.1f} A" if c["share_a"] else "paused"
+            lines.append(f"    {c['connector_id']:>4}  {share:>7}  {c.get('share_label') or c['share_reason']}")
+    return lines
 
 
 def _state(picture: dict[str, Any]) -> str:

@@ -233,13 +233,19 @@ class LoadManager:
     # -- inputs ------------------------------------------------------------------------------------
 
     def _grid_per_phase(self, reading: Reading | None, online: bool | None) -> tuple[float, ...] | None:
-        """The grid meter's current per phase, or None (fallback) when it is away or has none."""
+        """The grid meter's current per phase, or None (fallback) when it is away or has none.
+
+        One WARNING when it stops answering or gives no current per phase, not before its first
+        reading: at every start the chargers are decided on before the grid meter's first poll,
+        and a warning there would be one on every start of every site."""
         if self.settings.grid is None:
             return None
         currents = reading.current_a if reading is not None else ()
         usable = online is not False and reading is not None and len(currents) == len(Phase)
         values = [c for c in currents if c is not None and math.isfinite(c)] if usable else []
         if len(values) != len(Phase):
+            if reading is None and online is not False:
+                return None  # not read yet (the gateway has just started): the fallback, but nothing is wrong
             if not self._grid_lost_told:
                 log.warning(
                     "load management: the grid meter %s gives no current per phase; chargers share the fallback",

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters.demo_csms.csms import DemoCsms
-from tests.fixtures.mosquitto import MosquittoBroker
+from tests.fixtures.mosquitto import MosquittoBroker, WatchFactory
 from tests.fixtures.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +41,16 @@ def shipped_with(replace: dict[str, str]) -> str:
     return text
 
 
+def without_load_management(text: str) -> str:
+    """``text`` without its ``[load_management]`` section (the shipped demo site has one): for a
+    case about something else that the section would get in the way of, or a site that shares nothing."""
+    section = re.compile(r"^\[load_management\]\n(?:[^\[\n].*\n)*", re.MULTILINE)
+    text, found = section.subn("", text)
+    assert found == 1, "no [load_management] section"
+    tomllib.loads(text)
+    return text
+
+
 def test_check_config_prints_a_summary_of_the_shipped_config() -> None:
     result = run_cli("check-config", "config.toml")
     assert result.returncode == 0, result.stderr
@@ -47,41 +60,31 @@ def test_check_config_prints_a_summary_of_the_shipped_config() -> None:
     assert "site-meter  (eastron-sdm630, 127.0.0.1:15020): site meter, upstream connector 0" in result.stdout
 
 
-# the shipped config's commented [load_management] section, switched on
-LOAD_MANAGEMENT = {
-    '# [load_management]\n# grid_meter = "site-meter"': '[load_management]\ngrid_meter = "site-meter"',
-    "# fuse_a = 63": "fuse_a = 63",
-    "# margin_a = 2 ": "margin_a = 2 ",
-    "# fallback_a = 16": "fallback_a = 16",
-}
-
-
 def test_check_config_tells_how_the_chargers_share_and_what_each_does_if_the_gateway_stops(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "site.toml", shipped_with(LOAD_MANAGEMENT))
-    result = run_cli("check-config", str(path))
-    assert result.returncode == 0, result.stderr
-    assert "load       grid meter site-meter: fuse 63 A, margin 2 A, fallback 16 A per phase" in result.stdout
-    assert "carport-left: bender-cc613 has no watchdog the gateway feeds" in result.stdout
+    """The shipped demo site manages its load; the same site without the section shares nothing."""
     shipped = run_cli("check-config", "config.toml")
-    assert "load       not managed" in shipped.stdout
+    assert shipped.returncode == 0, shipped.stderr
+    assert "load       grid meter site-meter: fuse 25 A, margin 2 A, fallback 12 A per phase" in shipped.stdout
+    assert "carport-left: bender-cc613 has no watchdog the gateway feeds" in shipped.stdout
+    path = write_config(tmp_path / "site.toml", without_load_management(shipped_with({})))
+    unmanaged = run_cli("check-config", str(path))
+    assert unmanaged.returncode == 0, unmanaged.stderr
+    assert "load       not managed" in unmanaged.stdout
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
         (
-            {**LOAD_MANAGEMENT, 'profile = "eastron-sdm630"': 'profile = "eastron-sdm120"'},
+            {'profile = "eastron-sdm630"': 'profile = "eastron-sdm120"'},
             "load_management.grid_meter: the grid meter 'site-meter' (eastron-sdm120) measures current on 1 phase(s)",
         ),
         (
-            {**LOAD_MANAGEMENT, "fallback_a = 16": "fallback_a = 62"},
-            "load_management: fallback_a (62 A) must not be above fuse_a - margin_a (61 A)",
+            {"fallback_a = 12 ": "fallback_a = 24 "},
+            "load_management: fallback_a (24 A) must not be above fuse_a - margin_a (23 A)",
         ),
         (
-            {
-                **LOAD_MANAGEMENT,
-                '[load_management]\ngrid_meter = "site-meter"': '[load_management]\ngrid_meter = "grid"',
-            },
+            {'[load_management]\ngrid_meter = "site-meter"': '[load_management]\ngrid_meter = "grid"'},
             "load_management.grid_meter: no [[meters]] named 'grid' (meters: site-meter)",
         ),
         (
@@ -132,7 +135,10 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert "cannot read the file" in result.stderr
 
 
-def demo_config(tmp_path: Path, csms_port: int, mqtt_port: int) -> Path:
+def demo_config(
+    tmp_path: Path, csms_port: int, mqtt_port: int, page_port: int | None = None, more: dict[str, str] | None = None
+) -> Path:
+    """The shipped demo site on free ports (the status page on ``page_port`` if given), with ``more`` changes."""
     text = shipped_with(
         {
             "port = 15020": f"port = {free_port()}",
@@ -141,7 +147,8 @@ def demo_config(tmp_path: Path, csms_port: int, mqtt_port: int) -> Path:
             "127.0.0.1:9000": f"127.0.0.1:{csms_port}",
             "port = 1883": f"port = {mqtt_port}",
             "meter_value_sample_interval_s = 10": "meter_value_sample_interval_s = 1",
-            "port = 8080": f"port = {free_port()}",
+            "port = 8080": f"port = {page_port or free_port()}",
+            **(more or {}),
         }
     )
     tomllib.loads(text)
@@ -150,12 +157,14 @@ def demo_config(tmp_path: Path, csms_port: int, mqtt_port: int) -> Path:
 
 def test_demo_runs_the_simulated_site_with_an_embedded_broker(tmp_path: Path) -> None:
     path = demo_config(tmp_path, free_port(), free_port())  # nothing answers on the MQTT port
-    result = run_cli("demo", "--config", str(path), "--duration", "8", timeout=60)
+    # the first car plugs in after 1 s and starts charging 5 to 6 s later (the script is seeded)
+    result = run_cli("demo", "--config", str(path), "--duration", "10", timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     last_table = result.stdout.rsplit("ocpp-gateway demo: status page", 1)[-1]
     assert "(embedded broker)" in last_table
     assert "(built-in demo CSMS): connected, boot Accepted" in last_table
     assert "Charging" in last_table  # the scripted cars plug in and charge within a few seconds
+    assert "  sharing chargers may draw " in last_table and "(main fuse 25 A)" in last_table  # it manages its load
     assert "Traceback" not in result.stderr
 
 
@@ -187,6 +196,86 @@ async def test_demo_against_an_external_csms_and_broker(
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert f"MQTT    {mosquitto.host}:{mosquitto.port} (external broker): connected" in stdout.decode()
+
+
+def both_cars_share_the_fuse(load: dict[str, Any], fuse_a: float, margin_a: float) -> bool:
+    """Two connectors in a session, each bound by the fuse at 6 A or more and drawing (a car
+    charges), together offered no more than the limit, and the grid under fuse - margin."""
+    shares = load["shares"]
+    return (
+        load["limit_reason"] == "fuse"
+        and load["fuse_a"] == fuse_a
+        and len(shares) == 2
+        and all(s["reason"] == "fuse" and s["current_a"] >= 6 and (s["drawn_a"] or 0) >= 2 for s in shares)
+        and all(o <= limit + 0.05 for o, limit in zip(load["offered_a"], load["phase_limits_a"], strict=True))
+        and all(g <= fuse_a - margin_a for g in load["grid_a"])
+    )
+
+
+async def page_get(page_port: int, path: str) -> bytes:
+    """The body of ``GET path`` on the demo's status page (which must answer 200)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", page_port)
+    writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"200", head
+    return body
+
+
+async def test_the_demo_site_shares_its_fuse_while_both_cars_charge(
+    tmp_path: Path, csms: DemoCsms, mosquitto: MosquittoBroker, mqtt_watch: WatchFactory, topic_prefix: str
+) -> None:
+    """The shipped demo site manages its load, and its cars want more than the fuse leaves after the
+    building: when both charge they share it (reason fuse), and MQTT's site/state, /api/status and
+    the status page say so while both cars still charge."""
+    section = tomllib.loads((ROOT / "config.toml").read_text())["load_management"]
+    fuse_a, margin_a = float(section["fuse_a"]), float(section["margin_a"])
+    page = free_port()
+    prefix = '# topic_prefix = "ocpp-gateway/demo-site"   # the default'
+    path = demo_config(tmp_path, free_port(), free_port(), page, {prefix: f'topic_prefix = "{topic_prefix}"'})
+    watcher = await mqtt_watch(f"{topic_prefix}/#")
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "demo",
+        "--config",
+        str(path),
+        "--csms-url",
+        csms.url,
+        "--mqtt",
+        f"{mosquitto.host}:{mosquitto.port}",
+        "--duration",
+        "120",  # a deadline: the test stops it (Ctrl-C) once it has seen what it waits for
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        # the first car charges after 5 to 8 s, the second 6 s later: both within a minute
+        state = await watcher.wait_for(
+            f"{topic_prefix}/site/state",
+            lambda m: both_cars_share_the_fuse(m.json()["load"], fuse_a, margin_a),
+            timeout=60,
+        )
+        assert state.json()["load"]["grid_a"] is not None  # the site meter is read, not the fallback
+        async with asyncio.timeout(30):
+            while True:  # the page is read afresh until it shows the same (it is the same decision)
+                picture = json.loads(await page_get(page, "/api/status"))
+                if both_cars_share_the_fuse(picture["site"]["load"], fuse_a, margin_a):
+                    break
+                await asyncio.sleep(0.2)
+        assert picture["site"]["load"]["limit_label"] == "fuse: the grid connection is full"
+        assert {c["share_label"] for c in picture["connectors"]} == {"fuse: the grid connection is full"}
+        assert {c["status"] for c in picture["connectors"]} == {"charging"}
+        html = (await page_get(page, "/")).decode()
+        assert "Power sharing" in html and f"<dt>Main fuse</dt><dd>{fuse_a:.1f} A</dd>" in html
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C, as the demo's table says
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert "Traceback" not in stderr.decode()
+    assert "  sharing chargers may draw " in stdout.decode()
 
 
 async def polls_failed(port: int, device: str, at_least: int, timeout_s: float = 15.0) -> None:

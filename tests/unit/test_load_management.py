@@ -6,6 +6,7 @@ test moves; what it requests of the chargers is read from the Site's events.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -156,6 +157,41 @@ def test_a_lost_grid_meter_shares_the_fallback() -> None:
     assert limits(events) == {1: 8.0, 2: 8.0}
     state = site.load.state
     assert state is not None and state.reason is Reason.FALLBACK and state.grid_a is None
+
+
+def test_before_the_grid_meters_first_reading_the_fallback_applies_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every start decides before the grid meter's first poll: that is no fault to warn about. A
+    meter that stops answering later is (once)."""
+    site, keeper, events, clock = make(2, grid=GridConnection(GRID, 63.0, 2.0, 16.0))
+    charging(site, 1)
+    charging(site, 2)
+    keeper.apply(T0)
+    assert limits(events) == {1: 8.0, 2: 8.0}  # the fallback, shared
+    clock.at = T0 + timedelta(seconds=10)  # the first grid reading, and the chargers' after their cars settled
+    charging(site, 1)
+    charging(site, 2)
+    grid(site, 5.0, 5.0, 5.0)
+    keeper.apply(clock.at)
+    assert limits(events) == {1: 28.0, 2: 28.0}  # (63 - 2 - 5) / 2
+    assert warnings(caplog) == []
+    site.apply(DeviceFailed(GRID, "timeout", clock.at))
+    clock.at += timedelta(seconds=5)
+    keeper.apply(clock.at)
+    assert limits(events) == {1: 8.0, 2: 8.0}
+    assert warnings(caplog) == [
+        "load management: the grid meter grid gives no current per phase; chargers share the fallback"
+    ]
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What load management warned about so far."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "gateway.services.load_management" and r.levelno >= logging.WARNING
+    ]
 
 
 def test_a_silent_charger_keeps_what_it_was_offered() -> None:

@@ -293,6 +293,21 @@ def test_without_sharing_the_page_has_no_sharing_section() -> None:
     site, telemetry = a_site()
     html = render_page(site_picture(site, telemetry, LABELS))
     assert "Power sharing" not in html and "<dt>Share</dt>" not in html
+    assert "sharing" not in render(site_picture(site, telemetry, LABELS))  # nor the terminal
+
+
+def test_the_terminal_shows_the_sharing_as_the_page_does() -> None:
+    """``ocpp-gateway status`` and the demo's live table: the limit, why, the fuse and each share."""
+    site, telemetry = a_shared_site()
+    lines = render(site_picture(site, telemetry, LABELS)).splitlines()
+    at = lines.index(
+        "  sharing chargers may draw 12.0 A per phase: fuse: the grid connection is full "
+        "(main fuse 40 A, site limit 18.0 A)"
+    )
+    assert lines[at + 1 : at + 3] == [
+        "       1   12.0 A  fuse: the grid connection is full",
+        "       2   paused  waiting for its turn",
+    ]
 
 
 def test_metrics_of_the_sharing_keep_labels_bounded() -> None:
