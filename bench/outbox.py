@@ -14,11 +14,10 @@ Each method runs in the same process on the same disk, at the same backlog, with
 Every method is pre-filled in bulk (50,000 records one fsync at a time would take a while), then
 ``--calls`` appends and as many acknowledgements are measured, in rounds that alternate between
 the methods so that a busy moment of the machine is shared. Each is reported as a ratio of its
-p50 to the JSON line's. Bytes written per append are counted three ways: ``wchar`` (bytes this
-process handed to write(), from /proc/self/io: what the method itself writes), ``dirtied``
-(``write_bytes`` of /proc/self/io: page-cache bytes it made dirty, in whole 4 kB pages) and
-``device`` (sectors written to the disk during its calls, from /proc/diskstats: with the file
-system's journal, and with whatever other processes wrote meanwhile).
+p50 to the JSON line's. Bytes per call are counted two ways: "written" is what the process handed
+to write() (``wchar`` of /proc/self/io: what the method itself writes), "to disk" the sectors the
+disk took meanwhile (/proc/diskstats, the disk that holds the temporary directory: with the file
+system's own journal and metadata, and with whatever other processes wrote at the same time).
 
     .venv/bin/python bench/outbox.py [--backlogs 1000 10000 50000] [--calls 1000] [--naive]
 
@@ -212,13 +211,29 @@ def device_sectors(directory: Path) -> int | None:
 
 
 @dataclass
+class Written:
+    """Bytes a phase wrote: handed to write() by this process, and sectors the disk took."""
+
+    wchar: int = 0
+    device: int | None = 0
+    calls: int = 0
+
+    def add(self, wchar: int, device: int | None, calls: int) -> None:
+        self.wchar += wchar
+        self.device = None if device is None or self.device is None else self.device + device
+        self.calls += calls
+
+    def per_call(self) -> str:
+        device = "-" if self.device is None else f"{self.device / self.calls:,.0f}"
+        return f"{self.wchar / self.calls:,.0f} | {device}"
+
+
+@dataclass
 class Measured:
     append_s: list[float] = field(default_factory=list)
     ack_s: list[float] = field(default_factory=list)
-    wchar: int = 0
-    dirtied: int = 0
-    device: int | None = 0
-    appends: int = 0
+    appended: Written = field(default_factory=Written)
+    acked: Written = field(default_factory=Written)
 
 
 def timed(calls: int, call: Callable[[], object], into: list[float]) -> None:
@@ -237,21 +252,15 @@ def measure(methods: list[Method], directory: Path, calls: int) -> list[Measured
         while done < calls:
             count = min(per_round, calls - done)
             for method, result in zip(methods, results, strict=True):
-                if phase == "ack":
-                    timed(count, method.ack, result.ack_s)
-                    continue
-                first = done
-                numbers = iter(range(first, first + count))
-                before, sectors = io_counters(), device_sectors(directory)
-                timed(count, lambda method=method, numbers=numbers: method.append(next(numbers)), result.append_s)
-                after, sectors_after = io_counters(), device_sectors(directory)
-                result.wchar += after["wchar"] - before["wchar"]
-                result.dirtied += after["write_bytes"] - before["write_bytes"]
-                if sectors is None or sectors_after is None or result.device is None:
-                    result.device = None
+                numbers = iter(range(done, done + count))
+                before, sectors = io_counters()["wchar"], device_sectors(directory)
+                if phase == "append":
+                    timed(count, lambda method=method, numbers=numbers: method.append(next(numbers)), result.append_s)
                 else:
-                    result.device += (sectors_after - sectors) * 512
-                result.appends += count
+                    timed(count, method.ack, result.ack_s)
+                after, sectors_after = io_counters()["wchar"], device_sectors(directory)
+                device = None if sectors is None or sectors_after is None else (sectors_after - sectors) * 512
+                (result.appended if phase == "append" else result.acked).add(after - before, device, count)
             done += count
     return results
 
@@ -281,8 +290,8 @@ def main() -> None:
     print()
     print(
         "| backlog | method | append p50 ms | append p99 ms | x | ack p50 ms | ack p99 ms | x "
-        "| wchar B/append | dirtied B/append | device B/append | open s |\n"
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| append B written | append B to disk | ack B written | ack B to disk | open s |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for backlog in args.backlogs:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as root:
@@ -307,12 +316,11 @@ def main() -> None:
         for method, result in zip(methods, results, strict=True):
             x_append = percentile(result.append_s, 50) / percentile(floor.append_s, 50)
             x_ack = percentile(result.ack_s, 50) / percentile(floor.ack_s, 50)
-            device = "-" if result.device is None else f"{result.device / result.appends:,.0f}"
             open_s = f"{method.open_s:.2f}" if isinstance(method, Store) else "-"
             print(
                 f"| {backlog:,} | {method.name} | {ms(result.append_s, 50)} | {ms(result.append_s, 99)} | "
                 f"{x_append:.2f} | {ms(result.ack_s, 50)} | {ms(result.ack_s, 99)} | {x_ack:.2f} | "
-                f"{result.wchar / result.appends:,.0f} | {result.dirtied / result.appends:,.0f} | {device} | {open_s} |"
+                f"{result.appended.per_call()} | {result.acked.per_call()} | {open_s} |"
             )
 
 

@@ -21,6 +21,7 @@ import errno
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +88,59 @@ class AppendFile:
             os.close(descriptor)
 
 
+class _Record(dict):  # type: ignore[type-arg]
+    """A record as ``JournalStorage`` keeps it: it tells its storage when TinyDB changes it in
+    place (``Table.update`` does), so that a write finds what changed without comparing every
+    record of the segment. (A change inside a nested value is not seen: the store makes none.)"""
+
+    __slots__ = ("_changed", "_key")
+
+    def __init__(self, fields: dict[str, Any], key: str, changed: set[str]) -> None:
+        super().__init__(fields)
+        self._key = key
+        self._changed = changed
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._changed.add(self._key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._changed.add(self._key)
+        super().__delitem__(key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._changed.add(self._key)
+        super().update(*args, **kwargs)
+
+    def pop(self, *args: Any) -> Any:
+        self._changed.add(self._key)
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[str, Any]:
+        self._changed.add(self._key)
+        return super().popitem()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._changed.add(self._key)
+        return super().setdefault(key, default)
+
+    def clear(self) -> None:
+        self._changed.add(self._key)
+        super().clear()
+
+    def __ior__(self, other: Any) -> _Record:
+        self._changed.add(self._key)
+        return super().__ior__(other)  # type: ignore[no-any-return]
+
+
 class JournalStorage(Storage):
     """TinyDB storage of one segment: each write appends what changed as one line.
 
     TinyDB reads the whole database before every operation and writes it all back after; the
-    table stays in memory, so the read is free, and ``write`` compares what it is given with what
-    it has: the records added or changed (at their top level, as TinyDB's ``update`` changes them)
-    and the ones gone make the line. ``read`` hands out copies of the records, so that a change
-    TinyDB makes in place is seen, and a write that fails leaves the table as the disk has it.
-    Once ``compact_bytes`` of the file hold nothing live, the file is rewritten as one line.
+    table stays in memory, so the read is free, and ``write`` puts in its line only the records
+    added, changed in place (``_Record`` notes them) and gone. After a write that fails the table
+    is read from the disk again (TinyDB may have changed a record in place). Once
+    ``compact_bytes`` of the file hold nothing live, the file is rewritten as one line.
     """
 
     def __init__(self, path: Path, compact_bytes: int = COMPACT_BYTES) -> None:
@@ -106,16 +151,17 @@ class JournalStorage(Storage):
         self.compactions = 0
         self.prepared: dict[str, bytes] = {}  # records the caller has encoded already, for the next write
         self._table: dict[str, dict[str, Any]] | None = None  # None: no file yet
+        self._changed: set[str] = set()  # records TinyDB changed in place since the last write
         self._dead = 0
+        self._compact_at = compact_bytes  # (further after a compaction the disk refused)
         self._file: AppendFile | None = None
         self._loaded = False
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         if not self._loaded:
             self._load()
-        if self._table is None:
-            return None
-        return {TABLE: {key: dict(fields) for key, fields in self._table.items()}}
+        # A new outer dict (TinyDB puts the new table in it); the table itself TinyDB only reads.
+        return None if self._table is None else {TABLE: self._table}
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         if set(data) - {TABLE}:
@@ -123,40 +169,47 @@ class JournalStorage(Storage):
         if not self._loaded:
             self._load()
         table = data.get(TABLE, {})
-        if self._table is None or self._file is None:
-            self.prepared = {}
-            self._create(table)
-            return
-        old = self._table
-        removed = [int(key) for key in old if key not in table]
-        changed = {key: fields for key, fields in table.items() if old.get(key) != fields}
         prepared, self.prepared = self.prepared, {}
-        if not removed and not changed:
-            return
-        line, sizes, dead = encode_line({key: prepared.get(key, fields) for key, fields in changed.items()}, removed)
-        self._file.append(line)
-        for key in removed:
-            self._dead += self.sizes.pop(str(key))
+        changed = set(self._changed)
+        self._changed.clear()  # (the same set: every record of the table reports to it)
+        try:
+            if self._table is None or self._file is None:
+                self._create(table)
+                return
+            changed = (table.keys() - self._table.keys()) | (changed & table.keys())
+            removed = sorted(int(key) for key in self._table.keys() - table.keys())
+            if not removed and not changed:
+                return
+            records = {key: prepared.get(key) or table[key] for key in sorted(changed, key=int)}
+            line, sizes, dead = encode_line(records, removed)
+            self._file.append(line)
+        except BaseException:
+            self._loaded = False  # records TinyDB changed in place, or a rename done before a failure
+            raise
+        for seq in removed:
+            self._dead += self.sizes.pop(str(seq))
         self._dead += dead + sum(self.sizes.get(key, 0) for key in changed)
         self.sizes.update(sizes)
-        self._table = dict(table)
+        self._table = self._records(table, changed)
         self.file_bytes = self._file.end
-        if self._dead >= self.compact_bytes:
+        if self._dead >= self._compact_at:
             self._compact()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
 
+    def _records(self, table: dict[str, dict[str, Any]], keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``table`` with the records at ``keys`` made ``_Record``s of this storage."""
+        for key in keys:
+            table[key] = _Record(table[key], key, self._changed)
+        return table
+
     def _create(self, table: dict[str, dict[str, Any]]) -> None:
         """A new segment: written atomically with its first line (never a half-made file)."""
         line, sizes, dead = encode_line(table)
-        try:
-            atomic.write_atomically(self.path, line)
-        except BaseException:
-            self._loaded = False  # the rename may have happened before the directory fsync failed
-            raise
-        self._adopt(dict(table), sizes, dead, AppendFile(self.path, len(line), len(line), True))
+        atomic.write_atomically(self.path, line)
+        self._adopt(table, sizes, dead, AppendFile(self.path, len(line), len(line), True))
 
     def _compact(self) -> None:
         """Rewrite the file as one line. The change that led here is on disk already: a refusal
@@ -166,17 +219,20 @@ class JournalStorage(Storage):
         try:
             atomic.write_atomically(self.path, line)
         except OSError as exc:
-            log.warning("%s: could not compact the outbox segment (%s); tried again at its next change", self.path, exc)
+            log.warning("%s: could not compact the outbox segment (%s); tried again later", self.path, exc)
             self._loaded = False
             with contextlib.suppress(OSError, CorruptSegment):
                 self._load()
+            self._compact_at = self._dead + self.compact_bytes  # after as many changes again
             return
         self._adopt(self._table, sizes, dead, AppendFile(self.path, len(line), len(line), True))
+        self._compact_at = self.compact_bytes
         self.compactions += 1
 
     def _load(self) -> None:
         """Read the file (once; again only after a write whose outcome is not known)."""
         self.close()
+        self._changed.clear()
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -194,7 +250,8 @@ class JournalStorage(Storage):
 
     def _adopt(self, table: dict[str, Any], sizes: dict[str, int], dead: int, file: AppendFile) -> None:
         self.close()
-        self._table, self.sizes, self._dead, self._file = table, sizes, dead, file
+        self._table = self._records(table, [key for key, fields in table.items() if type(fields) is not _Record])
+        self.sizes, self._dead, self._file = sizes, dead, file
         self.file_bytes = file.end
         self._loaded = True
 
@@ -222,6 +279,7 @@ class HeadJournal:
         self.reserved = 0
         self.size_bytes = 0
         self._file: AppendFile | None = None  # None: the next write replaces the file
+        self._compact_at = compact_bytes  # (further after a compaction the disk refused)
 
     def adopt(self, floor: int, reserved: int, end: int, size: int, newline: bool) -> None:
         """Take the state read from the file at opening; lines go on after ``end``."""
@@ -236,13 +294,16 @@ class HeadJournal:
             return
         self._file.append(line)
         self.floor, self.reserved, self.size_bytes = floor, reserved, self._file.end
-        if self.size_bytes > self.compact_bytes:
+        if self.size_bytes > self._compact_at:
             try:
                 self.replace(floor, reserved)
             except OSError as exc:  # the line is on disk: the acknowledgement stands
-                log.warning("%s: could not compact (%s); tried again at the next write", self.path, exc)
+                self._compact_at = self.size_bytes + self.compact_bytes  # tried again after as many lines
+                log.warning("%s: could not compact (%s); tried again later", self.path, exc)
                 with contextlib.suppress(OSError):
-                    self.size_bytes = self.path.stat().st_size
+                    raw = self.path.read_bytes()
+                    split = split_lines(raw, parse_head_line)
+                    self.adopt(self.floor, self.reserved, split.end, len(raw), split.last_newline)
 
     def replace(self, floor: int, reserved: int) -> None:
         """Rewrite the file as one line (creating it, compacting it, or after a refused compaction)."""
@@ -251,6 +312,7 @@ class HeadJournal:
         atomic.write_atomically(self.path, line)
         self._file = AppendFile(self.path, len(line), len(line), True)
         self.floor, self.reserved, self.size_bytes = floor, reserved, len(line)
+        self._compact_at = self.compact_bytes
 
     def close(self) -> None:
         if self._file is not None:

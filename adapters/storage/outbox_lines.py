@@ -179,6 +179,11 @@ def scan_lines(split: Split) -> list[Line]:
 
 
 def _line(data: Any, length: int) -> Line:
+    """The line ``data`` was read from, checked; ``length``: its bytes, ``\\n`` included."""
+    if type(data) is dict and len(data) == 1 and type(records := data.get(TABLE)) is dict and len(records) == 1:
+        [(key, fields)] = records.items()  # an append, or an attempt counted: the usual line
+        if type(fields) is dict:
+            return Line([(key, fields, length)])
     if not isinstance(data, dict) or not set(data) <= {TABLE, REMOVED}:
         raise ValueError(f'not a {{"{TABLE}": {{...}}}} or {{"{REMOVED}": [...]}} object')
     records, removed = data.get(TABLE, {}), data.get(REMOVED, [])

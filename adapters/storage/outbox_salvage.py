@@ -93,7 +93,9 @@ def read_segment(raw: bytes, start: int, end: int | None, tail: bool) -> Segment
             if n == 1 and len(split.lines) > 1 and (one := _one_object(split.lines)) is not None:
                 lines, reformat = [one], True
                 break
-            damage = damage or f"not a segment (line {n}: {exc})"
+            if isinstance(exc, json.JSONDecodeError):
+                exc = ValueError(f"{exc.msg.removesuffix(' at')} at column {exc.colno}")
+            damage = damage or f"line {n} does not read: {exc}"
             unreadable.append(text)
             continue
         salvage_unreadable()
