@@ -199,6 +199,12 @@ class JournalStorage(Storage):
         if self._file is not None:
             self._file.close()
 
+    def release(self) -> dict[str, dict[str, Any]]:
+        """Close, and hand over the table for the caller to free (see the store's ``_tidy``)."""
+        self.close()
+        table, self._table, self._loaded = self._table or {}, None, False
+        return table
+
     def _records(self, table: dict[str, dict[str, Any]], keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """``table`` with the records at ``keys`` made ``_Record``s of this storage."""
         for key in keys:
