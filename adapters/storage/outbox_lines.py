@@ -11,8 +11,9 @@ write there is, so every change is one line (see ``outbox_journal``):
 
 The first line of a file is written with the file, atomically (``atomic.write_atomically``): a
 file is never torn there. A later line may be torn by a kill or a power cut while it was
-appended: a last line without its ``\\n`` that does not read, and looks like the start of a line
-this store writes, is a write that never returned, and is dropped. A file of the previous version
+appended: a last line without its ``\\n`` that does not read, and looks like the start of one
+line this store writes, is a write that never returned, and is dropped (``split_lines``; the
+store makes one exception, see ``outbox_salvage.read_segment``). A file of the previous version
 (the whole TinyDB database, ``{"records": {...}}``, rewritten on every change) is one line without
 its ``\\n``: it reads as it is.
 """
@@ -229,8 +230,10 @@ def split_lines(raw: bytes, parse: Callable[[str], object] = scan_line) -> Split
 
 
 def _looks_torn(tail: bytes) -> bool:
-    """Whether ``tail`` may be the start of a line this store writes (ASCII, printable)."""
+    """Whether ``tail`` may be the start of one line this store writes (ASCII, printable)."""
     if not tail.isascii() or any(byte < 0x20 for byte in tail):
+        return False
+    if sum(tail.count(opener) for opener in OPENERS) > 1:  # more than one line's start: damage
         return False
     return any(tail.startswith(opener) or opener.startswith(tail) for opener in OPENERS)
 

@@ -120,6 +120,18 @@ def inserted(before: int, garbage: bytes) -> Callable[[bytes], bytes]:
     return change
 
 
+def run_together_and_cut(seq: int) -> Callable[[bytes], bytes]:
+    """The newline before record ``seq``'s line overwritten, and the file cut inside that record:
+    not what a kill leaves (one unfinished line), so the record before is salvaged, not dropped."""
+
+    def change(raw: bytes) -> bytes:
+        cut = cut_inside(seq)(raw)
+        at = cut.rindex(b"\n")
+        return cut[:at] + b"#" + cut[at + 1 :]
+
+    return change
+
+
 # (damage to the middle segment, records of it that must survive, records_lost)
 CASES = {
     "cut inside record 9": (cut_inside(9), [6, 7, 8], None),
@@ -127,6 +139,7 @@ CASES = {
     "a line of garbage in the middle": (inserted(8, b"#\x00 garbage\n"), [6, 7, 8, 9, 10], None),
     "an empty line in the middle": (inserted(8, b"\n"), [6, 7, 8, 9, 10], None),
     "the newline after record 8 overwritten": (newline_overwritten(8), [6, 7, 8, 9, 10], None),
+    "the last two lines run together and cut": (run_together_and_cut(10), [6, 7, 8, 9], None),
     "attempts of record 8 is a string": (wrong_type(8, "attempts", "3"), [6, 7, 9, 10], 1),
     "payload of record 6 is a list": (wrong_type(6, "payload", [1]), [7, 8, 9, 10], 1),
     "record 7 overwritten in the middle": (garbled(7, b"#\x00#" * 4), [6, 8, 9, 10], None),
@@ -189,6 +202,20 @@ def test_the_stop_transaction_survives_when_the_tail_segment_is_cut_and_seqs_go_
     after = store.append(new(16))  # appended after the records of the cut tail
     assert after.seq > 15  # a seq the lost records had is never handed out again
     assert [r.seq for r in drain(SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS))] == [*survivors, after.seq]
+
+
+def test_the_last_segment_cut_after_two_lines_ran_together_is_damage_not_a_kill(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    appended = filled(tmp_path)
+    tail = tmp_path / TAIL
+    tail.write_bytes(run_together_and_cut(15)(tail.read_bytes()))
+
+    store, problem = reopen(tmp_path, caplog)
+
+    assert [i.seq for i in store.index()] == list(range(1, 15))  # 14 is kept, 15 is lost
+    assert problem.path == str(tail) and problem.records_lost is None
+    assert drain(store) == appended[:14]
 
 
 def test_a_last_line_without_its_newline_reads_and_the_next_goes_after_one(
