@@ -1,37 +1,49 @@
-"""Benchmark: queueing and delivering outbox records at a backlog, naive TinyDB vs the segmented store.
+"""Benchmark: queueing and acknowledging outbox records at a backlog, against the disk's floors.
 
-The baseline is what a first version would do: one TinyDB file with its default JSONStorage,
-``db.insert`` per record and ``db.remove`` of the head per delivery (it fsyncs, but rewrites
-the whole file each time). The segmented store is ``SegmentedOutboxStore``. Both run in the same
-process on the same disk, one backlog after the other, with the same ~400-byte MeterValues
-payload, so the ratio holds on a shared, noisy machine.
+Each method runs in the same process on the same disk, at the same backlog, with the same
+~450-byte MeterValues record, so that the ratios hold on a shared, noisy machine:
 
-Filling 50,000 records one fsync at a time would take minutes, so both are pre-filled in bulk
-(``insert_multiple`` for TinyDB; segment files written directly for the store, through its own
-storage class) and only the measured calls go through the API.
+* ``JSON line`` (the floor): one JSON line appended and fsynced per record; an acknowledgement is
+  one more small line (``{"ack":<seq>}``) and an fsync. Nothing durable costs less.
+* ``SQLite WAL``: one row per record (journal_mode=WAL, synchronous=FULL: an fsync per commit);
+  an acknowledgement deletes the oldest row.
+* ``outbox store``: ``SegmentedOutboxStore.append``, and ``head()`` + ``remove([head])``.
+* ``naive TinyDB`` (``--naive``): one TinyDB file with its default storage, ``insert`` and
+  ``remove`` of the head by document id (it rewrites the whole file each time).
 
-    .venv/bin/python bench/outbox.py [--backlogs 1000 10000 50000] [--segment-records 100]
+Every method is pre-filled in bulk (50,000 records one fsync at a time would take a while), then
+``--calls`` appends and as many acknowledgements are measured, in rounds that alternate between
+the methods so that a busy moment of the machine is shared. Each is reported as a ratio of its
+p50 to the JSON line's. Bytes per call are counted two ways: "written" is what the process handed
+to write() (``wchar`` of /proc/self/io: what the method itself writes), "to disk" the sectors the
+disk took meanwhile (/proc/diskstats, the disk that holds the temporary directory: with the file
+system's own journal and metadata, and with whatever other processes wrote at the same time).
+
+    .venv/bin/python bench/outbox.py [--backlogs 1000 10000 50000] [--calls 1000] [--naive]
+
+``--prefill snapshot`` writes each pre-filled segment as one JSON object, the format of the
+store before its files grew by lines (the previous store reads only that one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sqlite3
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinydb import TinyDB
-from tinydb.table import Document
 
-from adapters.storage.atomic import write_atomically
-from adapters.storage.outbox_store import DEFAULT_SEGMENT_RECORDS, AtomicSegmentStorage, SegmentedOutboxStore
+from adapters.storage.outbox_store import DEFAULT_SEGMENT_RECORDS, SegmentedOutboxStore
 from gateway.domain.outbox import NewRecord, RecordKind
 
-# A StartTransaction's MeterValues as the upstream adapter queues them: ~400 bytes of JSON.
+# MeterValues of a transaction as the upstream adapter queues them: ~450 bytes as the store keeps them.
 PAYLOAD = {
     "connectorId": 1,
     "transactionId": 1234567,
@@ -52,6 +64,7 @@ PAYLOAD = {
         }
     ],
 }
+ROUNDS = 10
 
 
 def new_record(n: int) -> NewRecord:
@@ -59,7 +72,7 @@ def new_record(n: int) -> NewRecord:
 
 
 def fields(n: int) -> dict[str, object]:
-    """A record as the store keeps it (for the bulk pre-fill and for the baseline)."""
+    """A record as the store keeps it (for the pre-fill, and what the other methods write)."""
     record = new_record(n)
     return {
         "kind": record.kind.value,
@@ -71,63 +84,185 @@ def fields(n: int) -> dict[str, object]:
     }
 
 
-@dataclass
-class Timings:
-    append_s: list[float]
-    ack_s: list[float]
-    open_s: float = 0.0
+def compact(data: object) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
-def timed(calls: int, call: Callable[[int], object]) -> list[float]:
-    out = []
-    for i in range(calls):
+RECORD_BYTES = len(compact(fields(0)))
+
+
+class Method:
+    """One way to keep the queue: pre-filled, then ``append(n)`` and ``ack()`` timed."""
+
+    name = ""
+
+    def append(self, n: int) -> None: ...
+
+    def ack(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonLines(Method):
+    name = "JSON line + fsync (floor)"
+
+    def __init__(self, directory: Path, backlog: int) -> None:
+        self.descriptor = os.open(directory / "queue.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.write(self.descriptor, b"".join(compact(fields(n)) + b"\n" for n in range(backlog)))
+        os.fsync(self.descriptor)
+        self.acked = 0
+
+    def append(self, n: int) -> None:
+        os.write(self.descriptor, compact(fields(n)) + b"\n")
+        os.fsync(self.descriptor)
+
+    def ack(self) -> None:
+        self.acked += 1
+        os.write(self.descriptor, compact({"ack": self.acked}) + b"\n")
+        os.fsync(self.descriptor)
+
+    def close(self) -> None:
+        os.close(self.descriptor)
+
+
+class Sqlite(Method):
+    name = "SQLite WAL, synchronous=FULL"
+
+    def __init__(self, directory: Path, backlog: int) -> None:
+        self.db = sqlite3.connect(directory / "queue.db", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, fields TEXT NOT NULL)")
+        with self.db:
+            self.db.execute("BEGIN")
+            rows = ((compact(fields(n)),) for n in range(backlog))
+            self.db.executemany("INSERT INTO records (fields) VALUES (?)", rows)
+
+    def append(self, n: int) -> None:
+        self.db.execute("INSERT INTO records (fields) VALUES (?)", (compact(fields(n)),))
+
+    def ack(self) -> None:
+        self.db.execute("DELETE FROM records WHERE seq = (SELECT min(seq) FROM records)")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Store(Method):
+    name = "outbox store"
+
+    def __init__(self, directory: Path, backlog: int, segment_records: int, prefill: str) -> None:
+        for start in range(1, backlog + 1, segment_records):
+            seqs = range(start, min(start + segment_records, backlog + 1))
+            if prefill == "snapshot":  # one object, no newline: the format before the files grew by lines
+                content = b'{"records":{' + b",".join(b'"%d":%s' % (seq, compact(fields(seq))) for seq in seqs) + b"}}"
+            else:  # a line per record, as appends write them
+                content = b"".join(b'{"records":{"%d":%s}}\n' % (seq, compact(fields(seq))) for seq in seqs)
+            (directory / f"seg-{start:012d}.json").write_bytes(content)
+        (directory / "head.json").write_bytes(compact({"floor": 1, "reserved": backlog + 1}))
+        os.sync()
         started = time.perf_counter()
-        call(i)
-        out.append(time.perf_counter() - started)
-    return out
+        self.store = SegmentedOutboxStore(directory, segment_records)
+        self.open_s = time.perf_counter() - started
+        assert len(self.store) == backlog and not self.store.problems()
 
+    def append(self, n: int) -> None:
+        self.store.append(new_record(n))
 
-def naive(directory: Path, backlog: int, calls: int) -> Timings:
-    db = TinyDB(directory / "outbox.json")
-    db.insert_multiple(fields(n) for n in range(backlog))
-    head = [1]  # doc ids are 1.. in insertion order; the baseline is spared any search for the head
-
-    def ack(_: int) -> None:
-        db.remove(doc_ids=[head[0]])
-        head[0] += 1
-
-    appends = timed(calls, lambda i: db.insert(fields(i)))
-    acks = timed(calls, ack)
-    db.close()
-    return Timings(appends, acks)
-
-
-def prefill(directory: Path, backlog: int, segment_records: int) -> None:
-    """Write the files a store of ``backlog`` records would hold, without an fsync per record."""
-    for start in range(1, backlog + 1, segment_records):
-        stop = min(start + segment_records, backlog + 1)
-        records = {str(seq): fields(seq) for seq in range(start, stop)}
-        db = TinyDB(directory / f"seg-{start:012d}.json", storage=AtomicSegmentStorage)  # one write per segment
-        db.table("records").insert_multiple(Document(records[str(seq)], doc_id=seq) for seq in range(start, stop))
-        db.close()
-    write_atomically(directory / "head.json", f'{{"floor":1,"reserved":{backlog + 1}}}'.encode())
-
-
-def segmented(directory: Path, backlog: int, calls: int, segment_records: int) -> Timings:
-    prefill(directory, backlog, segment_records)
-    started = time.perf_counter()
-    store = SegmentedOutboxStore(directory, segment_records)
-    open_s = time.perf_counter() - started
-    assert len(store) == backlog and not store.problems()
-
-    def ack(_: int) -> None:
-        head = store.head()
+    def ack(self) -> None:
+        head = self.store.head()
         assert head is not None
-        store.remove([head.seq])
+        self.store.remove([head.seq])
 
-    appends = timed(calls, lambda i: store.append(new_record(i)))
-    acks = timed(calls, ack)
-    return Timings(appends, acks, open_s)
+
+class NaiveTinyDB(Method):
+    name = "naive TinyDB"
+
+    def __init__(self, directory: Path, backlog: int) -> None:
+        self.db = TinyDB(directory / "outbox.json")
+        self.db.insert_multiple(fields(n) for n in range(backlog))
+        self.head = 1  # doc ids are 1.. in insertion order; the baseline is spared any search for the head
+
+    def append(self, n: int) -> None:
+        self.db.insert(fields(n))
+
+    def ack(self) -> None:
+        self.db.remove(doc_ids=[self.head])
+        self.head += 1
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def io_counters() -> dict[str, int]:
+    with open("/proc/self/io") as file:
+        return {key: int(value) for key, value in (line.split(": ") for line in file)}
+
+
+def device_sectors(directory: Path) -> int | None:
+    """Sectors written so far to the disk that holds ``directory`` (None if it is not listed)."""
+    device = os.stat(directory).st_dev
+    with open("/proc/diskstats") as file:
+        for line in file:
+            parts = line.split()
+            if (int(parts[0]), int(parts[1])) == (os.major(device), os.minor(device)):
+                return int(parts[9])
+    return None
+
+
+@dataclass
+class Written:
+    """Bytes a phase wrote: handed to write() by this process, and sectors the disk took."""
+
+    wchar: int = 0
+    device: int | None = 0
+    calls: int = 0
+
+    def add(self, wchar: int, device: int | None, calls: int) -> None:
+        self.wchar += wchar
+        self.device = None if device is None or self.device is None else self.device + device
+        self.calls += calls
+
+    def per_call(self) -> str:
+        device = "-" if self.device is None else f"{self.device / self.calls:,.0f}"
+        return f"{self.wchar / self.calls:,.0f} | {device}"
+
+
+@dataclass
+class Measured:
+    append_s: list[float] = field(default_factory=list)
+    ack_s: list[float] = field(default_factory=list)
+    appended: Written = field(default_factory=Written)
+    acked: Written = field(default_factory=Written)
+
+
+def timed(calls: int, call: Callable[[], object], into: list[float]) -> None:
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        into.append(time.perf_counter() - started)
+
+
+def measure(methods: list[Method], directory: Path, calls: int) -> list[Measured]:
+    """``calls`` appends, then ``calls`` acks, per method, in rounds that alternate between them."""
+    results = [Measured() for _ in methods]
+    per_round = max(1, calls // ROUNDS)
+    for phase in ("append", "ack"):
+        done = 0
+        while done < calls:
+            count = min(per_round, calls - done)
+            for method, result in zip(methods, results, strict=True):
+                numbers = iter(range(done, done + count))
+                before, sectors = io_counters()["wchar"], device_sectors(directory)
+                if phase == "append":
+                    timed(count, lambda method=method, numbers=numbers: method.append(next(numbers)), result.append_s)
+                else:
+                    timed(count, method.ack, result.ack_s)
+                after, sectors_after = io_counters()["wchar"], device_sectors(directory)
+                device = None if sectors is None or sectors_after is None else (sectors_after - sectors) * 512
+                (result.appended if phase == "append" else result.acked).add(after - before, device, count)
+            done += count
+    return results
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -142,37 +277,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backlogs", type=int, nargs="+", default=[1_000, 10_000, 50_000])
     parser.add_argument("--segment-records", type=int, default=DEFAULT_SEGMENT_RECORDS)
-    parser.add_argument("--calls", type=int, default=200, help="measured appends and acks per backlog (store)")
-    parser.add_argument("--naive-calls", type=int, nargs="+", default=[100, 40, 20], help="per backlog (baseline)")
+    parser.add_argument("--calls", type=int, default=1000, help="measured appends, and acks, per method and backlog")
+    parser.add_argument("--naive", action="store_true", help="also one TinyDB file (slow: seconds per call at 50,000)")
+    parser.add_argument("--naive-calls", type=int, default=20)
+    parser.add_argument("--prefill", choices=["lines", "snapshot"], default="lines")
     args = parser.parse_args()
-    naive_calls = dict(zip(args.backlogs, args.naive_calls + [args.naive_calls[-1]] * len(args.backlogs), strict=False))
-    size = len(json.dumps(PAYLOAD))
     print(
-        f"per-record latency with fsync, ~{size}-byte MeterValues payload; segmented store with "
-        f"{args.segment_records} records per segment; baseline calls {args.naive_calls}, store calls {args.calls}"
+        f"per-record latency with fsync, {RECORD_BYTES}-byte record; store with {args.segment_records} records "
+        f"per segment, pre-filled as {args.prefill}; {args.calls} appends and {args.calls} acks per method "
+        f"(naive TinyDB: {args.naive_calls}); x = p50 / the JSON line's p50 at the same backlog"
     )
     print()
     print(
-        "| backlog | store | append p50 ms | append p99 ms | ack head p50 ms | ack head p99 ms | open s |\n"
-        "|---:|---|---:|---:|---:|---:|---:|"
+        "| backlog | method | append p50 ms | append p99 ms | x | ack p50 ms | ack p99 ms | x "
+        "| append B written | append B to disk | ack B written | ack B to disk | open s |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
-    ratios = []
     for backlog in args.backlogs:
-        with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as two:
-            base = naive(Path(one), backlog, naive_calls[backlog])
-            ours = segmented(Path(two), backlog, args.calls, args.segment_records)
-        for label, t in (("naive TinyDB", base), ("segmented", ours)):
-            open_s = f"{t.open_s:.2f}" if t.open_s else "-"
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as root:
+            directories = [Path(root) / name for name in ("lines", "sqlite", "store", "naive")]
+            for directory in directories:
+                directory.mkdir()
+            methods: list[Method] = [
+                JsonLines(directories[0], backlog),
+                Sqlite(directories[1], backlog),
+                Store(directories[2], backlog, args.segment_records, args.prefill),
+            ]
+            os.sync()
+            results = measure(methods, Path(root), args.calls)
+            if args.naive:
+                naive = NaiveTinyDB(directories[3], backlog)
+                os.sync()
+                results += measure([naive], Path(root), args.naive_calls)
+                methods.append(naive)
+            for method in methods:
+                method.close()
+        floor = results[0]
+        for method, result in zip(methods, results, strict=True):
+            x_append = percentile(result.append_s, 50) / percentile(floor.append_s, 50)
+            x_ack = percentile(result.ack_s, 50) / percentile(floor.ack_s, 50)
+            open_s = f"{method.open_s:.2f}" if isinstance(method, Store) else "-"
             print(
-                f"| {backlog:,} | {label} | {ms(t.append_s, 50)} | {ms(t.append_s, 99)} | "
-                f"{ms(t.ack_s, 50)} | {ms(t.ack_s, 99)} | {open_s} |"
+                f"| {backlog:,} | {method.name} | {ms(result.append_s, 50)} | {ms(result.append_s, 99)} | "
+                f"{x_append:.2f} | {ms(result.ack_s, 50)} | {ms(result.ack_s, 99)} | {x_ack:.2f} | "
+                f"{result.appended.per_call()} | {result.acked.per_call()} | {open_s} |"
             )
-        ratios.append(
-            f"{backlog:,}: append p50 {percentile(base.append_s, 50) / percentile(ours.append_s, 50):.0f}x, "
-            f"ack p50 {percentile(base.ack_s, 50) / percentile(ours.ack_s, 50):.0f}x"
-        )
-    print()
-    print("naive / segmented: " + "; ".join(ratios))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ anything it had promised.
 
 A child process (tests/fixtures/outbox_child.py) appends, delivers, thins and counts attempts in
 a loop and reports each call only after it returned. The parent kills it with SIGKILL once it has
-read a random number of lines (so the kill lands in whatever the child does next: a segment
-rewrite, a head.json write, an unlink), opens the store itself and checks it against the reports.
+read a random number of lines (so the kill lands in whatever the child does next: a line appended
+to a segment or to head.json, a new segment, an unlink, a compaction), opens the store itself and
+checks it against the reports. The second test compacts files every few changes and, every other
+round, kills the child as it announces a compaction (so the kill lands in the rewrite).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ LINE_TIMEOUT_S = 10.0
 class Child:
     """The child process and a thread that forwards its stdout lines (until EOF, then None)."""
 
-    def __init__(self, directory: Path, seed: int, first_n: int) -> None:
+    def __init__(self, directory: Path, seed: int, first_n: int, compaction: tuple[int, int] | None = None) -> None:
         arguments = [str(directory), str(seed), str(first_n), str(SEGMENT_RECORDS)]
+        arguments += [str(n) for n in compaction or ()]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.fixtures.outbox_child", *arguments],
             cwd=ROOT,
@@ -75,10 +78,11 @@ class Promises:
         self.maybe_removed: set[int] = set()  # in a remove a kill cut short: gone or not
         self.attempts: dict[int, int] = {}
         self.last_seq = 0
+        self.compactions = 0
 
     def take(self, line: str) -> None:
-        tag, *numbers = line.split()
-        values = [int(v) for v in numbers]
+        tag, *words = line.split()
+        values = [int(v) for v in words] if tag != "C" else []
         if tag == "A":
             seq, n = values
             assert seq > self.last_seq, f"seq {seq} handed out after {self.last_seq}"
@@ -91,6 +95,8 @@ class Promises:
             self.removing = set()
         elif tag == "S":
             self.attempts[values[0]] = values[1]
+        elif tag == "C":
+            self.compactions += 1
 
     def killed(self) -> None:
         self.maybe_removed |= self.removing
@@ -110,25 +116,30 @@ class Promises:
                 assert int(info.created_at) == self.appended[info.seq], f"seq {info.seq} holds another record"
 
 
-def test_kill_9_at_random_moments_loses_and_reorders_nothing(tmp_path: Path) -> None:
-    rng = random.Random(20261129)
+def kill_at_random_moments(directory: Path, rng: random.Random, compaction: tuple[int, int] | None) -> Promises:
     promises = Promises()
     started = time.monotonic()
     for round_ in range(KILLS):
-        child = Child(tmp_path, seed=rng.randrange(2**32), first_n=round_ * 1_000_000)
+        child = Child(directory, seed=rng.randrange(2**32), first_n=round_ * 1_000_000, compaction=compaction)
         assert child.next_line() == "O"
-        for _ in range(rng.randint(1, 40)):
-            promises.take(child.next_line())
+        if compaction is not None and round_ % 2:  # kill as a compaction begins
+            for _ in range(200):
+                promises.take(line := child.next_line())
+                if line.startswith("C "):
+                    break
+        else:
+            for _ in range(rng.randint(1, 40)):
+                promises.take(child.next_line())
         # A little jitter (not a wait on anything) so the kill lands at any point of the next call.
         time.sleep(rng.random() * 0.002)
         for line in child.kill():
             promises.take(line)
         promises.killed()
-        assert not any(p.name.endswith(".corrupt") for p in tmp_path.iterdir())
-        promises.check(SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS))
-        assert not list(tmp_path.glob("*.tmp")), "opening removes what a kill left half-written"
+        assert not any(p.name.endswith(".corrupt") for p in directory.iterdir())
+        promises.check(SegmentedOutboxStore(directory, SEGMENT_RECORDS))
+        assert not list(directory.glob("*.tmp")), "opening removes what a kill left half-written"
 
-    store = SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS)
+    store = SegmentedOutboxStore(directory, SEGMENT_RECORDS)
     promises.check(store)
     assert len(promises.appended) > KILLS
     while (head := store.head()) is not None:  # attempts counted are kept (or one more, if cut short)
@@ -136,3 +147,15 @@ def test_kill_9_at_random_moments_loses_and_reorders_nothing(tmp_path: Path) -> 
             assert promises.attempts[head.seq] <= head.attempts <= promises.attempts[head.seq] + 1
         store.remove([head.seq])
     assert time.monotonic() - started < 60
+    return promises
+
+
+def test_kill_9_at_random_moments_loses_and_reorders_nothing(tmp_path: Path) -> None:
+    kill_at_random_moments(tmp_path, random.Random(20261129), None)
+
+
+def test_kill_9_during_compactions_loses_and_reorders_nothing(tmp_path: Path) -> None:
+    """Segments rewritten once 300 bytes of them hold nothing (two or three records), head.json
+    past 100 bytes (three acknowledgements)."""
+    promises = kill_at_random_moments(tmp_path, random.Random(20261130), (300, 100))
+    assert promises.compactions >= KILLS // 2

@@ -1,8 +1,9 @@
 """A damaged outbox segment loses only the records that no longer read, not its 49 neighbours.
 
-Each test fills a real store (segments of 5 records: 1-5, 6-10, 11-15), damages the middle or
-the tail segment on disk the way a broken disk or a hand edit would, reopens the store and checks
-exactly which records come back, in which order, and what ``problems()`` says.
+Each test fills a real store (segments of 5 records: 1-5, 6-10, 11-15; a line per record), damages
+the middle or the tail segment on disk the way a broken disk or a hand edit would, reopens the
+store and checks exactly which records come back, in which order, and what ``problems()`` says.
+Segments of the previous version (one JSON object, tests/fixtures/outbox_v1) are salvaged too.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from adapters.storage import outbox_store
+from adapters.storage import atomic
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind, StoreProblem
-from tests.integration.test_outbox_store import drain
+from tests.integration.test_outbox_store import V1, drain
 
 SEGMENT_RECORDS = 5
 MIDDLE = "seg-000000000006.json"  # records 6-10
@@ -36,12 +39,28 @@ def filled(directory: Path) -> list[OutboxRecord]:
     return [store.append(new(n)) for n in range(1, 16)]
 
 
+def compact(data: object) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def lines(raw: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in raw.splitlines()]
+
+
 def record_at(raw: bytes, seq: int) -> tuple[int, int]:
-    """Where record ``seq`` lies in a segment file as written: from its key to its closing brace."""
-    fields = json.loads(raw)["records"][str(seq)]
-    text = f'"{seq}":'.encode() + json.dumps(fields, separators=(",", ":")).encode()
-    start = raw.index(text)
+    """Where record ``seq`` lies in a segment file as written: from its key to its closing brace
+    (its latest version: the last line that sets it)."""
+    fields = [line["records"][str(seq)] for line in lines(raw) if str(seq) in line.get("records", {})][-1]
+    text = f'"{seq}":'.encode() + compact(fields)
+    start = raw.rindex(text)
     return start, start + len(text)
+
+
+def line_of(raw: bytes, seq: int) -> tuple[int, int]:
+    """Where the line that sets record ``seq`` lies, its newline included."""
+    start, _ = record_at(raw, seq)
+    start = raw.rindex(b"\n", 0, start) + 1 if b"\n" in raw[:start] else 0
+    return start, raw.index(b"\n", start) + 1
 
 
 def reopen(directory: Path, caplog: pytest.LogCaptureFixture) -> tuple[SegmentedOutboxStore, StoreProblem]:
@@ -61,10 +80,13 @@ def cut_inside(seq: int) -> Callable[[bytes], bytes]:
 
 
 def wrong_type(seq: int, field: str, value: object) -> Callable[[bytes], bytes]:
+    """Give a field of record ``seq`` a value of the wrong type, in the line that sets it."""
+
     def change(raw: bytes) -> bytes:
-        data = json.loads(raw)
-        data["records"][str(seq)][field] = value
-        return json.dumps(data, separators=(",", ":")).encode()
+        start, end = line_of(raw, seq)
+        line = json.loads(raw[start:end])
+        line["records"][str(seq)][field] = value
+        return raw[:start] + compact(line) + b"\n" + raw[end:]
 
     return change
 
@@ -80,12 +102,44 @@ def garbled(seq: int, garbage: bytes) -> Callable[[bytes], bytes]:
     return change
 
 
+def newline_overwritten(seq: int) -> Callable[[bytes], bytes]:
+    """The newline after record ``seq``'s line overwritten: two lines read as one."""
+
+    def change(raw: bytes) -> bytes:
+        end = line_of(raw, seq)[1]
+        return raw[: end - 1] + b"#" + raw[end:]
+
+    return change
+
+
+def inserted(before: int, garbage: bytes) -> Callable[[bytes], bytes]:
+    def change(raw: bytes) -> bytes:
+        start = line_of(raw, before)[0]
+        return raw[:start] + garbage + raw[start:]
+
+    return change
+
+
+def run_together_and_cut(seq: int) -> Callable[[bytes], bytes]:
+    """The newline before record ``seq``'s line overwritten, and the file cut inside that record:
+    not what a kill leaves (one unfinished line), so the record before is salvaged, not dropped."""
+
+    def change(raw: bytes) -> bytes:
+        cut = cut_inside(seq)(raw)
+        at = cut.rindex(b"\n")
+        return cut[:at] + b"#" + cut[at + 1 :]
+
+    return change
+
+
 # (damage to the middle segment, records of it that must survive, records_lost)
 CASES = {
     "cut inside record 9": (cut_inside(9), [6, 7, 8], None),
-    "cut right after record 8 and its comma": (lambda raw: raw[: record_at(raw, 9)[0]], [6, 7, 8], None),
-    "one byte short": (lambda raw: raw[:-1], [6, 7, 8, 9, 10], 0),
-    "garbage appended": (lambda raw: raw + b'\x00\xff{"records":{"99":{', [6, 7, 8, 9, 10], 0),
+    "garbage appended": (lambda raw: raw + b'\x00\xff{"records":{"99":{', [6, 7, 8, 9, 10], None),
+    "a line of garbage in the middle": (inserted(8, b"#\x00 garbage\n"), [6, 7, 8, 9, 10], None),
+    "an empty line in the middle": (inserted(8, b"\n"), [6, 7, 8, 9, 10], None),
+    "the newline after record 8 overwritten": (newline_overwritten(8), [6, 7, 8, 9, 10], None),
+    "the last two lines run together and cut": (run_together_and_cut(10), [6, 7, 8, 9], None),
     "attempts of record 8 is a string": (wrong_type(8, "attempts", "3"), [6, 7, 9, 10], 1),
     "payload of record 6 is a list": (wrong_type(6, "payload", [1]), [7, 8, 9, 10], 1),
     "record 7 overwritten in the middle": (garbled(7, b"#\x00#" * 4), [6, 8, 9, 10], None),
@@ -128,24 +182,109 @@ def test_a_damaged_segment_keeps_every_record_that_still_reads(
 def test_the_stop_transaction_survives_when_the_tail_segment_is_cut_and_seqs_go_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The middle segment cut inside record 8 is damage (records are only added at the tail);
+    the tail cut inside a line is what a kill while appending leaves: its last line is dropped
+    quietly (a cut at a line's end cannot be told from a file that ended there)."""
     filled(tmp_path)
     segment = tmp_path / MIDDLE
     segment.write_bytes(cut_inside(8)(segment.read_bytes()))
     tail = tmp_path / TAIL
-    tail.write_bytes(tail.read_bytes()[: len(tail.read_bytes()) // 2])
+    tail.write_bytes(cut_inside(13)(tail.read_bytes()))
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         store = SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS)
-    assert sorted(Path(p.path).name for p in store.problems()) == [MIDDLE, TAIL]
+    assert [Path(p.path).name for p in store.problems()] == [MIDDLE]
     survivors = [i.seq for i in store.index()]
-    assert survivors[:7] == [1, 2, 3, 4, 5, 6, 7]
-    assert 8 not in survivors and 15 not in survivors and 11 in survivors
+    assert survivors == [1, 2, 3, 4, 5, 6, 7, 11, 12]
     stop = [i for i in store.index() if i.kind is RecordKind.STOP]
     assert [i.seq for i in stop] == [7]
 
-    after = store.append(new(16))  # appended after the salvaged records of the cut tail
+    after = store.append(new(16))  # appended after the records of the cut tail
     assert after.seq > 15  # a seq the lost records had is never handed out again
     assert [r.seq for r in drain(SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS))] == [*survivors, after.seq]
+
+
+def test_the_last_segment_cut_after_two_lines_ran_together_is_damage_not_a_kill(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    appended = filled(tmp_path)
+    tail = tmp_path / TAIL
+    tail.write_bytes(run_together_and_cut(15)(tail.read_bytes()))
+
+    store, problem = reopen(tmp_path, caplog)
+
+    assert [i.seq for i in store.index()] == list(range(1, 15))  # 14 is kept, 15 is lost
+    assert problem.path == str(tail) and problem.records_lost is None
+    assert drain(store) == appended[:14]
+
+
+def test_a_last_line_without_its_newline_reads_and_the_next_goes_after_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    appended = filled(tmp_path)
+    for name in (MIDDLE, TAIL):
+        (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:-1])
+    with caplog.at_level(logging.INFO):
+        store = SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS)
+    assert store.problems() == [] and not caplog.records
+    store.set_attempts(10, 1)
+    sixteenth = store.append(new(16))
+    assert lines((tmp_path / MIDDLE).read_bytes())[-1]["records"]["10"]["attempts"] == 1
+    assert [r.seq for r in drain(SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS))] == [
+        *[r.seq for r in appended],
+        sixteenth.seq,
+    ]
+
+
+def test_a_damaged_removal_line_brings_its_records_back_and_loses_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record thinned is sent again rather than a record queued being lost."""
+    filled(tmp_path)
+    store = SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS)
+    store.remove([8, 9])
+    segment = tmp_path / MIDDLE
+    raw = segment.read_bytes()
+    assert raw.endswith(b'{"removed":[8,9]}\n')
+    segment.write_bytes(raw[:-8] + b"\x00" + raw[-7:])
+
+    reopened, problem = reopen(tmp_path, caplog)
+
+    assert [i.seq for i in reopened.index()] == list(range(1, 16))
+    assert "5 records salvaged" in problem.what and problem.records_lost is None
+
+
+def test_an_unfinished_line_of_a_thinning_or_a_failed_attempt_is_no_damage(tmp_path: Path) -> None:
+    """Any segment may be cut by a kill inside such a line: it only removes or updates records."""
+    filled(tmp_path)
+    store = SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS)
+    store.set_attempts(8, 1)
+    raw = (tmp_path / MIDDLE).read_bytes()
+    (tmp_path / MIDDLE).write_bytes(raw[:-30])  # the attempts line, cut short
+    (tmp_path / "seg-000000000001.json").write_bytes((tmp_path / "seg-000000000001.json").read_bytes() + b'{"rem')
+    reopened = SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS)
+    assert reopened.problems() == []
+    assert [(r.seq, r.attempts) for r in drain(reopened)] == [(seq, 0) for seq in range(1, 16)]
+
+
+def test_a_damaged_segment_of_the_previous_version_is_salvaged_the_same_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One JSON object for the whole segment (tests/fixtures/outbox_v1: 6, 7, 8 and 10 in it)."""
+    shutil.copytree(V1, tmp_path, dirs_exist_ok=True)
+    segment = tmp_path / MIDDLE
+    damaged = cut_inside(8)(segment.read_bytes())
+    segment.write_bytes(damaged)
+
+    store, problem = reopen(tmp_path, caplog)
+
+    assert [i.seq for i in store.index()] == [3, 4, 5, 6, 7, 11, 12]
+    assert problem.records_lost is None and "2 records salvaged" in problem.what
+    assert (tmp_path / f"{MIDDLE}.corrupt").read_bytes() == damaged
+    assert SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS).problems() == []
+    one_more = SegmentedOutboxStore(tmp_path, SEGMENT_RECORDS)
+    one_more.append(new(20))
+    assert [r.action for r in drain(one_more)][3:5] == ["MeterValues", "StopTransaction"]
 
 
 def test_delivered_records_in_a_damaged_segment_are_not_counted(
@@ -187,7 +326,7 @@ def test_a_salvage_a_kill_cut_short_is_done_again_into_the_same_copy(
 def test_a_second_damage_to_a_segment_keeps_both_originals(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     filled(tmp_path)
     segment = tmp_path / MIDDLE
-    first = segment.read_bytes()[:-1]
+    first = garbled(10, b"#")(segment.read_bytes())
     segment.write_bytes(first)
     reopen(tmp_path, caplog)
     second = cut_inside(9)(segment.read_bytes())
@@ -209,16 +348,16 @@ def test_a_damaged_segment_on_a_full_disk_does_not_stop_the_gateway_from_startin
     for n in range(1, 4):
         store.append(new(n))
     segment = tmp_path / "seg-000000000001.json"
-    segment.write_bytes(segment.read_bytes()[:-7])  # cut short
+    segment.write_bytes(garbled(2, b"#")(segment.read_bytes()))
 
     def full(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(outbox_store, "write_atomically", full)
+    monkeypatch.setattr(atomic, "write_atomically", full)
     opened = SegmentedOutboxStore(tmp_path, 50)  # opens: the segment waits, unread, for the next start
     assert len(opened) == 0 and "not salvaged now" in opened.problems()[0].what
     monkeypatch.undo()
     later = opened.append(new(4))
     assert later.seq > 50  # numbers go on after the damaged segment's range, never into it
-    reopened = SegmentedOutboxStore(tmp_path, 50)  # room again: salvaged (3 was in the cut)
-    assert [r.created_at for r in drain(reopened)] == [new(n).created_at for n in (1, 2, 4)]
+    reopened = SegmentedOutboxStore(tmp_path, 50)  # room again: salvaged (2 was garbled)
+    assert [r.created_at for r in drain(reopened)] == [new(n).created_at for n in (1, 3, 4)]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
+import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +38,11 @@ def drain(store: SegmentedOutboxStore) -> list[OutboxRecord]:
         out.append(head)
         store.remove([head.seq])
     return out
+
+
+def attempts(store: SegmentedOutboxStore) -> list[tuple[int, int]]:
+    """Each record's seq and attempts, read without removing anything."""
+    return [(record.seq, record.attempts) for seq in seqs(store) if (record := store.record(seq)) is not None]
 
 
 def segment_files(directory: Path) -> list[str]:
@@ -118,24 +128,164 @@ def test_attempts_persist_across_reopening(tmp_path: Path) -> None:
         reopened.set_attempts(seqs(reopened)[0], -1)
 
 
+def on_disk(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
 def test_size_is_what_the_files_take_and_follows_removals(tmp_path: Path) -> None:
     store = SegmentedOutboxStore(tmp_path, segment_records=5)
     assert store.size_bytes() == 0
     fill(store, 20)
-
-    def on_disk() -> int:
-        return sum(p.stat().st_size for p in tmp_path.iterdir())
-
-    assert store.size_bytes() == on_disk()
+    assert store.size_bytes() == on_disk(tmp_path)
     full = store.size_bytes()
     assert sum(i.size_bytes for i in store.index()) == pytest.approx(full, rel=0.05)
     middle = store.index()[7:12]
-    store.remove(i.seq for i in middle)
-    assert store.size_bytes() == on_disk()
-    assert full - store.size_bytes() == pytest.approx(sum(i.size_bytes for i in middle), abs=5)
+    store.remove(i.seq for i in middle)  # a "removed" line in two segments: the files grow a little
+    assert store.size_bytes() == on_disk(tmp_path)
+    assert full < store.size_bytes() < full + 100
     store.remove(seqs(store)[:6])  # the head: the segments it emptied are deleted
-    assert store.size_bytes() == on_disk()
-    assert SegmentedOutboxStore(tmp_path, segment_records=5).size_bytes() == on_disk()
+    assert store.size_bytes() == on_disk(tmp_path)
+    assert SegmentedOutboxStore(tmp_path, segment_records=5).size_bytes() == on_disk(tmp_path)
+
+
+def test_removals_free_their_bytes_once_the_segment_is_compacted(tmp_path: Path) -> None:
+    """What thinning and dropping for space count on: the bytes of the records they remove."""
+    store = SegmentedOutboxStore(tmp_path, segment_records=5, compact_bytes=1)  # compacted at every change
+    fill(store, 20)
+    full = store.size_bytes()
+    middle = store.index()[7:12]
+    store.remove(i.seq for i in middle)
+    assert store.size_bytes() == on_disk(tmp_path)
+    assert full - store.size_bytes() >= sum(i.size_bytes for i in middle)
+    assert sum(i.size_bytes for i in store.index()) == pytest.approx(store.size_bytes(), rel=0.05)
+    assert SegmentedOutboxStore(tmp_path, segment_records=5).index() == store.index()
+
+
+def lines_of(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_change_is_one_line_appended_to_its_file(tmp_path: Path) -> None:
+    store = SegmentedOutboxStore(tmp_path, segment_records=5)
+    fill(store, 6)
+    segment, head = tmp_path / "seg-000000000001.json", tmp_path / "head.json"
+    assert [list(line["records"]) for line in lines_of(segment)] == [["1"], ["2"], ["3"], ["4"], ["5"]]
+    before = segment.read_bytes(), head.read_bytes()
+    store.remove([1])  # delivered: head.json only
+    store.set_attempts(2, 4)
+    store.remove([4])  # thinned
+    assert segment.read_bytes().startswith(before[0]) and head.read_bytes().startswith(before[1])
+    assert lines_of(head)[-1] == {"floor": 2, "reserved": lines_of(head)[0]["reserved"]}
+    *_, attempts, removed = lines_of(segment)
+    assert attempts == {"records": {"2": dict(lines_of(segment)[1]["records"]["2"], attempts=4)}}  # type: ignore[call-overload]
+    assert removed == {"removed": [1, 4]}  # (delivered records go with them)
+    assert [(r.seq, r.attempts) for r in drain(SegmentedOutboxStore(tmp_path, segment_records=5))] == [
+        (2, 4),
+        (3, 0),
+        (5, 0),
+        (6, 0),
+    ]
+
+
+def test_a_segment_is_compacted_to_one_line_once_enough_of_it_holds_nothing(tmp_path: Path) -> None:
+    store = SegmentedOutboxStore(tmp_path, segment_records=5, compact_bytes=600)
+    fill(store, 5)
+    segment = tmp_path / "seg-000000000001.json"
+    for attempts in range(1, 20):
+        store.set_attempts(3, attempts)
+        assert len(lines_of(segment)) <= 5 + 600 // 100 + 1  # (a record is over 100 bytes)
+        assert store.size_bytes() == on_disk(tmp_path)
+    store.remove([2, 4])
+    assert store.size_bytes() == on_disk(tmp_path)
+    reopened = SegmentedOutboxStore(tmp_path, segment_records=5)
+    assert reopened.problems() == []
+    assert [(r.seq, r.attempts) for r in drain(reopened)] == [(1, 0), (3, 19), (5, 0)]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_head_json_is_compacted_and_keeps_the_greatest_floor(tmp_path: Path) -> None:
+    store = SegmentedOutboxStore(tmp_path, segment_records=50, head_compact_bytes=200)
+    fill(store, 40)
+    for seq in range(1, 31):
+        store.remove([seq])
+        assert (tmp_path / "head.json").stat().st_size <= 200 + 40
+        assert store.size_bytes() == on_disk(tmp_path)
+    assert seqs(SegmentedOutboxStore(tmp_path, segment_records=50)) == list(range(31, 41))
+
+
+def test_a_line_a_kill_left_unfinished_is_dropped_without_a_problem(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write that never returned: the tail segment's last line, or head.json's, cut short."""
+    store = SegmentedOutboxStore(tmp_path, segment_records=5)
+    fill(store, 7)
+    store.remove([1])
+    tail, head = tmp_path / "seg-000000000006.json", tmp_path / "head.json"
+    sound = tail.read_bytes(), head.read_bytes()
+    line = store_line(8)
+    tail.write_bytes(sound[0] + line[: len(line) // 2])  # killed appending record 8
+    head.write_bytes(sound[1] + b'{"floor":3,"rese')  # killed delivering record 2
+    with (tmp_path / "seg-000000000001.json").open("ab") as first:
+        first.write(b'{"removed":[3')  # killed thinning record 3
+
+    with caplog.at_level(logging.INFO):
+        reopened = SegmentedOutboxStore(tmp_path, segment_records=5)
+
+    assert reopened.problems() == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert seqs(reopened) == [2, 3, 4, 5, 6, 7]
+    assert (tail.read_bytes(), head.read_bytes()) == sound  # cut off, so that lines go on after what counts
+    eighth = reopened.append(new(8))
+    reopened.remove([2])
+    assert [r.seq for r in drain(SegmentedOutboxStore(tmp_path, segment_records=5))] == [3, 4, 5, 6, 7, eighth.seq]
+
+
+def store_line(n: int) -> bytes:
+    fields = {"kind": "sampled", "action": "MeterValues", "payload": new(n).payload, "created_at": "x"}
+    return json.dumps({"records": {str(n): fields}}, separators=(",", ":")).encode()
+
+
+V1 = Path(__file__).parents[1] / "fixtures" / "outbox_v1"
+
+
+def test_a_backlog_written_by_the_previous_version_is_read_and_grows_by_lines(tmp_path: Path) -> None:
+    """A gateway upgraded with a backlog on disk loses none of it.
+
+    tests/fixtures/outbox_v1 was written by the store of commit 4aa0b31 (each file one JSON
+    object without a newline, rewritten whole on every change): records 1-12 appended in
+    segments of 5, 1 and 2 delivered, 9 thinned, 3 failed twice; record 7 is a StopTransaction.
+    """
+    shutil.copytree(V1, tmp_path, dirs_exist_ok=True)
+    store = SegmentedOutboxStore(tmp_path, segment_records=5)
+    assert store.problems() == []
+    assert seqs(store) == [3, 4, 5, 6, 7, 8, 10, 11, 12]
+    head = store.head()
+    assert head is not None and head.attempts == 2
+    assert [i.seq for i in store.index() if i.kind is RecordKind.STOP] == [7]
+    assert store.size_bytes() == on_disk(tmp_path)
+
+    appended = store.append(new(13))  # (in a new segment: reserved was 16)
+    store.set_attempts(3, 3)
+    store.remove([3])  # delivered: a line after head.json's old one
+    store.remove([8])  # thinned: a line in an old segment
+    store.set_attempts(11, 1)
+    assert appended.seq >= 16
+    for name in ("head.json", "seg-000000000006.json", "seg-000000000011.json"):  # the old object, then lines
+        assert (tmp_path / name).read_bytes().startswith((V1 / name).read_bytes() + b"\n{")
+    reopened = SegmentedOutboxStore(tmp_path, segment_records=5)
+    assert reopened.problems() == []
+    records = drain(reopened)
+    assert [(r.seq, r.attempts) for r in records] == [
+        (4, 0),
+        (5, 0),
+        (6, 0),
+        (7, 0),
+        (10, 0),
+        (11, 1),
+        (12, 0),
+        (appended.seq, 0),
+    ]
+    assert records[3].action == "StopTransaction" and records[3].payload["meterStop"] == 1007
 
 
 def test_a_segment_file_goes_once_its_records_are_gone(tmp_path: Path) -> None:
@@ -206,6 +356,24 @@ def test_an_unreadable_head_file_is_set_aside_and_nothing_queued_is_lost(tmp_pat
     assert reopened.append(new(6)).seq > 5
 
 
+def test_a_head_file_with_a_damaged_line_keeps_what_reads_and_the_original(tmp_path: Path) -> None:
+    store = SegmentedOutboxStore(tmp_path, segment_records=3)
+    fill(store, 5)
+    store.remove([1])
+    store.remove([2])
+    head = tmp_path / "head.json"
+    lines = head.read_bytes().splitlines(keepends=True)
+    damaged = b"".join([*lines[:-2], b'{"floor":#,"reserved":1001}\n', lines[-1]])  # the first delivery's line
+    head.write_bytes(damaged)
+    reopened = SegmentedOutboxStore(tmp_path, segment_records=3)
+    [problem] = reopened.problems()
+    assert problem.path == str(head) and "floor (3)" in problem.what and "head.json.corrupt" in problem.what
+    assert seqs(reopened) == [3, 4, 5]  # the greatest floor of the lines that read
+    assert (tmp_path / "head.json.corrupt").read_bytes() == damaged
+    assert len(lines_of(head)) == 1
+    assert SegmentedOutboxStore(tmp_path, segment_records=3).problems() == []
+
+
 def test_a_missing_head_file_is_reported(tmp_path: Path) -> None:
     store = SegmentedOutboxStore(tmp_path, segment_records=3)
     fill(store, 2)
@@ -216,32 +384,84 @@ def test_a_missing_head_file_is_reported(tmp_path: Path) -> None:
     assert SegmentedOutboxStore(tmp_path / "fresh").problems() == []  # a new store has none yet: no problem
 
 
-def test_a_write_the_disk_refuses_raises_and_changes_nothing(tmp_path: Path) -> None:
+class FullDisk:
+    """While ``full``, a line appended is written half, then refused with ENOSPC, as a full disk
+    writes what fits; ``truncate_fails`` makes cutting it off fail too (EIO)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, truncate_fails: bool = False) -> None:
+        real_pwrite, real_ftruncate = os.pwrite, os.ftruncate
+
+        def pwrite(descriptor: int, data: bytes, offset: int) -> int:
+            if not self.full:
+                return real_pwrite(descriptor, data, offset)
+            if self.wrote:  # what fitted is written: refuse the rest
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.wrote = True
+            return real_pwrite(descriptor, bytes(data[: len(data) // 2]), offset)
+
+        def ftruncate(descriptor: int, length: int) -> None:
+            if self.full and truncate_fails:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real_ftruncate(descriptor, length)
+
+        self.full = True
+        self.wrote = False
+        monkeypatch.setattr(os, "pwrite", pwrite)
+        monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("truncate_fails", [False, True], ids=["cut back at once", "cut back at the next write"])
+def test_a_line_the_disk_refuses_half_way_raises_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, truncate_fails: bool
+) -> None:
     store = SegmentedOutboxStore(tmp_path, segment_records=3)
     fill(store, 2)
     before = (store.index(), store.size_bytes())
-    blocker = tmp_path / "seg-000000000001.json.tmp"
-    blocker.mkdir()  # the temporary file cannot be written (even as root), as on a full disk
-    with pytest.raises(OSError):
-        store.append(new(3))
-    with pytest.raises(OSError):
-        store.remove([2])  # thinning rewrites the same segment
-    with pytest.raises(OSError):
-        store.set_attempts(1, 1)
-    assert (store.index(), store.size_bytes()) == before
+    disk = FullDisk(monkeypatch, truncate_fails=truncate_fails)
+    for call in (
+        lambda: store.append(new(3)),
+        lambda: store.remove([2]),  # thinning: a line in the segment
+        lambda: store.set_attempts(1, 1),
+        lambda: store.remove([1]),  # delivering the head: a line in head.json
+    ):
+        disk.wrote = False
+        with pytest.raises(OSError, match=r"No space left|Input/output error"):
+            call()
+        assert store.index() == before[0]
+        assert store.size_bytes() == before[1] or truncate_fails  # (then the half line is there till cut)
     head = store.head()
     assert head is not None and head.attempts == 0
-    blocker.rmdir()
-
-    (tmp_path / "head.json.tmp").mkdir()
-    with pytest.raises(OSError):
-        store.remove([1])  # delivering the head writes head.json
-    assert seqs(store) == [1, 2]
-    (tmp_path / "head.json.tmp").rmdir()
+    if not truncate_fails:
+        assert store.size_bytes() == on_disk(tmp_path)  # nothing of the refused lines is left
+    disk.full = False
 
     third = store.append(new(3))
     assert third.seq > 2  # a seq whose write failed is not handed out again
-    assert seqs(store) == [1, 2, third.seq]
+    store.set_attempts(2, 1)
+    store.remove([1])
+    assert seqs(store) == [2, third.seq]
+    assert store.size_bytes() == on_disk(tmp_path)  # (half lines left by a refused cut are gone now)
+    reopened = SegmentedOutboxStore(tmp_path, segment_records=3)
+    assert reopened.problems() == []
+    assert [(r.seq, r.attempts) for r in drain(reopened)] == [(2, 1), (third.seq, 0)]
+
+
+def test_a_new_segment_the_disk_refuses_raises_and_changes_nothing(tmp_path: Path) -> None:
+    store = SegmentedOutboxStore(tmp_path, segment_records=3)
+    fill(store, 3)
+    before = (store.index(), store.size_bytes(), files(tmp_path))
+    blocker = tmp_path / "seg-000000000004.json.tmp"
+    blocker.mkdir()  # the new segment cannot be written (even as root), as on a full disk
+    with pytest.raises(OSError):
+        store.append(new(4))
+    assert (store.index(), store.size_bytes(), files(tmp_path)) == before
+    blocker.rmdir()
+    fifth = store.append(new(5))
+    assert fifth.seq == 5 and (tmp_path / "seg-000000000005.json").exists()
     assert SegmentedOutboxStore(tmp_path, segment_records=3).index() == store.index()
 
 
@@ -249,7 +469,7 @@ def test_a_failure_after_the_rename_leaves_memory_as_the_disk_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = SegmentedOutboxStore(tmp_path, segment_records=3)
-    fill(store, 2)
+    fill(store, 3)
     real_fsync = os.fsync
 
     def directory_fsync_fails(fd: int) -> None:
@@ -259,10 +479,80 @@ def test_a_failure_after_the_rename_leaves_memory_as_the_disk_is(
 
     monkeypatch.setattr(os, "fsync", directory_fsync_fails)
     with pytest.raises(OSError):
-        store.append(new(3))  # the new segment replaced the old one, then the directory fsync failed
+        store.append(new(4))  # the new segment was renamed into place, then the directory fsync failed
     monkeypatch.undo()
-    assert seqs(store) == [1, 2, 3]
+    assert seqs(store) == [1, 2, 3, 4]
     assert SegmentedOutboxStore(tmp_path, segment_records=3).index() == store.index()
+
+
+def test_a_compaction_the_disk_refuses_is_tried_again_and_loses_nothing(tmp_path: Path) -> None:
+    """The change that calls for a compaction is on disk as a line: it stands (no OSError)."""
+    store = SegmentedOutboxStore(tmp_path, segment_records=5, compact_bytes=1, head_compact_bytes=1)
+    fill(store, 5)
+    blockers = [tmp_path / "seg-000000000001.json.tmp", tmp_path / "head.json.tmp"]
+    for blocker in blockers:
+        blocker.mkdir()
+    store.set_attempts(2, 1)
+    store.remove([1])
+    store.remove([4])
+    assert store.size_bytes() == on_disk(tmp_path)
+    assert len(lines_of(tmp_path / "seg-000000000001.json")) > 5  # not compacted
+    assert attempts(SegmentedOutboxStore(tmp_path, 5)) == [(2, 1), (3, 0), (5, 0)]
+    for blocker in blockers:
+        blocker.rmdir()
+    store.set_attempts(3, 1)  # compacts now
+    store.remove([2])
+    assert len(lines_of(tmp_path / "seg-000000000001.json")) == 1
+    assert len(lines_of(tmp_path / "head.json")) == 1
+    assert attempts(SegmentedOutboxStore(tmp_path, 5)) == [(3, 1), (5, 0)]
+
+
+CHILD = """
+import json, resource, signal, sys
+from pathlib import Path
+from adapters.storage.outbox_store import SegmentedOutboxStore
+from gateway.domain.outbox import NewRecord, RecordKind
+
+def new(n):
+    return NewRecord(RecordKind.SAMPLED, "MeterValues", {"meterValue": [{"value": str(n)}] * 8}, str(n), "tx")
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # refused writes fail with EFBIG instead of killing
+directory = Path(sys.argv[1])
+store = SegmentedOutboxStore(directory, 50)
+for n in range(1, 6):
+    store.append(new(n))
+tail = directory / "seg-000000000001.json"
+before = tail.read_bytes()
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 100, hard))  # a record line does not fit
+refused = []
+for call in (lambda: store.append(new(6)), lambda: store.set_attempts(2, 1)):
+    try:
+        call()
+    except OSError as exc:
+        refused.append(exc.errno)
+cut_back = tail.read_bytes() == before
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+seventh = store.append(new(7)).seq
+seqs = [i.seq for i in store.index()]
+print(json.dumps({"refused": refused, "cut_back": cut_back, "seqs": seqs, "seventh": seventh}))
+"""
+
+
+def test_a_real_refusal_of_the_kernel_half_way_through_a_line(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes the kernel write what fits below the limit and refuse the rest (EFBIG),
+    as a full disk does: the half line is cut off and the store goes on once writes work again."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=60, check=True
+    )
+    result = json.loads(done.stdout)
+    assert result["refused"] == [errno.EFBIG, errno.EFBIG]
+    assert result["cut_back"]
+    assert result["seqs"] == [1, 2, 3, 4, 5, result["seventh"]] and result["seventh"] > 6
+    reopened = SegmentedOutboxStore(tmp_path, 50)
+    assert reopened.problems() == []
+    assert [(r.seq, r.attempts) for r in drain(reopened)] == [(seq, 0) for seq in result["seqs"]]
 
 
 def test_a_record_that_would_not_read_back_is_refused(tmp_path: Path) -> None:
