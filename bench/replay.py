@@ -6,7 +6,8 @@ minutes between them, staggered, one sample a minute (MeterValueSampleInterval 6
 clock-aligned values every 15 minutes, all queued on disk by the real gateway code (Site,
 VirtualChargePoint, Outbox on a SegmentedOutboxStore). The backlog is built once per length and
 copied for every run. Then the demo CSMS (the ``ocpp`` library, schema validation on in both
-directions) comes back with every answer held back by 0, 25, 50 or 100 ms, the round trip of a
+directions; in a process of its own, bench/replay_csms.py, so that its work is not counted as the
+gateway's) comes back with every answer held back by 0, 25, 50 or 100 ms, the round trip of a
 loopback, a good DSL line, 4G, a poor 4G link; the gateway drains the copy, and the time until the
 outbox is empty is measured, with ``meter_values_per_request`` at its default against 1 (one
 sample per request, as before), in the same run.
@@ -22,16 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from adapters.demo_csms.csms import DemoCsms
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from gateway.config import UpstreamConfig
@@ -46,6 +48,7 @@ SESSION_MIN, GAP_MIN = 45, 15
 POWER_W = 11_000
 START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
 DEFAULT_PER_REQUEST = UpstreamConfig.model_fields["meter_values_per_request"].default
+CSMS = Path(__file__).with_name("replay_csms.py")  # runs in a process of its own, as a real CSMS would
 NO_THINNING = OutboxSettings(thin_after_records=10**9)  # every sample is kept: the bench counts them all
 
 
@@ -66,7 +69,7 @@ class Run:
     requests: int  # CALLs the CSMS answered for them
     seconds: float
     projected: bool = False
-    cpu_ms_per_message: float | None = None  # of the process: the gateway and the CSMS in it
+    cpu_ms_per_message: float | None = None  # of the gateway's process (the CSMS runs in another)
 
 
 def upstream(port: int, per_request: int) -> UpstreamConfig:
@@ -138,12 +141,14 @@ async def drain(backlog: Path, work: Path, hours: int, delay_ms: int, per_reques
     outbox = Outbox(SegmentedOutboxStore(copy), NO_THINNING)
     messages = len(outbox.store)
     port = free_port()
-    csms = DemoCsms("127.0.0.1", port)
-    csms.answer_delay_s = delay_ms / 1000
+    summary = work / "csms-summary.json"
+    csms = await asyncio.create_subprocess_exec(
+        sys.executable, str(CSMS), str(port), str(delay_ms), str(summary), stdout=asyncio.subprocess.PIPE
+    )
+    assert csms.stdout is not None and (await csms.stdout.readline()).strip() == b"ready"
     site = make_site(Clock(START + timedelta(hours=hours)))
     cp = VirtualChargePoint(site, upstream(port, per_request), outbox)
     task = asyncio.create_task(cp.run())
-    await csms.start()
     began, cpu_began = time.perf_counter(), time.process_time()
     try:
         await outbox.wait_empty()
@@ -152,13 +157,14 @@ async def drain(backlog: Path, work: Path, hours: int, delay_ms: int, per_reques
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await csms.stop()
+        csms.terminate()
+        await csms.wait()
         shutil.rmtree(copy, ignore_errors=True)
-    billing = [m for m in csms.received if m.action in ("StartTransaction", "StopTransaction", "MeterValues")]
-    entries = sum(len(m.payload["meterValue"]) if m.action == "MeterValues" else 1 for m in billing)
-    assert entries == messages, f"{entries} delivered of {messages}"  # every record, exactly once
+    received = json.loads(summary.read_text())
+    summary.unlink()
+    assert received["entries"] == messages, f"{received['entries']} delivered of {messages}"  # each exactly once
     cpu_ms = cpu_s * 1000 / messages
-    return Run(hours, delay_ms, per_request, messages, len(billing), seconds, cpu_ms_per_message=cpu_ms)
+    return Run(hours, delay_ms, per_request, messages, received["requests"], seconds, cpu_ms_per_message=cpu_ms)
 
 
 def projected(measured: Run, messages: int, hours: int) -> Run:
