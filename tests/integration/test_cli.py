@@ -168,11 +168,11 @@ def test_demo_runs_the_simulated_site_with_an_embedded_broker(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
-async def test_demo_against_an_external_csms_and_broker(
-    tmp_path: Path, csms: DemoCsms, mosquitto: MosquittoBroker
-) -> None:
-    path = demo_config(tmp_path, free_port(), free_port())
-    process = await asyncio.create_subprocess_exec(
+async def demo_against(
+    path: Path, csms: DemoCsms, mosquitto: MosquittoBroker, duration_s: int
+) -> asyncio.subprocess.Process:
+    """``ocpp-gateway demo`` on ``path`` against an external CSMS and broker, its output piped."""
+    return await asyncio.create_subprocess_exec(
         *CLI,
         "demo",
         "--config",
@@ -182,12 +182,19 @@ async def test_demo_against_an_external_csms_and_broker(
         "--mqtt",
         f"{mosquitto.host}:{mosquitto.port}",
         "--duration",
-        "6",
+        str(duration_s),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def test_demo_against_an_external_csms_and_broker(
+    tmp_path: Path, csms: DemoCsms, mosquitto: MosquittoBroker
+) -> None:
+    path = demo_config(tmp_path, free_port(), free_port())
+    process = await demo_against(path, csms, mosquitto, duration_s=6)
     try:
         boot = await csms.wait_for("BootNotification", timeout=20)
         assert boot["chargePointVendor"] == "ocpp-gateway"
@@ -235,22 +242,8 @@ async def test_the_demo_site_shares_its_fuse_while_both_cars_charge(
     prefix = '# topic_prefix = "ocpp-gateway/demo-site"   # the default'
     path = demo_config(tmp_path, free_port(), free_port(), page, {prefix: f'topic_prefix = "{topic_prefix}"'})
     watcher = await mqtt_watch(f"{topic_prefix}/#")
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "demo",
-        "--config",
-        str(path),
-        "--csms-url",
-        csms.url,
-        "--mqtt",
-        f"{mosquitto.host}:{mosquitto.port}",
-        "--duration",
-        "120",  # a deadline: the test stops it (Ctrl-C) once it has seen what it waits for
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    # 120 s is a deadline: the test stops it (Ctrl-C) once it has seen what it waits for
+    process = await demo_against(path, csms, mosquitto, duration_s=120)
     try:
         # the first car charges after 5 to 8 s, the second 6 s later: both within a minute
         state = await watcher.wait_for(
