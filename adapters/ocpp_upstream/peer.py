@@ -33,7 +33,7 @@ from gateway.domain.errors import CommandRejected
 from gateway.domain.events import ChargingProfilesChanged
 
 if TYPE_CHECKING:
-    from adapters.ocpp_upstream.charge_point import VirtualChargePoint
+    from adapters.ocpp_upstream.owner import PeerOwner
 
 log = logging.getLogger(__name__)
 # The ocpp library logs every frame at INFO, id tags included: keep it at WARNING (see cli.py).
@@ -45,9 +45,9 @@ TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "StatusNotification", 
 
 
 class Peer(ChargePoint):
-    """The ocpp-library side of one connection; handlers delegate to the VirtualChargePoint."""
+    """The ocpp-library side of one connection; handlers delegate to its owner (the VirtualChargePoint)."""
 
-    def __init__(self, owner: VirtualChargePoint, connection: ClientConnection, timeout_s: float) -> None:
+    def __init__(self, owner: PeerOwner, connection: ClientConnection, timeout_s: float) -> None:
         super().__init__(owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log)
         self.owner = owner
 
