@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from ocpp.exceptions import OCPPError
-from ocpp.v16 import ChargePoint, call
+from ocpp.v16 import call
 from ocpp.v16.enums import RegistrationStatus
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
@@ -32,7 +32,7 @@ from adapters.ocpp_upstream.batching import batch_for, combined
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
 from adapters.ocpp_upstream.mapping import next_boundary
-from adapters.ocpp_upstream.outgoing import call_problem
+from adapters.ocpp_upstream.outgoing import call_problem, send_call
 from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.sampling import MeterSampler
 from adapters.ocpp_upstream.statuses import StatusReports
@@ -86,7 +86,7 @@ class VirtualChargePoint:
         self.registration = "none"  # the last BootNotification result
         self.accepted = asyncio.Event()  # set once Boot was Accepted in this process
         self._peer: Peer | None = None
-        self.statuses = StatusReports(site, _send)
+        self.statuses = StatusReports(site, send_call)
         self.transactions = TransactionLog(ledger or site.settings)
         self.sampler = MeterSampler(site, self.configuration, self.transactions, outbox, self._send_live)
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
@@ -369,7 +369,7 @@ class VirtualChargePoint:
                 if isinstance(self.outbox.set_aside(record, problem), Retry):
                     await asyncio.sleep(DISK_RETRY_S)
                 continue
-            result = await _send(peer, request)
+            result = await send_call(peer, request)
             if result is None:
                 attempts = self.configuration.integer("TransactionMessageAttempts")
                 interval_s = self.configuration.integer("TransactionMessageRetryInterval")
@@ -393,7 +393,7 @@ class VirtualChargePoint:
         while True:
             request = await self._authorizations.get()
             try:
-                result = await _send(peer, call.Authorize(id_tag=request.id_tag))
+                result = await send_call(peer, call.Authorize(id_tag=request.id_tag))
             except asyncio.CancelledError:
                 self._authorizations.put_nowait(request)  # the link went: ask again after the reconnect
                 raise
@@ -403,7 +403,7 @@ class VirtualChargePoint:
             self.site.authorization_result(request.connector_id, request.id_tag, status)
 
     async def _heartbeats(self, peer: Peer) -> None:
-        await self._every("HeartbeatInterval", lambda: _send(peer, call.Heartbeat()))
+        await self._every("HeartbeatInterval", lambda: send_call(peer, call.Heartbeat()))
 
     async def _sampled(self) -> None:
         """Periodic MeterValues every MeterValueSampleInterval, connected or not."""
@@ -422,7 +422,7 @@ class VirtualChargePoint:
     async def _send_live(self, connector_id: int, values: list[Any]) -> None:
         """MeterValues outside a session: to a CSMS that is there, or nowhere."""
         if self._peer is not None and self.accepted.is_set():
-            await _send(self._peer, call.MeterValues(connector_id=connector_id, meter_value=values))
+            await send_call(self._peer, call.MeterValues(connector_id=connector_id, meter_value=values))
 
     async def reset(self, hard: bool) -> None:
         """Reset as the CSMS asked: end every session (SoftReset/HardReset), deliver the stops, then
@@ -441,15 +441,15 @@ class VirtualChargePoint:
     async def send_triggered(self, peer: Peer, message: str, connector_id: int | None) -> None:
         """The message a TriggerMessage asked for, sent after its answer (never inside the handler)."""
         if message == "Heartbeat":
-            await _send(peer, call.Heartbeat())
+            await send_call(peer, call.Heartbeat())
         elif message == "MeterValues" and not self.accepted.is_set():  # Pending: see triggered.py
             for request in pending_meter_values(self.site, self.configuration.meter_values_sampled_data, connector_id):
-                await _send(peer, request)
+                await send_call(peer, request)
         elif message == "MeterValues":
             await self.take_samples(connector_id, context="Trigger")
         elif message == "StatusNotification":
             await self.statuses.send(peer, only=connector_id, at=self.site.clock.now())
-        elif message == "BootNotification" and (result := await _send(peer, self._boot_request())) is not None:
+        elif message == "BootNotification" and (result := await send_call(peer, self._boot_request())) is not None:
             self._booted(result)
 
     async def _every(self, key: str, send: Callable[[], Awaitable[Any]]) -> None:
@@ -474,22 +474,6 @@ class VirtualChargePoint:
             if await self.configuration.wait_changed(key, (boundary - now).total_seconds()):
                 continue
             await self.take_aligned(boundary)
-
-
-async def _send(peer: ChargePoint, payload: Any) -> Any | None:
-    """One CALL whose failure is the CSMS's problem, not ours: log it and carry on.
-
-    A CALLERROR or a missing answer must not end the connection or the process; the durable
-    outbox (a later issue) retries what must not be lost. Returns the result, or None on failure.
-    """
-    action = type(payload).__name__
-    try:
-        return await peer.call(payload, suppress=False)
-    except OCPPError as exc:
-        log.warning("CSMS answered %s with CALLERROR %s: %s", action, exc.code, exc.description)
-    except TimeoutError:
-        log.warning("CSMS did not answer %s in time", action)
-    return None
 
 
 async def _first_to_finish(*coroutines: Awaitable[Any]) -> None:
