@@ -249,8 +249,10 @@ class History:
             kind = EventKind.FAULT_RAISED
         else:
             raised_at = self._faults.pop(key, None)  # None: raised before a restart
-            # to the millisecond, as the times are stored: the two read back agree with it
-            detail["duration_s"] = None if raised_at is None else round((event.at - raised_at).total_seconds(), 3)
+            # between the two times as stored (cut to the millisecond), so that they agree with it
+            detail["duration_s"] = (
+                None if raised_at is None else round((_ms(event.at) - _ms(raised_at)).total_seconds(), 3)
+            )
             kind = EventKind.FAULT_CLEARED
         self._pending.append(HistoryEvent(event.at, kind, event.connector_id, device, detail))
 
@@ -268,3 +270,8 @@ class History:
     def _device(self, connector_id: int | None) -> str:
         connector = self.site.connectors.get(connector_id) if connector_id is not None else None
         return connector.device if connector is not None else ""
+
+
+def _ms(moment: datetime) -> datetime:
+    """``moment`` cut to the millisecond, as ``iso_utc`` stores it."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
