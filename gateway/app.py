@@ -25,6 +25,7 @@ from adapters.ocpp_local.passthrough import PassthroughRelays
 from adapters.ocpp_local.server import LocalOcppServer
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.ocpp_upstream.transactions import move_ledger
+from adapters.storage.history_db import SqliteHistoryStore
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.parked import ParkedMessages
 from adapters.storage.private import secure_state_dir
@@ -35,12 +36,14 @@ from gateway.config_checks import transport_for, validate
 from gateway.config_devices import ChargerConfig
 from gateway.domain.errors import CommandRejected, ConfigError, DeviceError
 from gateway.domain.events import CurrentLimitRequested
+from gateway.domain.history import Retention
 from gateway.domain.load_sharing import SharingSettings
 from gateway.domain.model import Connector, Meter
 from gateway.domain.phase_limits import Phase
 from gateway.domain.ports import Clock
 from gateway.domain.transactions import AuthPolicy, EnableCharging
 from gateway.services.charging_limits import LimitKeeper
+from gateway.services.history import History
 from gateway.services.load_management import GridConnection, LoadSettings
 from gateway.services.outbox import Outbox, OutboxSettings
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG, ConnectorPolicy
@@ -86,8 +89,9 @@ def build_site(config: GatewayConfig, clock: Clock | None = None) -> Site:
     return site
 
 
-def build_outbox(config: GatewayConfig, site: Site) -> Outbox:
-    """The durable queue of billing messages, in ``<state_dir>/outbox``; its figures go to the Site."""
+def build_outbox(config: GatewayConfig, site: Site, history: History | None = None) -> Outbox:
+    """The durable queue of billing messages, in ``<state_dir>/outbox``; its figures go to the Site,
+    the fate of each session's start and stop to the ``history``."""
     bounds = config.outbox
     settings = OutboxSettings(
         max_bytes=int(bounds.max_size_mb * 1024 * 1024),
@@ -97,9 +101,20 @@ def build_outbox(config: GatewayConfig, site: Site) -> Outbox:
     state_dir = Path(config.site.state_dir)
     store = SegmentedOutboxStore(state_dir / "outbox")
     parked = ParkedMessages(state_dir / "outbox-parked.jsonl")
-    outbox = Outbox(store, settings, on_change=site.report_backlog, park=parked.add)
+    on_settled = history.outbox_settled if history is not None else None
+    outbox = Outbox(store, settings, on_change=site.report_backlog, park=parked.add, on_settled=on_settled)
     site.follow_backlog(outbox.stats)
     return outbox
+
+
+def build_history(config: GatewayConfig, site: Site) -> History | None:
+    """The operator's history in ``<state_dir>/history`` (docs/history.md), unless
+    ``[history] enabled = false``. Built before anything emits: it must see every session start."""
+    if not config.history.enabled:
+        return None
+    days = config.history.retention_days
+    store = SqliteHistoryStore(Path(config.site.state_dir) / "history")
+    return History(site, store, Retention(sessions_days=days, events_days=days))
 
 
 def build_status_page(config: GatewayConfig, site: Site, telemetry: Telemetry) -> StatusServer | None:
@@ -178,6 +193,7 @@ class Gateway:
     # How the connectors share over time; None: the defaults, with [load_management]'s rotation_min.
     # The config allows turns of minutes; tests and the demo may take turns of seconds.
     sharing: SharingSettings | None = None
+    history: History | None = None  # sessions, event log and series on the box ([history])
 
     def __post_init__(self) -> None:
         self._commands = self.site.subscribe()  # from the start: no command may slip before run()
@@ -250,9 +266,10 @@ class Gateway:
         # the sessions' CSMS ids in a file of their own: a damaged settings.json cannot take them down
         ledger = JsonSettingsStore(Path(config.site.state_dir) / "transactions.json")
         move_ledger(site.settings, ledger)
-        upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site), telemetry, ledger)
+        history = build_history(config, site)
+        upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site, history), telemetry, ledger)
         status_page = build_status_page(config, site, telemetry)
-        parts = {"telemetry": telemetry, "status_page": status_page, "sharing": sharing}
+        parts = {"telemetry": telemetry, "status_page": status_page, "sharing": sharing, "history": history}
         if merged is not None:
             passthrough_chargers = [c for c in config.ocpp_chargers if c.mode == "passthrough"]
             relays = PassthroughRelays(
@@ -290,6 +307,8 @@ class Gateway:
                 tasks.create_task(self.ocpp_merged.run(), name="ocpp command relay")
             if self.status_page is not None:
                 tasks.create_task(self.status_page.run(), name="status page")
+            if self.history is not None:
+                tasks.create_task(self.history.run(), name="history")
             tasks.create_task(self._carry_out_commands(), name="commands")
             if self.limits is not None:
                 tasks.create_task(self.limits.run(), name="charging limits")

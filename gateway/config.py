@@ -99,6 +99,15 @@ class OutboxConfig(Strict):
     thin_window_s: Annotated[int, Field(gt=0)] = 900
 
 
+class HistoryConfig(Strict):
+    """``[history]``: the operator's history on the box (docs/history.md): sessions and the event
+    log, kept ``retention_days`` (default 400: more than 13 months, this month against last
+    year's); the one-minute series always 7 days."""
+
+    enabled: bool = True
+    retention_days: Annotated[int, Field(ge=1, le=36_500)] = 400
+
+
 class MqttCommandsConfig(Strict):
     """Which MQTT command topics the gateway acts on (``[mqtt.commands]``); all off by default,
     because anyone who may publish on the broker may then steer the chargers."""
@@ -314,6 +323,7 @@ class GatewayConfig(Strict):
     ocpp_chargers: list[OcppChargerConfig] = []
     status_page: StatusPageConfig = StatusPageConfig()
     load_management: LoadManagementConfig | None = None
+    history: HistoryConfig = HistoryConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

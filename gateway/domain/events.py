@@ -78,11 +78,13 @@ class DeviceHealthChanged:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamStateChanged:
-    """The CSMS connection changed: ``connected`` (socket open) and ``registration`` (boot result)."""
+    """The CSMS connection changed: ``connected`` (socket open) and ``registration`` (boot result),
+    or the reason a link that stays down gives changed."""
 
     connected: bool
     registration: str
     changed_at: datetime
+    reason: str = ""  # why the link is down (empty while connected, or not told yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,16 @@ class CurrentCeilingChanged:
 
     connector_id: int
     current_a: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AvailabilityChanged:
+    """The operator (the CSMS's ChangeAvailability, MQTT or the page) took a connector out of
+    service or put it back, at ``at``; its status follows in a ConnectorStatusChanged."""
+
+    connector_id: int
+    available: bool
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +187,7 @@ Event = (
     | UpstreamStateChanged
     | BacklogChanged
     | CurrentCeilingChanged
+    | AvailabilityChanged
     | SiteLimitChanged
     | SiteLoadChanged
     | TransactionNumbered

@@ -6,10 +6,13 @@ so tests can run a simulated day in a second.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway.domain.history import EventRecord, HistoryWrite, Retention, SeriesRecord, SessionRecord
 from gateway.domain.model import Snapshot
+from gateway.domain.outbox import StoreProblem
 
 
 class Clock(Protocol):
@@ -45,3 +48,40 @@ class NoSettingsStore:
 
     def save(self, section: str, data: Any) -> bool:
         return True
+
+
+class HistoryStore(Protocol):
+    """The operator's history on disk: sessions, the event log and the one-minute series.
+
+    Not a billing path: the outbox keeps the bills, this only remembers them. A damaged store is
+    set aside and started afresh (``problems()`` says so) rather than stopping the gateway. The
+    calls block (they may fsync): the history service makes them from a worker thread, one at a
+    time."""
+
+    def write(self, items: Sequence[HistoryWrite]) -> None:
+        """Apply ``items`` in order, all or none (one transaction), on disk when it returns.
+        Raises ``OSError`` when the disk refuses (nothing of ``items`` is kept)."""
+        ...
+
+    def prune(self, now: datetime, retention: Retention, limit: int) -> int:
+        """Delete up to ``limit`` rows older than ``retention`` allows; returns how many went
+        (fewer than ``limit``: nothing more is due now)."""
+        ...
+
+    def sessions(self, limit: int = 100) -> list[SessionRecord]:
+        """The newest sessions first."""
+        ...
+
+    def events(self, limit: int = 100) -> list[EventRecord]:
+        """The newest events first."""
+        ...
+
+    def series(self, since: datetime) -> list[SeriesRecord]:
+        """The samples from ``since`` on, oldest first."""
+        ...
+
+    def problems(self) -> list[StoreProblem]:
+        """What was found wrong with the file (and worked around) since it was opened."""
+        ...
+
+    def close(self) -> None: ...

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from gateway.domain.history import DeliveryState
 from gateway.domain.outbox import (
     BacklogStats,
     NewRecord,
@@ -76,10 +77,12 @@ class Outbox:
         settings: OutboxSettings | None = None,
         on_change: Callable[[], None] | None = None,
         park: Callable[[OutboxRecord], None] | None = None,
+        on_settled: Callable[[OutboxRecord, DeliveryState], None] | None = None,
     ) -> None:
         """``park``: where a StopTransaction refused STOP_PATIENCE x TransactionMessageAttempts
         times is set aside (durably, before it leaves the queue); without it such a stop is
-        retried for ever, blocking the queue."""
+        retried for ever, blocking the queue. ``on_settled``: told when a session's start or
+        stop was delivered or parked (the operator's history follows its bills with it)."""
         self.store = store
         self.settings = settings or OutboxSettings()
         self._on_change = on_change
@@ -103,6 +106,7 @@ class Outbox:
         self._attempts: dict[int, int] = {}  # failed attempts, also when the disk refused to keep them
         self._park = park
         self._parked = 0
+        self._on_settled = on_settled
         for problem in store.problems():
             log.warning("outbox: %s (%s)", problem.what, problem.path)
         if len(store):
@@ -314,6 +318,7 @@ class Outbox:
     def delivered(self, record: OutboxRecord) -> None:
         """The CSMS answered ``record``: it leaves the queue (before its answer is acted on)."""
         self._write_off(self._current(record))
+        self._settled([record], DeliveryState.DELIVERED)
         self._changed()
 
     def upcoming(self, count: int) -> list[RecordInfo]:
@@ -339,7 +344,16 @@ class Outbox:
         except OSError as exc:
             self._gone.update(seqs)
             self._disk_trouble("cannot write off delivered messages", exc)
+        self._settled(records, DeliveryState.DELIVERED)
         self._changed()
+
+    def _settled(self, records: list[OutboxRecord], state: DeliveryState) -> None:
+        """Tell ``on_settled`` about the session messages among ``records``."""
+        if self._on_settled is None:
+            return
+        for record in records:
+            if record.kind in (RecordKind.START, RecordKind.STOP):
+                self._on_settled(record, state)
 
     def _current(self, record: OutboxRecord) -> OutboxRecord:
         """``record`` under the number it has now: a held record handed out by ``next`` may have
@@ -407,6 +421,7 @@ class Outbox:
             self._disk_trouble("cannot set a refused StopTransaction aside", exc)
             return Retry(DISK_RETRY_S)
         self._parked += 1
+        self._settled([record], DeliveryState.PARKED)
         why = "refused %d times; set aside in the parked file for the operator, the queue goes on"
         return self._gives_up(record, attempts, logging.ERROR, why)
 
@@ -440,6 +455,7 @@ class Outbox:
                 self._disk_trouble(f"cannot set an unsendable {record.action} aside", exc)
                 return Retry(DISK_RETRY_S)
             self._parked += 1
+            self._settled([record], DeliveryState.PARKED)
             outcome = "parked"
         else:
             self._dropped += 1

@@ -443,10 +443,10 @@ class Site(NativeChargers, SiteCommands):
         if (connected, registration) == (self.upstream.connected, self.upstream.registration):
             if reason and reason != self.upstream.reason:
                 self.upstream = replace(self.upstream, reason=reason)
-                self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at))
+                self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at, reason))
             return
         self.upstream = UpstreamState(connected, registration, self.clock.now(), reason)
-        self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at))
+        self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at, reason))
 
 
 def _log_refused_stop(answer: asyncio.Future[dict[str, Any]]) -> None:

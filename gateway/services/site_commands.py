@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from gateway.domain.errors import CommandRejected
-from gateway.domain.events import CurrentCeilingChanged, Event
+from gateway.domain.events import AvailabilityChanged, CurrentCeilingChanged, Event
 from gateway.domain.model import Connector
 from gateway.domain.ports import Clock, SettingsStore
 from gateway.domain.transactions import AuthPolicy, EnableCharging, StopReason
@@ -78,7 +78,9 @@ class SiteCommands:
         else:
             self.sessions.out_of_service.add(connector_id)
             self._emit(EnableCharging(connector_id, False))
-        self._update_status(connector, self.clock.now())
+        now = self.clock.now()
+        self._emit(AvailabilityChanged(connector_id, available, now))
+        self._update_status(connector, now)
 
     def local_start(self, connector_id: int, id_tag: str | None) -> None:
         """Start a session on command (MQTT), as RemoteStartTransaction would: only on connectors

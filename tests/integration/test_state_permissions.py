@@ -154,6 +154,11 @@ def test_the_gateway_narrows_an_older_versions_state_once_at_start(
         "transactions.json": 0o600,
         "outbox-parked.jsonl": 0o600,
         "outbox/head.json": 0o600,
+        # the history (new in this version) is created private from the start
+        "history": 0o700,
+        "history/history.sqlite3": 0o600,
+        "history/history.sqlite3-wal": 0o600,
+        "history/history.sqlite3-shm": 0o600,
     }
     assert stat.S_IMODE((tmp_path / "elsewhere").stat().st_mode) == 0o644  # a link is not followed
     said = [record.getMessage() for record in caplog.records if record.name == "adapters.storage.private"]

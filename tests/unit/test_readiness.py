@@ -145,9 +145,10 @@ def test_the_csms_failure_reason_is_kept_while_the_link_is_down() -> None:
     site.set_upstream(False, "none", "refused the connection: HTTP 401 (check upstream.password)")
     assert site.upstream.reason == "refused the connection: HTTP 401 (check upstream.password)"
     assert site.upstream.changed_at is None  # nothing changed but the reason: no new time
-    assert events.get_nowait() == UpstreamStateChanged(False, "none", None)  # told, for MQTT's retained state
+    reason = "refused the connection: HTTP 401 (check upstream.password)"
+    assert events.get_nowait() == UpstreamStateChanged(False, "none", None, reason)  # told, for MQTT's retained state
     site.set_upstream(False, "none", "connection lost or unreachable: timed out")
-    assert events.get_nowait() == UpstreamStateChanged(False, "none", None)
+    assert events.get_nowait() == UpstreamStateChanged(False, "none", None, "connection lost or unreachable: timed out")
     site.set_upstream(False, "none")  # no reason given: the last one stays, nothing to tell
     site.set_upstream(False, "none", "connection lost or unreachable: timed out")  # the same again: quiet
     assert site.upstream.reason == "connection lost or unreachable: timed out"

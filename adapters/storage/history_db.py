@@ -1,0 +1,349 @@
+"""SqliteHistoryStore: the operator's history (sessions, event log, one-minute series) in SQLite.
+
+Why SQLite (the standard library's ``sqlite3``) and not the outbox's line files: the history is
+read by query (a month of sessions for one id tag, the last 24 h of one connector), kept for
+more than a year and pruned from the old end, which is what a query database does well; the
+outbox is a queue read from the head only.
+
+* Durability: WAL with ``synchronous=FULL``, so a commit is on disk when ``write`` returns, and
+  each ``write`` is one transaction: a kill -9 leaves every batch whole or absent, never a
+  partial row (SQLite's own guarantee, tested in tests/integration/test_history.py).
+* Privacy: the file holds full id tags. It lives in ``<state_dir>/history/`` (0700) and is
+  created 0600 before SQLite opens it; SQLite gives its ``-wal`` and ``-shm`` files the database's
+  mode.
+* Damage never stops the gateway: a file SQLite cannot open, that is not a database, that a newer
+  version wrote, or that turns out damaged while in use, is renamed aside as
+  ``history.<time>.corrupt`` (with its ``-wal``/``-shm``), a fresh one is started, and the
+  problem is logged once and reported by ``problems()``. Should even that fail, the store keeps
+  nothing (every ``write`` is a no-op) and says so: the history is never worth a charger.
+* Schema: versioned with ``PRAGMA user_version`` (docs/history.md shows it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from adapters.storage.atomic import fsync_directory
+from adapters.storage.private import make_private_directory, open_private
+from gateway.domain.authorization import mask_id_tag
+from gateway.domain.history import (
+    DeliveryState,
+    EventRecord,
+    HistoryEvent,
+    HistoryWrite,
+    Retention,
+    SeriesRecord,
+    SeriesSample,
+    SessionDelivery,
+    SessionNumbered,
+    SessionRecord,
+    SessionStarted,
+    SessionStopped,
+)
+from gateway.domain.model import iso_utc
+from gateway.domain.outbox import StoreProblem
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "history.sqlite3"
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE sessions (
+    local_ref TEXT PRIMARY KEY,           -- the gateway's reference, unique across restarts
+    connector_id INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    id_tag TEXT NOT NULL,                 -- the full tag: views show it masked
+    started_at TEXT,                      -- ISO 8601 UTC, when the register was read
+    stopped_at TEXT,                      -- NULL while the session runs
+    meter_start_wh INTEGER,               -- the billing register, as in StartTransaction
+    meter_stop_wh INTEGER,                -- the billing register, as in StopTransaction
+    energy_wh INTEGER,                    -- meter_stop_wh - meter_start_wh
+    peak_power_w REAL,
+    stop_reason TEXT,
+    csms_transaction_id INTEGER,
+    delivery TEXT                         -- NULL while running, then queued / delivered / parked
+);
+CREATE INDEX sessions_started ON sessions (started_at);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,                     -- ISO 8601 UTC
+    kind TEXT NOT NULL,
+    connector_id INTEGER,
+    device TEXT,
+    detail TEXT NOT NULL                  -- JSON object
+);
+CREATE INDEX events_at ON events (at);
+CREATE TABLE series (
+    minute TEXT NOT NULL,                 -- ISO 8601 UTC, the minute mark
+    connector_id INTEGER NOT NULL,        -- 0: the grid meter
+    power_w REAL,
+    energy_wh INTEGER,
+    status TEXT,
+    PRIMARY KEY (minute, connector_id)
+) WITHOUT ROWID;
+"""
+_SESSION_COLUMNS = (
+    "local_ref, connector_id, device, id_tag, started_at, stopped_at, meter_start_wh, meter_stop_wh, "
+    "energy_wh, peak_power_w, stop_reason, csms_transaction_id, delivery"
+)
+
+
+class _Damaged(Exception):
+    """The file is not a usable history database (the reason is the message)."""
+
+
+class SqliteHistoryStore:
+    """The ``HistoryStore`` port on one SQLite file. Not thread-safe: one call at a time (the
+    history service makes them one after the other from worker threads)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / FILE_NAME
+        self._problems: list[StoreProblem] = []
+        self._db: sqlite3.Connection | None = None
+        self._open_or_start_afresh()
+
+    # -- opening ----------------------------------------------------------------------------------
+    def _open_or_start_afresh(self) -> None:
+        try:
+            make_private_directory(self.directory)
+            self._db = self._open()
+            return
+        except (_Damaged, sqlite3.DatabaseError, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
+        self._set_aside(reason)
+
+    def _open(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))  # 0600 before SQLite sees it
+        elif self.path.is_dir():
+            raise _Damaged("a folder stands where the history file belongs")
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # reads the header: not a db fails here
+            if version > SCHEMA_VERSION:
+                raise _Damaged(f"written by a newer version (schema {version}, this one knows {SCHEMA_VERSION})")
+            if db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+                raise _Damaged("cannot switch to write-ahead logging")
+            db.execute("PRAGMA synchronous=FULL")
+            if (problem := db.execute("PRAGMA quick_check(1)").fetchone()[0]) != "ok":
+                raise _Damaged(f"damaged ({problem})")
+            if version == 0:
+                with _transaction(db):
+                    for statement in filter(str.strip, SCHEMA.split(";")):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, reason: str) -> None:
+        """Move the unusable file (and its WAL) aside and start a fresh one; logged once."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.directory / f"history.{stamp}.corrupt"
+        try:
+            if self.path.exists():
+                os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                side = Path(f"{self.path}{suffix}")
+                if side.exists():
+                    os.replace(side, Path(f"{aside}{suffix}"))
+            with contextlib.suppress(OSError):
+                fsync_directory(self.directory)
+            self._db = self._open()
+        except (_Damaged, sqlite3.DatabaseError, OSError) as exc:
+            self._report(
+                f"history file unusable ({reason}), and no fresh one could be started ({exc}): "
+                "no history is kept until the gateway restarts; charging and billing go on"
+            )
+            return
+        what = f"history file unusable ({reason}); kept as {aside.name}, a fresh one was started"
+        self._report(what if aside.exists() else f"history file unusable ({reason}); a fresh one was started")
+
+    def _report(self, what: str) -> None:
+        problem = StoreProblem(what, str(self.path))
+        log.warning("%s: %s", problem.path, problem.what)
+        self._problems.append(problem)
+
+    def problems(self) -> list[StoreProblem]:
+        return list(self._problems)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- writing ----------------------------------------------------------------------------------
+    def write(self, items: Sequence[HistoryWrite]) -> None:
+        """All of ``items`` in one transaction (see the port). A file found damaged here is set
+        aside and the batch goes into the fresh one; a refusing disk raises ``OSError``."""
+        if not items or self._db is None:
+            return
+        try:
+            self._write(self._db, items)
+        except sqlite3.OperationalError as exc:  # disk full, I/O error, locked: the batch is not kept
+            raise OSError(f"history: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # malformed: the file itself is bad
+            self._set_aside(str(exc))
+            if self._db is not None:
+                self._write(self._db, items)
+
+    @staticmethod
+    def _write(db: sqlite3.Connection, items: Sequence[HistoryWrite]) -> None:
+        with _transaction(db):
+            for item in items:
+                _apply(db, item)
+
+    def prune(self, now: datetime, retention: Retention, limit: int) -> int:
+        """Bounded deletes from the old end of each table (see the port)."""
+        if self._db is None:
+            return 0
+        cutoffs = [
+            ("sessions", "rowid", "started_at", retention.sessions_days, "AND stopped_at IS NOT NULL"),
+            ("events", "id", "at", retention.events_days, ""),
+            ("series", "minute", "minute", retention.series_days, ""),
+        ]
+        removed = 0
+        try:
+            with _transaction(self._db):
+                for table, key, column, days, condition in cutoffs:
+                    before = iso_utc(now - timedelta(days=days))
+                    cursor = self._db.execute(
+                        f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} "
+                        f"WHERE {column} < ? {condition} ORDER BY {column} LIMIT ?)",
+                        (before, limit - removed),
+                    )
+                    removed += max(cursor.rowcount, 0)
+                    if removed >= limit:
+                        break
+        except sqlite3.OperationalError as exc:
+            raise OSError(f"history: {exc}") from exc
+        return removed
+
+    # -- reading ----------------------------------------------------------------------------------
+    def sessions(self, limit: int = 100) -> list[SessionRecord]:
+        rows = self._query(f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY started_at DESC LIMIT ?", (limit,))
+        return [_session(row) for row in rows]
+
+    def events(self, limit: int = 100) -> list[EventRecord]:
+        rows = self._query(
+            "SELECT at, kind, connector_id, device, detail FROM events ORDER BY at DESC, id DESC LIMIT ?", (limit,)
+        )
+        return [EventRecord(at, kind, cid, device, json.loads(detail)) for at, kind, cid, device, detail in rows]
+
+    def series(self, since: datetime) -> list[SeriesRecord]:
+        rows = self._query(
+            "SELECT minute, connector_id, power_w, energy_wh, status FROM series WHERE minute >= ? "
+            "ORDER BY minute, connector_id",
+            (iso_utc(since),),
+        )
+        return [SeriesRecord(*row) for row in rows]
+
+    def _query(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self._db is None:
+            return []
+        return self._db.execute(sql, parameters).fetchall()
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE .. COMMIT, or ROLLBACK on any error (autocommit mode: explicit bounds)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _apply(db: sqlite3.Connection, item: HistoryWrite) -> None:
+    if isinstance(item, SessionStarted):
+        db.execute(
+            "INSERT OR IGNORE INTO sessions (local_ref, connector_id, device, id_tag, started_at, meter_start_wh) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                item.local_ref,
+                item.connector_id,
+                item.device,
+                item.id_tag,
+                iso_utc(item.started_at),
+                item.meter_start_wh,
+            ),
+        )
+    elif isinstance(item, SessionStopped):
+        db.execute(
+            "INSERT OR IGNORE INTO sessions (local_ref, connector_id, device, id_tag) VALUES (?, ?, ?, ?)",
+            (item.local_ref, item.connector_id, item.device, item.id_tag),
+        )
+        db.execute(
+            "UPDATE sessions SET stopped_at = ?, meter_stop_wh = ?, energy_wh = ? - meter_start_wh, "
+            "peak_power_w = ?, stop_reason = ?, delivery = COALESCE(delivery, ?) WHERE local_ref = ?",
+            (
+                iso_utc(item.stopped_at),
+                item.meter_stop_wh,
+                item.meter_stop_wh,
+                item.peak_power_w,
+                item.stop_reason,
+                DeliveryState.QUEUED.value,
+                item.local_ref,
+            ),
+        )
+    elif isinstance(item, SessionNumbered):
+        db.execute(
+            "UPDATE sessions SET csms_transaction_id = ? WHERE local_ref = ?", (item.transaction_id, item.local_ref)
+        )
+    elif isinstance(item, SessionDelivery):
+        # a parked end stays parked: a later delivery of the other end does not hide it
+        db.execute(
+            "UPDATE sessions SET delivery = ? WHERE local_ref = ? AND delivery IS NOT 'parked'",
+            (item.state.value, item.local_ref),
+        )
+    elif isinstance(item, HistoryEvent):
+        db.execute(
+            "INSERT INTO events (at, kind, connector_id, device, detail) VALUES (?, ?, ?, ?, ?)",
+            (iso_utc(item.at), item.kind.value, item.connector_id, item.device, json.dumps(item.detail)),
+        )
+    elif isinstance(item, SeriesSample):
+        db.execute(
+            "INSERT OR REPLACE INTO series (minute, connector_id, power_w, energy_wh, status) VALUES (?, ?, ?, ?, ?)",
+            (iso_utc(item.minute), item.connector_id, item.power_w, item.energy_wh, item.status),
+        )
+
+
+def _session(row: tuple[Any, ...]) -> SessionRecord:
+    (ref, connector_id, device, id_tag, started, stopped, start_wh, stop_wh, energy, peak, reason, tx, delivery) = row
+    duration = None
+    if started and stopped:
+        duration = (datetime.fromisoformat(stopped) - datetime.fromisoformat(started)).total_seconds()
+    return SessionRecord(
+        ref,
+        connector_id,
+        device,
+        id_tag,
+        mask_id_tag(id_tag),
+        started,
+        stopped,
+        start_wh,
+        stop_wh,
+        energy,
+        duration,
+        peak,
+        reason,
+        tx,
+        DeliveryState(delivery) if delivery else None,
+    )

@@ -1,0 +1,277 @@
+"""The operator's history: turns the Site's events into sessions, an event log and a one-minute
+series, and hands them to a ``HistoryStore`` once a second.
+
+Writes never hold up charging or billing:
+
+* Events are taken from the Site's stream in bulk once a second (``flush_interval_s``), turned
+  into rows in memory (cheap, on the event loop), and written as ONE transaction per second in a
+  worker thread: a commit fsyncs (``synchronous=FULL``), which can take tens of milliseconds on an
+  SD card, and that wait must not be the event loop's. One fsync per second instead of one per
+  event also bounds the flash wear of a busy site.
+* The worker is a single thread of our own (not ``asyncio.to_thread``'s shared pool): SQLite
+  connections want one user at a time, and at shutdown the last batch can be written after the
+  one in flight, in order, without a lock.
+* A refusing disk keeps the rows in memory (up to ``MAX_PENDING``, the oldest dropped beyond,
+  counted) and is logged once per outage; the history never raises into the gateway.
+
+The billing facts are the very values the outbox carries: meterStart and meterStop come from the
+StartTransaction and StopTransaction effects, the delivery state from the outbox itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from gateway.domain.events import (
+    AvailabilityChanged,
+    ConnectorReadingChanged,
+    DeviceHealthChanged,
+    Event,
+    FaultCleared,
+    FaultRaised,
+    TransactionNumbered,
+    UpstreamStateChanged,
+)
+from gateway.domain.history import (
+    DeliveryState,
+    EventKind,
+    HistoryEvent,
+    HistoryWrite,
+    Retention,
+    SeriesSample,
+    SessionDelivery,
+    SessionNumbered,
+    SessionStarted,
+    SessionStopped,
+)
+from gateway.domain.model import Fault
+from gateway.domain.outbox import OutboxRecord, RecordKind, StoreProblem
+from gateway.domain.ports import HistoryStore
+from gateway.domain.transactions import StartTransaction, StopTransaction
+from gateway.services.site import Site
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 50_000  # rows held while the disk refuses (about an hour of a 50-connector site's series)
+PRUNE_ROWS = 2_000  # rows deleted per prune call: a few ms, however much is due
+PRUNE_INTERVAL_S = 3600.0
+
+
+class History:
+    """Follows the Site and keeps its history in ``store`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        site: Site,
+        store: HistoryStore,
+        retention: Retention | None = None,
+        *,
+        flush_interval_s: float = 1.0,
+        prune_interval_s: float = PRUNE_INTERVAL_S,
+    ) -> None:
+        self.site = site
+        self.store = store
+        self.retention = retention or Retention()
+        self.flush_interval_s = flush_interval_s
+        self.prune_interval_s = prune_interval_s
+        self._events = site.subscribe()  # from construction on: no session may start unseen
+        self._pending: list[HistoryWrite] = []
+        self._open: dict[int, str] = {}  # connector -> local ref of its running session
+        self._peak: dict[str, float | None] = {}  # local ref -> highest power seen in it
+        self._faults: dict[tuple[int | None, str | None, Fault], datetime] = {}  # -> raised at
+        self._csms_connected: bool | None = None
+        self._last_minute: datetime | None = None
+        self._next_prune = 0.0  # (monotonic) the first prune comes with the first flush
+        self._dropped = 0
+        self._disk_error: str | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+
+    def problems(self) -> list[StoreProblem]:
+        """What the store found wrong (a file set aside), for the status views."""
+        return self.store.problems()
+
+    # -- running ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Once a second: take the events, add the minute's series, write; prune now and then.
+        Cancelled (the gateway stops), it writes what it holds before it returns."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(self.flush_interval_s)
+                self.take_events()
+                self.sample_series(self.site.clock.now())
+                await self.flush()
+                if loop.time() >= self._next_prune:
+                    removed = await loop.run_in_executor(self._worker, self._prune)
+                    # more due: go on next second (bounded work per call), else wait the interval
+                    more = removed >= PRUNE_ROWS
+                    self._next_prune = loop.time() + (self.flush_interval_s if more else self.prune_interval_s)
+        finally:
+            self.take_events()
+            batch, self._pending = self._pending, []
+            # the same thread, so after any batch still in flight, in order; blocks only at shutdown
+            self._written(batch, self._worker.submit(self._write, batch).result())
+            self._worker.submit(self.store.close).result()
+            self._worker.shutdown()
+
+    def take_events(self) -> None:
+        """Turn every event collected since the last call into rows (on the event loop)."""
+        while (event := self._events.get_nowait()) is not None:
+            self.take(event)
+
+    async def flush(self) -> None:
+        """Write what is pending, in one transaction, in the worker thread."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        error = await asyncio.get_running_loop().run_in_executor(self._worker, self._write, batch)
+        self._written(batch, error)
+
+    def _write(self, batch: list[HistoryWrite]) -> OSError | None:
+        """(worker thread) The store's write; what the disk refused is returned, not raised."""
+        try:
+            self.store.write(batch)
+        except OSError as exc:
+            return exc
+        except Exception:  # a bug of ours: loud in the log, but the history is never worth a charger
+            log.exception("history: a batch of %d rows could not be written and is dropped", len(batch))
+        return None
+
+    def _written(self, batch: list[HistoryWrite], error: OSError | None) -> None:
+        """(event loop) After a write: a refused batch goes back in front of what came since."""
+        if error is not None:
+            self._pending = batch + self._pending
+            if len(self._pending) > MAX_PENDING:
+                over = len(self._pending) - MAX_PENDING
+                self._dropped += over
+                del self._pending[:over]
+            if self._disk_error is None:
+                log.warning("history: the disk refuses writes (%s); holding them in memory, charging goes on", error)
+            self._disk_error = str(error)
+        elif self._disk_error is not None:
+            lost = f", {self._dropped} older rows were dropped" if self._dropped else ""
+            log.info("history: the disk takes writes again%s", lost)
+            self._disk_error, self._dropped = None, 0
+
+    def _prune(self) -> int:
+        """(worker thread) Bounded deletes; returns how many rows went."""
+        try:
+            return self.store.prune(self.site.clock.now(), self.retention, PRUNE_ROWS)
+        except OSError as exc:
+            log.warning("history: pruning failed: %s", exc)
+            return 0
+
+    # -- from the outbox ----------------------------------------------------------------------------
+    def outbox_settled(self, record: OutboxRecord, state: DeliveryState) -> None:
+        """The outbox delivered or parked ``record`` (called on the event loop by the outbox)."""
+        if record.local_ref is None:
+            return
+        # the session's start and stop events are in the stream already (the Site emitted them
+        # before the outbox queued them): rows for them first, so the delivery lands on its row
+        self.take_events()
+        if (record.kind == RecordKind.STOP and state == DeliveryState.DELIVERED) or state == DeliveryState.PARKED:
+            self._pending.append(SessionDelivery(record.local_ref, state))
+
+    # -- events into rows -------------------------------------------------------------------------
+    def sample_series(self, now: datetime) -> None:
+        """Once per minute mark: each connector's last reading and status, and the grid meter's
+        (connector 0). Read from the Site, which keeps the latest of everything."""
+        minute = now.replace(second=0, microsecond=0)
+        if minute == self._last_minute:
+            return
+        self._last_minute = minute
+        for cid, connector in self.site.connectors.items():
+            reading = connector.reading
+            power, energy = (reading.power_w, reading.energy_wh) if reading else (None, None)
+            self._pending.append(SeriesSample(minute, cid, power, energy, connector.status.value))
+        for meter in self.site.meters.values():
+            if meter.connector_id == 0 and meter.reading is not None:
+                self._pending.append(SeriesSample(minute, 0, meter.reading.power_w, meter.reading.energy_wh, None))
+
+    def take(self, event: Event) -> None:
+        """One Site event into rows, if the history keeps anything of it."""
+        if isinstance(event, StartTransaction):
+            self._open[event.connector_id] = event.local_ref
+            self._peak[event.local_ref] = None
+            device = self._device(event.connector_id)
+            self._pending.append(
+                SessionStarted(
+                    event.local_ref, event.connector_id, device, event.id_tag, event.started_at, event.meter_start_wh
+                )
+            )
+        elif isinstance(event, StopTransaction):
+            if self._open.get(event.connector_id) == event.local_ref:
+                del self._open[event.connector_id]
+            stop = SessionStopped(
+                event.local_ref,
+                event.connector_id,
+                self._device(event.connector_id),
+                event.id_tag,
+                event.stopped_at,
+                event.meter_stop_wh,
+                event.reason.value,
+                self._peak.pop(event.local_ref, None),
+            )
+            self._pending.append(stop)
+        elif isinstance(event, ConnectorReadingChanged):
+            ref = self._open.get(event.connector_id)
+            power = event.reading.power_w
+            if ref is not None and power is not None:
+                peak = self._peak.get(ref)
+                self._peak[ref] = power if peak is None else max(peak, power)
+        elif isinstance(event, TransactionNumbered):
+            if (ref := self._open.get(event.connector_id)) is not None:
+                self._pending.append(SessionNumbered(ref, event.transaction_id))
+        elif isinstance(event, FaultRaised | FaultCleared):
+            self._fault(event)
+        elif isinstance(event, DeviceHealthChanged):
+            kind = EventKind.DEVICE_BACK if event.online else EventKind.DEVICE_LOST
+            detail = {} if event.online else {"reason": event.reason}
+            self._pending.append(HistoryEvent(event.changed_at, kind, device=event.device, detail=detail))
+        elif isinstance(event, UpstreamStateChanged):
+            self._upstream(event)
+        elif isinstance(event, AvailabilityChanged):
+            kind = EventKind.AVAILABLE if event.available else EventKind.UNAVAILABLE
+            device = self._device(event.connector_id)
+            self._pending.append(HistoryEvent(event.at, kind, event.connector_id, device))
+
+    def _fault(self, event: FaultRaised | FaultCleared) -> None:
+        key = (event.connector_id, event.meter, event.fault)
+        device = event.meter if event.meter is not None else self._device(event.connector_id)
+        detail: dict[str, object] = {"kind": event.fault.kind.value, "vendor_code": event.fault.vendor_code}
+        if event.fault.info:
+            detail["info"] = event.fault.info
+        if isinstance(event, FaultRaised):
+            self._faults[key] = event.at
+            kind = EventKind.FAULT_RAISED
+        else:
+            raised_at = self._faults.pop(key, None)  # None: raised before a restart
+            # between the two times as stored (cut to the millisecond), so that they agree with it
+            detail["duration_s"] = (
+                None if raised_at is None else round((_ms(event.at) - _ms(raised_at)).total_seconds(), 3)
+            )
+            kind = EventKind.FAULT_CLEARED
+        self._pending.append(HistoryEvent(event.at, kind, event.connector_id, device, detail))
+
+    def _upstream(self, event: UpstreamStateChanged) -> None:
+        """Only the link's ups and downs (a new reason for a link that stays down is not a new line)."""
+        if event.connected == self._csms_connected:
+            return
+        self._csms_connected = event.connected
+        at = event.changed_at or self.site.clock.now()  # (None: the first word since the start)
+        if event.connected:
+            self._pending.append(HistoryEvent(at, EventKind.CSMS_UP, detail={"registration": event.registration}))
+        else:
+            self._pending.append(HistoryEvent(at, EventKind.CSMS_DOWN, detail={"reason": event.reason}))
+
+    def _device(self, connector_id: int | None) -> str:
+        connector = self.site.connectors.get(connector_id) if connector_id is not None else None
+        return connector.device if connector is not None else ""
+
+
+def _ms(moment: datetime) -> datetime:
+    """``moment`` cut to the millisecond, as ``iso_utc`` stores it."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
