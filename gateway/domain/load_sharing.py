@@ -338,12 +338,12 @@ class LoadSharing:
             and (now - memory.switched_at).total_seconds() < self.settings.min_on_s
         )
 
-    def _rank(self, now: datetime, d: Demand) -> tuple[int, int, int, int, int, int]:
-        """Admission order: idle last; within min on-time, priority, a running turn, the queue's tickets."""
+    def _rank(self, now: datetime, d: Demand) -> tuple[int, int, int, int, int]:
+        """Admission order: within min on-time, priority, a running turn, then the queue's tickets
+        (idle cars are admitted in a round of their own, after the others are filled)."""
         memory = self._memory[d.connector_id]
         in_turn = bool(memory.offer_a) and not memory.requeued
         return (
-            1 if memory.idle else 0,
             0 if self._locked_on(now, d.connector_id) else 1,
             -d.priority,
             0 if in_turn else 1,
