@@ -278,8 +278,9 @@ async def test_a_lost_grid_meter_brings_the_chargers_together_to_the_fallback(
 async def test_a_lost_charger_keeps_its_last_offer_free_so_its_car_may_still_rise_to_it(
     modbus_simulator: StartSimulator, csms: DemoCsms, tmp_path: Path
 ) -> None:
-    # settle_s 60 s: the car on b keeps its offer while it takes less
-    slow = SharingSettings(raise_hold_s=2.0, building_hold_s=5.0)
+    # settle_s 60 s: the car on b keeps its offer while it takes less; follow_s as the simulated cars
+    # (a grid reading within follow_s of a change waits for the cars: 6 s for real ones)
+    slow = SharingSettings(raise_hold_s=2.0, building_hold_s=5.0, follow_s=FAST.follow_s)
     async with running_site(
         modbus_simulator,
         csms,
