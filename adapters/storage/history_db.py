@@ -16,7 +16,11 @@ outbox is a queue read from the head only.
   ``history.<time>.corrupt`` (with its ``-wal``/``-shm``), a fresh one is started, and the
   problem is logged once and reported by ``problems()``. Should even that fail, the store keeps
   nothing (every ``write`` is a no-op) and says so: the history is never worth a charger.
-* Schema: versioned with ``PRAGMA user_version`` (docs/history.md shows it).
+* Schema: versioned with ``PRAGMA user_version`` (docs/history.md shows it); an older file is
+  migrated in place, in one transaction, when it is opened.
+* Threads: one connection behind a lock. The history service writes from its worker thread, the
+  page and the API read from others; a read waits for a commit in flight (about a millisecond)
+  and the reverse, which neither notices.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,9 +40,11 @@ from adapters.storage.atomic import fsync_directory
 from adapters.storage.private import make_private_directory, open_private
 from gateway.domain.authorization import mask_id_tag
 from gateway.domain.history import (
+    EVERYTHING,
     DeliveryState,
     EventRecord,
     HistoryEvent,
+    HistoryQuery,
     HistoryWrite,
     Retention,
     SeriesRecord,
@@ -54,7 +61,7 @@ from gateway.domain.outbox import StoreProblem
 log = logging.getLogger(__name__)
 
 FILE_NAME = "history.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE sessions (
     local_ref TEXT PRIMARY KEY,           -- the gateway's reference, unique across restarts
@@ -87,9 +94,12 @@ CREATE TABLE series (
     power_w REAL,
     energy_wh INTEGER,
     status TEXT,
+    limit_a REAL,                         -- A per phase: the connector's share (0: all chargers' limit)
     PRIMARY KEY (minute, connector_id)
 ) WITHOUT ROWID;
 """
+#: From each older schema version to the next (the index is the version migrated from, less one).
+MIGRATIONS = ("ALTER TABLE series ADD COLUMN limit_a REAL",)
 _SESSION_COLUMNS = (
     "local_ref, connector_id, device, id_tag, started_at, stopped_at, meter_start_wh, meter_stop_wh, "
     "energy_wh, peak_power_w, stop_reason, csms_transaction_id, delivery"
@@ -109,6 +119,7 @@ class SqliteHistoryStore:
         self.path = directory / FILE_NAME
         self._problems: list[StoreProblem] = []
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
         self._open_or_start_afresh()
 
     # -- opening ----------------------------------------------------------------------------------
@@ -136,9 +147,10 @@ class SqliteHistoryStore:
             db.execute("PRAGMA synchronous=FULL")
             if (problem := db.execute("PRAGMA quick_check(1)").fetchone()[0]) != "ok":
                 raise _Damaged(f"damaged ({problem})")
-            if version == 0:
+            if version < SCHEMA_VERSION:
                 with _transaction(db):
-                    for statement in filter(str.strip, SCHEMA.split(";")):
+                    statements = filter(str.strip, SCHEMA.split(";")) if version == 0 else MIGRATIONS[version - 1 :]
+                    for statement in statements:
                         db.execute(statement)
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
@@ -182,14 +194,19 @@ class SqliteHistoryStore:
         return list(self._problems)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     # -- writing ----------------------------------------------------------------------------------
     def write(self, items: Sequence[HistoryWrite]) -> None:
         """All of ``items`` in one transaction (see the port). A file found damaged here is set
         aside and the batch goes into the fresh one; a refusing disk raises ``OSError``."""
+        with self._lock:
+            self._write_locked(items)
+
+    def _write_locked(self, items: Sequence[HistoryWrite]) -> None:
         if not items or self._db is None:
             return
         try:
@@ -209,6 +226,10 @@ class SqliteHistoryStore:
 
     def prune(self, now: datetime, retention: Retention, limit: int) -> int:
         """Bounded deletes from the old end of each table (see the port)."""
+        with self._lock:
+            return self._prune_locked(now, retention, limit)
+
+    def _prune_locked(self, now: datetime, retention: Retention, limit: int) -> int:
         if self._db is None:
             return 0
         cutoffs = [
@@ -234,28 +255,69 @@ class SqliteHistoryStore:
         return removed
 
     # -- reading ----------------------------------------------------------------------------------
-    def sessions(self, limit: int = 100) -> list[SessionRecord]:
-        rows = self._query(f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY started_at DESC LIMIT ?", (limit,))
+    def sessions(self, query: HistoryQuery = EVERYTHING) -> list[SessionRecord]:
+        where, parameters = _where(query, "started_at")
+        if query.id_tag is not None:
+            where.append("id_tag = ?")
+            parameters.append(query.id_tag)
+        rows = self._query(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions{_clause(where)} ORDER BY started_at DESC LIMIT ?",
+            (*parameters, query.limit),
+        )
         return [_session(row) for row in rows]
 
-    def events(self, limit: int = 100) -> list[EventRecord]:
+    def events(self, query: HistoryQuery = EVERYTHING) -> list[EventRecord]:
+        where, parameters = _where(query, "at")
+        if query.kinds:
+            where.append(f"kind IN ({', '.join('?' * len(query.kinds))})")
+            parameters.extend(query.kinds)
         rows = self._query(
-            "SELECT at, kind, connector_id, device, detail FROM events ORDER BY at DESC, id DESC LIMIT ?", (limit,)
+            f"SELECT at, kind, connector_id, device, detail FROM events{_clause(where)} "
+            "ORDER BY at DESC, id DESC LIMIT ?",
+            (*parameters, query.limit),
         )
         return [EventRecord(at, kind, cid, device, json.loads(detail)) for at, kind, cid, device, detail in rows]
 
-    def series(self, since: datetime) -> list[SeriesRecord]:
+    def series(self, query: HistoryQuery = EVERYTHING) -> list[SeriesRecord]:
+        where, parameters = _where(query, "minute")
         rows = self._query(
-            "SELECT minute, connector_id, power_w, energy_wh, status FROM series WHERE minute >= ? "
+            "SELECT minute, connector_id, power_w, energy_wh, status, limit_a FROM "
+            f"(SELECT * FROM series{_clause(where)} ORDER BY minute DESC, connector_id DESC LIMIT ?) "
             "ORDER BY minute, connector_id",
-            (iso_utc(since),),
+            (*parameters, query.limit),
         )
         return [SeriesRecord(*row) for row in rows]
 
     def _query(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        if self._db is None:
-            return []
-        return self._db.execute(sql, parameters).fetchall()
+        """Rows of a read; a file that fails here raises ``OSError`` (the reader says it cannot
+        read the history now) and is left to the next write to set aside."""
+        with self._lock:
+            if self._db is None:
+                return []
+            try:
+                return self._db.execute(sql, parameters).fetchall()
+            except sqlite3.Error as exc:
+                raise OSError(f"history: {exc}") from exc
+
+
+def _where(query: HistoryQuery, time_column: str) -> tuple[list[str], list[Any]]:
+    """The conditions every table shares: its own time within [since, until), and the connector."""
+    where: list[str] = []
+    parameters: list[Any] = []
+    if query.since is not None:
+        where.append(f"{time_column} >= ?")
+        parameters.append(iso_utc(query.since))
+    if query.until is not None:
+        where.append(f"{time_column} < ?")
+        parameters.append(iso_utc(query.until))
+    if query.connector_id is not None:
+        where.append("connector_id = ?")
+        parameters.append(query.connector_id)
+    return where, parameters
+
+
+def _clause(where: list[str]) -> str:
+    return f" WHERE {' AND '.join(where)}" if where else ""
 
 
 @contextlib.contextmanager
@@ -320,8 +382,9 @@ def _apply(db: sqlite3.Connection, item: HistoryWrite) -> None:
         )
     elif isinstance(item, SeriesSample):
         db.execute(
-            "INSERT OR REPLACE INTO series (minute, connector_id, power_w, energy_wh, status) VALUES (?, ?, ?, ?, ?)",
-            (iso_utc(item.minute), item.connector_id, item.power_w, item.energy_wh, item.status),
+            "INSERT OR REPLACE INTO series (minute, connector_id, power_w, energy_wh, status, limit_a) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (iso_utc(item.minute), item.connector_id, item.power_w, item.energy_wh, item.status, item.limit_a),
         )
 
 

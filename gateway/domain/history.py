@@ -37,6 +37,11 @@ class EventKind(StrEnum):
     CSMS_UP = "csms_up"
     UNAVAILABLE = "unavailable"  # a connector was taken out of service
     AVAILABLE = "available"  # and put back
+    COMMAND = "command"  # a command received: ``detail`` names it and its ``source`` (csms, mqtt, page)
+    BROKER_DOWN = "broker_down"  # the MQTT broker link
+    BROKER_UP = "broker_up"
+    LIMIT_BINDS = "limit_binds"  # load management began to hold chargers below what they asked
+    LIMIT_FREES = "limit_frees"  # and stopped
 
 
 # -- writes: what the service hands the store, applied together in one transaction -----------------
@@ -106,6 +111,7 @@ class SeriesSample:
     power_w: float | None
     energy_wh: int | None
     status: str | None
+    limit_a: float | None = None  # per phase: a connector's share; connector 0: what all chargers may draw
 
 
 HistoryWrite = SessionStarted | SessionStopped | SessionNumbered | SessionDelivery | HistoryEvent | SeriesSample
@@ -121,6 +127,31 @@ class Retention:
 
 
 # -- reads ----------------------------------------------------------------------------------------
+MAX_ROWS = 100_000  # the most rows one read returns (a year of a busy site's sessions fits)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Which rows a read wants. Times bound the row's own time (a session's start, an event's
+    time, a sample's minute): ``since`` inclusive, ``until`` exclusive. ``id_tag`` matches the
+    full tag exactly (sessions only); ``kinds`` filters events. Newest first, at most ``limit``,
+    but series, which come oldest first (a plot reads them in time order)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    connector_id: int | None = None
+    id_tag: str | None = None
+    kinds: tuple[str, ...] = ()
+    limit: int = 1000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_ROWS:
+            raise ValueError(f"limit is 1 to {MAX_ROWS}, not {self.limit}")
+
+
+EVERYTHING = HistoryQuery()  # no filter, the newest 1000
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
     """One session as stored. ``id_tag`` is the full tag: only ``masked_id_tag`` may leave the
@@ -162,3 +193,4 @@ class SeriesRecord:
     power_w: float | None
     energy_wh: int | None
     status: str | None
+    limit_a: float | None = None

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from gateway.domain.history import EventRecord, HistoryWrite, Retention, SeriesRecord, SessionRecord
+from gateway.domain.history import (
+    EVERYTHING,
+    EventRecord,
+    HistoryQuery,
+    HistoryWrite,
+    Retention,
+    SeriesRecord,
+    SessionRecord,
+)
 from gateway.domain.model import Snapshot
 from gateway.domain.outbox import StoreProblem
 
@@ -55,8 +63,8 @@ class HistoryStore(Protocol):
 
     Not a billing path: the outbox keeps the bills, this only remembers them. A damaged store is
     set aside and started afresh (``problems()`` says so) rather than stopping the gateway. The
-    calls block (they may fsync): the history service makes them from a worker thread, one at a
-    time."""
+    calls block (they may fsync): the history service writes from a worker thread of its own, and
+    reads (for the page, the API) come from other threads, so a store serialises its calls."""
 
     def write(self, items: Sequence[HistoryWrite]) -> None:
         """Apply ``items`` in order, all or none (one transaction), on disk when it returns.
@@ -68,16 +76,17 @@ class HistoryStore(Protocol):
         (fewer than ``limit``: nothing more is due now)."""
         ...
 
-    def sessions(self, limit: int = 100) -> list[SessionRecord]:
-        """The newest sessions first."""
+    def sessions(self, query: HistoryQuery = EVERYTHING) -> list[SessionRecord]:
+        """The sessions ``query`` picks, the newest first. Safe from any thread."""
         ...
 
-    def events(self, limit: int = 100) -> list[EventRecord]:
-        """The newest events first."""
+    def events(self, query: HistoryQuery = EVERYTHING) -> list[EventRecord]:
+        """The events ``query`` picks, the newest first. Safe from any thread."""
         ...
 
-    def series(self, since: datetime) -> list[SeriesRecord]:
-        """The samples from ``since`` on, oldest first."""
+    def series(self, query: HistoryQuery = EVERYTHING) -> list[SeriesRecord]:
+        """The samples ``query`` picks, the oldest first (``limit`` from the newest end). Safe from
+        any thread."""
         ...
 
     def problems(self) -> list[StoreProblem]:

@@ -36,14 +36,19 @@ from gateway.domain.events import (
     UpstreamStateChanged,
 )
 from gateway.domain.history import (
+    EVERYTHING,
     DeliveryState,
     EventKind,
+    EventRecord,
     HistoryEvent,
+    HistoryQuery,
     HistoryWrite,
     Retention,
+    SeriesRecord,
     SeriesSample,
     SessionDelivery,
     SessionNumbered,
+    SessionRecord,
     SessionStarted,
     SessionStopped,
 )
@@ -177,19 +182,35 @@ class History:
 
     # -- events into rows -------------------------------------------------------------------------
     def sample_series(self, now: datetime) -> None:
-        """Once per minute mark: each connector's last reading and status, and the grid meter's
-        (connector 0). Read from the Site, which keeps the latest of everything."""
+        """Once per minute mark: each connector's last reading, status and share, and the grid
+        meter's reading with what all chargers may draw (connector 0). Read from the Site, which
+        keeps the latest of everything."""
         minute = now.replace(second=0, microsecond=0)
         if minute == self._last_minute:
             return
         self._last_minute = minute
+        load = self.site.load
         for cid, connector in self.site.connectors.items():
             reading = connector.reading
             power, energy = (reading.power_w, reading.energy_wh) if reading else (None, None)
-            self._pending.append(SeriesSample(minute, cid, power, energy, connector.status.value))
-        for meter in self.site.meters.values():
-            if meter.connector_id == 0 and meter.reading is not None:
-                self._pending.append(SeriesSample(minute, 0, meter.reading.power_w, meter.reading.energy_wh, None))
+            share = load.share_of(cid)
+            offered = share.current_a if share is not None else None
+            self._pending.append(SeriesSample(minute, cid, power, energy, connector.status.value, offered))
+        grid = next((m.reading for m in self.site.meters.values() if m.connector_id == 0), None)
+        limit_a = load.state.limit_a if load.state is not None else None
+        if grid is not None or limit_a is not None:
+            power, energy = (grid.power_w, grid.energy_wh) if grid is not None else (None, None)
+            self._pending.append(SeriesSample(minute, 0, power, energy, None, limit_a))
+
+    # -- reads (for the page, the API and the terminal), in a worker thread ------------------------
+    async def sessions(self, query: HistoryQuery = EVERYTHING) -> list[SessionRecord]:
+        return await asyncio.to_thread(self.store.sessions, query)
+
+    async def events(self, query: HistoryQuery = EVERYTHING) -> list[EventRecord]:
+        return await asyncio.to_thread(self.store.events, query)
+
+    async def series(self, query: HistoryQuery = EVERYTHING) -> list[SeriesRecord]:
+        return await asyncio.to_thread(self.store.series, query)
 
     def take(self, event: Event) -> None:
         """One Site event into rows, if the history keeps anything of it."""

@@ -24,7 +24,15 @@ from adapters.modbus.simulator import ModbusSimulator
 from adapters.storage.history_db import FILE_NAME, SqliteHistoryStore
 from gateway.app import Gateway
 from gateway.config import parse_config
-from gateway.domain.history import DeliveryState, EventKind, HistoryEvent, SessionStarted, SessionStopped
+from gateway.domain.history import (
+    MAX_ROWS,
+    DeliveryState,
+    EventKind,
+    HistoryEvent,
+    HistoryQuery,
+    SessionStarted,
+    SessionStopped,
+)
 from gateway.domain.model import iso_utc
 from tests.fixtures.modbus import start_simulators
 from tests.fixtures.net import free_port
@@ -127,7 +135,7 @@ async def test_a_session_is_kept_with_the_values_the_csms_billed_and_survives_a_
         await eventually(session_where(state_dir, lambda s: s.local_ref != row.local_ref), timeout_s=10)
     store = read_history(state_dir)
     assert row in store.sessions()
-    assert store.series(datetime.now(UTC) - timedelta(minutes=5))  # both runs sampled their minute
+    assert store.series(HistoryQuery(since=datetime.now(UTC) - timedelta(minutes=5)))  # both runs sampled their minute
     assert not store.problems()
     store.close()
 
@@ -224,7 +232,7 @@ while True:
 def count_sessions(folder: Path) -> int:
     store = SqliteHistoryStore(folder)
     try:
-        return len(store.sessions(limit=1_000_000))
+        return len(store.sessions(HistoryQuery(limit=MAX_ROWS)))
     finally:
         store.close()
 
@@ -242,8 +250,8 @@ async def test_a_kill_9_leaves_no_partial_rows(tmp_path: Path) -> None:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
         store = read_history(tmp_path / "history")
-        sessions = store.sessions(limit=1_000_000)
-        events = store.events(limit=1_000_000)
+        sessions = store.sessions(HistoryQuery(limit=MAX_ROWS))
+        events = store.events(HistoryQuery(limit=MAX_ROWS))
         assert not store.problems()
         assert all(s.stopped_at is not None and s.energy_wh == 7 for s in sessions)
         assert {e.detail["session"] for e in events} == {s.local_ref for s in sessions}

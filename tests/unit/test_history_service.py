@@ -32,6 +32,7 @@ from gateway.domain.model import (
     VehicleState,
 )
 from gateway.domain.outbox import OutboxRecord, RecordKind, StoreProblem
+from gateway.domain.phase_limits import ConnectorShare, PhaseLimit, Reason, SiteLoad
 from gateway.services.history import History
 from gateway.services.site import Site
 
@@ -169,6 +170,17 @@ def test_one_series_sample_per_connector_and_the_grid_meter_per_minute() -> None
         (minute, 0, 9_000.0, 5_000),
     ]
     assert samples[0].status == "charging" and len(samples) == 4
+    assert samples[0].limit_a is None and samples[1].limit_a is None  # nothing shared on this site
+
+
+def test_the_series_keeps_each_share_and_the_chargers_limit() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    shares = {1: ConnectorShare(10.0, Reason.FUSE)}
+    site.load.report(SiteLoad(T0, (PhaseLimit(10.0, Reason.FUSE),) * 3, None, (10.0,) * 3, shares, fuse_a=25.0))
+    history.sample_series(T0)
+    samples = [r for r in history._pending if isinstance(r, SeriesSample)]
+    assert [(s.connector_id, s.power_w, s.limit_a) for s in samples] == [(1, None, 10.0), (0, None, 10.0)]
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:

@@ -16,6 +16,7 @@ from gateway.domain.history import (
     DeliveryState,
     EventKind,
     HistoryEvent,
+    HistoryQuery,
     Retention,
     SeriesSample,
     SessionDelivery,
@@ -90,9 +91,9 @@ def test_events_and_series_read_back(tmp_path: Path) -> None:
     )
     (event,) = store.events()
     assert (event.kind, event.connector_id, event.device, event.detail) == ("fault_cleared", 2, "right", detail)
-    series = store.series(T0)
+    series = store.series(HistoryQuery(since=T0))
     assert [(s.connector_id, s.power_w) for s in series] == [(1, 7_300.0), (0, 9_000.0)]
-    assert store.series(T0 + timedelta(minutes=1))[0].connector_id == 0
+    assert store.series(HistoryQuery(since=T0 + timedelta(minutes=1)))[0].connector_id == 0
 
 
 def test_the_file_is_private_and_versioned(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_retention_prunes_old_rows_in_bounded_steps(tmp_path: Path) -> None:
         pass
     assert sorted(s.local_ref for s in store.sessions()) == ["recent", "running-since-long"]
     assert [e.kind for e in store.events()] == ["csms_up"]
-    assert [s.power_w for s in store.series(T0)] == [2.0]
+    assert [s.power_w for s in store.series(HistoryQuery(since=T0))] == [2.0]
 
 
 def test_a_file_that_is_not_a_database_is_set_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -214,3 +215,62 @@ def test_damage_found_at_start_sets_the_file_aside(tmp_path: Path) -> None:
     assert len(store.problems()) == 1 and "kept as" in store.problems()[0].what
     assert store.sessions() == []
     assert len(list(folder.glob("history.*.corrupt"))) == 1
+
+
+def test_reads_filter_by_time_connector_id_tag_and_kind(tmp_path: Path) -> None:
+    store = SqliteHistoryStore(tmp_path / "history")
+    store.write(
+        [
+            SessionStarted("a", 1, "left", TAG, T0, 0),
+            SessionStarted("b", 2, "right", "OTHER-CARD-42", T0 + timedelta(hours=1), 0),
+            SessionStarted("c", 1, "left", TAG, T0 + timedelta(hours=2), 0),
+            HistoryEvent(T0, EventKind.CSMS_DOWN),
+            HistoryEvent(T0 + timedelta(hours=1), EventKind.FAULT_RAISED, 2, "right"),
+            HistoryEvent(T0 + timedelta(hours=2), EventKind.CSMS_UP),
+            *[SeriesSample(T0 + timedelta(minutes=m), c, m, m, "charging", 16.0) for m in range(5) for c in (0, 1)],
+        ]
+    )
+    refs = lambda query: [s.local_ref for s in store.sessions(query)]  # noqa: E731
+    assert refs(HistoryQuery()) == ["c", "b", "a"]  # newest first
+    assert refs(HistoryQuery(since=T0 + timedelta(hours=1))) == ["c", "b"]  # since: inclusive
+    assert refs(HistoryQuery(until=T0 + timedelta(hours=1))) == ["a"]  # until: exclusive
+    assert refs(HistoryQuery(connector_id=1)) == ["c", "a"]
+    assert refs(HistoryQuery(id_tag="OTHER-CARD-42")) == ["b"]
+    assert refs(HistoryQuery(id_tag="****E5F6")) == []  # the full tag only: a mask finds nothing
+    assert refs(HistoryQuery(limit=1)) == ["c"]
+    kinds = lambda query: [e.kind for e in store.events(query)]  # noqa: E731
+    assert kinds(HistoryQuery(kinds=("csms_down", "csms_up"))) == ["csms_up", "csms_down"]
+    assert kinds(HistoryQuery(connector_id=2)) == ["fault_raised"]
+    series = store.series(HistoryQuery(connector_id=1, since=T0 + timedelta(minutes=1), limit=3))
+    assert [(s.minute[14:16], s.power_w, s.limit_a) for s in series] == [  # the newest 3, oldest first
+        ("02", 2.0, 16.0),
+        ("03", 3.0, 16.0),
+        ("04", 4.0, 16.0),
+    ]
+    with pytest.raises(ValueError, match="limit"):
+        HistoryQuery(limit=0)
+
+
+def test_a_file_of_schema_1_is_migrated_in_place(tmp_path: Path) -> None:
+    """The first slice wrote schema 1 (series without limit_a): its rows stay, the column comes."""
+    folder = tmp_path / "history"
+    folder.mkdir()
+    with sqlite3.connect(folder / FILE_NAME) as db:
+        db.executescript(
+            "CREATE TABLE sessions (local_ref TEXT PRIMARY KEY, connector_id INTEGER NOT NULL, device TEXT NOT NULL,"
+            " id_tag TEXT NOT NULL, started_at TEXT, stopped_at TEXT, meter_start_wh INTEGER, meter_stop_wh INTEGER,"
+            " energy_wh INTEGER, peak_power_w REAL, stop_reason TEXT, csms_transaction_id INTEGER, delivery TEXT);"
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, connector_id INTEGER,"
+            " device TEXT, detail TEXT NOT NULL);"
+            "CREATE TABLE series (minute TEXT NOT NULL, connector_id INTEGER NOT NULL, power_w REAL,"
+            " energy_wh INTEGER, status TEXT, PRIMARY KEY (minute, connector_id)) WITHOUT ROWID;"
+            "INSERT INTO series VALUES ('2026-03-01T08:00:00.000Z', 1, 11.0, 5, 'charging');"
+            "PRAGMA user_version=1;"
+        )
+    store = SqliteHistoryStore(folder)
+    assert store.problems() == []
+    store.write([SeriesSample(T0 + timedelta(minutes=1), 1, 12.0, 6, "charging", 10.0)])
+    assert [(s.power_w, s.limit_a) for s in store.series()] == [(11.0, None), (12.0, 10.0)]
+    store.close()
+    with sqlite3.connect(folder / FILE_NAME) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
