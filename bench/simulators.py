@@ -3,7 +3,10 @@
 Prints one JSON line ``[[profile, port], ...]`` once every simulator listens, then serves until
 its standard input closes.
 
-    python bench/simulators.py COUNT
+    python bench/simulators.py COUNT [KIND [METERS]]
+
+KIND (``charger`` or ``meter``) takes only the profiles of that kind; METERS adds that many
+grid meters (an Eastron SDM630) after them.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import asyncio
 import json
 import sys
 
-from adapters.modbus.profile import profile_names
+from adapters.modbus.profile import load_profile, profile_names
 from adapters.modbus.simulator import ModbusSimulator
 
 
-async def serve(count: int) -> None:
-    names = profile_names()
+async def serve(count: int, kind: str | None = None, meters: int = 0) -> None:
+    names = [n for n in profile_names() if kind is None or load_profile(n).kind == kind]
     simulators = [ModbusSimulator(names[i % len(names)]) for i in range(count)]
+    simulators += [ModbusSimulator("eastron-sdm630") for _ in range(meters)]
     for simulator in simulators:
         await simulator.start("127.0.0.1", 0)
         if "energy_wh" in simulator.profile.values:
@@ -30,4 +34,6 @@ async def serve(count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1])))
+    arguments = sys.argv[1:]
+    kind = arguments[1] if len(arguments) > 1 else None
+    asyncio.run(serve(int(arguments[0]), kind, int(arguments[2]) if len(arguments) > 2 else 0))

@@ -20,14 +20,26 @@ import logging
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from adapters.storage.history_db import SqliteHistoryStore  # noqa: E402
 from adapters.web.server import StatusServer  # noqa: E402
 from gateway.config import StatusPageConfig  # noqa: E402
+from gateway.domain.history import (  # noqa: E402
+    DeliveryState,
+    EventKind,
+    HistoryEvent,
+    HistoryWrite,
+    SeriesSample,
+    SessionDelivery,
+    SessionNumbered,
+    SessionStarted,
+    SessionStopped,
+)
 from gateway.domain.model import ChargerSnapshot, Connector, Meter, MeterSnapshot, Reading, VehicleState  # noqa: E402
 from gateway.services.site import Site  # noqa: E402
 from gateway.services.site_picture import SiteLabels  # noqa: E402
@@ -51,6 +63,52 @@ def build_site(connectors: int) -> tuple[Site, Telemetry]:
         site.apply(ChargerSnapshot(device, 1, reading, VehicleState.C, charging_enabled=True))
         telemetry.poll_finished(device, 0.004, ok=True)
     return site, telemetry
+
+
+def fill_history(folder: Path, connectors: int, now: datetime, days: int, sessions: int) -> SqliteHistoryStore:
+    """``days`` of one-minute series for every connector and the grid meter, ``sessions`` stopped
+    sessions spread over the last year, and an event every hour: written as the gateway would,
+    through the store, in large batches."""
+    store = SqliteHistoryStore(folder)
+    first = now.replace(second=0, microsecond=0) - timedelta(days=days)
+    batch: list[HistoryWrite] = []
+
+    def add(item: HistoryWrite) -> None:
+        batch.append(item)
+        if len(batch) >= 20_000:
+            store.write(batch)
+            batch.clear()
+
+    for minute in range(days * 24 * 60):
+        at = first + timedelta(minutes=minute)
+        add(SeriesSample(at, 0, 30_000.0 + minute % 600, 9_000_000 + minute * 500, None, 40.0))
+        for cid in range(1, connectors + 1):
+            charging = (minute // 60 + cid) % 3 != 0
+            status = "charging" if charging else "available"
+            add(SeriesSample(at, cid, 7_400.0 if charging else 0.0, 1_000_000 + minute * 120, status, 16.0))
+    step = timedelta(days=365) / sessions
+    for n in range(sessions):
+        started = now - timedelta(days=365) + step * n
+        ref, cid = f"bench-{n}", n % connectors + 1
+        add(SessionStarted(ref, cid, f"wb-{cid:03d}", f"CARD-{n % 200:08d}", started, 1_000_000 + n * 20_000))
+        add(
+            SessionStopped(
+                ref,
+                cid,
+                f"wb-{cid:03d}",
+                f"CARD-{n % 200:08d}",
+                started + timedelta(hours=2),
+                1_000_000 + n * 20_000 + 14_800,
+                "ev_disconnected",
+                7_400.0,
+            )
+        )
+        add(SessionNumbered(ref, n + 1))
+        add(SessionDelivery(ref, DeliveryState.DELIVERED))
+    for hour in range(days * 24):
+        add(HistoryEvent(first + timedelta(hours=hour), EventKind.DEVICE_LOST, None, "wb-001", {"reason": "timeout"}))
+    store.write(batch)
+    return store
 
 
 def client(port: int, requests: int) -> None:
