@@ -119,9 +119,7 @@ def read_sessions(state_dir: Path) -> list[SessionRecord]:
             f"no history yet at {path}: the gateway keeps one while it runs with [history] enabled{hint}"
         ) from None
     except PermissionError:
-        raise SessionsUnavailable(
-            f"cannot read {path}: permission denied; run as the gateway's user (or root)"
-        ) from None
+        raise SessionsUnavailable(f"cannot read {path}: permission denied; run as the gateway's user or root") from None
     except IsADirectoryError:
         raise SessionsUnavailable(f"cannot read {path}: a folder stands where the history file belongs") from None
     except HistoryUnreadable as exc:
