@@ -172,7 +172,7 @@ def _heading(args: argparse.Namespace, tz: tzinfo | None) -> str:
         parts.append(f"on connector {args.connector}")
     if args.id_tag is not None:
         parts.append(f"of id tag {mask_id_tag(args.id_tag)}")
-    return " ".join(["sessions", *parts]) + f"; times in {zone_name(tz)}"
+    return " ".join(["sessions", *parts] if parts else ["all sessions"]) + f"; times in {zone_name(tz)}"
 
 
 def render(records: Sequence[SessionRecord], tz: tzinfo | None, heading: str) -> str:

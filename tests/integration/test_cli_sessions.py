@@ -109,7 +109,7 @@ def block(out: str, title: str) -> list[list[str]]:
 def test_the_table_lists_every_session_oldest_first_with_totals(site: Path, capsys: pytest.CaptureFixture) -> None:
     code, out, err = run(capsys, "--config", str(site), "--tz", "Europe/Berlin")
     assert (code, err) == (0, "")
-    assert out.startswith("sessions; times in Europe/Berlin\n")
+    assert out.startswith("all sessions; times in Europe/Berlin\n")
     assert line_of(out, "2026-03-01 00:30") == [
         *("2026-03-01", "00:30", "1", "carport-left", "****E5F6/1", "7.400", "1:05", "ev_disconnected", "delivered")
     ]
@@ -430,3 +430,13 @@ def _as_nobody(site: Path) -> str:
         assert os.waitpid(child, 0)[1] >> 8 == 2
         assert code_line == "2" and len(rest) == 1, rest
         return rest[0]
+
+
+def test_the_example_in_the_docs_is_what_it_prints(site: Path, capsys: pytest.CaptureFixture) -> None:
+    """docs/history.md shows this very site's report: it must not drift from what the command says."""
+    docs = (ROOT / "docs" / "history.md").read_text()
+    command = "$ ocpp-gateway sessions --config /etc/ocpp-gateway/config.toml --tz Europe/Berlin\n"
+    example = docs[docs.index(command) + len(command) :].split("```", 1)[0]
+    code, out, _ = run(capsys, "--config", str(site), "--tz", "Europe/Berlin")
+    assert code == 0
+    assert out == example
