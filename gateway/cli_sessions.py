@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 import time
 from collections.abc import Sequence
@@ -90,25 +91,38 @@ def sessions(config: GatewayConfig, args: argparse.Namespace, out: TextIO) -> in
         raise SessionsUnavailable(f"[history] enabled = false in {args.config}: the gateway keeps no history")
     tz: tzinfo | None = args.tz
     period = period_of(args, tz)
-    records = read_sessions(Path(config.site.state_dir))
+    state_dir = Path(config.site.state_dir)
+    records = read_sessions(state_dir)
     if len(records) == MAX_ROWS:
         print(f"sessions: only the newest {MAX_ROWS} sessions were read", file=sys.stderr)
-    chosen = select(records, period, args.connector, args.id_tag)
-    if args.csv:
-        csv.writer(out).writerows(csv_rows(chosen))
-    else:
-        print(render(chosen, tz, _heading(args, tz)), file=out)
+    try:  # a row the gateway never wrote (a time that is no time, text for a number) ends here, in a line
+        chosen = select(records, period, args.connector, args.id_tag)
+        text = csv_text(chosen) if args.csv else render(chosen, tz, _heading(args, tz)) + "\n"
+    except (ValueError, TypeError) as exc:
+        raise SessionsUnavailable(f"cannot read {_history_file(state_dir)}: a row it cannot show ({exc})") from None
+    out.write(text)
     return 0
+
+
+def csv_text(records: Sequence[SessionRecord]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(csv_rows(records))
+    return buffer.getvalue()
+
+
+def _history_file(state_dir: Path) -> Path:
+    from adapters.storage.history_db import FILE_NAME
+
+    return (state_dir / "history" / FILE_NAME).absolute()
 
 
 def read_sessions(state_dir: Path) -> list[SessionRecord]:
     """Every session the history holds (up to ``MAX_ROWS``, newest first), read-only."""
-    from adapters.storage.history_db import FILE_NAME, HistoryUnreadable, SqliteHistoryStore
+    from adapters.storage.history_db import HistoryUnreadable, SqliteHistoryStore
 
-    directory = state_dir / "history"
-    path = (directory / FILE_NAME).absolute()
+    path = _history_file(state_dir)
     try:
-        store = SqliteHistoryStore.open_read_only(directory)
+        store = SqliteHistoryStore.open_read_only(state_dir / "history")
         try:
             return store.sessions(HistoryQuery(limit=MAX_ROWS))
         finally:
@@ -124,6 +138,8 @@ def read_sessions(state_dir: Path) -> list[SessionRecord]:
         raise SessionsUnavailable(f"cannot read {path}: a folder stands where the history file belongs") from None
     except HistoryUnreadable as exc:
         raise SessionsUnavailable(f"cannot read {path}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # a row the store cannot turn into a record
+        raise SessionsUnavailable(f"cannot read {path}: a row it cannot show ({exc})") from None
     except OSError as exc:  # a read that failed (a damaged page): the store says "history: <reason>"
         raise SessionsUnavailable(f"cannot read {path}: {exc.strerror or str(exc).removeprefix('history: ')}") from None
 

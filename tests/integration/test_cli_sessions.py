@@ -371,6 +371,34 @@ def test_a_file_it_cannot_read_is_one_line_and_left_as_it_is(
     assert snapshot(path.parent) == before  # never set aside, never repaired
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "reason", "csv_too"),
+    [
+        ("started_at", "yesterday", "Invalid isoformat string: 'yesterday'", True),
+        ("stopped_at", "2026-13-45", "month must be in 1..12", True),
+        ("delivery", "lost", "'lost' is not a valid DeliveryState", True),
+        ("energy_wh", "lots", "a row it cannot show", False),  # the CSV carries what is stored
+        ("energy_wh", 1.5, "a row it cannot show", False),
+    ],
+)
+def test_a_row_the_gateway_never_wrote_is_one_line(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture, column: str, value: object, reason: str, csv_too: bool
+) -> None:
+    path = tmp_path / "state" / "history" / FILE_NAME
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE sessions SET {column} = ? WHERE local_ref = 'a'", (value,))
+    db.close()
+    for args in ([], ["--csv"]) if csv_too else ([],):
+        code, out, err = run(capsys, "--config", str(site), *args)
+        assert (code, out) == (2, "")
+        assert err.startswith(f"sessions: cannot read {path}: a row it cannot show (") and err.count("\n") == 1, err
+        assert reason in err
+    if not csv_too:
+        code, out, _ = run(capsys, "--config", str(site), "--csv")
+        assert code == 0
+        assert next(csv.DictReader(io.StringIO(out)))["energy_wh"] == str(value)
+
+
 def _set_version(path: Path, version: int) -> None:
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version={version}")
