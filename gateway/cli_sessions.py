@@ -256,6 +256,7 @@ def _count(n: int) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int], indent: str = "") -> list[str]:
     """``header`` and ``rows`` in columns as wide as their widest cell; columns in ``right`` are
     right-aligned (numbers), the others left-aligned."""
+    rows = [[_printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -263,3 +264,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
         return (indent + " ".join(aligned)).rstrip()
 
     return [line(header), *map(line, rows)]
+
+
+def _printable(cell: str) -> str:
+    """A stored text as it may reach a terminal: a control character (an escape sequence in the
+    last characters of an id tag, say) shows as ``?`` instead of acting on the terminal."""
+    return cell if cell.isprintable() else "".join(c if c.isprintable() else "?" for c in cell)

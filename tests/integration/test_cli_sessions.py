@@ -154,6 +154,20 @@ def test_the_table_fits_80_columns(site: Path, capsys: pytest.CaptureFixture) ->
     assert max(len(line) for line in out.splitlines()[1:]) == 80
 
 
+def test_control_characters_never_reach_the_terminal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tag = "04A1B2C3D4\x1b[2J"  # the last four characters show: here an escape sequence that clears the screen
+    store = SqliteHistoryStore(tmp_path / "state" / "history")
+    store.write(
+        [SessionStarted("a", 1, "left\rX", tag, T0, 0), SessionStopped("a", 1, "left", tag, T0, 9, "x\ny", None)]
+    )
+    store.close()
+    code, out, _ = run(capsys, "--config", str(write_config(tmp_path / "s.toml", tmp_path / "state")), "--tz", "UTC")
+    assert code == 0
+    assert "\x1b" not in out and "\r" not in out
+    row = ["2026-02-28", "23:30", "1", "left?X", "****?[2J", "0.009", "0:00", "x?y", "queued"]
+    assert line_of(out, "2026-02-28 23:30") == row
+
+
 def test_months_follow_the_zone_asked_for(site: Path, capsys: pytest.CaptureFixture) -> None:
     code, out, _ = run(capsys, "--config", str(site), "--tz", "UTC")
     assert code == 0
