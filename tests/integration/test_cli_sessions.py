@@ -19,6 +19,7 @@ import pytest
 
 from adapters.storage.history_db import FILE_NAME, SCHEMA_VERSION, SqliteHistoryStore
 from gateway.cli import main
+from gateway.closed_stdout import EXIT_CLOSED_STDOUT
 from gateway.config import load_config
 from gateway.domain.history import (
     DeliveryState,
@@ -191,6 +192,19 @@ def test_the_box_zone_is_the_default_and_the_command_runs_as_a_process(site: Pat
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.splitlines()[0] == "sessions of 2026-03; times in the box's local time (CET/CEST)"
     assert block(result.stdout, "per month") == [["2026-03", "2", "19.745"]]
+
+
+def test_into_a_closed_pipe_it_ends_quietly(site: Path) -> None:
+    """``ocpp-gateway sessions --csv | head -1``, once head has gone."""
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        command = [sys.executable, "-m", "gateway.cli", "sessions", "--config", str(site), "--csv"]
+        result = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True, timeout=60, env=env)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (EXIT_CLOSED_STDOUT, "")
 
 
 def test_csv_round_trip_has_the_store_fields_and_full_tags(site: Path, capsys: pytest.CaptureFixture) -> None:
