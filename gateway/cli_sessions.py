@@ -94,7 +94,7 @@ def sessions(config: GatewayConfig, args: argparse.Namespace, out: TextIO) -> in
     state_dir = Path(config.site.state_dir)
     records = read_sessions(state_dir)
     if len(records) == MAX_ROWS:
-        print(f"sessions: only the newest {MAX_ROWS} sessions were read", file=sys.stderr)
+        print(f"sessions: only the newest {MAX_ROWS} sessions were read: older ones are not in this", file=sys.stderr)
     try:  # a row the gateway never wrote (a time that is no time, text for a number) ends here, in a line
         chosen = select(records, period, args.connector, args.id_tag)
         text = csv_text(chosen) if args.csv else render(chosen, tz, _heading(args, tz)) + "\n"

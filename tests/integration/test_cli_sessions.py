@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from adapters.storage.history_db import FILE_NAME, SCHEMA_VERSION, SqliteHistoryStore
+from gateway import cli_sessions
 from gateway.cli import main
 from gateway.closed_stdout import EXIT_CLOSED_STDOUT
 from gateway.config import load_config
@@ -257,6 +258,17 @@ def test_filters(site: Path, capsys: pytest.CaptureFixture, args: list[str], ref
     code, out, _ = run(capsys, "--config", str(site), "--tz", "Europe/Berlin", "--csv", *args)
     assert code == 0
     assert [row["local_ref"] for row in csv.DictReader(io.StringIO(out))] == refs
+
+
+def test_more_sessions_than_one_read_holds_says_so(
+    site: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest ``MAX_ROWS`` are read (100,000: more than a year of a busy site); 3 here."""
+    monkeypatch.setattr(cli_sessions, "MAX_ROWS", 3)
+    code, out, err = run(capsys, "--config", str(site), "--csv")
+    assert code == 0
+    assert [row["local_ref"] for row in csv.DictReader(io.StringIO(out))] == ["b", "d", "e"]  # by start: "c" has none
+    assert err == "sessions: only the newest 3 sessions were read: older ones are not in this\n"
 
 
 def test_an_empty_selection_says_so(site: Path, capsys: pytest.CaptureFixture) -> None:
