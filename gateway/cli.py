@@ -1,4 +1,4 @@
-"""Command line: ``ocpp-gateway run | check-config | status | demo | probe``.
+"""Command line: ``ocpp-gateway run | check-config | status | sessions | demo | probe | reset-register``.
 
 A user's mistake (bad config, busy port, missing file) ends with a clear message and exit code 2,
 never a traceback.
@@ -29,6 +29,7 @@ from gateway.cli_args import (
     status_page_url,
     unit_id,
 )
+from gateway.cli_sessions import add_parser as add_sessions_parser
 from gateway.closed_stdout import quiet_on_closed_stdout
 from gateway.config import GatewayConfig, load_config
 from gateway.config_devices import BAUDRATES, DeviceConfig
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print /api/status as it came")
     status.set_defaults(func=cmd_status)
+
+    add_sessions_parser(sub)
 
     demo = sub.add_parser("demo", help="run a simulated site: device simulators, a CSMS, a broker and the gateway")
     shipped = "default: config.toml, else the demo site installed with the package"

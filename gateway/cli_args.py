@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, tzinfo
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import gateway
 
@@ -61,6 +63,39 @@ def status_page_url(text: str) -> str:
     return url.rstrip("/")
 
 
+def moment(text: str) -> date | datetime:
+    """``--since``/``--until``: a date (``2026-03-01``) or an ISO time (``2026-03-01T08:00``, with
+    or without a zone); a value without a zone is read in ``--tz`` later."""
+    for parse in (date.fromisoformat, datetime.fromisoformat):
+        with contextlib.suppress(ValueError):
+            return parse(text.strip())
+    raise argparse.ArgumentTypeError(f"expected a date (2026-03-01) or an ISO time (2026-03-01T08:00), got {text!r}")
+
+
+def year_month(text: str) -> date:
+    """``--month YYYY-MM``: its first day."""
+    if len(text.strip()) == 7:
+        with contextlib.suppress(ValueError):
+            return date.fromisoformat(f"{text.strip()}-01")
+    raise argparse.ArgumentTypeError(f"expected a month as YYYY-MM (2026-03), got {text!r}")
+
+
+def time_zone(text: str) -> tzinfo:
+    """``--tz``: an IANA zone name (``Europe/Berlin``) or ``UTC``."""
+    if text.strip().upper() in ("UTC", "Z"):
+        return UTC
+    try:
+        return ZoneInfo(text.strip())
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {text!r} (e.g. Europe/Berlin or UTC)") from None
+
+
+def connector_number(text: str) -> int:
+    if not text.strip().isdigit() or len(text.strip()) > 6:
+        raise argparse.ArgumentTypeError(f"a connector is a number 0..999999, not {text!r}")
+    return int(text)
+
+
 def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """What argparse cannot say by itself; ends with a usage error (exit 2) on a wrong mix."""
     if args.command == "check-config":  # FILE, as before, or --config FILE, as every other command takes
@@ -72,6 +107,8 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
             parser.error("--baud, --parity, --stopbits and --bytesize are for --serial")
         if args.serial is not None and args.framer == "rtu":
             parser.error("--framer is for --tcp (a serial port always speaks RTU)")
+    if args.command == "sessions" and args.month is not None and (args.since or args.until):
+        parser.error("--month is a shortcut for --since and --until: give one or the other")
 
 
 @contextlib.contextmanager

@@ -110,6 +110,10 @@ class _Damaged(Exception):
     """The file is not a usable history database (the reason is the message)."""
 
 
+class HistoryUnreadable(Exception):
+    """``open_read_only`` found a file it cannot read as a history (the reason is the message)."""
+
+
 class SqliteHistoryStore:
     """The ``HistoryStore`` port on one SQLite file. Not thread-safe: one call at a time (the
     history service makes them one after the other from worker threads)."""
@@ -121,6 +125,35 @@ class SqliteHistoryStore:
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._open_or_start_afresh()
+
+    @classmethod
+    def open_read_only(cls, directory: Path) -> SqliteHistoryStore:
+        """The history as it is, for a reader beside the gateway (``ocpp-gateway sessions``): never
+        creates, migrates or sets aside anything. Raises ``OSError`` as the file's own ``open``
+        does (FileNotFoundError, PermissionError), or ``HistoryUnreadable`` with the reason.
+
+        Without a ``-wal`` beside it no connection holds the file (the writer's last close
+        removes it), so it is opened immutable and SQLite creates no ``-wal``/``-shm`` for this
+        reader either; with one, the gateway runs and SQLite's reader protocol applies."""
+        store = cls.__new__(cls)
+        store.directory, store.path, store._problems = directory, directory / FILE_NAME, []
+        store._db, store._lock = None, threading.Lock()
+        with open(store.path, "rb") as file:  # the plain reasons: no file yet, permission denied
+            if file.read(16) != b"SQLite format 3\x00":
+                raise HistoryUnreadable("not an SQLite database (damaged?)")
+        live = Path(f"{store.path}-wal").exists()
+        uri = f"{store.path.absolute().as_uri()}?mode=ro{'' if live else '&immutable=1'}"
+        try:
+            store._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            version = store._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            store.close()
+            raise HistoryUnreadable(str(exc)) from None
+        if not 1 <= version <= SCHEMA_VERSION:
+            store.close()
+            newer = f"written by a newer version (schema {version}, this one knows {SCHEMA_VERSION})"
+            raise HistoryUnreadable(newer if version > SCHEMA_VERSION else "not a history file (no schema)")
+        return store
 
     # -- opening ----------------------------------------------------------------------------------
     def _open_or_start_afresh(self) -> None:
