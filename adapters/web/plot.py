@@ -64,25 +64,25 @@ def plot(lines: Sequence[Line], start: datetime, end: datetime, *, title: str, u
     tick = low
     while tick <= high + step / 2:
         y = _r(frame.y(tick))
-        parts.append(f"<line x1={frame.left} x2={frame.left + frame.width} y1={y} y2={y} stroke='#e5e7eb'/>")
-        parts.append(f"<text x={frame.left - 6} y={y + 4} text-anchor=end>{_number(tick)}</text>")
+        parts.append(f"<line x1='{frame.left}' x2='{frame.left + frame.width}' y1='{y}' y2='{y}' stroke='#e5e7eb'/>")
+        parts.append(f"<text x='{frame.left - 6}' y='{y + 4}' text-anchor='end'>{_number(tick)}</text>")
         tick += step
-    parts.append(f"<text x=4 y={frame.top - 2}>{escape(unit)}</text>")
+    parts.append(f"<text x='4' y='{frame.top - 2}'>{escape(unit)}</text>")
     hours = frame.span_s / 3600
     bottom = frame.top + frame.height
     for i in range(5):  # five ticks: -24 h, -18 h, ... now (for a 24 h plot)
         x = _r(frame.left + frame.width * i / 4)
         before = hours * (4 - i) / 4
         label = "now" if i == 4 else f"-{before:g} h"
-        parts.append(f"<line x1={x} x2={x} y1={frame.top} y2={bottom} stroke='#f0f1f3'/>")
-        parts.append(f"<text x={x} y={bottom + 16} text-anchor=middle>{label}</text>")
-    parts.append(f"<text x={frame.left + frame.width / 2} y={height - 4} text-anchor=middle>hours</text>")
+        parts.append(f"<line x1='{x}' x2='{x}' y1='{frame.top}' y2='{bottom}' stroke='#f0f1f3'/>")
+        parts.append(f"<text x='{x}' y='{bottom + 16}' text-anchor='middle'>{label}</text>")
+    parts.append(f"<text x='{frame.left + frame.width / 2}' y='{height - 4}' text-anchor='middle'>hours</text>")
     if not values:
         middle = frame.top + frame.height / 2
-        parts.append(f"<text x={frame.left + frame.width / 2} y={middle} text-anchor=middle>no samples</text>")
+        parts.append(f"<text x='{frame.left + frame.width / 2}' y='{middle}' text-anchor='middle'>no samples</text>")
     parts += [_draw(line, frame, 2.0) for line in scaled]
     return (
-        f"<svg class=plot viewBox='0 0 {width:g} {height:g}' role=img font-size=12 fill='#5f6368' "
+        f"<svg class='plot' viewBox='0 0 {width:g} {height:g}' role='img' font-size='12' fill='#5f6368' "
         f"style='width:100%;height:auto;display:block' xmlns='http://www.w3.org/2000/svg'>{''.join(parts)}</svg>"
     )
 
@@ -100,10 +100,10 @@ def sparkline(lines: Sequence[Line], start: datetime, end: datetime, *, title: s
     frame = _Frame(1, 3, width - 2, height - 6, start, max((end - start).total_seconds(), 1.0), low, high)
     base = _r(frame.y(max(low, 0.0)))
     return (
-        f"<svg class=spark viewBox='0 0 {width:g} {height:g}' role=img "
+        f"<svg class='spark' viewBox='0 0 {width:g} {height:g}' role='img' "
         f"style='width:100%;height:auto;display:block' xmlns='http://www.w3.org/2000/svg'>"
         f"<title>{escape(title)}</title>"
-        f"<line x1=1 x2={width - 1} y1={base} y2={base} stroke='#e5e7eb'/>"
+        f"<line x1='1' x2='{width - 1}' y1='{base}' y2='{base}' stroke='#e5e7eb'/>"
         f"{''.join(_draw(line, frame, 1.5) for line in lines)}</svg>"
     )
 
@@ -131,12 +131,14 @@ def _draw(line: Line, frame: _Frame, stroke_w: float) -> str:
     for run in segments(line.points, frame.start, _end(frame)):
         xy = [(_r(frame.x(t)), _r(frame.y(v))) for t, v in run]
         if len(xy) == 1:
-            out.append(f"<circle data-line={line.key} cx={xy[0][0]} cy={xy[0][1]} r={stroke_w} fill='{line.colour}'/>")
+            out.append(
+                f"<circle data-line='{line.key}' cx='{xy[0][0]}' cy='{xy[0][1]}' r='{stroke_w}' fill='{line.colour}'/>"
+            )
         else:
             points = " ".join(f"{x:g},{y:g}" for x, y in xy)
             out.append(
-                f"<polyline data-line={line.key} points='{points}' fill=none stroke='{line.colour}' "
-                f"stroke-width={stroke_w}{dash} stroke-linejoin='round'/>"
+                f"<polyline data-line='{line.key}' points='{points}' fill='none' stroke='{line.colour}' "
+                f"stroke-width='{stroke_w}'{dash} stroke-linejoin='round'/>"
             )
     return "".join(out)
 

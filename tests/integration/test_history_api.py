@@ -323,10 +323,10 @@ async def test_the_page_shows_the_plot_sparklines_sessions_events_version_and_up
     plot = page[page.index("<section class=wide id=plot>") :]
     plot = plot[: plot.index("</section>")]
     # the gap of 10 minutes splits every line in two
-    assert plot.count("<polyline data-line=site ") == 2 and plot.count("<polyline data-line=grid ") == 2
-    assert plot.count("<polyline data-line=limit ") == 2 and "stroke-dasharray" in plot
+    assert plot.count("<polyline data-line='site' ") == 2 and plot.count("<polyline data-line='grid' ") == 2
+    assert plot.count("<polyline data-line='limit' ") == 2 and "stroke-dasharray" in plot
     assert "A \u00d7 230 V \u00d7 3" in plot and "kW" in plot and "hours" in plot
-    assert page.count("<svg class=spark ") == 2  # connector 1 and 2
+    assert page.count("<svg class='spark' ") == 2  # connector 1 and 2
     card = page[page.index('id="connector-1"') :]
     assert "peak 4.0 kW" in card[: card.index("</section>")]
     sessions = page[page.index("id=sessions-table") : page.index("</table>", page.index("id=sessions-table"))]
