@@ -31,7 +31,7 @@ SITE, GRID, LIMIT = ("#2563eb", "#dc2626", "#6b7280")  # the colours of the line
 
 #: How a bill stands toward the CSMS, in words (``sessions.delivery``; None: still charging).
 DELIVERY_WORDS = {
-    None: "running",
+    None: "-",
     "queued": "waiting to be sent",
     "delivered": "delivered",
     "parked": "parked (refused by the CSMS)",
@@ -101,13 +101,15 @@ class HistorySections:
         return f"<div class=spark-box>{svg}<p class=detail>Last 24 h{shown}{share}</p></div>"
 
     def sessions(self) -> str:
+        """The last sessions, four columns so that a phone shows them whole."""
         rows = [
-            f"<tr><td>{_time(s.started_at)}</td><td>{s.connector_id}</td><td>{escape(s.masked_id_tag)}</td>"
-            f"<td>{_kwh(s.energy_wh)}</td><td>{_duration(s.duration_s)}</td>"
+            f"<tr><td>{_time(s.started_at)}<div class=detail>connector {s.connector_id}</div></td>"
+            f"<td class=tag>{escape(s.masked_id_tag)}</td>"
+            f"<td>{_kwh(s.energy_wh)}<div class=detail>{_took(s)}</div></td>"
             f"<td>{escape(DELIVERY_WORDS.get(s.delivery, str(s.delivery)))}</td></tr>"
             for s in self.view.sessions
         ]
-        head = "<tr><th>Started</th><th>Conn.</th><th>Card</th><th>kWh</th><th>Took</th><th>Bill</th></tr>"
+        head = "<tr><th>Started</th><th>Card</th><th>Energy</th><th>Bill</th></tr>"
         body = f"<table id=sessions-table>{head}{''.join(rows)}</table>" if rows else self._none("No sessions yet.")
         return f"<section class=wide id=sessions><h2>Recent sessions</h2><div class=scroll>{body}</div></section>"
 
@@ -200,7 +202,11 @@ def _watts(amps: float | None) -> float | None:
 
 
 def _kwh(energy_wh: int | None) -> str:
-    return "-" if energy_wh is None else f"{energy_wh / 1000:,.2f}"
+    return "-" if energy_wh is None else f"{energy_wh / 1000:,.2f} kWh"
+
+
+def _took(session: SessionRecord) -> str:
+    return "running" if session.stopped_at is None else _duration(session.duration_s)
 
 
 def _duration(seconds: float | None) -> str:

@@ -40,7 +40,7 @@ td,th{padding:4px;text-align:left;vertical-align:top;border-bottom:1px solid #e5
 button{margin:8px 8px 0 0;padding:6px 12px;border-radius:6px;border:1px solid #999;background:#fff;font:inherit}
 .scroll{overflow-x:auto}
 #sessions-table td,#events-table td{overflow-wrap:anywhere}
-#events-table td:first-child,#sessions-table td:first-child{white-space:nowrap}
+#events-table td:first-child,#sessions-table .tag{white-space:nowrap}
 .legend{list-style:none;margin:6px 0 0;padding:0;display:flex;flex-wrap:wrap;gap:4px 14px;font-size:.85rem}
 .swatch{display:inline-block;width:18px;margin-right:6px;vertical-align:middle}
 .spark-box{margin-top:8px}.spark-box p{margin:0}
@@ -65,8 +65,7 @@ for (const t of document.querySelectorAll("time[datetime]")) {
   const moment = new Date(t.getAttribute("datetime"));
   if (isNaN(moment)) continue;
   t.title = t.textContent;
-  t.textContent = moment.toLocaleString([], {year: "numeric", month: "2-digit", day: "2-digit",
-                                             hour: "2-digit", minute: "2-digit"});
+  t.textContent = moment.toLocaleString([], {month: "short", day: "numeric", hour: "2-digit", minute: "2-digit"});
 }
 """
 

@@ -55,11 +55,11 @@ class _Frame:
 def plot(lines: Sequence[Line], start: datetime, end: datetime, *, title: str, unit: str = "kW") -> str:
     """A plot of ``lines`` between ``start`` and ``end``, values divided by 1000 on the axis (W to
     ``unit``), hours before ``end`` along the bottom."""
-    width, height = 480.0, 220.0
+    width, height = 400.0, 200.0
     scaled = [Line(line.key, line.colour, [(t, _kilo(v)) for t, v in line.points], line.dashed) for line in lines]
     values = [v for line in scaled for v in _values(line, start, end)]
     low, high, step = _axis(values)
-    frame = _Frame(44, 14, width - 56, height - 50, start, max((end - start).total_seconds(), 1.0), low, high)
+    frame = _Frame(40, 26, width - 52, height - 62, start, max((end - start).total_seconds(), 1.0), low, high)
     parts = [f"<title>{escape(title)}</title>"]
     tick = low
     while tick <= high + step / 2:
@@ -67,7 +67,7 @@ def plot(lines: Sequence[Line], start: datetime, end: datetime, *, title: str, u
         parts.append(f"<line x1='{frame.left}' x2='{frame.left + frame.width}' y1='{y}' y2='{y}' stroke='#e5e7eb'/>")
         parts.append(f"<text x='{frame.left - 6}' y='{y + 4}' text-anchor='end'>{_number(tick)}</text>")
         tick += step
-    parts.append(f"<text x='4' y='{frame.top - 2}'>{escape(unit)}</text>")
+    parts.append(f"<text x='4' y='{frame.top - 12}'>{escape(unit)}</text>")
     hours = frame.span_s / 3600
     bottom = frame.top + frame.height
     for i in range(5):  # five ticks: -24 h, -18 h, ... now (for a 24 h plot)
@@ -82,8 +82,8 @@ def plot(lines: Sequence[Line], start: datetime, end: datetime, *, title: str, u
         parts.append(f"<text x='{frame.left + frame.width / 2}' y='{middle}' text-anchor='middle'>no samples</text>")
     parts += [_draw(line, frame, 2.0) for line in scaled]
     return (
-        f"<svg class='plot' viewBox='0 0 {width:g} {height:g}' role='img' font-size='12' fill='#5f6368' "
-        f"style='width:100%;height:auto;display:block' xmlns='http://www.w3.org/2000/svg'>{''.join(parts)}</svg>"
+        f"<svg class='plot' viewBox='0 0 {width:g} {height:g}' role='img' font-size='13' fill='#5f6368' "
+        f"style='width:100%;max-width:640px;height:auto;display:block' xmlns='http://www.w3.org/2000/svg'>{''.join(parts)}</svg>"
     )
 
 

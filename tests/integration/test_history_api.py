@@ -333,7 +333,7 @@ async def test_the_page_shows_the_plot_sparklines_sessions_events_version_and_up
     assert sessions.count("<tr>") == 4  # the head and three sessions
     assert "****E5F6" in sessions and TAG not in page and EVIL_TAG not in page
     assert "<time datetime='2026-03-01T08:00:00.000Z'>2026-03-01 08:00 UTC</time>" in sessions
-    assert "7.40" in sessions and "1 h 00 min" in sessions and "parked (refused by the CSMS)" in sessions
+    assert "7.40 kWh" in sessions and "1 h 00 min" in sessions and "parked (refused by the CSMS)" in sessions
     assert "running" in sessions
     events = page[page.index("id=events-table") :]
     assert "Fault cleared on connector 1 (left): Overheating" in events and "lasted: 5 min" in events
