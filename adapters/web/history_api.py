@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from adapters.web.hardened import one_line
-from adapters.web.history_page import HistoryView
+from adapters.web.history_page import HistoryView, SeriesDrawing, draw_series
 from adapters.web.history_query import EVENTS, SERIES, SESSIONS, Accepted, history_query
 from adapters.web.refused import Refused
-from gateway.domain.history import MAX_ROWS, HistoryQuery, SeriesRecord, SessionRecord
+from gateway.domain.history import MAX_ROWS, HistoryQuery, SessionRecord
 from gateway.services.history import History
 
 Row = TypeVar("Row")
@@ -69,7 +69,7 @@ class HistoryApi:
         self.now = now
         self.full_tags = full_tags
         self.page_series_limit = min(MAX_ROWS, (24 * 60 + 1) * (connectors + 1))
-        self._series_cache: tuple[datetime, Sequence[SeriesRecord]] | None = None
+        self._drawing: tuple[datetime, SeriesDrawing] | None = None  # the minute it was drawn for
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -140,7 +140,8 @@ class HistoryApi:
     async def page_view(self) -> HistoryView | None:
         """What the status page shows of the history: the last sessions and events, and 24 hours
         of series, in ONE read of all connectors; None without a history. The series change once a
-        minute, so one read serves every page of that minute (the page reloads every few seconds)."""
+        minute, so they are read and drawn (in a worker thread) once a minute, and that drawing
+        serves every page of the minute (the page reloads every few seconds)."""
         if self.history is None:
             return None
         end = self.now()
@@ -149,12 +150,13 @@ class HistoryApi:
             sessions = await self.history.sessions(HistoryQuery(limit=PAGE_SESSIONS))
             events = await self.history.events(HistoryQuery(limit=PAGE_EVENTS))
             minute = end.replace(second=0, microsecond=0)
-            if self._series_cache is None or self._series_cache[0] != minute:
-                query = HistoryQuery(since=start, limit=self.page_series_limit)
-                self._series_cache = (minute, await self.history.series(query))
+            if self._drawing is None or self._drawing[0] != minute:
+                since = minute - PAGE_WINDOW
+                series = await self.history.series(HistoryQuery(since=since, limit=self.page_series_limit))
+                self._drawing = (minute, await asyncio.to_thread(draw_series, series, since, minute))
         except OSError as exc:
             return HistoryView(start, end, error=f"the history cannot be read now: {one_line(exc)}")
-        return HistoryView(start, end, sessions, events, self._series_cache[1])
+        return HistoryView(start, end, sessions, events, self._drawing[1])
 
     # -- helpers ------------------------------------------------------------------------------------
     def _history(self) -> History:

@@ -14,7 +14,7 @@ the plot is for seeing when limits bound, not for reading off kW.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -39,66 +39,83 @@ DELIVERY_WORDS = {
 
 
 @dataclass(frozen=True, slots=True)
+class SeriesDrawing:
+    """A window of the series, drawn: the site's plot with its legend, and each connector's
+    sparkline (HTML; none for a connector without samples)."""
+
+    plot: str
+    sparks: Mapping[int, str]
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryView:
-    """What the page shows of the history: one read of each, made for this page (or the reason
-    they could not be read)."""
+    """What the page shows of the history: one read of each, made for this page (the series'
+    drawing is made once a minute), or the reason they could not be read."""
 
     start: datetime
     end: datetime
     sessions: Sequence[SessionRecord] = ()
     events: Sequence[EventRecord] = ()
-    series: Sequence[SeriesRecord] = ()
+    drawing: SeriesDrawing | None = None
     error: str | None = None
 
 
+def draw_series(series: Sequence[SeriesRecord], start: datetime, end: datetime) -> SeriesDrawing:
+    """The plot and the sparklines of ``series`` (oldest first, every connector): the rows grouped
+    once per connector, the chargers' sum per minute, then drawn."""
+    moments: dict[str, datetime] = {}  # every connector's sample of a minute shares its string
+    power: dict[int, list[Point]] = defaultdict(list)
+    limit: dict[int, list[Point]] = defaultdict(list)
+    total: dict[datetime, float | None] = {}
+    for row in series:
+        moment = moments.get(row.minute) or moments.setdefault(row.minute, datetime.fromisoformat(row.minute))
+        power[row.connector_id].append((moment, row.power_w))
+        limit[row.connector_id].append((moment, _watts(row.limit_a)))
+        if row.connector_id != 0:
+            known = total.get(moment)
+            total[moment] = known if row.power_w is None else (known or 0.0) + row.power_w
+    lines = [Line("site", SITE, sorted(total.items())), Line("grid", GRID, power.get(0, []))]
+    if any(v is not None for _, v in limit.get(0, [])):
+        lines.append(Line("limit", LIMIT, limit[0], dashed=True))
+    svg = plot(lines, start, end, title="Power over the last 24 hours, in kW")
+    legend = [
+        _key(SITE, "Chargers (sum)"),
+        _key(GRID, "Grid meter"),
+        _key(LIMIT, f"Chargers may draw ({CONVERSION})", dashed=True),
+    ]
+    sparks = {cid: _spark(cid, points, limit.get(cid, []), start, end) for cid, points in power.items() if cid != 0}
+    return SeriesDrawing(f"{svg}<ul class=legend>{''.join(legend)}</ul>", sparks)
+
+
+def _spark(connector_id: int, power: list[Point], share: list[Point], start: datetime, end: datetime) -> str:
+    """A connector's power over the window (dashed: its share), or "" without samples."""
+    lines = [Line("power", SITE, power)]
+    if any(v is not None for _, v in share):
+        lines.append(Line("share", LIMIT, share, dashed=True))
+    svg = sparkline(lines, start, end, title=f"Connector {connector_id}: last 24 hours")
+    if not svg:
+        return ""
+    peak = max((v for _, v in power if v is not None), default=None)
+    shown = f" · peak {peak / 1000:,.1f} kW" if peak is not None else ""
+    shared = f" · dashed: its share ({CONVERSION})" if len(lines) > 1 else ""
+    return f"<div class=spark-box>{svg}<p class=detail>Last 24 h{shown}{shared}</p></div>"
+
+
 class HistorySections:
-    """The history's parts of one page: the series grouped once, then drawn where they belong."""
+    """The history's parts of one page, each where it belongs."""
 
     def __init__(self, view: HistoryView) -> None:
         self.view = view
-        moments: dict[str, datetime] = {}  # every connector's sample of a minute shares its string
-        self._power: dict[int, list[Point]] = defaultdict(list)
-        self._limit: dict[int, list[Point]] = defaultdict(list)
-        total: dict[datetime, float | None] = {}
-        for row in view.series:
-            moment = moments.get(row.minute) or moments.setdefault(row.minute, datetime.fromisoformat(row.minute))
-            self._power[row.connector_id].append((moment, row.power_w))
-            self._limit[row.connector_id].append((moment, _watts(row.limit_a)))
-            if row.connector_id != 0:
-                known = total.get(moment)
-                total[moment] = known if row.power_w is None else (known or 0.0) + row.power_w
-        self._total: list[Point] = sorted(total.items())
 
     def plot(self) -> str:
         """The site's last 24 hours: what the chargers drew, the grid meter, the chargers' limit."""
         view = self.view
-        lines = [Line("site", SITE, self._total), Line("grid", GRID, self._power.get(0, []))]
-        if any(v is not None for _, v in self._limit.get(0, [])):
-            lines.append(Line("limit", LIMIT, self._limit[0], dashed=True))
-        svg = plot(lines, view.start, view.end, title="Power over the last 24 hours, in kW")
-        legend = [
-            _key(SITE, "Chargers (sum)"),
-            _key(GRID, "Grid meter"),
-            _key(LIMIT, f"Chargers may draw ({CONVERSION})", dashed=True),
-        ]
+        drawing = view.drawing or draw_series((), view.start, view.end)
         problem = f"<p class=fault>{escape(view.error)}</p>" if view.error else ""
-        return (
-            f"<section class=wide id=plot><h2>Last 24 hours</h2>{problem}{svg}"
-            f"<ul class=legend>{''.join(legend)}</ul></section>"
-        )
+        return f"<section class=wide id=plot><h2>Last 24 hours</h2>{problem}{drawing.plot}</section>"
 
     def spark(self, connector_id: int) -> str:
-        """A connector's power over the 24 hours (dashed: its share), or "" without samples."""
-        lines = [Line("power", SITE, self._power.get(connector_id, []))]
-        if any(v is not None for _, v in self._limit.get(connector_id, [])):
-            lines.append(Line("share", LIMIT, self._limit[connector_id], dashed=True))
-        svg = sparkline(lines, self.view.start, self.view.end, title=f"Connector {connector_id}: last 24 hours")
-        if not svg:
-            return ""
-        peak = max((v for _, v in self._power.get(connector_id, []) if v is not None), default=None)
-        shown = f" · peak {peak / 1000:,.1f} kW" if peak is not None else ""
-        share = f" · dashed: its share ({CONVERSION})" if len(lines) > 1 else ""
-        return f"<div class=spark-box>{svg}<p class=detail>Last 24 h{shown}{share}</p></div>"
+        return self.view.drawing.sparks.get(connector_id, "") if self.view.drawing is not None else ""
 
     def sessions(self) -> str:
         """The last sessions, four columns so that a phone shows them whole."""

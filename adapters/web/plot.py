@@ -18,6 +18,7 @@ from html import escape
 
 STEP_S = 60.0  # the series' step: samples further apart than 1.5 steps have a gap between them
 GAP_S = 1.5 * STEP_S
+COLUMN = 2.0  # viewBox units: see _thinned
 CLIP = 1e12  # values beyond are drawn at it: a broken register's 1e300 W must not break the axis
 Point = tuple[datetime, float | None]
 
@@ -129,7 +130,7 @@ def _draw(line: Line, frame: _Frame, stroke_w: float) -> str:
     out = []
     dash = " stroke-dasharray='6 4'" if line.dashed else ""
     for run in segments(line.points, frame.start, _end(frame)):
-        xy = [(_r(frame.x(t)), _r(frame.y(v))) for t, v in run]
+        xy = _thinned([(frame.x(t), frame.y(v)) for t, v in run])
         if len(xy) == 1:
             out.append(
                 f"<circle data-line='{line.key}' cx='{xy[0][0]}' cy='{xy[0][1]}' r='{stroke_w}' fill='{line.colour}'/>"
@@ -141,6 +142,36 @@ def _draw(line: Line, frame: _Frame, stroke_w: float) -> str:
                 f"stroke-width='{stroke_w}'{dash} stroke-linejoin='round'/>"
             )
     return "".join(out)
+
+
+def _thinned(xy: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """At most four points per ``COLUMN`` of width: the first, lowest, highest and last, in their
+    order. A day of minutes is 1,440 points on a plot some 350 units wide: the shape stays (every
+    peak and dip is kept), the page gets far smaller and quicker to draw. Rounded to 0.1 unit,
+    and flat stretches are drawn by their ends."""
+    out: list[tuple[float, float]] = []
+    column: list[tuple[float, float]] = []
+    for point in xy:
+        if column and int(point[0] // COLUMN) != int(column[0][0] // COLUMN):
+            out += _extremes(column)
+            column = []
+        column.append(point)
+    out += _extremes(column)
+    rounded = [(_r(x), _r(y)) for x, y in out]
+    # a point level with both its neighbours adds nothing to the line (flat stretches are common)
+    return [
+        p
+        for i, p in enumerate(rounded)
+        if not 0 < i < len(rounded) - 1 or not rounded[i - 1][1] == p[1] == rounded[i + 1][1]
+    ]
+
+
+def _extremes(column: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(column) <= 4:
+        return column
+    low, high = min(column, key=lambda p: p[1]), max(column, key=lambda p: p[1])
+    inner = sorted({low, high}, key=lambda p: p[0])
+    return [column[0], *(p for p in inner if p not in (column[0], column[-1])), column[-1]]
 
 
 def _end(frame: _Frame) -> datetime:

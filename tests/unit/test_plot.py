@@ -109,3 +109,19 @@ def test_segments_keep_order_and_split_at_more_than_a_minute_and_a_half() -> Non
     points = [(START + timedelta(seconds=s), 1.0) for s in (0, 60, 180, 240, 300)]
     runs = segments(points, START, END)
     assert [[int((t - START).total_seconds()) for t, _ in run] for run in runs] == [[0, 60], [180, 240, 300]]
+
+
+def test_a_day_of_minutes_is_thinned_but_keeps_every_peak_and_dip() -> None:
+    values = [1_000.0 + (i % 7) for i in range(24 * 60)]  # a little noise: no stretch is flat
+    values[700], values[900] = 22_000.0, 0.0
+    root = parsed(plot([Line("site", "#00f", minutes(values, START))], START, END, title="t"))
+    (line,), _ = drawn(root, "site")
+    assert len(line) <= 4 * 348 / 2  # at most four points per two units of the 348 wide frame
+    assert len(line) < 24 * 60 / 2
+    xs, ys = [x for x, _ in line], [y for _, y in line]
+    assert xs == sorted(xs)
+    # the axis goes to 25 kW over 138 units from y=26: 22 kW at 42.6, 0 kW at 164
+    assert min(ys) == 42.6 and max(ys) == 164.0
+    flat = parsed(plot([Line("site", "#00f", minutes([5_000.0] * 24 * 60, START))], START, END, title="t"))
+    (level,), _ = drawn(flat, "site")
+    assert len(level) == 2  # a flat line is drawn by its ends
