@@ -295,8 +295,10 @@ async def test_without_a_history_its_paths_are_404_saying_so_and_the_page_has_no
             assert (status, text) == (404, "404: the history is off ([history] enabled = false)\n")
         status, _, page = await get(server, "/")
         picture = await get_json(server, "/api/status")
+        metrics = (await get(server, "/metrics"))[2]
     assert status == 200 and "Last 24 hours" not in page and "Recent sessions" not in page and "<svg" not in page
     assert picture["history"] == {"enabled": False, "problems": []}
+    assert "history_problems" not in metrics
 
 
 async def test_a_store_that_cannot_be_read_is_a_503_and_the_page_says_so(tmp_path: Path) -> None:
@@ -348,6 +350,8 @@ async def test_a_history_file_set_aside_is_shown_on_the_page_and_in_the_status(t
     async with serving(tmp_path, fill=False) as (server, _):
         _, _, page = await get(server, "/")
         picture = await get_json(server, "/api/status")
+        metrics = (await get(server, "/metrics"))[2]
+    assert "\nocpp_gateway_history_problems 1\n" in metrics
     (problem,) = picture["history"]["problems"]
     assert problem.startswith("history file unusable") and "a fresh one was started" in problem
     overview = page[page.index("id=overview") : page.index("</section>", page.index("id=overview"))]
