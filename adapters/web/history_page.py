@@ -1,5 +1,6 @@
 """The status page's history: the last 24 hours as a plot, each connector's sparkline, the recent
-sessions and the event log, rendered from ONE read of each (``HistoryView``) per page.
+sessions and the event log (``HistoryView``: one read of the sessions and one of the events per
+page; the series of all connectors read and drawn once a minute, ``draw_series``).
 
 Times are ``<time datetime="...Z">`` elements with a UTC text: the page's small inline script
 shows them in the browser's time zone, and without script they still read right. Id tags are the
