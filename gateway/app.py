@@ -117,11 +117,13 @@ def build_history(config: GatewayConfig, site: Site) -> History | None:
     return History(site, store, Retention(sessions_days=days, events_days=days))
 
 
-def build_status_page(config: GatewayConfig, site: Site, telemetry: Telemetry) -> StatusServer | None:
-    """The status page and its API, unless ``[status_page] enabled = false``."""
+def build_status_page(
+    config: GatewayConfig, site: Site, telemetry: Telemetry, history: History | None = None
+) -> StatusServer | None:
+    """The status page and its API (the ``history``'s too), unless ``[status_page] enabled = false``."""
     if not config.status_page.enabled:
         return None
-    return StatusServer(site, telemetry, config.status_page, site_labels(config))
+    return StatusServer(site, telemetry, config.status_page, site_labels(config), history=history)
 
 
 def shown_url(url: str) -> str:
@@ -268,7 +270,7 @@ class Gateway:
         move_ledger(site.settings, ledger)
         history = build_history(config, site)
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site, history), telemetry, ledger)
-        status_page = build_status_page(config, site, telemetry)
+        status_page = build_status_page(config, site, telemetry, history)
         parts = {"telemetry": telemetry, "status_page": status_page, "sharing": sharing, "history": history}
         if merged is not None:
             passthrough_chargers = [c for c in config.ocpp_chargers if c.mode == "passthrough"]

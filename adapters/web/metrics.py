@@ -93,6 +93,9 @@ def render_metrics(telemetry: Telemetry, picture: dict[str, Any]) -> str:
     held = [({}, outbox["held_in_memory"])]
     out.family("outbox_held_in_memory", gauge, "Messages held in memory only (a crash loses them).", held)
     out.family("mqtt_connected", gauge, "1 while the MQTT broker connection is up.", [({}, telemetry.mqtt.connected)])
+    if (history := picture.get("history")) is not None and history["enabled"]:
+        set_aside = [({}, len(history["problems"]))]
+        out.family("history_problems", gauge, "Problems of the history's file since the start (set aside).", set_aside)
 
     connectors, meters = picture["connectors"], picture["meters"]
     statuses = [({**_cid(c), "status": s}, c["status"] == s) for c in connectors for s in _STATUSES]

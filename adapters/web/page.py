@@ -2,13 +2,17 @@
 
 Rendered on the server from the same JSON the API returns, so the page needs no script to show
 anything and a test can read it as text. It reloads itself every few seconds. Every value from a
-device, a charger or the config is escaped: a charger may put anything in a fault text.
+device, a charger or the config is escaped: a charger may put anything in a fault text. The
+history's parts (plot, sparklines, sessions, event log) come from ``adapters.web.history_page``;
+a tiny inline script shows their times in the browser's time zone (UTC without script).
 """
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any
+
+from adapters.web.history_page import HistorySections, HistoryView, time_element
 
 REFRESH_S = 5
 
@@ -34,6 +38,12 @@ table{width:100%;border-collapse:collapse;font-size:.9rem}
 td,th{padding:4px;text-align:left;vertical-align:top;border-bottom:1px solid #e5e7eb}
 .detail{font-size:.8rem;color:var(--dim);overflow-wrap:anywhere}
 button{margin:8px 8px 0 0;padding:6px 12px;border-radius:6px;border:1px solid #999;background:#fff;font:inherit}
+.scroll{overflow-x:auto}
+#sessions-table td,#events-table td{overflow-wrap:anywhere}
+#events-table td:first-child,#sessions-table .tag{white-space:nowrap}
+.legend{list-style:none;margin:6px 0 0;padding:0;display:flex;flex-wrap:wrap;gap:4px 14px;font-size:.85rem}
+.swatch{display:inline-block;width:18px;margin-right:6px;vertical-align:middle}
+.spark-box{margin-top:8px}.spark-box p{margin:0}
 """
 
 _SCRIPT = """
@@ -47,6 +57,16 @@ document.addEventListener("click", async (event) => {
   if (!answer.ok) { alert(await answer.text()); }
   location.reload();
 });
+"""
+
+_TIME_SCRIPT = """
+// Times are sent in UTC (<time datetime="...Z">); shown here in the browser's own time zone.
+for (const t of document.querySelectorAll("time[datetime]")) {
+  const moment = new Date(t.getAttribute("datetime"));
+  if (isNaN(moment)) continue;
+  t.title = t.textContent;
+  t.textContent = moment.toLocaleString([], {month: "short", day: "numeric", hour: "2-digit", minute: "2-digit"});
+}
 """
 
 #: The site's badge per readiness state (see gateway.services.readiness).
@@ -65,26 +85,50 @@ _STATUS_CLASS = {
 }
 
 
-def render_page(picture: dict[str, Any]) -> str:
-    """The whole HTML document for ``picture`` (see gateway.services.site_picture)."""
+def render_page(picture: dict[str, Any], history: HistoryView | None = None) -> str:
+    """The whole HTML document for ``picture`` (see gateway.services.site_picture), with the
+    history's sections when there is a ``history``."""
     site = picture["site"]
     title = escape(site["name"] or site["id"])
+    parts = HistorySections(history) if history is not None else None
     sections = [_overview(picture)]
+    if parts is not None:
+        sections.append(parts.plot())
     if (sharing := _load(site["load"])) is not None:
         sections.append(sharing)
-    sections += [_connector(c, picture["commands"]) for c in picture["connectors"]]
+    for c in picture["connectors"]:
+        sections.append(_connector(c, picture["commands"], parts.spark(c["connector_id"]) if parts else ""))
     sections += [_meter(m) for m in picture["meters"]]
     sections.append(_devices(picture["devices"]))
+    if parts is not None:
+        sections += [parts.sessions(), parts.events()]
     script = f"<script>{_SCRIPT}</script>" if picture["commands"] else ""
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f'<meta http-equiv=refresh content="{REFRESH_S}">'
         f"<title>{title}: ocpp-gateway</title><style>{_CSS}</style>{script}</head><body>"
-        f"<header><h1>{title}</h1><p>site {escape(site['id'])} · {escape(picture['generated_at'])}"
-        f" · refreshes every {REFRESH_S} s</p></header>"
-        f"<main>{''.join(sections)}</main></body></html>\n"
+        f"<header><h1>{title}</h1><p>site {escape(site['id'])} · {time_element(picture['generated_at'])}"
+        f" · refreshes every {REFRESH_S} s{_gateway(picture.get('gateway'))}</p></header>"
+        f"<main>{''.join(sections)}</main><script id=local-times>{_TIME_SCRIPT}</script></body></html>\n"
     )
+
+
+def _gateway(gateway: dict[str, Any] | None) -> str:
+    """`` · ocpp-gateway 0.1.0, up 3 h 05 min`` for the header."""
+    if gateway is None:
+        return ""
+    uptime = gateway["uptime_s"]
+    up = f", up {_uptime(uptime)}" if uptime is not None else ""
+    return f" · <span id=version>ocpp-gateway {escape(str(gateway['version']))}{up}</span>"
+
+
+def _uptime(seconds: float) -> str:
+    minutes = int(max(seconds, 0) // 60)
+    days, hours = divmod(minutes // 60, 24)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {minutes % 60:02d} min" if hours else f"{minutes} min"
 
 
 def _overview(picture: dict[str, Any]) -> str:
@@ -107,11 +151,12 @@ def _overview(picture: dict[str, Any]) -> str:
     # what keeps the site from ready first, then what else the outbox reports (a damaged file set aside)
     texts = [p["message"] for p in picture["problems"]]
     texts += [p for p in outbox["problems"] if p not in texts]
+    texts += [p for p in picture.get("history", {}).get("problems", []) if p not in texts]
     problems = "".join(f"<p class=fault>{escape(text)}</p>" for text in texts)
     return f"<section class=wide id=overview><h2>Site {_badge(*state)}</h2>{_dl(rows)}{problems}</section>"
 
 
-def _connector(c: dict[str, Any], commands: bool) -> str:
+def _connector(c: dict[str, Any], commands: bool, spark: str = "") -> str:
     status = str(c["status"])
     rows = [
         ("Power", _fmt(c["power_w"], "W")),
@@ -141,7 +186,7 @@ def _connector(c: dict[str, Any], commands: bool) -> str:
     return (
         f'<section class=connector id="connector-{c["connector_id"]}">'
         f"<h2><span>{c['connector_id']} · {escape(c['device'])}</span>{badge}</h2>"
-        f"{_dl(rows)}{faults}{buttons}</section>"
+        f"{_dl(rows)}{faults}{spark}{buttons}</section>"
     )
 
 

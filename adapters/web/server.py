@@ -6,8 +6,9 @@ server process), mature and small enough for a Pi. Its low-level server is used 
 headers. Reads the Site and the telemetry at request time; changes nothing unless
 ``[status_page] commands`` is on, which the config allows only with a password.
 
-Paths: ``/`` (HTML), ``/api/status`` (JSON), ``/healthz`` (liveness: 200 whenever the process and
-its event loop answer), ``/readyz`` (readiness: 200 only while every part works, else 503 with
+Paths: ``/`` (HTML), ``/api/status`` (JSON), the history's ``/api/sessions``, ``/api/sessions.csv``,
+``/api/events`` and ``/api/series`` (``adapters.web.history_api``), ``/healthz`` (liveness: 200
+whenever the process and its event loop answer), ``/readyz`` (readiness: 200 only while every part works, else 503 with
 the reasons), ``/metrics`` (Prometheus). ``/healthz`` and ``/readyz`` are never behind auth (health
 checks of systemd, Docker and load balancers); ``/readyz`` gives its reasons in words only to a
 caller with the password. Anything else is 404, whatever the credentials; a wrong method 405.
@@ -24,6 +25,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -31,13 +33,16 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from adapters.web.hardened import HardenedServer, one_line, secured
+from adapters.web.history_api import HistoryApi
 from adapters.web.metrics import CONTENT_TYPE as METRICS_TYPE
 from adapters.web.metrics import render_metrics
 from adapters.web.origin import SameOrigin
 from adapters.web.page import render_page
+from adapters.web.refused import Refused
 from gateway.basic_auth import basic_credentials, same_secret
 from gateway.config import StatusPageConfig
 from gateway.domain.errors import ConfigError
+from gateway.services.history import History
 from gateway.services.readiness import readiness
 from gateway.services.site import Site
 from gateway.services.site_picture import SiteLabels, site_picture
@@ -57,17 +62,6 @@ MAX_COMMAND_BODY = 4096  # bytes: a command is ``{"available": false}``
 MAX_CONNECTOR_DIGITS = 6  # int() of thousands of digits is slow, and Python refuses past 4300
 
 
-class Refused(Exception):
-    """A request answered with an error status and a short text (never a traceback)."""
-
-    def __init__(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(text)
-        self.status, self.text, self.headers = status, text, headers or {}
-
-    def response(self) -> web.Response:
-        return web.Response(status=self.status, text=f"{self.status}: {self.text}\n", headers=self.headers)
-
-
 class StatusServer:
     """Serves the site's status over HTTP on ``settings.host:settings.port`` (port 0: any free one)."""
 
@@ -78,10 +72,15 @@ class StatusServer:
         settings: StatusPageConfig,
         labels: SiteLabels,
         allowed_hosts: Iterable[str] = (),
+        history: History | None = None,
+        started_at: datetime | None = None,
     ) -> None:
         """``allowed_hosts``: DNS names besides this machine's that commands may be sent to (a
-        reverse proxy's; see ``adapters.web.origin``)."""
+        reverse proxy's; see ``adapters.web.origin``). ``history``: the operator's history (None:
+        ``[history] enabled = false``, its paths answer 404). ``started_at``: when the gateway
+        started, for its uptime (default: now, by the Site's clock)."""
         self.site = site
+        self.started_at = started_at or site.clock.now()
         self.telemetry = telemetry
         self.settings = settings
         self.labels = labels
@@ -99,6 +98,9 @@ class StatusServer:
             "/readyz": self._ready,
             "/metrics": self._metrics,
         }
+        full_tags = self._credentials is not None  # then every request here is authenticated
+        self.history = HistoryApi(history, site.clock.now, full_tags=full_tags, connectors=len(site.connectors))
+        self._reads.update(self.history.routes())
         self._commands: dict[str, CommandHandler] = (
             {"stop": self._stop, "availability": self._availability} if settings.commands else {}
         )
@@ -220,11 +222,18 @@ class StatusServer:
         return user_ok and password_ok
 
     def picture(self) -> dict[str, Any]:
-        return site_picture(self.site, self.telemetry, self.labels)
+        picture = site_picture(self.site, self.telemetry, self.labels, started_at=self.started_at)
+        picture["history"] = self.history.state()
+        return picture
 
     # -- reading -----------------------------------------------------------------------------------
     async def _page(self, request: web.BaseRequest) -> web.StreamResponse:
-        return web.Response(text=render_page(self.picture()), content_type="text/html", charset="utf-8")
+        """The page: the picture taken on the event loop (the Site's state of now), the history read
+        and the page rendered in worker threads (24 hours of series are thousands of rows)."""
+        picture = self.picture()
+        view = await self.history.page_view()
+        text = await asyncio.to_thread(render_page, picture, view)
+        return web.Response(text=text, content_type="text/html", charset="utf-8")
 
     async def _status(self, request: web.BaseRequest) -> web.StreamResponse:
         return _json(self.picture())

@@ -8,7 +8,9 @@ Connectors, meters, the CSMS link and the outbox use the MQTT payload shapes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from gateway import __version__
 from gateway.domain.model import Connector, ConnectorStatus, FaultKind, VehicleState, iso_utc
 from gateway.domain.phase_limits import Reason
 from gateway.services.readiness import readiness
@@ -93,8 +95,11 @@ def _status_label(connector: Connector) -> str:
     return STATUS_LABELS.get(connector.status, str(connector.status))
 
 
-def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payload:
-    """Everything the status page shows, now; times UTC ISO 8601, units in the key names."""
+def site_picture(
+    site: Site, telemetry: Telemetry, labels: SiteLabels, *, started_at: datetime | None = None
+) -> Payload:
+    """Everything the status page shows, now; times UTC ISO 8601, units in the key names.
+    ``started_at``: when the gateway started (its uptime; None: not known here)."""
     now = site.clock.now()
     backlog = site.backlog  # worked out on each read (O(backlog)): once per picture
     load = site.load.state
@@ -118,6 +123,11 @@ def site_picture(site: Site, telemetry: Telemetry, labels: SiteLabels) -> Payloa
     return {
         "version": PICTURE_VERSION,
         "generated_at": iso_utc(now),
+        "gateway": {
+            "version": __version__,
+            "started_at": iso_utc(started_at) if started_at is not None else None,
+            "uptime_s": round((now - started_at).total_seconds()) if started_at is not None else None,
+        },
         "site": {
             "id": labels.site_id,
             "name": labels.site_name,
