@@ -25,6 +25,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from gateway.domain.commands import Command
 from gateway.domain.events import (
     AvailabilityChanged,
     CommandReceived,
@@ -59,7 +60,7 @@ from gateway.domain.model import Fault, FaultKind
 from gateway.domain.outbox import OutboxRecord, RecordKind, StoreProblem
 from gateway.domain.ports import HistoryStore
 from gateway.domain.transactions import StartTransaction, StopTransaction
-from gateway.services.history_lines import LimitWatch, Throttle
+from gateway.services.history_lines import COMMAND_BURST, LimitWatch, Throttle
 from gateway.services.site import Site
 from gateway.services.telemetry import LinkState
 
@@ -99,7 +100,8 @@ class History:
         self._from_last_run: dict[FaultKey, str] = {}  # open when the last process ended -> its device
         self._csms_connected: bool | None = None
         self._broker_connected: bool | None = None
-        self._commands = Throttle()  # one line per connector's command and source a minute
+        self._commands = Throttle(burst=COMMAND_BURST)  # per connector, command and source, a minute
+        self._site_limits = Throttle()  # one a minute: a HEMS following the sun moves it all day
         self._limits = LimitWatch()
         self._last_minute: datetime | None = None
         self._next_prune = 0.0  # (monotonic) the first prune comes with the first flush
@@ -147,7 +149,7 @@ class History:
     def take_due(self, now: datetime) -> None:
         """The lines held back to bound the log (a repeated command, a flapping limit) whose
         minute has passed."""
-        self._pending.extend([*self._commands.due(now), *self._limits.due(now)])
+        self._pending.extend([*self._commands.due(now), *self._site_limits.due(now), *self._limits.due(now)])
 
     def seed_open_faults(self) -> None:
         """(At start) The faults the log shows raised and not cleared: the last
@@ -328,13 +330,14 @@ class History:
         self._pending.append(row)
 
     def _command(self, event: CommandReceived) -> None:
-        """A command, with its source and result; one line per connector, command and source a
-        minute (see ``Throttle``), the arguments as the Site gave them (id tags masked)."""
+        """A command, with its source and result, the arguments as the Site gave them (id tags
+        masked); a few lines per connector, command and source a minute (see ``Throttle``)."""
         cid = event.connector_id if event.connector_id is None or abs(event.connector_id) < SQLITE_INT else None
         device = self._device(cid) or None
         detail = {"command": event.command.value, "source": event.source.value, "result": event.result.value}
         line = HistoryEvent(event.at, EventKind.COMMAND, cid, device, {**detail, **event.detail})
-        if self._commands.offer((event.command, event.source, cid), line, event.at) is not None:
+        throttle = self._site_limits if event.command is Command.SITE_LIMIT else self._commands
+        if throttle.offer((event.command, event.source, cid), line, event.at) is not None:
             self._pending.append(line)
 
     def _fault(self, event: FaultRaised | FaultCleared) -> None:

@@ -3,17 +3,18 @@ load-management limit that binds and frees as the building's load moves.
 
 Two things bound them:
 
-* ``Throttle``: at most one line per key (a connector's command from one source; the site's
-  limit) per ``interval_s``. The first goes at once; later ones within the interval wait, the
-  newest replacing the older, and go when the interval has passed, saying how many they stand
-  for (``folded``). The log stays short whatever a HEMS or a flapping limit does, and it always
-  ends on what happened last.
+* ``Throttle``: at most ``burst`` lines per key (a connector's command from one source; the
+  site's limit) per ``interval_s``. Those go at once; later ones within the interval wait, the
+  newest replacing the older, and go when there is room again, saying how many they stand for
+  (``folded``). The log stays short whatever a HEMS or a flapping limit does, and it always ends
+  on what happened last.
 * ``LimitWatch``: the sharing decides every few seconds; only a change between "the site's limit
   holds someone back" and "it holds nobody back" (or of what the limit comes from) is a line.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -21,7 +22,8 @@ from datetime import datetime, timedelta
 from gateway.domain.history import EventKind, HistoryEvent
 from gateway.domain.phase_limits import Reason, SiteLoad
 
-LINE_INTERVAL_S = 60.0  # at most one line per key per minute
+LINE_INTERVAL_S = 60.0  # the window of a throttle's budget
+COMMAND_BURST = 5  # a connector's command from one source: 5 lines a minute (an operator's clicks all show)
 
 #: Reasons of a share that say the site's limit holds the connector below what it would take: the
 #: limit itself (fuse, fallback, the CSMS's, the site limit), or others taking it before this one
@@ -39,18 +41,25 @@ class _Held:
 
 
 class Throttle:
-    """At most one line per key per ``interval_s`` (see the module docstring)."""
+    """At most ``burst`` lines per key per ``interval_s`` (see the module docstring)."""
 
-    def __init__(self, interval_s: float = LINE_INTERVAL_S) -> None:
+    def __init__(self, interval_s: float = LINE_INTERVAL_S, burst: int = 1) -> None:
         self._interval = timedelta(seconds=interval_s)
-        self._last: dict[Hashable, datetime] = {}  # key -> when its last line was let through
+        self._burst = burst
+        self._sent: dict[Hashable, deque[datetime]] = {}  # key -> when its recent lines were let through
         self._held: dict[Hashable, _Held] = {}
+
+    def _room(self, key: Hashable, now: datetime) -> bool:
+        """Whether ``key`` may have a line at ``now`` (forgetting what is older than the interval)."""
+        sent = self._sent.get(key)
+        while sent and now - sent[0] >= self._interval:
+            sent.popleft()
+        return not sent or len(sent) < self._burst
 
     def offer(self, key: Hashable, line: HistoryEvent, now: datetime) -> HistoryEvent | None:
         """``line`` if it may be written now; None if it waits (it replaces one waiting before)."""
-        last = self._last.get(key)
-        if last is None or now - last >= self._interval:
-            self._last[key] = now
+        if key not in self._held and self._room(key, now):
+            self._sent.setdefault(key, deque()).append(now)
             return line
         held = self._held.get(key)
         self._held[key] = _Held(line, 0 if held is None else held.folded + 1)
@@ -61,17 +70,17 @@ class Throttle:
         self._held.pop(key, None)
 
     def due(self, now: datetime) -> list[HistoryEvent]:
-        """The waiting lines whose interval has passed, in the order they happened."""
-        ready = [key for key in self._held if now - self._last[key] >= self._interval]
+        """The waiting lines that may go now, in the order they happened."""
         lines = []
-        for key in ready:
+        for key in [k for k in self._held if self._room(k, now)]:
             held = self._held.pop(key)
-            self._last[key] = now
+            self._sent.setdefault(key, deque()).append(now)
             folded = {"folded": held.folded} if held.folded else {}
             lines.append(replace(held.line, detail={**held.line.detail, **folded}))
         # keys quiet for an interval are forgotten: made-up connector numbers cannot grow memory
-        for key in [k for k, at in self._last.items() if now - at >= self._interval and k not in self._held]:
-            del self._last[key]
+        for key in [k for k in self._sent if k not in self._held]:
+            if self._room(key, now) and not self._sent[key]:
+                del self._sent[key]
         return sorted(lines, key=lambda line: line.at)
 
 
