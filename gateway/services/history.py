@@ -152,10 +152,10 @@ class History:
         self._pending.extend([*self._commands.due(now), *self._site_limits.due(now), *self._limits.due(now)])
 
     def seed_open_faults(self) -> None:
-        """(At start) The faults the log shows raised and not cleared: the last
-        process ended while they were active. One still active is not raised again (it goes on,
-        and its clearing gets its whole duration); one gone by the time its device first answers
-        is cleared then. Read once, before any event is taken."""
+        """(At start) The faults the log shows raised and not cleared: the last process ended
+        while they were active. One still active is not raised again (it goes on, and its
+        clearing gets its whole duration); one gone by the time its device first answers is
+        cleared then. Read once, before any event is taken."""
         kinds = (EventKind.FAULT_RAISED.value, EventKind.FAULT_CLEARED.value)
         query = HistoryQuery(kinds=kinds, limit=OPEN_FAULTS_READ)
         try:
@@ -343,9 +343,7 @@ class History:
     def _fault(self, event: FaultRaised | FaultCleared) -> None:
         key = (event.connector_id, event.meter, event.fault)
         device = event.meter if event.meter is not None else self._device(event.connector_id)
-        detail: dict[str, object] = {"kind": event.fault.kind.value, "vendor_code": event.fault.vendor_code}
-        if event.fault.info:
-            detail["info"] = event.fault.info
+        detail = _fault_detail(event.fault)
         if isinstance(event, FaultRaised):
             if self._from_last_run.pop(key, None) is not None:
                 return  # raised before the restart and still active: the same fault goes on
@@ -353,10 +351,7 @@ class History:
             kind = EventKind.FAULT_RAISED
         else:
             raised_at = self._faults.pop(key, None)  # None: raised before a restart, not found in the log
-            # between the two times as stored (cut to the millisecond), so that they agree with it
-            detail["duration_s"] = (
-                None if raised_at is None else round((_ms(event.at) - _ms(raised_at)).total_seconds(), 3)
-            )
+            detail["duration_s"] = None if raised_at is None else _duration_s(raised_at, event.at)
             kind = EventKind.FAULT_CLEARED
         self._pending.append(HistoryEvent(event.at, kind, event.connector_id, device, detail))
 
@@ -367,11 +362,7 @@ class History:
         for key in [k for k, d in self._from_last_run.items() if d == device]:
             del self._from_last_run[key]
             connector_id, _, fault = key
-            raised_at = self._faults.pop(key)
-            detail: dict[str, object] = {"kind": fault.kind.value, "vendor_code": fault.vendor_code}
-            if fault.info:
-                detail["info"] = fault.info
-            detail["duration_s"] = round((_ms(at) - _ms(raised_at)).total_seconds(), 3)
+            detail = {**_fault_detail(fault), "duration_s": _duration_s(self._faults.pop(key), at)}
             detail["after_restart"] = True
             self._pending.append(HistoryEvent(at, EventKind.FAULT_CLEARED, connector_id, device, detail))
 
@@ -404,6 +395,18 @@ def _fault_key(record: EventRecord) -> FaultKey | None:
         return None
     meter = record.device if record.connector_id is None else None
     return record.connector_id, meter, fault
+
+
+def _fault_detail(fault: Fault) -> dict[str, object]:
+    detail: dict[str, object] = {"kind": fault.kind.value, "vendor_code": fault.vendor_code}
+    if fault.info:
+        detail["info"] = fault.info
+    return detail
+
+
+def _duration_s(raised_at: datetime, cleared_at: datetime) -> float:
+    """Between the two times as stored (cut to the millisecond), so that they agree with the log."""
+    return round((_ms(cleared_at) - _ms(raised_at)).total_seconds(), 3)
 
 
 def _ms(moment: datetime) -> datetime:

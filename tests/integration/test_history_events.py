@@ -123,7 +123,10 @@ async def test_commands_from_the_csms_and_mqtt_are_logged_with_their_source(
             await csms.wait_for("StopTransaction")
             unknown = await csms.call(CP, call.RemoteStopTransaction(transaction_id=987654))
             assert unknown.status == "Rejected"
-            commands = await eventually(lambda: (lines := logged(tmp_path, "command")) and len(lines) >= 5 and lines)
+            interval = call.ChangeConfiguration(key="MeterValueSampleInterval", value="4321")
+            assert (await csms.call(CP, interval)).status == "Accepted"
+            assert (await csms.call(CP, call.UnlockConnector(connector_id=1))).status == "NotSupported"
+            commands = await eventually(lambda: (lines := logged(tmp_path, "command")) and len(lines) >= 7 and lines)
             changes = logged(tmp_path, "available", "unavailable")
     shown = [(c.detail["command"], c.detail["source"], c.detail["result"], c.connector_id) for c in commands]
     assert shown == [
@@ -132,7 +135,10 @@ async def test_commands_from_the_csms_and_mqtt_are_logged_with_their_source(
         ("availability", "mqtt", "accepted", 1),
         ("stop", "csms", "accepted", 1),
         ("stop", "csms", "rejected", None),
+        ("configuration", "csms", "accepted", None),
+        ("unlock", "csms", "not_supported", 1),
     ]
+    assert commands[5].detail["key"] == "MeterValueSampleInterval" and "4321" not in str(commands[5].detail)
     assert commands[0].detail["available"] is False and commands[2].detail["available"] is True
     assert commands[4].detail["transaction_id"] == 987654
     assert [c.kind for c in changes] == ["unavailable", "available"]  # the repeated one changed nothing
@@ -146,10 +152,11 @@ async def test_the_broker_link_going_down_and_up_is_one_line_each(
     async with charger() as sim, running(site_config(tmp_path, csms.url, sim.port, broker.port)) as gateway:
         await eventually(lambda: logged(tmp_path, "broker_up"))
         broker.stop()
+        stopped_at = datetime.now(UTC)
         (down,) = await eventually(lambda: logged(tmp_path, "broker_down"))
-        assert down.detail["reason"]
-        # reconnect attempts fail while it is away (every 0.5 s at most): a few of them, no line each
-        await eventually(lambda: datetime.now(UTC) - gateway.telemetry.mqtt.since > timedelta(seconds=2))
+        assert down.detail["reason"] and not gateway.telemetry.mqtt.connected
+        # reconnect attempts fail while it is away (every 0.5 s at most): let a few fail, no line each
+        await eventually(lambda: datetime.now(UTC) - stopped_at > timedelta(seconds=2.5))
         broker.start()
         await eventually(lambda: len(logged(tmp_path, "broker_up")) == 2)
         lines = logged(tmp_path, "broker_up", "broker_down")
