@@ -269,6 +269,8 @@ class Gateway:
         ledger = JsonSettingsStore(Path(config.site.state_dir) / "transactions.json")
         move_ledger(site.settings, ledger)
         history = build_history(config, site)
+        if history is not None:
+            telemetry.follow_mqtt(history.broker_changed)  # the broker link's ups and downs in the event log
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site, history), telemetry, ledger)
         status_page = build_status_page(config, site, telemetry, history)
         parts = {"telemetry": telemetry, "status_page": status_page, "sharing": sharing, "history": history}

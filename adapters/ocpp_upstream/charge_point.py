@@ -46,7 +46,7 @@ from adapters.ocpp_upstream.triggered import pending_meter_values
 from gateway.config import UpstreamConfig
 from gateway.domain.authorization import AuthorizationCache, LocalAuthList, UnreadableState, mask_id_tag
 from gateway.domain.authorizer import AskBackOffice, Authorizer, RecordOutcome
-from gateway.domain.events import ConnectorReadingChanged, MeterReadingChanged
+from gateway.domain.events import ConnectorReadingChanged, MeterReadingChanged, SessionStoppedAtRestart
 from gateway.domain.model import iso_utc
 from gateway.domain.outbox import NewRecord, RecordKind
 from gateway.domain.ports import SettingsStore
@@ -177,6 +177,7 @@ class VirtualChargePoint:
                 orphan.last_register_wh,
             )
             self._queue_stop(stop)
+            self.site.request(SessionStoppedAtRestart(stop))  # the history keeps its stop values
 
     def _resume_native(self, orphan: OpenTransaction) -> None:
         """A native charger's session outlives a gateway restart: it is taken up again, to be

@@ -28,7 +28,9 @@ from adapters.ocpp_upstream.smart_charging import (
     purpose_from_ocpp,
     unit_from_ocpp,
 )
+from gateway.domain.authorization import mask_id_tag
 from gateway.domain.charging_profiles import RateUnit
+from gateway.domain.commands import Command, CommandSource, result_from_status
 from gateway.domain.errors import CommandRejected
 from gateway.domain.events import ChargingProfilesChanged
 
@@ -118,6 +120,10 @@ class Peer(ChargePoint):
         known, unknown = self.owner.configuration.get(key)
         return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
 
+    def _record(self, command: Command, status: str, connector_id: int | None = None, **detail: Any) -> None:
+        """The CSMS's command, answered ``status``, for the operator's event log (see Site.record_command)."""
+        self.owner.site.record_command(command, CommandSource.CSMS, result_from_status(status), connector_id, **detail)
+
     async def _relayed(self, connector_id: int, action: str, payload: dict[str, Any], fallback: str) -> str:
         """A native charger's answer to a command for one of its connectors (its ``status``), or
         ``fallback`` when it is not connected, refuses, or does not answer in time."""
@@ -145,6 +151,7 @@ class Peer(ChargePoint):
             status = await self._relayed(connector_id, "RemoteStartTransaction", payload, "Rejected")
             if status == "Accepted" and charging_profile is not None:
                 self._mirror(connector_id, charging_profile, remote_start=True)
+            self._record(Command.START, status, connector_id, id_tag=mask_id_tag(id_tag))
             return call_result.RemoteStartTransaction(status=status)
         profile = None
         if charging_profile is not None:  # a TxProfile for the session about to start
@@ -157,9 +164,10 @@ class Peer(ChargePoint):
                     raise CommandRejected(reason)
             except CommandRejected as exc:
                 log.warning("RemoteStartTransaction rejected: its charging profile: %s", exc)
+                self._record(Command.START, "Rejected", connector_id, id_tag=mask_id_tag(id_tag), reason=str(exc))
                 return call_result.RemoteStartTransaction(status="Rejected")
         authorize_first = self.owner.configuration.boolean("AuthorizeRemoteTxRequests")
-        accepted = site.remote_start(connector_id, id_tag, authorize_first)
+        accepted = site.remote_start(connector_id, id_tag, authorize_first, source=CommandSource.CSMS)
         if accepted and profile is not None:
             site.charging_profiles.install(profile, remote_start=True)
             site.request(ChargingProfilesChanged())
@@ -173,8 +181,11 @@ class Peer(ChargePoint):
         if local_ref is not None and native is not None and self.owner.site.is_native(native):
             payload = {"local_ref": local_ref}
             status = await self._relayed(native, "RemoteStopTransaction", payload, "Rejected")
+            self._record(Command.STOP, status, native, session=local_ref)
             return call_result.RemoteStopTransaction(status=status)
-        accepted = local_ref is not None and self.owner.site.remote_stop(local_ref)
+        if local_ref is None:
+            self._record(Command.STOP, "Rejected", None, transaction_id=transaction_id, reason="no such transaction")
+        accepted = local_ref is not None and self.owner.site.remote_stop(local_ref, source=CommandSource.CSMS)
         log.info("CSMS remote stop of transaction %s: %s", transaction_id, "Accepted" if accepted else "Rejected")
         return call_result.RemoteStopTransaction(status="Accepted" if accepted else "Rejected")
 
@@ -205,6 +216,7 @@ class Peer(ChargePoint):
             status = await self._relayed(connector_id, "SetChargingProfile", payload, "Rejected")
             if status == "Accepted":
                 self._mirror(connector_id, cs_charging_profiles)
+            self._record(Command.CHARGING_PROFILE, status, connector_id, **_profile_shown(cs_charging_profiles))
             return call_result.SetChargingProfile(status=status)
         try:
             if connector_id != 0 and connector_id not in site.upstream_connectors:
@@ -214,8 +226,11 @@ class Peer(ChargePoint):
             site.charging_profiles.install(profile, active_transaction_id=active)
         except CommandRejected as exc:
             log.warning("SetChargingProfile on connector %s rejected: %s", connector_id, exc)
+            shown = _profile_shown(cs_charging_profiles)
+            self._record(Command.CHARGING_PROFILE, "Rejected", connector_id, **shown, reason=str(exc))
             return call_result.SetChargingProfile(status="Rejected")
         log.info("charging profile %s installed on connector %s", profile.profile_id, connector_id)
+        self._record(Command.CHARGING_PROFILE, "Accepted", connector_id, **_profile_shown(cs_charging_profiles))
         site.request(ChargingProfilesChanged())
         return call_result.SetChargingProfile(status="Accepted")
 
@@ -227,8 +242,8 @@ class Peer(ChargePoint):
         charging_profile_purpose: str | None = None,
         stack_level: int | None = None,
     ) -> Any:
+        which = {"id": id, "charging_profile_purpose": charging_profile_purpose, "stack_level": stack_level}
         if connector_id is not None and self.owner.site.is_native(connector_id):
-            which = {"id": id, "charging_profile_purpose": charging_profile_purpose, "stack_level": stack_level}
             status = await self._relayed(connector_id, "ClearChargingProfile", which, "Unknown")
             if status == "Accepted":  # and the copy the sharing reads goes too
                 mirrored = self.owner.site.charging_profiles.clear(
@@ -239,6 +254,7 @@ class Peer(ChargePoint):
                 )
                 if mirrored:
                     self.owner.site.request(ChargingProfilesChanged())
+            self._record(Command.CLEAR_CHARGING_PROFILE, status, connector_id, **_shown(which))
             return call_result.ClearChargingProfile(status=status)
         cleared = self.owner.site.charging_profiles.clear(
             profile_id=id,
@@ -246,6 +262,8 @@ class Peer(ChargePoint):
             purpose=purpose_from_ocpp(charging_profile_purpose),
             stack_level=stack_level,
         )
+        status = "Accepted" if cleared else "Unknown"
+        self._record(Command.CLEAR_CHARGING_PROFILE, status, connector_id, **_shown(which))
         if not cleared:
             return call_result.ClearChargingProfile(status="Unknown")
         log.info("charging profiles %s cleared", cleared)
@@ -317,6 +335,8 @@ class Peer(ChargePoint):
     ) -> Any:
         answer = send_local_list(self.owner.authorizer.local_list, list_version, update_type, local_authorization_list)
         log.info("SendLocalList %s version %s: %s", update_type, list_version, answer.status)
+        entries = len(local_authorization_list or [])  # the tags themselves are never recorded
+        self._record(Command.LOCAL_LIST, answer.status, None, version=list_version, update=update_type, entries=entries)
         if answer.status == "Accepted":
             self.owner.save_authorization()
         return answer
@@ -330,6 +350,7 @@ class Peer(ChargePoint):
         self.owner.authorizer.cache.clear()
         self.owner.save_authorization()
         log.info("authorisation cache cleared by the CSMS")
+        self._record(Command.CLEAR_CACHE, "Accepted")
         return call_result.ClearCache(status="Accepted")
 
     @on(Action.change_availability)
@@ -337,9 +358,10 @@ class Peer(ChargePoint):
         if self.owner.site.is_native(connector_id):
             payload = {"connector_id": connector_id, "type": type}
             status = await self._relayed(connector_id, "ChangeAvailability", payload, "Rejected")
+            self._record(Command.AVAILABILITY, status, connector_id, available=type == "Operative")
             return call_result.ChangeAvailability(status=status)
         site = self.owner.site
-        status = site.change_availability(connector_id, available=type == "Operative")
+        status = site.change_availability(connector_id, available=type == "Operative", source=CommandSource.CSMS)
         if connector_id == 0 and status != "Rejected":  # the whole site: its native chargers too
             for native in site.one_connector_per_native_charger():
                 payload = {"connector_id": native, "type": type, "whole_charger": True}
@@ -351,6 +373,7 @@ class Peer(ChargePoint):
     @on(Action.reset)
     def on_reset(self, type: str) -> Any:
         log.warning("CSMS asked for a %s reset", type)
+        self._record(Command.RESET, "Accepted", None, type=type.lower())
         return call_result.Reset(status="Accepted")
 
     @after(Action.reset)
@@ -368,8 +391,10 @@ class Peer(ChargePoint):
         if self.owner.site.is_native(connector_id):
             payload = {"connector_id": connector_id}
             status = await self._relayed(connector_id, "UnlockConnector", payload, "UnlockFailed")
+            self._record(Command.UNLOCK, status, connector_id)
             return call_result.UnlockConnector(status=status)
         # No shipped Modbus profile has an unlock register: say so rather than pretend.
+        self._record(Command.UNLOCK, "NotSupported", connector_id)
         return call_result.UnlockConnector(status="NotSupported")
 
     @on(Action.data_transfer)
@@ -380,7 +405,19 @@ class Peer(ChargePoint):
     def on_change_configuration(self, key: str, value: str) -> Any:
         status = self.owner.configuration.change(key, value)
         log.info("CSMS changed configuration %s: %s", key, status)  # values may be secrets: never logged
+        self._record(Command.CONFIGURATION, status, None, key=key[:50])
         if status == "Accepted":
             self.owner.save_configuration()
             self.owner.apply_site_settings()
         return call_result.ChangeConfiguration(status=status)
+
+
+def _shown(values: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that were given (for the event log)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _profile_shown(raw: dict[str, Any]) -> dict[str, Any]:
+    """A charging profile's names for the event log: its id, purpose and stack level."""
+    keys = ("charging_profile_id", "charging_profile_purpose", "stack_level")
+    return _shown({key: raw.get(key) for key in keys})

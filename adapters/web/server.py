@@ -41,6 +41,7 @@ from adapters.web.page import render_page
 from adapters.web.refused import Refused
 from gateway.basic_auth import basic_credentials, same_secret
 from gateway.config import StatusPageConfig
+from gateway.domain.commands import CommandSource
 from gateway.domain.errors import ConfigError
 from gateway.services.history import History
 from gateway.services.readiness import readiness
@@ -263,7 +264,7 @@ class StatusServer:
 
     # -- commands (only with [status_page] commands = true, which needs a password) ------------------
     async def _stop(self, request: web.BaseRequest, connector_id: int) -> web.StreamResponse:
-        if not self.site.stop_session(connector_id):
+        if not self.site.stop_session(connector_id, source=CommandSource.PAGE):
             return _refused(409, f"no session runs on connector {connector_id}")
         log.info("status page: session on connector %s stopped by the operator", connector_id)
         return _json({"connector_id": connector_id, "result": "stopping"})
@@ -273,7 +274,7 @@ class StatusServer:
         available = body.get("available")
         if not isinstance(available, bool):
             return _refused(400, "available must be true or false")
-        result = self.site.change_availability(connector_id, available)
+        result = self.site.change_availability(connector_id, available, source=CommandSource.PAGE)
         log.info(
             "status page: connector %s %s: %s", connector_id, "in service" if available else "out of service", result
         )

@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from gateway.domain.battery import SocValue
+from gateway.domain.commands import Command, CommandResult, CommandSource
 from gateway.domain.model import ConnectorStatus, Fault, Reading
 from gateway.domain.phase_limits import SiteLoad
-from gateway.domain.transactions import Effect
+from gateway.domain.transactions import Effect, StopTransaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,29 @@ class ChargingProfilesChanged:
     """The back office installed or cleared charging profiles: limits must be worked out again."""
 
 
+@dataclass(frozen=True, slots=True)
+class CommandReceived:
+    """A command that changes something on the site was received from ``source`` at ``at`` and
+    ended with ``result``. ``connector_id``: the connector it names (0: all of them, None: the
+    site or none); ``detail``: its key arguments, never a full id tag (masked) nor a secret."""
+
+    at: datetime
+    command: Command
+    source: CommandSource
+    connector_id: int | None
+    result: CommandResult
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStoppedAtRestart:
+    """A session the last process left open was stopped upstream at this start (PowerLoss or
+    Reboot), without passing through the Site: ``stop`` is the StopTransaction as queued for the
+    CSMS (its meterStop, time and reason), for those who keep a record of the sessions."""
+
+    stop: StopTransaction
+
+
 # The session effects of gateway.domain.transactions travel as events too: Authorize,
 # StartTransaction, StopTransaction (for the upstream) and EnableCharging (for the device).
 @dataclass(frozen=True, slots=True)
@@ -194,5 +218,7 @@ Event = (
     | RelayToCharger
     | CurrentLimitRequested
     | ChargingProfilesChanged
+    | CommandReceived
+    | SessionStoppedAtRestart
     | Effect
 )

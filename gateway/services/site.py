@@ -25,6 +25,7 @@ from gateway.domain.events import (
     FaultCleared,
     FaultRaised,
     MeterReadingChanged,
+    SessionStoppedAtRestart,
     TransactionNumbered,
     UpstreamStateChanged,
 )
@@ -332,13 +333,6 @@ class Site(NativeChargers, SiteCommands):
         now = self.clock.now()
         self.batteries.report(connector_id, soc_percent, capacity_wh, at or now, now)
 
-    def set_soc_target(self, connector_id: int, percent: float | None) -> None:
-        """Pause charging on ``connector_id`` once its SoC reaches ``percent`` (None: charge to full).
-
-        Replaces the config's target and is kept across restarts. Raises ``CommandRejected`` for an
-        unknown connector or a target out of range (above 0, at most 100)."""
-        self.batteries.set_target(connector_id, percent)
-
     def session_connector(self, local_ref: str) -> int | None:
         """The connector whose running session is ``local_ref``."""
         connector = self._running(local_ref)
@@ -396,7 +390,7 @@ class Site(NativeChargers, SiteCommands):
             return
         self.sessions.start_rejected(local_ref, stop_on_invalid_id, self.clock.now())
 
-    def request(self, event: CurrentLimitRequested | ChargingProfilesChanged) -> None:
+    def request(self, event: CurrentLimitRequested | ChargingProfilesChanged | SessionStoppedAtRestart) -> None:
         """Pass a command or notice from one service or adapter to the others (one door in)."""
         if isinstance(event, ChargingProfilesChanged):
             self.settings.save("charging_profiles", self.charging_profiles.to_dict())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,7 +69,13 @@ class Telemetry:
         self.messages_sent: Counter[str] = Counter()  # CALLs the CSMS answered, by action
         self.messages_failed: Counter[tuple[str, str]] = Counter()  # by (action, why)
         self.mqtt = LinkState()
+        self._mqtt_followers: list[Callable[[LinkState], None]] = []
         self.started_at = self._now()
+
+    def follow_mqtt(self, follower: Callable[[LinkState], None]) -> None:
+        """Call ``follower`` with the broker link's state each time it changes (the history logs
+        its ups and downs): services follow it here, so the MQTT adapter only reports."""
+        self._mqtt_followers.append(follower)
 
     def _now(self) -> datetime:
         return self._clock.now() if self._clock is not None else utc_now()
@@ -91,6 +97,8 @@ class Telemetry:
         """The broker connection came up or went down (``reason``: why, as the bridge logged it)."""
         if connected != self.mqtt.connected or reason != self.mqtt.reason:
             self.mqtt = LinkState(connected, self._now(), "" if connected else reason)
+            for follower in self._mqtt_followers:
+                follower(self.mqtt)
 
     # -- read by the status page --------------------------------------------------------------------
     def waiting_for(self) -> list[str]:

@@ -92,7 +92,7 @@ async def test_a_bug_behind_one_command_is_one_error_line_and_an_answer(
     """Not a known hole: whatever a command handler raises must not end the bridge either."""
     rig = hostile.rig
 
-    def broken(connector_id: int, percent: float | None) -> None:
+    def broken(connector_id: int, percent: float | None, **_: object) -> None:  # (source=...)
         raise ZeroDivisionError("a bug in the Site")
 
     monkeypatch.setattr(rig.site, "set_soc_target", broken)

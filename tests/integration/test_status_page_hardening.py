@@ -172,7 +172,7 @@ async def test_every_answer_has_the_security_headers_and_no_version(
 async def test_a_failure_of_the_gateways_own_is_500_with_one_log_line(
     server: StatusServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(connector_id: int) -> bool:
+    def broken(connector_id: int, **_: object) -> bool:  # (source=...)
         raise RuntimeError(f"connector {connector_id}\nsecond line")
 
     monkeypatch.setattr(server.site, "stop_session", broken)

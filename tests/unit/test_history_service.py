@@ -10,10 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gateway.domain.commands import CommandSource
+from gateway.domain.errors import CommandRejected
+from gateway.domain.events import SessionStoppedAtRestart
 from gateway.domain.history import (
     DeliveryState,
     EventKind,
+    EventRecord,
     HistoryEvent,
+    HistoryQuery,
     HistoryWrite,
     Retention,
     SeriesSample,
@@ -33,8 +38,11 @@ from gateway.domain.model import (
 )
 from gateway.domain.outbox import OutboxRecord, RecordKind, StoreProblem
 from gateway.domain.phase_limits import ConnectorShare, PhaseLimit, Reason, SiteLoad
+from gateway.domain.transactions import AuthPolicy, StopReason, StopTransaction
 from gateway.services.history import History
+from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
+from gateway.services.telemetry import Telemetry
 
 T0 = datetime(2026, 3, 1, 8, 0, 30, tzinfo=UTC)
 
@@ -74,7 +82,16 @@ class MemoryStore:
     def close(self) -> None:
         self.closed = True
 
-    sessions = events = series = None  # (not read here)
+    def events(self, query: HistoryQuery) -> list[EventRecord]:
+        """The lines of the last run (``stored``), newest first, of the kinds asked."""
+        if self.unreadable:
+            raise OSError("unreadable")
+        rows = [r for r in self.stored if not query.kinds or r.kind in query.kinds]
+        return sorted(rows, key=lambda r: r.at, reverse=True)[: query.limit]
+
+    stored: list[EventRecord] = []  # (replaced per test, never mutated)
+    unreadable = False
+    sessions = series = None  # (not read here)
 
 
 def make(clock: Clock) -> tuple[Site, MemoryStore, History]:
@@ -222,3 +239,248 @@ def test_a_csms_unreachable_from_the_start_is_logged_at_the_time_it_was_told() -
     history.take_events()
     (event,) = [r for r in history._pending if isinstance(r, HistoryEvent)]
     assert (event.kind, event.at, event.detail) == (EventKind.CSMS_DOWN, T0, {"reason": "connection refused"})
+
+
+# -- commands, the broker link, limits that bind, and the gaps of the first slice ---------------------
+def lines(history: History, kind: EventKind | None = None) -> list[HistoryEvent]:
+    history.take_events()
+    return [r for r in history._pending if isinstance(r, HistoryEvent) and kind in (None, r.kind)]
+
+
+def test_a_command_is_logged_with_its_source_result_and_masked_id_tag() -> None:
+    clock = Clock()
+    site = Site([Connector(1, "wb"), Connector(2, "wb", socket=2)], [], clock=clock, policies=remote_policies())
+    history = History(site, MemoryStore())  # type: ignore[arg-type]
+    poll(site, VehicleState.A, 1_000, 0, T0)
+    assert site.remote_start(1, "CARD-0001-2345", source=CommandSource.CSMS)
+    site.change_availability(2, False, source=CommandSource.PAGE)
+    with pytest.raises(CommandRejected):
+        site.set_current_ceiling(9, 16.0, source=CommandSource.MQTT)
+    site.remote_start(2, "CARD-0001-2345")  # no source: the gateway's own call, not a command received
+    commands = lines(history, EventKind.COMMAND)
+    assert [(c.connector_id, c.detail) for c in commands] == [
+        (1, {"command": "start", "source": "csms", "result": "accepted", "id_tag": "****2345"}),
+        (2, {"command": "availability", "source": "page", "result": "accepted", "available": False}),
+        (
+            9,
+            {
+                "command": "current_ceiling",
+                "source": "mqtt",
+                "result": "rejected",
+                "current_a": 16.0,
+                "reason": "no connector 9",
+            },
+        ),
+    ]
+    assert commands[0].device == "wb" and commands[0].at == T0
+    assert "CARD-0001-2345" not in repr(history._pending)  # no full tag in any row of the log
+
+
+def remote_policies() -> dict[int, ConnectorPolicy]:
+    return {cid: ConnectorPolicy(AuthPolicy.REMOTE) for cid in (1, 2)}
+
+
+def test_an_availability_that_changes_nothing_is_a_command_already_done_not_a_change() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    assert site.change_availability(1, True, source=CommandSource.MQTT) == "Accepted"  # it already is
+    assert lines(history, EventKind.AVAILABLE) == []
+    (command,) = lines(history, EventKind.COMMAND)
+    assert command.detail["result"] == "already"
+
+
+def test_a_command_repeated_within_a_minute_waits_and_says_how_many_it_stands_for() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    for available in (False, True) * 4:  # eight changes in 40 s from MQTT
+        site.change_availability(1, available, source=CommandSource.MQTT)
+        clock.moment += timedelta(seconds=5)
+    site.change_availability(1, False, source=CommandSource.CSMS)  # another source: a budget of its own
+    assert [c.detail["source"] for c in lines(history, EventKind.COMMAND)] == ["mqtt"] * 5 + ["csms"]
+    history.take_due(T0 + timedelta(seconds=59))
+    assert len(lines(history, EventKind.COMMAND)) == 6  # not yet: five a minute
+    history.take_due(T0 + timedelta(seconds=60))
+    last = lines(history, EventKind.COMMAND)[-1]
+    assert (last.at, last.detail["available"], last.detail["folded"]) == (T0 + timedelta(seconds=35), True, 2)
+    # every real change is still in the log as a change of availability
+    changes = [e.kind for e in lines(history) if e.kind != EventKind.COMMAND]
+    assert changes == [EventKind.UNAVAILABLE, EventKind.AVAILABLE] * 4 + [EventKind.UNAVAILABLE]
+
+
+def test_a_site_limit_is_logged_when_it_changes_and_at_most_once_a_minute() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    for current_a in (16.0, 16.0, 10.0, 12.0):  # a HEMS following the sun, every 10 s
+        site.set_site_limit(current_a, source=CommandSource.MQTT)
+        clock.moment += timedelta(seconds=10)
+    with pytest.raises(CommandRejected):
+        site.set_site_limit(-1.0, source=CommandSource.MQTT)
+    assert [c.detail["current_a"] for c in lines(history, EventKind.COMMAND)] == [16.0]
+    history.take_due(T0 + timedelta(seconds=60))
+    (last,) = lines(history, EventKind.COMMAND)[1:]
+    assert (last.detail["result"], last.detail["current_a"], last.detail["folded"]) == ("rejected", -1.0, 2)
+
+
+def test_a_command_naming_a_connector_number_sqlite_cannot_hold_is_kept_without_it() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    assert site.change_availability(10**30, False, source=CommandSource.CSMS) == "Rejected"
+    (command,) = lines(history, EventKind.COMMAND)
+    assert (command.connector_id, command.detail["result"]) == (None, "rejected")
+
+
+def test_the_broker_link_is_one_line_per_change_not_per_attempt() -> None:
+    clock = Clock()
+    _, _, history = make(clock)
+    telemetry = Telemetry(clock=clock)
+    telemetry.follow_mqtt(history.broker_changed)
+    telemetry.mqtt_changed(False, "connection refused")
+    clock.moment += timedelta(seconds=5)
+    telemetry.mqtt_changed(False, "timed out")  # another attempt, another reason: the same outage
+    telemetry.mqtt_changed(True)
+    telemetry.mqtt_changed(True)
+    clock.moment += timedelta(seconds=5)
+    telemetry.mqtt_changed(False, "broker went away")
+    assert [(e.kind, e.at, e.detail) for e in lines(history)] == [
+        (EventKind.BROKER_DOWN, T0, {"reason": "connection refused"}),
+        (EventKind.BROKER_UP, T0 + timedelta(seconds=5), {}),
+        (EventKind.BROKER_DOWN, T0 + timedelta(seconds=10), {"reason": "broker went away"}),
+    ]
+
+
+def load(at: datetime, limit_a: float, source: Reason, **shares: Reason) -> SiteLoad:
+    """A decision with the shares ``c1=Reason.FUSE``... (6 A each)."""
+    by_connector = {int(name[1:]): ConnectorShare(6.0, reason) for name, reason in shares.items()}
+    return SiteLoad(at, (PhaseLimit(limit_a, source),) * 3, None, (6.0,) * 3, by_connector)
+
+
+def test_a_limit_that_binds_and_frees_is_two_lines_not_one_per_decision() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    site.load.report(load(T0, 20.0, Reason.FUSE, c1=Reason.OWN_LIMIT))  # the car's own bound: not held
+    assert lines(history) == []
+    clock.moment = T0 + timedelta(seconds=5)
+    site.load.report(load(clock.moment, 12.0, Reason.FUSE, c1=Reason.FUSE, c2=Reason.ROTATION))
+    site.load.report(load(clock.moment + timedelta(seconds=1), 13.0, Reason.FUSE, c1=Reason.FUSE))  # still bound
+    (binds,) = lines(history)
+    assert (binds.kind, binds.at) == (EventKind.LIMIT_BINDS, T0 + timedelta(seconds=5))
+    assert binds.detail == {
+        "limit_a": 12.0,
+        "reason": "fuse",
+        "held": [
+            {"connector_id": 1, "current_a": 6.0, "reason": "fuse"},
+            {"connector_id": 2, "current_a": 6.0, "reason": "rotation"},
+        ],
+    }
+    clock.moment = T0 + timedelta(seconds=70)
+    site.load.report(load(clock.moment, 30.0, Reason.FUSE, c1=Reason.TAKES_LESS))
+    assert [(e.kind, e.detail) for e in lines(history)][1:] == [(EventKind.LIMIT_FREES, {"limit_a": 30.0})]
+
+
+def test_a_flapping_limit_writes_at_most_one_line_a_minute_and_ends_on_the_truth() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    for second in range(0, 48, 2):  # binds and frees every 2 s, freed last (46 s)
+        clock.moment = T0 + timedelta(seconds=second)
+        held = Reason.FUSE if second % 4 == 0 else Reason.TAKES_LESS
+        site.load.report(load(clock.moment, 10.0, Reason.FUSE, c1=held))
+        history.take_events()
+        history.take_due(clock.moment)
+    assert [e.kind for e in lines(history)] == [EventKind.LIMIT_BINDS]
+    history.take_due(T0 + timedelta(seconds=60))  # the last decision (freed, at 46 s) goes after the minute
+    assert [(e.kind, e.at) for e in lines(history)] == [
+        (EventKind.LIMIT_BINDS, T0),
+        (EventKind.LIMIT_FREES, T0 + timedelta(seconds=46)),
+    ]
+
+
+def test_a_limit_that_flaps_back_before_its_line_goes_says_nothing() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    site.load.report(load(T0, 10.0, Reason.FUSE, c1=Reason.FUSE))
+    clock.moment = T0 + timedelta(seconds=10)
+    site.load.report(load(clock.moment, 10.0, Reason.FUSE, c1=Reason.TAKES_LESS))  # freed: waits its minute
+    clock.moment = T0 + timedelta(seconds=20)
+    site.load.report(load(clock.moment, 10.0, Reason.FUSE, c1=Reason.FUSE))  # bound again, as the log says
+    history.take_events()
+    history.take_due(T0 + timedelta(minutes=5))
+    assert [e.kind for e in lines(history)] == [EventKind.LIMIT_BINDS]
+    clock.moment = T0 + timedelta(minutes=6)  # what binds changes: the site limit now
+    site.load.report(load(clock.moment, 8.0, Reason.SITE_LIMIT, c1=Reason.SITE_LIMIT))
+    assert [(e.kind, e.detail["reason"]) for e in lines(history)][1:] == [(EventKind.LIMIT_BINDS, "site_limit")]
+
+
+def test_a_session_stopped_at_restart_gets_the_stop_values_sent_upstream() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    stop = StopTransaction(1, "ref-1", "CARD-0001-2345", 4_321, T0 - timedelta(hours=1), StopReason.POWER_LOSS)
+    site.request(SessionStoppedAtRestart(stop))
+    history.take_events()
+    (row,) = [r for r in history._pending if isinstance(r, SessionStopped)]
+    assert (row.local_ref, row.meter_stop_wh, row.stopped_at, row.stop_reason, row.device) == (
+        "ref-1",
+        4_321,
+        T0 - timedelta(hours=1),
+        "power_loss",
+        "wb",
+    )
+
+
+def fault_line(
+    kind: EventKind, at: datetime, fault: Fault, connector_id: int | None = 1, device: str = "wb"
+) -> EventRecord:
+    detail = {"kind": fault.kind.value, "vendor_code": fault.vendor_code}
+    return EventRecord(iso(at), kind.value, connector_id, device, detail)
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+HOT = Fault(FaultKind.OVER_TEMPERATURE, vendor_code="13")
+EARTH = Fault(FaultKind.GROUND_FAULT, vendor_code="7")
+
+
+def test_a_fault_open_before_a_restart_and_still_active_goes_on_and_gets_its_whole_duration() -> None:
+    clock = Clock()
+    site, store, history = make(clock)
+    raised_at = T0 - timedelta(minutes=10)
+    store.stored = [
+        fault_line(EventKind.FAULT_RAISED, raised_at - timedelta(hours=1), HOT),
+        fault_line(EventKind.FAULT_CLEARED, raised_at - timedelta(minutes=30), HOT),
+        fault_line(EventKind.FAULT_RAISED, raised_at, HOT),  # open when the last process ended
+        EventRecord(iso(raised_at), "fault_raised", 1, "wb", {"kind": "from_a_newer_version"}),
+    ]
+    history.seed_open_faults()
+    poll(site, VehicleState.A, 1_000, 0, T0, faults=(HOT,))  # still active at the first poll: no new line
+    poll(site, VehicleState.A, 1_000, 0, T0 + timedelta(seconds=30))
+    faults = [e for e in lines(history) if e.kind in (EventKind.FAULT_RAISED, EventKind.FAULT_CLEARED)]
+    assert [(e.kind, e.detail["duration_s"]) for e in faults] == [(EventKind.FAULT_CLEARED, 630.0)]
+
+
+def test_a_fault_gone_while_the_gateway_was_away_is_cleared_when_its_device_first_answers() -> None:
+    clock = Clock()
+    site, store, history = make(clock)
+    store.stored = [
+        fault_line(EventKind.FAULT_RAISED, T0 - timedelta(minutes=1), EARTH),
+        fault_line(EventKind.FAULT_RAISED, T0 - timedelta(minutes=2), HOT, connector_id=None, device="grid"),
+    ]
+    history.seed_open_faults()
+    poll(site, VehicleState.A, 1_000, 0, T0)  # the charger answers, without its fault
+    events = lines(history)
+    assert [e.kind for e in events] == [EventKind.DEVICE_BACK, EventKind.FAULT_CLEARED]
+    assert events[1].detail == {"kind": "ground_fault", "vendor_code": "7", "duration_s": 60.0, "after_restart": True}
+    assert (events[1].at, events[1].connector_id, events[1].device) == (T0, 1, "wb")
+    site.apply(MeterSnapshot("grid", Reading(T0, energy_wh=5_000, power_w=1.0), faults=(HOT,)))  # still hot
+    assert [e.kind for e in lines(history)][2:] == [EventKind.DEVICE_BACK]  # the meter's fault goes on
+
+
+def test_an_unreadable_history_seeds_nothing_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    site, store, history = make(clock)
+    store.unreadable = True
+    with caplog.at_level(logging.WARNING):
+        history.seed_open_faults()
+    assert "could not be read" in caplog.text
+    poll(site, VehicleState.A, 1_000, 0, T0, faults=(HOT,))
+    assert EventKind.FAULT_RAISED in [e.kind for e in lines(history)]
