@@ -19,7 +19,9 @@ import json
 import logging
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from gateway.domain.history import (  # noqa: E402
     SessionStopped,
 )
 from gateway.domain.model import ChargerSnapshot, Connector, Meter, MeterSnapshot, Reading, VehicleState  # noqa: E402
+from gateway.services.history import History  # noqa: E402
 from gateway.services.site import Site  # noqa: E402
 from gateway.services.site_picture import SiteLabels  # noqa: E402
 from gateway.services.telemetry import Telemetry  # noqa: E402
@@ -111,26 +114,32 @@ def fill_history(folder: Path, connectors: int, now: datetime, days: int, sessio
     return store
 
 
-def client(port: int, requests: int) -> None:
-    """The second process: ``requests`` rounds over PATHS, one connection; prints JSON timings."""
+def client(port: int, requests: int, paths: Sequence[str]) -> None:
+    """The second process: ``requests`` rounds over ``paths``, one connection; prints JSON timings."""
     connection = http.client.HTTPConnection("127.0.0.1", port)
-    timings: dict[str, list[float]] = {path: [] for path in PATHS}
+    timings: dict[str, list[float]] = {path: [] for path in paths}
     sizes: dict[str, int] = {}
     for _ in range(requests):
-        for path in PATHS:
+        for path in paths:
             started = time.perf_counter()
             connection.request("GET", path)
             answer = connection.getresponse()
             body = answer.read()
             timings[path].append(time.perf_counter() - started)
-            assert answer.status == 200, (path, answer.status)
+            assert answer.status == 200, (path, answer.status, body[:200])
             sizes[path] = len(body)
     print(json.dumps({"timings": timings, "sizes": sizes}))
 
 
-async def measure(connectors: int, requests: int) -> list[tuple[str, float, float, float, int]]:
+Row = tuple[str, float, float, float, float, int]  # path, p50, p99, max (ms), gateway CPU s, bytes
+
+
+async def measure(
+    connectors: int, requests: int, history: History | None = None, paths: Sequence[str] = PATHS
+) -> list[Row]:
     site, telemetry = build_site(connectors)
-    server = StatusServer(site, telemetry, StatusPageConfig(port=18080 + connectors), SiteLabels("bench"))
+    config = StatusPageConfig(port=18080 + connectors)
+    server = StatusServer(site, telemetry, config, SiteLabels("bench"), history=history)
     await server.start()
     try:
         cpu_before = time.process_time()
@@ -141,6 +150,8 @@ async def measure(connectors: int, requests: int) -> list[tuple[str, float, floa
             str(server.port),
             "--requests",
             str(requests),
+            "--paths",
+            *paths,
             stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await process.communicate()
@@ -149,33 +160,84 @@ async def measure(connectors: int, requests: int) -> list[tuple[str, float, floa
         await server.stop()
     result = json.loads(out)
     rows = []
-    for path in PATHS:
+    for path in paths:
         times = sorted(result["timings"][path])
         p50 = statistics.median(times) * 1000
         p99 = times[min(len(times) - 1, int(len(times) * 0.99))] * 1000
-        rows.append((path, p50, p99, cpu_s, result["sizes"][path]))
+        rows.append((path, p50, p99, times[-1] * 1000, cpu_s, result["sizes"][path]))
     return rows
+
+
+async def measure_history(connectors: int, requests: int, days: int, sessions: int) -> tuple[list[Row], float, int]:
+    """The status server of ``connectors`` with ``days`` of series and ``sessions`` sessions on
+    disk. Returns the rows, the seconds the filling took and the file's size."""
+    now = datetime.now(UTC)
+    since_month = (now - timedelta(days=30)).date().isoformat()
+    paths = [
+        *PATHS,
+        "/api/sessions",  # the newest 1000
+        f"/api/sessions?connector=7&since={since_month}",
+        f"/api/sessions.csv?since={since_month}",
+        "/api/events",
+        "/api/series?connector=7",  # one connector's day
+        f"/api/series?since={(now - timedelta(hours=1)).isoformat(timespec='seconds').replace('+00:00', 'Z')}",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "history"
+        started = time.perf_counter()
+        store = fill_history(folder, connectors, now, days, sessions)
+        filled_s = time.perf_counter() - started
+        size = sum(path.stat().st_size for path in folder.iterdir())
+        site_history = History(Site([], []), store)  # (only its reads are used: nothing runs it)
+        try:
+            rows = await measure(connectors, requests, site_history, paths)
+        finally:
+            store.close()
+    return rows, filled_s, size
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connectors", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--history-connectors", type=int, default=50)
+    parser.add_argument("--history-days", type=int, default=7)
+    parser.add_argument("--history-sessions", type=int, default=10_000)
+    parser.add_argument("--history-requests", type=int, default=50)
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.disable(logging.INFO)  # the Site says every connector's change of status: not the point here
     if args.client is not None:
-        client(args.client, args.requests)
+        client(args.client, args.requests, args.paths)
         return
     print("| connectors | path | p50 ms | p99 ms | p50 / healthz | bytes |")
     print("|---:|---|---:|---:|---:|---:|")
     for connectors in args.connectors:
         rows = asyncio.run(measure(connectors, args.requests))
         baseline = rows[0][1]
-        for path, p50, p99, _cpu, size in rows:
+        for path, p50, p99, _max, _cpu, size in rows:
             print(f"| {connectors} | `{path}` | {p50:.2f} | {p99:.2f} | {p50 / baseline:.1f}x | {size:,} |")
-        total_cpu_ms = rows[0][3] * 1000 / (args.requests * len(PATHS))
+        total_cpu_ms = rows[0][4] * 1000 / (args.requests * len(PATHS))
         print(f"| {connectors} | (gateway CPU per request, all paths) | {total_cpu_ms:.2f} | | | |")
+    if args.history_connectors <= 0:
+        return
+    connectors, days, sessions = args.history_connectors, args.history_days, args.history_sessions
+    rows, filled_s, size = asyncio.run(measure_history(connectors, args.history_requests, days, sessions))
+    print()
+    print(
+        f"With the history: {connectors} connectors, {days} days of one-minute series "
+        f"({days * 1440 * (connectors + 1):,} rows), {sessions:,} sessions over a year; "
+        f"file {size / 1e6:.1f} MB, written in {filled_s:.1f} s; {args.history_requests} rounds"
+    )
+    print()
+    print("| path | p50 ms | p99 ms | max ms | p50 / healthz | bytes |")
+    print("|---|---:|---:|---:|---:|---:|")
+    baseline = rows[0][1]
+    for path, p50, p99, most, _cpu, size in rows:
+        shown = path.split("?")[0] + (" ?" + path.split("?")[1].split("=")[0] + "=..." if "?" in path else "")
+        shown = path if len(path) < 60 else shown
+        print(f"| `{shown}` | {p50:.2f} | {p99:.2f} | {most:.2f} | {p50 / baseline:.1f}x | {size:,} |")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ A Site fed by hand with a clock that stands still is enough: what is read is the
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -360,16 +362,36 @@ async def test_a_history_file_set_aside_is_shown_on_the_page_and_in_the_status(t
 
 
 async def test_the_page_reads_the_series_once_a_minute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """And a new minute's drawing is made in the background: no page waits for it but the first."""
     async with serving(tmp_path) as (server, store):
         assert store is not None
         reads: list[object] = []
+        slow = threading.Event()
         series: Callable[..., Any] = store.series
-        monkeypatch.setattr(store, "series", lambda query: reads.append(query) or series(query))
+
+        def counted(query: object) -> Any:
+            reads.append(query)
+            if len(reads) > 1:
+                assert slow.wait(10)  # the second minute's read hangs until the test lets it go
+            return series(query)
+
+        monkeypatch.setattr(store, "series", counted)
         for _ in range(3):
             assert (await get(server, "/"))[0] == 200
         assert len(reads) == 1
         clock = server.site.clock
         assert isinstance(clock, StepClock)
         clock.advance(60)
+        async with asyncio.timeout(5):  # while the new drawing hangs, pages still come, with the old one
+            for _ in range(3):
+                status, _, text = await get(server, "/")
+                assert status == 200 and "<svg" in text
+        assert len(reads) == 2  # one redraw, however many pages asked meanwhile
+        slow.set()
+        redrawing = server.history._redrawing
+        assert redrawing is not None
+        await asyncio.wait_for(asyncio.shield(redrawing), 5)
         await get(server, "/")
-        assert len(reads) == 2
+        assert server.history._drawing is not None and server.history._drawing[0] == NOW.replace(second=0) + timedelta(
+            minutes=1
+        )
