@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,6 @@ LASTS_S = 4.0
 # due at once: the fault begins when the Webasto's car starts charging, about 13 s into the demo
 SCHEDULE = FaultSchedule(first_after_s=0.0, every_s=3600.0, lasts_s=LASTS_S)
 POLL_S = 1.0  # the shipped site polls every second: each edge is seen up to a poll late
-
-
-async def until(found: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Wait until ``found()`` returns something truthy (checked every 0.1 s); return it."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not (result := found()):
-                await asyncio.sleep(0.1)
-            return result
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout_s} s: {what}") from None
 
 
 def status_notifications(csms: DemoCsms) -> list[dict[str, Any]]:
@@ -73,7 +61,11 @@ async def test_the_demo_charger_overheats_and_every_output_tells_it(
         )
     )
     try:
-        hot, cool = await until(lambda: raised_then_cleared(csms), 60, "HighTemperature, then NoError, at the CSMS")
+        # (the predicate looks at every notification so far: true once both have come)
+        await csms.wait_for("StatusNotification", lambda _: raised_then_cleared(csms) is not None, timeout=60)
+        both = raised_then_cleared(csms)
+        assert both is not None
+        hot, cool = both
         assert hot["status"] == "Faulted" and hot["vendorErrorCode"] == "10"  # the Webasto's own code
         assert cool["status"] != "Faulted"
 

@@ -46,7 +46,7 @@ def run_for(site: DemoSite, seconds: float, watch: list[tuple[float, bool, float
 
 
 def test_the_shipped_demo_overheats_its_webasto_within_two_minutes_while_its_car_charges() -> None:
-    site, simulators = demo_site(DEMO_FAULT)
+    site, _ = demo_site(DEMO_FAULT)
     hot = site.overheating
     assert hot is not None and hot.name == "carport-right"  # the Bender has no public fault codes
     car = next(c for c in site.cars if c.simulator is hot.simulator)
