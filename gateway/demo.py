@@ -286,6 +286,7 @@ async def run_demo(
             root.removeHandler(handler)
         root.addHandler(tail)
     logging.getLogger("adapters.demo_csms").setLevel(logging.INFO)
+    logging.getLogger("gateway.demo_fault").setLevel(logging.INFO)  # says when the overheating is staged
 
     async with contextlib.AsyncExitStack() as stack:
         simulators = await _start_simulators(config)
