@@ -46,6 +46,7 @@ from gateway.services.charging_limits import LimitKeeper
 from gateway.services.history import History
 from gateway.services.load_management import GridConnection, LoadSettings
 from gateway.services.outbox import Outbox, OutboxSettings
+from gateway.services.session_tally import SessionTally
 from gateway.services.sessions import DEFAULT_FREE_ID_TAG, ConnectorPolicy
 from gateway.services.site import Site
 from gateway.services.site_picture import SiteLabels
@@ -241,6 +242,9 @@ class Gateway:
             )
             for device in [*config.chargers, *config.meters]
         ]
+        history = build_history(config, site)
+        if history is not None:
+            telemetry.follow_mqtt(history.broker_changed)  # the broker link's ups and downs in the event log
         mqtt = config.mqtt
         bridge = MqttBridge(
             site,
@@ -258,6 +262,7 @@ class Gateway:
             tls=mqtt.tls,
             telemetry=telemetry,
             max_current_a=max_current_a(site, devices),
+            tally=SessionTally(site, history),  # seeded from the history: a restart keeps today's count
         )
         # native chargers first: the upstream side must know their connectors when it looks at the
         # sessions left open by the last run (a native charger's session goes on, it is not stopped)
@@ -268,9 +273,6 @@ class Gateway:
         # the sessions' CSMS ids in a file of their own: a damaged settings.json cannot take them down
         ledger = JsonSettingsStore(Path(config.site.state_dir) / "transactions.json")
         move_ledger(site.settings, ledger)
-        history = build_history(config, site)
-        if history is not None:
-            telemetry.follow_mqtt(history.broker_changed)  # the broker link's ups and downs in the event log
         upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site, history), telemetry, ledger)
         status_page = build_status_page(config, site, telemetry, history)
         parts = {"telemetry": telemetry, "status_page": status_page, "sharing": sharing, "history": history}

@@ -18,6 +18,7 @@ import random
 import sys
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ from adapters.modbus.simulator import ModbusSimulator
 from adapters.mqtt.embedded_broker import EmbeddedBroker, broker_answers
 from gateway.app import Gateway, site_labels
 from gateway.config import ChargerConfig, GatewayConfig, parse_config
+from gateway.demo_fault import DEMO_FAULT, FaultSchedule, overheating_charger
 from gateway.domain.errors import ConfigError
 from gateway.services.site_picture import site_picture
 from gateway.status_text import render
@@ -78,8 +80,10 @@ class _Car:
         return self.power_w / NOMINAL_VOLTAGE_V / self.phases
 
     def step(self, rng: random.Random) -> None:
-        """The script, once a ``TICK_S``: plug in, start, finish, leave, each after a while."""
-        self.left_s -= TICK_S
+        """The script, once a ``TICK_S``: plug in, start, finish, leave, each after a while. A car
+        whose charger has tripped gets no energy: its time to charge waits for the charger."""
+        if not (self.phase == "charging" and self.simulator.charger_state(self.socket).tripped):
+            self.left_s -= TICK_S
         if self.left_s > 0:
             return
         if self.phase == "away":
@@ -99,6 +103,8 @@ class _Car:
         charger shows it (current per phase, power, vehicle state)."""
         if self.phase == "away":
             return
+        if self.simulator.charger_state(self.socket).tripped:  # its charger opened the contactor: nothing flows
+            self.current_a = 0.0
         offered = self.simulator.offered_current_a(self.socket)
         wants = self.phase == "charging" and self.simulator.may_charge(self.socket)
         target = (self.max_a if offered is None else min(self.max_a, offered)) if wants else 0.0
@@ -116,10 +122,18 @@ class DemoSite:
     ``tick`` runs the script once a ``TICK_S``; ``step`` advances the electrics by a few tenths of
     a second. Every meter sees the building plus what the chargers show they draw, per phase, in
     the same step as the chargers change, so that load management reads a site that adds up.
+    Now and then one charger overheats (``fault``, on the script's own seconds: gateway.demo_fault).
     """
 
-    def __init__(self, config: GatewayConfig, simulators: dict[str, ModbusSimulator], seed: int = 1) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        simulators: dict[str, ModbusSimulator],
+        seed: int = 1,
+        fault: FaultSchedule | None = DEMO_FAULT,
+    ) -> None:
         self.rng = random.Random(seed)
+        self.elapsed_s = 0.0  # how far the electrics have been stepped
         self.cars = [
             _Car(simulators[charger.name], socket, self.rng.choice([3_680.0, 7_360.0, 11_040.0]), left_s=2 + 6 * i)
             for i, charger in enumerate(config.chargers)
@@ -128,6 +142,7 @@ class DemoSite:
         self.meters = [simulators[m.name] for m in config.meters]
         self.simulators = list(simulators.values())
         self.building_w = SITE_BASE_LOAD_W
+        self.overheating = overheating_charger([(c.name, simulators[c.name]) for c in config.chargers], fault)
 
     def tick(self) -> None:
         """The script: cars come and go, the building's load wanders."""
@@ -136,7 +151,14 @@ class DemoSite:
         self.building_w = SITE_BASE_LOAD_W + self.rng.uniform(-SITE_LOAD_WANDER_W, SITE_LOAD_WANDER_W)
 
     def step(self, seconds: float) -> None:
-        """The electrics: cars follow their offers, meters add them up, energy counters grow."""
+        """The electrics: a charger overheats or recovers, cars follow their offers, meters add
+        them up, energy counters grow."""
+        self.elapsed_s += seconds
+        if (hot := self.overheating) is not None:
+            charging = any(
+                c.phase == "charging" for c in self.cars if (c.simulator, c.socket) == (hot.simulator, hot.socket)
+            )
+            hot.step(self.elapsed_s, charging)
         for car in self.cars:
             car.follow(seconds)
         phases_a = [self.building_w / NOMINAL_VOLTAGE_V / 3] * 3
@@ -154,15 +176,18 @@ class DemoSite:
             simulator.tick(seconds)
 
 
-def with_overrides(config: GatewayConfig, csms_url: str | None, mqtt: str | None) -> GatewayConfig:
-    """The config with the demo's command-line overrides applied and validated again."""
+def with_overrides(
+    config: GatewayConfig, csms_url: str | None, mqtt: str | None, state_dir: Path | None = None
+) -> GatewayConfig:
+    """The config with the demo's command-line overrides applied and validated again; its state in
+    ``state_dir``, else in a new temporary directory."""
     data: dict[str, Any] = config.model_dump(mode="python", exclude_unset=True)
     for section in ("upstream", "mqtt"):
         for key, value in list(data.setdefault(section, {}).items()):
             if hasattr(value, "get_secret_value"):
                 data[section][key] = value.get_secret_value()
     # A simulated site keeps what a CSMS changes only for this run, not in the working directory.
-    data.setdefault("site", {})["state_dir"] = tempfile.mkdtemp(prefix="ocpp-gateway-demo-")
+    data.setdefault("site", {})["state_dir"] = str(state_dir or tempfile.mkdtemp(prefix="ocpp-gateway-demo-"))
     if csms_url:
         data["upstream"]["url"] = csms_url
     if mqtt:
@@ -194,9 +219,11 @@ async def _start_simulators(config: GatewayConfig) -> dict[str, ModbusSimulator]
     return simulators
 
 
-async def _drive(config: GatewayConfig, simulators: dict[str, ModbusSimulator], seed: int = 1) -> None:
+async def _drive(
+    config: GatewayConfig, simulators: dict[str, ModbusSimulator], seed: int = 1, fault: FaultSchedule | None = None
+) -> None:
     """Run the demo site in real time: the script once a ``TICK_S``, the electrics every ``STEP_S``."""
-    site = DemoSite(config, simulators, seed)
+    site = DemoSite(config, simulators, seed, fault)
     steps_per_tick = round(TICK_S / STEP_S)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -246,9 +273,12 @@ async def run_demo(
     mqtt: str | None = None,
     duration_s: float | None = None,
     out: TextIO = sys.stdout,
+    fault: FaultSchedule | None = DEMO_FAULT,
+    state_dir: Path | None = None,
 ) -> None:
-    """Run the simulated site until Ctrl-C (or ``duration_s``)."""
-    config = with_overrides(config, csms_url, mqtt)
+    """Run the simulated site until Ctrl-C (or ``duration_s``); a charger overheats on ``fault``'s
+    schedule (None: never)."""
+    config = with_overrides(config, csms_url, mqtt, state_dir)
     tail = _LogTail()
     if out.isatty():  # the table owns the screen; log lines go under it
         root = logging.getLogger()
@@ -256,6 +286,7 @@ async def run_demo(
             root.removeHandler(handler)
         root.addHandler(tail)
     logging.getLogger("adapters.demo_csms").setLevel(logging.INFO)
+    logging.getLogger("gateway.demo_fault").setLevel(logging.INFO)  # says when the overheating is staged
 
     async with contextlib.AsyncExitStack() as stack:
         simulators = await _start_simulators(config)
@@ -292,7 +323,7 @@ async def run_demo(
             page = gateway.status_page.url if gateway.status_page.port else "not served (port in use)"
         async with asyncio.TaskGroup() as tasks:
             run = tasks.create_task(gateway.run())
-            driver = tasks.create_task(_drive(config, simulators))
+            driver = tasks.create_task(_drive(config, simulators, fault=fault))
             show = tasks.create_task(_show(gateway, tail, (page, csms_note, mqtt_note), out))
             if duration_s is not None:
                 await asyncio.sleep(duration_s)

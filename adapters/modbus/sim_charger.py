@@ -49,6 +49,8 @@ class SocketState:
     base_offered_a: float | None = None  # offered current before any master limit (profile's initial value)
     # what the car draws per phase, from a vehicle model; None: the car follows the offer at once
     drawn_a: tuple[float, ...] | None = None
+    # tripped by a fault of its own (it overheated): the contactor is open, nothing flows
+    tripped: bool = False
     timer: asyncio.TimerHandle | None = None
     feeds: int = 0
     expiries: int = 0
@@ -116,6 +118,12 @@ class ChargerBehaviour:
         state.plugged, state.demand_w = False, 0.0
         self.apply(socket)
 
+    def trip(self, socket: int, tripped: bool = True) -> None:
+        """The charger stops delivering for a fault of its own (over-temperature) and, with
+        ``tripped`` False, resumes: its contactor opens at once, whatever the car wanted."""
+        self.sockets[socket].tripped = tripped
+        self.apply(socket)
+
     def offered_a(self, socket: int) -> float | None:
         """The current the charger offers now (A): safe current after a watchdog expiry, else the limit."""
         state = self.sockets[socket]
@@ -128,7 +136,8 @@ class ChargerBehaviour:
         limit = self._profile.writes.current_limit
         offered = self.offered_a(socket)
         minimum = limit.min_a if limit is not None else 0.0
-        return self.sockets[socket].enabled and (offered is None or offered >= minimum)
+        state = self.sockets[socket]
+        return state.enabled and not state.tripped and (offered is None or offered >= minimum)
 
     def apply(self, socket: int) -> None:
         """Write state, power, currents, offered current and enable flag for ``socket``."""
@@ -136,8 +145,9 @@ class ChargerBehaviour:
         offered = self.offered_a(socket)
         phases = self._phases()
         volts = self._volts(socket, phases)
-        if state.drawn_a is not None:  # a vehicle model says what the car draws
-            currents = ([*state.drawn_a, *[0.0] * phases] if state.plugged else [0.0] * phases)[:phases]
+        if state.drawn_a is not None:  # a vehicle model says what the car draws (nothing through an open contactor)
+            flowing = state.plugged and not state.tripped
+            currents = ([*state.drawn_a, *[0.0] * phases] if flowing else [0.0] * phases)[:phases]
             power = sum(a * v for a, v in zip(currents, volts, strict=True))
             charging = power > 0
         else:

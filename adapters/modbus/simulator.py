@@ -318,6 +318,10 @@ class ModbusSimulator:
             return
         raise ValueError(f"profile '{self.profile.id}' has no fault source for {kind_or_code!r}")
 
+    def trip(self, tripped: bool = True, socket: int = 1) -> None:
+        """Stop delivering current (a fault of the charger's own), or resume with ``tripped`` False."""
+        self._charger.trip(socket, tripped)
+
     def clear_faults(self, socket: int = 1) -> None:
         """Every fault source shows "no fault" (its first ``none`` code, or all bits clear)."""
         for name, spec in self.profile.faults.items():

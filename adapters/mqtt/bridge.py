@@ -42,6 +42,7 @@ from gateway.domain.events import (
 from gateway.domain.model import iso_utc
 from gateway.services.backoff import Backoff
 from gateway.services.event_stream import EventStream
+from gateway.services.session_tally import SessionTally
 from gateway.services.site import Site
 from gateway.services.tasks import cancel_and_wait, raise_if_cancelling
 from gateway.services.telemetry import Telemetry
@@ -99,6 +100,7 @@ class MqttBridge:
     ``discovery_prefix``: Home Assistant's discovery prefix (adapters.mqtt.discovery); None: none.
     ``protocol``: ``"3.1.1"`` or ``"5"``; ``tls``: the ``[mqtt.tls]`` table, None for plain TCP.
     ``max_current_a``: per connector, its charger's highest current (a higher ceiling is refused).
+    ``tally``: the sessions' tally to show (seeded from the history); the bridge runs it.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class MqttBridge:
         tls: MqttTlsConfig | None = None,
         telemetry: Telemetry | None = None,
         max_current_a: Mapping[int, float] | None = None,
+        tally: SessionTally | None = None,
     ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError(f"MQTT qos must be 0, 1 or 2, not {qos!r}")
@@ -134,7 +137,8 @@ class MqttBridge:
                 port,
             )
         self.topics = Topics(topic_prefix)
-        self._state = StateTopics(site, self.topics)
+        self._state = StateTopics(site, self.topics, tally)
+        self._state.follow_tally(self._mark)
         self.connected = asyncio.Event()
         self._telemetry = telemetry or Telemetry()  # the link's state, for the status page
         self._commands = CommandHandler(site, self.topics, commands, max_current_a=max_current_a)
@@ -176,6 +180,7 @@ class MqttBridge:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._collect(stream), name="mqtt-collect")
                 tasks.create_task(self._connection_loop(), name="mqtt-connection")
+                tasks.create_task(self._state.tally.run(), name="session tally")
         finally:
             self.connected.clear()
             self._site.unsubscribe(stream)
@@ -424,6 +429,9 @@ class MqttBridge:
 
     def _now_due(self, key: StateKey) -> None:
         del self._due[key]
+        self._mark(key)
+
+    def _mark(self, key: StateKey) -> None:
         self._dirty[key] = None
         self._wake.set()
 

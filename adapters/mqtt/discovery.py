@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 
 from adapters.mqtt.discovery_load import CONNECTOR_SHARE_ENTITIES, SITE_COMMAND_ENTITIES, SITE_LOAD_ENTITIES
+from adapters.mqtt.discovery_sessions import LAST_SESSION_ENTITIES, SESSIONS_TODAY
 from adapters.mqtt.ha_entities import (
     Entity,
     binary,
@@ -214,6 +215,7 @@ def gateway_entities(topics: Topics) -> list[tuple[str, Entity]]:
         (site, sensor("grid_power", "Grid power", value("grid_power_w"), "power")),
         (site, sensor("grid_energy", "Grid energy", value("grid_energy_wh"), "energy")),
         *((site, entity) for entity in SITE_LOAD_ENTITIES),
+        (topics.sessions, SESSIONS_TODAY),
     ]
 
 
@@ -311,6 +313,8 @@ class Discovery:
         device = self._device(device_name, "Charger")
         owner, state = f"{device_name}_c{cid}", self.topics.connector(cid)
         messages = [self._config(_named(e, label), device, owner, state, device_name) for e in CONNECTOR_ENTITIES]
+        last = self.topics.last_session(cid)
+        messages += [self._config(_named(e, label), device, owner, last, device_name) for e in LAST_SESSION_ENTITIES]
         for switch, (level, entities) in COMMAND_ENTITIES.items():
             if switch not in self.commands:
                 continue

@@ -50,7 +50,7 @@ class Quantity:
     """What HA needs to chart and convert a numeric sensor (its documented class/unit pairs)."""
 
     device_class: str | None
-    state_class: str
+    state_class: str | None  # None: HA keeps no long-term statistics of it
     unit: str | None
     precision: int | None = None
 
@@ -58,6 +58,11 @@ class Quantity:
 QUANTITIES: dict[str, Quantity] = {
     "power": Quantity("power", "measurement", "W", 0),
     "energy": Quantity("energy", "total_increasing", "Wh", 0),  # lifetime registers; a reset starts a new cycle
+    # One finished session's energy: no state class. HA refuses "measurement" for energy, and
+    # "total"/"total_increasing" would add up the differences between one session and the next
+    # (a 5 kWh session after a 20 kWh one would count -15 kWh, or +5). The lifetime register is
+    # the one for the energy dashboard.
+    "energy_of_one": Quantity("energy", None, "Wh", 0),
     "current": Quantity("current", "measurement", "A", 1),
     "voltage": Quantity("voltage", "measurement", "V", 0),
     "frequency": Quantity("frequency", "measurement", "Hz", 2),
@@ -109,7 +114,8 @@ def sensor(
         q = QUANTITIES[quantity]
         if q.device_class is not None:
             options["device_class"] = q.device_class
-        options["state_class"] = q.state_class
+        if q.state_class is not None:
+            options["state_class"] = q.state_class
         if q.unit is not None:
             options["unit_of_measurement"] = q.unit
         if q.precision is not None:

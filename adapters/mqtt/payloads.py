@@ -69,6 +69,15 @@ class Topics:
     def connector(self, connector_id: int) -> str:
         return f"{self.prefix}/connector/{connector_id}/state"
 
+    def last_session(self, connector_id: int) -> str:
+        """The connector's last finished session (retained)."""
+        return f"{self.prefix}/connector/{connector_id}/last_session"
+
+    @property
+    def sessions(self) -> str:
+        """Sessions started today, the box's local day (retained)."""
+        return f"{self.prefix}/site/sessions"
+
     def connector_fault(self, connector_id: int) -> str:
         """Fault events of one connector (not retained: the state topic has the current list)."""
         return f"{self.prefix}/connector/{connector_id}/fault"

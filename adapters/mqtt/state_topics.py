@@ -7,7 +7,7 @@ Site's current view (payload shapes: gateway.services.state_payloads).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from adapters.mqtt.payloads import Topics
 from gateway.domain.events import (
@@ -25,13 +25,16 @@ from gateway.domain.events import (
     UpstreamStateChanged,
 )
 from gateway.domain.transactions import StartTransaction, StopTransaction
+from gateway.services.session_tally import SessionTally
 from gateway.services.site import Site
 from gateway.services.state_payloads import (
     Payload,
     connector_state,
     device_state,
+    last_session_state,
     meter_state,
     outbox_state,
+    sessions_today_state,
     site_state,
     upstream_state,
 )
@@ -48,16 +51,23 @@ SITE_SUMMARY_EVENTS = (
 )
 
 # A topic the bridge publishes, named by what it describes: ("connector", 1), ("meter", "m1"),
-# ("device", "wb1") or ("upstream",). Kept instead of events so an outage costs O(entities).
+# ("device", "wb1"), ("upstream",), ("last_session", 1) or ("sessions",). Kept instead of events so
+# an outage costs O(entities).
 StateKey = tuple[str] | tuple[str, int] | tuple[str, str]
 
 
 class StateTopics:
-    """The state topics of one Site under one prefix."""
+    """The state topics of one Site under one prefix; ``tally``: the sessions' tally it shows (its
+    own, unseeded, if none is given: whoever runs the topics runs it)."""
 
-    def __init__(self, site: Site, topics: Topics) -> None:
+    def __init__(self, site: Site, topics: Topics, tally: SessionTally | None = None) -> None:
         self._site = site
         self.topics = topics
+        self.tally = tally or SessionTally(site)
+
+    def follow_tally(self, mark: Callable[[StateKey], None]) -> None:
+        """``mark`` a tally topic stale when the tally changed it (a session ended, the count changed)."""
+        self.tally.listen(lambda cid: mark(("sessions",) if cid is None else ("last_session", cid)))
 
     def keys_for(self, event: Event) -> Iterable[StateKey]:
         match event:
@@ -92,6 +102,7 @@ class StateTopics:
         keys += [("meter", name) for name in sorted(self._site.meters)]
         keys += [("device", name) for name in self._site.devices()]
         keys += [("upstream",), ("outbox",), ("site",)]
+        keys += [("last_session", cid) for cid in sorted(self._site.connectors)] + [("sessions",)]
         return keys
 
     def render(self, key: StateKey) -> tuple[str, Payload] | None:
@@ -122,4 +133,9 @@ class StateTopics:
                 )
             case ("outbox",):
                 return self.topics.outbox, outbox_state(self._site.backlog, self._site.clock.now())
+            case ("last_session", int(cid)) if cid in self._site.connectors:
+                return self.topics.last_session(cid), last_session_state(cid, self.tally.last_session(cid))
+            case ("sessions",):
+                tally = self.tally
+                return self.topics.sessions, sessions_today_state(tally.sessions_today(), tally.day_started_at())
         return None

@@ -18,6 +18,7 @@ from gateway.domain.model import Connector, ConnectorStatus, Fault, Meter, Readi
 from gateway.domain.outbox import BacklogStats
 from gateway.domain.phase_limits import ConnectorShare, SiteLoad
 from gateway.services.ocpp_status import status_notification_fields
+from gateway.services.session_tally import LastSession
 
 Payload = dict[str, object]
 
@@ -250,3 +251,21 @@ def device_state(device: str, online: bool | None, reason: str | None, changed_a
         "reason": reason if online is False and reason else None,
         "changed_at": _iso(changed_at),
     }
+
+
+def last_session_state(connector_id: int, last: LastSession | None) -> Payload:
+    """A connector's last finished session (all null before its first): the energy it billed and
+    its times; the id tag only masked (this leaves the box)."""
+    return {
+        "connector_id": connector_id,
+        "energy_wh": last.energy_wh if last is not None else None,
+        "started_at": _iso(last.started_at) if last is not None else None,
+        "stopped_at": _iso(last.stopped_at) if last is not None else None,
+        "id_tag": last.masked_id_tag if last is not None else None,
+    }
+
+
+def sessions_today_state(count: int, day_started_at: datetime) -> Payload:
+    """Sessions started since the box's local midnight; ``day`` is that local date, ``since`` that
+    midnight in UTC."""
+    return {"sessions_today": count, "day": day_started_at.date().isoformat(), "since": iso_utc(day_started_at)}

@@ -9,12 +9,20 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from datetime import timedelta
+from pathlib import Path
 
 import aiomqtt
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from adapters.mqtt.discovery import Discovery, topic_id
 from adapters.mqtt.payloads import Topics
+from adapters.storage.history_db import SqliteHistoryStore
 from gateway.domain.model import ChargerSnapshot, Connector, Meter, Reading, VehicleState, utc_now
+from gateway.domain.transactions import AuthPolicy
+from gateway.services.history import History
+from gateway.services.session_tally import SessionTally
+from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.mosquitto import MosquittoBroker, Received, WatchFactory
 from tests.integration.test_mqtt_bridge import bridge_for, running, text_is
@@ -144,3 +152,63 @@ async def test_discovery_off(mosquitto: MosquittoBroker, mqtt_watch: WatchFactor
         watcher = await mqtt_watch(config_filter("homeassistant", topic_prefix), f"{topic_prefix}/availability")
         await watcher.wait_for(bridge.topics.availability, text_is("online"))
         assert [m.topic for m in watcher.history] == [bridge.topics.availability]
+
+
+def plug(site: Site, connector: int, state: VehicleState, energy_wh: int, minutes_ago: float = 0) -> None:
+    at = utc_now() - timedelta(minutes=minutes_ago)
+    site.apply(ChargerSnapshot("wb1", connector, Reading(at, energy_wh=energy_wh, power_w=7_000.0), state))
+
+
+def rendered(template: object, state: dict[str, object]) -> str:
+    """A value or attributes template as HA renders it against the state topic's JSON."""
+    return ImmutableSandboxedEnvironment().from_string(str(template)).render(value_json=state)
+
+
+async def test_last_session_and_sessions_today_reach_home_assistant(
+    mosquitto: MosquittoBroker, mqtt_watch: WatchFactory, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A session from before a restart (in the history) and one after it: HA finds the two new
+    entities' configs, and their state topics say 2 sessions today and each connector's last one."""
+    policies = {cid: ConnectorPolicy(AuthPolicy.FREE, id_tag="CARD-00012345") for cid in (1, 2)}
+    site = Site(
+        connectors=[Connector(1, "wb1", socket=1), Connector(2, "wb1", socket=2)],
+        meters=[Meter("grid", 0)],
+        policies=policies,
+    )
+    history = History(site, SqliteHistoryStore(tmp_path))
+    plug(site, 2, VehicleState.C, 5_000, minutes_ago=30)  # before the "restart": only the history has it
+    plug(site, 2, VehicleState.A, 7_500, minutes_ago=1)
+    history.take_events()
+    await history.flush()
+
+    bridge = bridge_for(site, mosquitto.host, mosquitto.port, topic_prefix, tally=SessionTally(site, history))
+    node = topic_id(topic_prefix)
+    last_config = f"homeassistant/sensor/{node}/wb1_c1_last_session_energy/config"
+    today_config = f"homeassistant/sensor/{node}/gateway_sessions_today/config"
+    async with running(bridge):
+        watcher = await mqtt_watch(f"{topic_prefix}/#", config_filter("homeassistant", topic_prefix))
+        seeded = await watcher.wait_for(bridge.topics.sessions, lambda m: m.json()["sessions_today"] == 1)
+        assert seeded.retain
+        assert (await watcher.wait_for(bridge.topics.last_session(2))).json()["energy_wh"] == 2_500
+
+        plug(site, 1, VehicleState.C, 10_000, minutes_ago=10)  # a car charges after the restart, and leaves
+        plug(site, 1, VehicleState.A, 10_800)
+        last = await watcher.wait_for(bridge.topics.last_session(1), lambda m: m.json()["energy_wh"] is not None)
+        today = await watcher.wait_for(bridge.topics.sessions, lambda m: m.json()["sessions_today"] == 2)
+
+        last_entity = (await watcher.wait_for(last_config, is_retained)).json()
+        today_entity = (await watcher.wait_for(today_config, is_retained)).json()
+    history.store.close()
+
+    assert last_entity["state_topic"] == bridge.topics.last_session(1)
+    assert (last_entity["device_class"], last_entity["unit_of_measurement"]) == ("energy", "Wh")
+    assert "state_class" not in last_entity  # one session's energy: not a total for HA to add up
+    assert rendered(last_entity["value_template"], last.json()) == "800"
+    attributes = json.loads(rendered(last_entity["json_attributes_template"], last.json()))
+    assert set(attributes) == {"started_at", "stopped_at", "id_tag"}
+    assert attributes["id_tag"] == "****2345" and "CARD-00012345" not in last.text  # only ever masked
+    assert attributes["started_at"] < attributes["stopped_at"]
+    assert today_entity["state_topic"] == bridge.topics.sessions
+    assert today_entity["state_class"] == "total_increasing"
+    assert rendered(today_entity["value_template"], today.json()) == "2"
+    assert json.loads(rendered(today_entity["json_attributes_template"], today.json()))["day"] == today.json()["day"]

@@ -43,13 +43,16 @@ from gateway.domain.model import (
 from gateway.domain.phase_limits import ConnectorShare, PhaseLimit, Reason, SiteLoad
 from gateway.domain.transactions import AuthPolicy
 from gateway.services.ocpp_status import ERROR_CODE, STATUS
+from gateway.services.session_tally import LastSession
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from gateway.services.state_payloads import (
     connector_state,
     device_state,
+    last_session_state,
     meter_state,
     outbox_state,
+    sessions_today_state,
     site_state,
     upstream_state,
 )
@@ -61,7 +64,7 @@ COMPONENTS = {"sensor", "binary_sensor", "number", "switch", "button"}
 
 # What HA's sensor documentation allows per device class: state classes and units.
 SENSOR_RULES: dict[str, tuple[set[str], set[str]]] = {
-    "energy": ({"total", "total_increasing"}, {"Wh", "kWh", "MWh"}),
+    "energy": ({"total", "total_increasing", None}, {"Wh", "kWh", "MWh"}),  # not "measurement"
     "power": ({"measurement"}, {"W", "kW"}),
     "current": ({"measurement"}, {"A", "mA"}),
     "voltage": ({"measurement"}, {"V", "mV"}),
@@ -122,7 +125,15 @@ def published(site: Site, topics: Topics) -> dict[str, Payload]:
     grid = site.meters["grid"]
     load, limit = site.load.state, site.load.site_limit_a
     states[topics.site] = site_state(site.connectors.values(), grid, True, site.backlog, T0, load, limit)
+    for cid in site.connectors:  # connector 1 had a session this morning, the others none yet
+        states[topics.last_session(cid)] = last_session_state(cid, LAST_SESSION if cid == 1 else None)
+    states[topics.sessions] = sessions_today_state(3, datetime(2025, 3, 1, tzinfo=UTC))
     return states
+
+
+LAST_SESSION = LastSession(
+    1, 23_456, datetime(2025, 3, 1, 7, tzinfo=UTC), datetime(2025, 3, 1, 9, tzinfo=UTC), "****5678"
+)
 
 
 @pytest.fixture
@@ -299,7 +310,7 @@ def test_sensor_device_class_state_class_and_unit_follow_ha_rules(site: Site) ->
             assert "unit_of_measurement" not in payload, f"{topic}: a unit without a device class"
             continue
         state_classes, units = SENSOR_RULES[str(device_class)]
-        assert payload["state_class"] in state_classes, topic
+        assert payload.get("state_class") in state_classes, topic
         assert payload["unit_of_measurement"] in units, topic
 
 
@@ -494,6 +505,9 @@ def test_every_template_renders_against_the_published_state(site: Site, topics: 
         ("sensor.demo_site_wb1_c1_share_reason", "fuse"),
         ("sensor.demo_site_wb1_c2_share", "None"),  # in no session: no share
         ("sensor.demo_site_wb1_c2_share_reason", "None"),
+        ("sensor.demo_site_wb1_c1_last_session_energy", "23456"),
+        ("sensor.demo_site_wb1_c2_last_session_energy", "None"),  # none yet: unknown
+        ("sensor.demo_site_gateway_sessions_today", "3"),
     ],
 )
 def test_rendered_values(site: Site, topics: Topics, default_entity_id: str, expected: str) -> None:
@@ -643,3 +657,24 @@ def test_status_topic_and_node_id() -> None:
     topic, payload = next((t, p) for t, p in discovery.configs(site) if str(p["unique_id"]).endswith("_c1_power"))
     assert topic == "ha/test/sensor/home_garage/wb1_c1_power/config"
     assert payload["default_entity_id"] == "sensor.garage_wb1_c1_power"
+
+
+def test_last_session_energy_and_sessions_today_say_what_ha_must_do_with_them(site: Site, topics: Topics) -> None:
+    """The last session's energy: an energy in Wh with NO state class (one session's value, not a
+    total HA may add up); sessions today: a count HA reads as a daily cycle (total_increasing)."""
+    states, messages = published(site, topics), configs(site)
+    last = entity(messages, "sensor.demo_site_wb1_c1_last_session_energy")
+    assert (last["device_class"], last["unit_of_measurement"], "state_class" in last) == ("energy", "Wh", False)
+    assert last["state_topic"] == last["json_attributes_topic"] == topics.last_session(1)
+    assert len(availability(last)) == 1  # the gateway knows it while the charger is silent
+    attributes = json.loads(render(str(last["json_attributes_template"]), states[topics.last_session(1)]))
+    assert attributes == {
+        "started_at": "2025-03-01T07:00:00.000Z",
+        "stopped_at": "2025-03-01T09:00:00.000Z",
+        "id_tag": "****5678",
+    }
+    today = entity(messages, "sensor.demo_site_gateway_sessions_today")
+    assert today["state_class"] == "total_increasing" and "device_class" not in today
+    assert today["state_topic"] == topics.sessions
+    attributes = json.loads(render(str(today["json_attributes_template"]), states[topics.sessions]))
+    assert attributes == {"day": "2025-03-01", "since": "2025-03-01T00:00:00.000Z"}
