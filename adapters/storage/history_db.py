@@ -18,9 +18,10 @@ outbox is a queue read from the head only.
   nothing (every ``write`` is a no-op) and says so: the history is never worth a charger.
 * Schema: versioned with ``PRAGMA user_version`` (docs/history.md shows it); an older file is
   migrated in place, in one transaction, when it is opened.
-* Threads: one connection behind a lock. The history service writes from its worker thread, the
-  page and the API read from others; a read waits for a commit in flight (about a millisecond)
-  and the reverse, which neither notices.
+* Threads: the history service writes from its worker thread through the writing connection
+  (behind a lock); the page and the API read from other threads, each through a read-only
+  connection of its own (WAL lets readers and the writer go on beside each other): a read of a
+  day's series (half a second at 50 connectors) holds up neither a write nor another read.
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ class SqliteHistoryStore:
         self._problems: list[StoreProblem] = []
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._generation = 0  # counts the files opened: a reader of an older one opens again
+        self._readers: threading.local | None = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()  # (not the writer's: a read never waits for a commit)
         self._open_or_start_afresh()
 
     @classmethod
@@ -137,7 +142,8 @@ class SqliteHistoryStore:
         reader either; with one, the gateway runs and SQLite's reader protocol applies."""
         store = cls.__new__(cls)
         store.directory, store.path, store._problems = directory, directory / FILE_NAME, []
-        store._db, store._lock = None, threading.Lock()
+        store._db, store._lock, store._readers, store._reader_connections = None, threading.Lock(), None, []
+        store._readers_lock = threading.Lock()
         with open(store.path, "rb") as file:  # the plain reasons: no file yet, permission denied
             if file.read(16) != b"SQLite format 3\x00":
                 raise HistoryUnreadable("not an SQLite database (damaged?)")
@@ -189,6 +195,7 @@ class SqliteHistoryStore:
         except BaseException:
             db.close()
             raise
+        self._generation += 1
         return db
 
     def _set_aside(self, reason: str) -> None:
@@ -231,6 +238,10 @@ class SqliteHistoryStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+        with self._readers_lock:
+            for reader in self._reader_connections:
+                reader.close()
+            self._reader_connections.clear()
 
     # -- writing ----------------------------------------------------------------------------------
     def write(self, items: Sequence[HistoryWrite]) -> None:
@@ -324,13 +335,33 @@ class SqliteHistoryStore:
     def _query(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Rows of a read; a file that fails here raises ``OSError`` (the reader says it cannot
         read the history now) and is left to the next write to set aside."""
-        with self._lock:
+        try:
+            if self._readers is None:  # opened read-only: its one connection is for reading
+                with self._lock:
+                    return [] if self._db is None else self._db.execute(sql, parameters).fetchall()
+            reader = self._reader()
+            return [] if reader is None else reader.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise OSError(f"history: {exc}") from exc
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """This thread's read-only connection to the file in use (None: no file is kept)."""
+        assert self._readers is not None
+        local = self._readers
+        with self._readers_lock:
             if self._db is None:
-                return []
-            try:
-                return self._db.execute(sql, parameters).fetchall()
-            except sqlite3.Error as exc:
-                raise OSError(f"history: {exc}") from exc
+                return None
+            if getattr(local, "generation", None) == self._generation:
+                return local.db
+            if (old := getattr(local, "db", None)) is not None:  # of a file since set aside
+                with contextlib.suppress(ValueError):
+                    self._reader_connections.remove(old)
+                old.close()
+            uri = f"{self.path.absolute().as_uri()}?mode=ro"
+            local.db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            local.generation = self._generation
+            self._reader_connections.append(local.db)
+            return local.db
 
 
 def _where(query: HistoryQuery, time_column: str) -> tuple[list[str], list[Any]]:

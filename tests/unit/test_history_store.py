@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -274,3 +275,27 @@ def test_a_file_of_schema_1_is_migrated_in_place(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(folder / FILE_NAME) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_a_read_does_not_wait_for_a_write_in_flight(tmp_path: Path) -> None:
+    """Each reading thread has a read-only connection of its own (WAL): a page's read of a day's
+    series must not wait for the writer's fsync, nor hold it up."""
+    store = SqliteHistoryStore(tmp_path / "history")
+    store.write([started()])
+    with store._lock, ThreadPoolExecutor(max_workers=2) as pool:  # as a write holds it
+        reads = [pool.submit(store.sessions) for _ in range(4)]
+        assert [len(read.result(timeout=5)) for read in reads] == [1] * 4
+    assert 1 <= len(store._reader_connections) <= 2  # one per thread, kept
+    store.close()
+    assert store._reader_connections == [] and store.sessions() == []
+
+
+def test_a_reader_follows_the_file_when_a_damaged_one_is_set_aside(tmp_path: Path) -> None:
+    folder = tmp_path / "history"
+    store = SqliteHistoryStore(folder)
+    store.write([started("before")])
+    assert [s.local_ref for s in store.sessions()] == ["before"]  # this thread's reader, on the first file
+    store._set_aside("a test says so")
+    store.write([started("after")])
+    assert [s.local_ref for s in store.sessions()] == ["after"]  # on the fresh one
+    assert len(store._reader_connections) == 1  # the old reader was closed
