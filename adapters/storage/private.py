@@ -81,6 +81,8 @@ def secure_state_dir(state_dir: Path) -> None:
             if stat.S_ISLNK(status.st_mode) or not mode & _OTHERS:
                 continue
             os.chmod(path, mode & ~_OTHERS)
+        except FileNotFoundError:  # gone since the listing (SQLite removes its -wal at close): nothing to narrow
+            continue
         except OSError as exc:
             refused.append(f"{path} ({exc.strerror})")
             continue

@@ -174,3 +174,25 @@ def test_a_new_state_folder_is_made_0700_at_start(tmp_path: Path, umask_022: Non
     secure_state_dir(tmp_path / "var" / "state")
     assert stat.S_IMODE((tmp_path / "var" / "state").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700  # made by the gateway: its own too
+
+
+def test_a_file_gone_between_the_listing_and_its_turn_is_no_refusal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite removes the history's -wal and -shm when its last connection closes, which may fall
+    between the folder's listing and the file's turn: that is nothing left readable, not a refusal."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "kept.json").write_text("{}", encoding="utf-8")
+    (state / "kept.json").chmod(0o644)
+    listing = os.walk
+
+    def walk_with_a_ghost(top: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+        for root, directories, files in listing(top):
+            yield root, directories, [*files, "history.sqlite3-wal"]  # listed, then gone
+
+    monkeypatch.setattr(os, "walk", walk_with_a_ghost)
+    with caplog.at_level(logging.INFO, logger="adapters.storage.private"):
+        secure_state_dir(state)
+    assert stat.S_IMODE((state / "kept.json").stat().st_mode) == 0o600
+    assert [r.levelno for r in caplog.records if r.name == "adapters.storage.private"] == [logging.INFO]
