@@ -7,7 +7,12 @@ noise falls on all of them alike). ``/healthz`` renders nothing and is the basel
 says what building the picture and rendering it adds. Reported: latency seen by the client and
 the gateway's CPU per request (its process CPU time over the requests it served).
 
+Then the same with the operator's history: a real SQLite history of 50 connectors holding 7 days
+of one-minute series and 10,000 sessions over a year (written through the store as the gateway
+would), and the history's paths beside the page, again against ``/healthz`` in the same run.
+
     .venv/bin/python bench/status_page.py [--connectors 10 50 200] [--requests 200]
+        [--history-connectors 50] [--history-days 7] [--history-sessions 10000] [--history-requests 50]
 """
 
 from __future__ import annotations
