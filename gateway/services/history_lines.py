@@ -114,7 +114,7 @@ class LimitWatch:
             return []
         if held:
             detail: dict[str, object] = {
-                "limit_a": load.limit_a,
+                "limit_a": _amps(load.limit_a),
                 "reason": reason,
                 "held": [
                     {"connector_id": cid, "current_a": share.current_a, "reason": share.reason.value}
@@ -123,7 +123,7 @@ class LimitWatch:
             }
             line = HistoryEvent(load.decided_at, EventKind.LIMIT_BINDS, detail=detail)
         else:
-            line = HistoryEvent(load.decided_at, EventKind.LIMIT_FREES, detail={"limit_a": load.limit_a})
+            line = HistoryEvent(load.decided_at, EventKind.LIMIT_FREES, detail={"limit_a": _amps(load.limit_a)})
         if self._throttle.offer(self.KEY, line, now) is None:
             self._waiting = state
             return []
@@ -136,3 +136,8 @@ class LimitWatch:
         if lines and self._waiting is not None:
             self._out, self._waiting = self._waiting, None
         return lines
+
+
+def _amps(current_a: float | None) -> float | None:
+    """A limit as the log shows it: to the 0.1 A (a phase limit is a difference of readings)."""
+    return None if current_a is None else round(current_a, 1)
