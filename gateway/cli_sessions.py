@@ -106,7 +106,7 @@ def sessions(config: GatewayConfig, args: argparse.Namespace, out: TextIO) -> in
 
 def csv_text(records: Sequence[SessionRecord]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(csv_rows(records))
+    csv.writer(buffer).writerows(csv_rows(records, full_tags=True))
     return buffer.getvalue()
 
 

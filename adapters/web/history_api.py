@@ -31,30 +31,13 @@ from adapters.web.history_query import EVENTS, SERIES, SESSIONS, Accepted, histo
 from adapters.web.refused import Refused
 from gateway.domain.history import MAX_ROWS, HistoryQuery, SessionRecord
 from gateway.services.history import History
+from gateway.services.history_report import csv_rows, session_fields
 
 Row = TypeVar("Row")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 PAGE_WINDOW = timedelta(hours=24)
 PAGE_SESSIONS, PAGE_EVENTS = 20, 30
-SESSION_COLUMNS = (
-    "local_ref",
-    "connector_id",
-    "device",
-    "id_tag",
-    "started_at",
-    "stopped_at",
-    "meter_start_wh",
-    "meter_stop_wh",
-    "energy_wh",
-    "duration_s",
-    "peak_power_w",
-    "stop_reason",
-    "csms_transaction_id",
-    "delivery",
-)
-#: A spreadsheet runs a cell that starts with one of these as a formula: such text gets a ``'``.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class HistoryApi:
@@ -116,25 +99,12 @@ class HistoryApi:
 
     def session_row(self, session: SessionRecord) -> dict[str, Any]:
         """One session as the API shows it: the masked tag, and the full one only with a password."""
-        row: dict[str, Any] = {}
-        for column in SESSION_COLUMNS:
-            row[column] = session.masked_id_tag if column == "id_tag" else getattr(session, column)
-            if column == "id_tag" and self.full_tags:
-                row["id_tag_full"] = session.id_tag
-        row["delivery"] = session.delivery.value if session.delivery is not None else None
-        return row
+        return session_fields(session, full_tags=self.full_tags)
 
     def csv_text(self, sessions: Sequence[SessionRecord]) -> str:
         """The sessions as CSV (RFC 4180): a header row, then one row per session; none is empty."""
-        columns = list(SESSION_COLUMNS)
-        if self.full_tags:
-            columns.insert(columns.index("id_tag") + 1, "id_tag_full")
         out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(columns)
-        for session in sessions:
-            row = self.session_row(session)
-            writer.writerow([_cell(row[c]) for c in columns])
+        csv.writer(out).writerows(csv_rows(sessions, full_tags=self.full_tags))
         return out.getvalue()
 
     # -- the page -----------------------------------------------------------------------------------
@@ -198,12 +168,3 @@ async def _json(body: object) -> web.Response:
     """``body`` as JSON, encoded in a worker thread (100,000 rows take a while)."""
     text = await asyncio.to_thread(json.dumps, body, ensure_ascii=False)
     return web.Response(text=text, content_type="application/json")
-
-
-def _cell(value: object) -> object:
-    """A CSV cell: empty for none, text that a spreadsheet would run as a formula made inert."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.domain.authorization import mask_id_tag
 from gateway.domain.history import SessionRecord
@@ -184,32 +184,35 @@ def duration(seconds: float | None) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}"
 
 
-def csv_rows(records: Iterable[SessionRecord]) -> list[list[str]]:
-    """The export: ``CSV_COLUMNS`` then one row per session, with the FULL id tag and the stored
-    UTC times; empty cells for unknown values."""
-    rows = [list(CSV_COLUMNS)]
-    for r in records:
-        values = (
-            r.local_ref,
-            r.connector_id,
-            r.device,
-            r.id_tag,
-            r.started_at,
-            r.stopped_at,
-            r.meter_start_wh,
-            r.meter_stop_wh,
-            r.energy_wh,
-            None if r.duration_s is None else f"{r.duration_s:.3f}",
-            r.peak_power_w,
-            r.stop_reason,
-            r.csms_transaction_id,
-            None if r.delivery is None else r.delivery.value,
-        )
-        rows.append([_cell(value) for value in values])
+def session_fields(record: SessionRecord, *, full_tags: bool) -> dict[str, Any]:
+    """One session as the API and the exports show it: ``CSV_COLUMNS``, ``id_tag`` masked, and
+    with ``full_tags`` (an authenticated reader) the whole tag as ``id_tag_full`` after it."""
+    fields: dict[str, Any] = {}
+    for column in CSV_COLUMNS:
+        fields[column] = record.masked_id_tag if column == "id_tag" else getattr(record, column)
+        if column == "id_tag" and full_tags:
+            fields["id_tag_full"] = record.id_tag
+    fields["delivery"] = None if record.delivery is None else record.delivery.value
+    return fields
+
+
+def csv_rows(records: Iterable[SessionRecord], *, full_tags: bool) -> list[list[str]]:
+    """The export: a header row (``session_fields``' names), then one row per session with the
+    stored UTC times; empty cells for unknown values, text a spreadsheet would run made inert."""
+    columns = list(CSV_COLUMNS)
+    if full_tags:
+        columns.insert(columns.index("id_tag") + 1, "id_tag_full")
+    rows = [columns]
+    for record in records:
+        fields = session_fields(record, full_tags=full_tags)
+        if fields["duration_s"] is not None:
+            fields["duration_s"] = f"{fields['duration_s']:.3f}"
+        rows.append([spreadsheet_cell(fields[column]) for column in columns])
     return rows
 
 
-def _cell(value: object) -> str:
+def spreadsheet_cell(value: object) -> str:
+    """A CSV cell: empty for none; text that starts like a formula gets a ``'`` (CSV injection)."""
     if value is None:
         return ""
     if isinstance(value, str):

@@ -22,6 +22,7 @@ from gateway import cli_sessions
 from gateway.cli import main
 from gateway.closed_stdout import EXIT_CLOSED_STDOUT
 from gateway.config import load_config
+from gateway.domain.authorization import mask_id_tag
 from gateway.domain.history import (
     DeliveryState,
     HistoryWrite,
@@ -212,9 +213,10 @@ def test_csv_round_trip_has_the_store_fields_and_full_tags(site: Path, capsys: p
     code, out, err = run(capsys, "--config", str(site), "--csv")
     assert (code, err) == (0, "")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == list(CSV_COLUMNS)
+    assert list(rows[0]) == [*CSV_COLUMNS[:4], "id_tag_full", *CSV_COLUMNS[4:]]
     assert [r["local_ref"] for r in rows] == ["a", "b", "c", "d", "e"]  # by time; "c" by its stop
-    assert [r["id_tag"] for r in rows] == [TAG, TWIN, "FREE", TAG, TAG]
+    assert [r["id_tag_full"] for r in rows] == [TAG, TWIN, "FREE", TAG, TAG]
+    assert [r["id_tag"] for r in rows] == [mask_id_tag(t) for t in (TAG, TWIN, "FREE", TAG, TAG)]
     first = rows[0]
     assert first["started_at"] == "2026-02-28T23:30:00.000Z"
     assert first["stopped_at"] == "2026-03-01T00:35:00.000Z"
@@ -341,7 +343,7 @@ def test_reads_beside_a_running_gateway(site: Path, tmp_path: Path, capsys: pyte
         writer.write([SessionStarted("f", 3, "garage", "GARAGE-CARD-0001", datetime(2026, 4, 2, tzinfo=UTC), 0)])
         code, out, _ = run(capsys, "--config", str(site), "--csv", "--connector", "3")
         assert code == 0
-        assert [row["id_tag"] for row in csv.DictReader(io.StringIO(out))] == ["GARAGE-CARD-0001"]
+        assert [row["id_tag_full"] for row in csv.DictReader(io.StringIO(out))] == ["GARAGE-CARD-0001"]
         writer.write(
             [
                 SessionStopped(

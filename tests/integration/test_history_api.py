@@ -205,7 +205,7 @@ async def test_the_csv_export_parses_back_with_a_header_and_the_same_rows(tmp_pa
         assert (row["started_at"], row["stopped_at"], row["duration_s"]) == (
             "2026-03-02T10:00:00.000Z",
             "2026-03-02T11:30:00.000Z",
-            "5400.0",
+            "5400.000",
         )
         empty = (await get(server, "/api/sessions.csv?connector=9"))[2]
         assert empty.splitlines() == [",".join(SESSION_KEYS)]  # the header even without rows

@@ -152,20 +152,23 @@ def test_duration_in_hours_and_minutes() -> None:
     assert duration(-5.0) == "0:00"
 
 
-def test_csv_rows_hold_the_store_fields_with_the_full_tag() -> None:
+def test_csv_rows_hold_the_store_fields_with_the_full_tag_only_when_asked() -> None:
     running = session("r", stopped=None)
-    rows = csv_rows([session("a", energy_wh=7_400), running])
-    assert rows[0] == list(CSV_COLUMNS)
-    first = dict(zip(CSV_COLUMNS, rows[1], strict=True))
-    assert first["id_tag"] == TAG
+    rows = csv_rows([session("a", energy_wh=7_400), running], full_tags=True)
+    columns = [*CSV_COLUMNS[:4], "id_tag_full", *CSV_COLUMNS[4:]]
+    assert rows[0] == columns
+    first = dict(zip(columns, rows[1], strict=True))
+    assert (first["id_tag"], first["id_tag_full"]) == ("****E5F6", TAG)
     assert first["energy_wh"] == "7400"
     assert first["started_at"] == "2026-03-10T08:00:00.000Z"
     assert first["duration_s"] == "3600.000"
     assert first["delivery"] == "delivered"
-    second = dict(zip(CSV_COLUMNS, rows[2], strict=True))
+    second = dict(zip(columns, rows[2], strict=True))
     assert (second["stopped_at"], second["meter_stop_wh"], second["delivery"]) == ("", "", "")
+    masked_only = csv_rows([session("a")], full_tags=False)
+    assert masked_only[0] == list(CSV_COLUMNS) and TAG not in str(masked_only)
 
 
 def test_csv_text_that_a_spreadsheet_would_run_is_kept_as_text() -> None:
-    rows = csv_rows([session("a", tag="=HYPERLINK(1)"), session("b", tag="+4912345678")])
-    assert [row[CSV_COLUMNS.index("id_tag")] for row in rows[1:]] == ["'=HYPERLINK(1)", "'+4912345678"]
+    rows = csv_rows([session("a", tag="=HYPERLINK(1)"), session("b", tag="+4912345678")], full_tags=True)
+    assert [row[rows[0].index("id_tag_full")] for row in rows[1:]] == ["'=HYPERLINK(1)", "'+4912345678"]
