@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from poll import POLL_INTERVAL_S, Result, percentile, poll_forever
+from simulators import farm
 
 from adapters.modbus.device import ModbusDevice
 from adapters.modbus.profile import load_profile
@@ -178,19 +176,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     logging.disable(logging.INFO)  # the Site says every connector's change of status: not the point here
-    farm_process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("simulators.py")), str(args.chargers), "charger", "1"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert farm_process.stdin is not None and farm_process.stdout is not None
-    try:
-        farm = [(str(p), int(port)) for p, port in json.loads(farm_process.stdout.readline())]
-        asyncio.run(bench(farm, args.seconds, args.rounds))
-    finally:
-        farm_process.stdin.close()
-        farm_process.wait(timeout=30)
+    with farm(args.chargers, "charger", 1) as devices:
+        asyncio.run(bench(devices, args.seconds, args.rounds))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from simulators import farm
 
 from adapters.modbus.codec import width
 from adapters.modbus.device import ModbusDevice
@@ -145,19 +143,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    farm_process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("simulators.py")), str(args.devices)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert farm_process.stdin is not None and farm_process.stdout is not None
-    try:
-        farm = [(str(p), int(port)) for p, port in json.loads(farm_process.stdout.readline())]
-        asyncio.run(bench(farm, args.seconds, args.rounds))
-    finally:
-        farm_process.stdin.close()
-        farm_process.wait(timeout=30)
+    with farm(args.devices) as devices:
+        asyncio.run(bench(devices, args.seconds, args.rounds))
 
 
 if __name__ == "__main__":

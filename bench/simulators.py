@@ -12,8 +12,12 @@ grid meters (an Eastron SDM630) after them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from adapters.modbus.profile import load_profile, profile_names
 from adapters.modbus.simulator import ModbusSimulator
@@ -33,7 +37,20 @@ async def serve(count: int, kind: str | None = None, meters: int = 0) -> None:
         await simulator.stop()
 
 
+@contextlib.contextmanager
+def farm(count: int, kind: str | None = None, meters: int = 0) -> Iterator[list[tuple[str, int]]]:
+    """For a benchmark: the farm in its own process while the block runs, as (profile, port) pairs."""
+    command = [sys.executable, str(Path(__file__)), str(count), *([kind or "", str(meters)] if meters or kind else [])]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        yield [(str(p), int(port)) for p, port in json.loads(process.stdout.readline())]
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+
+
 if __name__ == "__main__":
     arguments = sys.argv[1:]
-    kind = arguments[1] if len(arguments) > 1 else None
+    kind = arguments[1] if len(arguments) > 1 and arguments[1] else None
     asyncio.run(serve(int(arguments[0]), kind, int(arguments[2]) if len(arguments) > 2 else 0))
