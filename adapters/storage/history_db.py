@@ -38,23 +38,25 @@ from pathlib import Path
 from typing import Any
 
 from adapters.storage.atomic import fsync_directory
+from adapters.storage.history_rows import (
+    MIGRATIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SESSION_COLUMNS,
+    apply,
+    clause,
+    conditions,
+    session_record,
+)
 from adapters.storage.private import make_private_directory, open_private
-from gateway.domain.authorization import mask_id_tag
 from gateway.domain.history import (
     EVERYTHING,
-    DeliveryState,
     EventRecord,
-    HistoryEvent,
     HistoryQuery,
     HistoryWrite,
     Retention,
     SeriesRecord,
-    SeriesSample,
-    SessionDelivery,
-    SessionNumbered,
     SessionRecord,
-    SessionStarted,
-    SessionStopped,
 )
 from gateway.domain.model import iso_utc
 from gateway.domain.outbox import StoreProblem
@@ -62,49 +64,6 @@ from gateway.domain.outbox import StoreProblem
 log = logging.getLogger(__name__)
 
 FILE_NAME = "history.sqlite3"
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE sessions (
-    local_ref TEXT PRIMARY KEY,           -- the gateway's reference, unique across restarts
-    connector_id INTEGER NOT NULL,
-    device TEXT NOT NULL,
-    id_tag TEXT NOT NULL,                 -- the full tag: views show it masked
-    started_at TEXT,                      -- ISO 8601 UTC, when the register was read
-    stopped_at TEXT,                      -- NULL while the session runs
-    meter_start_wh INTEGER,               -- the billing register, as in StartTransaction
-    meter_stop_wh INTEGER,                -- the billing register, as in StopTransaction
-    energy_wh INTEGER,                    -- meter_stop_wh - meter_start_wh
-    peak_power_w REAL,
-    stop_reason TEXT,
-    csms_transaction_id INTEGER,
-    delivery TEXT                         -- NULL while running, then queued / delivered / parked
-);
-CREATE INDEX sessions_started ON sessions (started_at);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,                     -- ISO 8601 UTC
-    kind TEXT NOT NULL,
-    connector_id INTEGER,
-    device TEXT,
-    detail TEXT NOT NULL                  -- JSON object
-);
-CREATE INDEX events_at ON events (at);
-CREATE TABLE series (
-    minute TEXT NOT NULL,                 -- ISO 8601 UTC, the minute mark
-    connector_id INTEGER NOT NULL,        -- 0: the grid meter
-    power_w REAL,
-    energy_wh INTEGER,
-    status TEXT,
-    limit_a REAL,                         -- A per phase: the connector's share (0: all chargers' limit)
-    PRIMARY KEY (minute, connector_id)
-) WITHOUT ROWID;
-"""
-#: From each older schema version to the next (the index is the version migrated from, less one).
-MIGRATIONS = ("ALTER TABLE series ADD COLUMN limit_a REAL",)
-_SESSION_COLUMNS = (
-    "local_ref, connector_id, device, id_tag, started_at, stopped_at, meter_start_wh, meter_stop_wh, "
-    "energy_wh, peak_power_w, stop_reason, csms_transaction_id, delivery"
-)
 
 
 class _Damaged(Exception):
@@ -266,7 +225,7 @@ class SqliteHistoryStore:
     def _write(db: sqlite3.Connection, items: Sequence[HistoryWrite]) -> None:
         with _transaction(db):
             for item in items:
-                _apply(db, item)
+                apply(db, item)
 
     def prune(self, now: datetime, retention: Retention, limit: int) -> int:
         """Bounded deletes from the old end of each table (see the port)."""
@@ -293,40 +252,53 @@ class SqliteHistoryStore:
                     )
                     removed += max(cursor.rowcount, 0)
                     if removed >= limit:
-                        break
+                        return removed
+                # then the caps on rows, oldest first (keys grow with every insert)
+                for table, key, cap, condition in (
+                    ("events", "id", retention.max_events, ""),
+                    ("sessions", "rowid", retention.max_sessions, "AND stopped_at IS NOT NULL"),
+                ):
+                    cursor = self._db.execute(
+                        f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE "
+                        f"{key} <= (SELECT max({key}) FROM {table}) - ? {condition} ORDER BY {key} LIMIT ?)",
+                        (cap, limit - removed),
+                    )
+                    removed += max(cursor.rowcount, 0)
+                    if removed >= limit:
+                        return removed
         except sqlite3.OperationalError as exc:
             raise OSError(f"history: {exc}") from exc
         return removed
 
     # -- reading ----------------------------------------------------------------------------------
     def sessions(self, query: HistoryQuery = EVERYTHING) -> list[SessionRecord]:
-        where, parameters = _where(query, "started_at")
+        where, parameters = conditions(query, "started_at")
         if query.id_tag is not None:
             where.append("id_tag = ?")
             parameters.append(query.id_tag)
         rows = self._query(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions{_clause(where)} ORDER BY started_at DESC LIMIT ?",
+            f"SELECT {SESSION_COLUMNS} FROM sessions{clause(where)} ORDER BY started_at DESC LIMIT ?",
             (*parameters, query.limit),
         )
-        return [_session(row) for row in rows]
+        return [session_record(row) for row in rows]
 
     def events(self, query: HistoryQuery = EVERYTHING) -> list[EventRecord]:
-        where, parameters = _where(query, "at")
+        where, parameters = conditions(query, "at")
         if query.kinds:
             where.append(f"kind IN ({', '.join('?' * len(query.kinds))})")
             parameters.extend(query.kinds)
         rows = self._query(
-            f"SELECT at, kind, connector_id, device, detail FROM events{_clause(where)} "
+            f"SELECT at, kind, connector_id, device, detail FROM events{clause(where)} "
             "ORDER BY at DESC, id DESC LIMIT ?",
             (*parameters, query.limit),
         )
         return [EventRecord(at, kind, cid, device, json.loads(detail)) for at, kind, cid, device, detail in rows]
 
     def series(self, query: HistoryQuery = EVERYTHING) -> list[SeriesRecord]:
-        where, parameters = _where(query, "minute")
+        where, parameters = conditions(query, "minute")
         rows = self._query(
             "SELECT minute, connector_id, power_w, energy_wh, status, limit_a FROM "
-            f"(SELECT * FROM series{_clause(where)} ORDER BY minute DESC, connector_id DESC LIMIT ?) "
+            f"(SELECT * FROM series{clause(where)} ORDER BY minute DESC, connector_id DESC LIMIT ?) "
             "ORDER BY minute, connector_id",
             (*parameters, query.limit),
         )
@@ -364,26 +336,6 @@ class SqliteHistoryStore:
             return local.db
 
 
-def _where(query: HistoryQuery, time_column: str) -> tuple[list[str], list[Any]]:
-    """The conditions every table shares: its own time within [since, until), and the connector."""
-    where: list[str] = []
-    parameters: list[Any] = []
-    if query.since is not None:
-        where.append(f"{time_column} >= ?")
-        parameters.append(iso_utc(query.since))
-    if query.until is not None:
-        where.append(f"{time_column} < ?")
-        parameters.append(iso_utc(query.until))
-    if query.connector_id is not None:
-        where.append("connector_id = ?")
-        parameters.append(query.connector_id)
-    return where, parameters
-
-
-def _clause(where: list[str]) -> str:
-    return f" WHERE {' AND '.join(where)}" if where else ""
-
-
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     """BEGIN IMMEDIATE .. COMMIT, or ROLLBACK on any error (autocommit mode: explicit bounds)."""
@@ -395,82 +347,3 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
             db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
-
-
-def _apply(db: sqlite3.Connection, item: HistoryWrite) -> None:
-    if isinstance(item, SessionStarted):
-        db.execute(
-            "INSERT OR IGNORE INTO sessions (local_ref, connector_id, device, id_tag, started_at, meter_start_wh) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                item.local_ref,
-                item.connector_id,
-                item.device,
-                item.id_tag,
-                iso_utc(item.started_at),
-                item.meter_start_wh,
-            ),
-        )
-    elif isinstance(item, SessionStopped):
-        db.execute(
-            "INSERT OR IGNORE INTO sessions (local_ref, connector_id, device, id_tag) VALUES (?, ?, ?, ?)",
-            (item.local_ref, item.connector_id, item.device, item.id_tag),
-        )
-        db.execute(
-            "UPDATE sessions SET stopped_at = ?, meter_stop_wh = ?, energy_wh = ? - meter_start_wh, "
-            "peak_power_w = ?, stop_reason = ?, delivery = COALESCE(delivery, ?) WHERE local_ref = ?",
-            (
-                iso_utc(item.stopped_at),
-                item.meter_stop_wh,
-                item.meter_stop_wh,
-                item.peak_power_w,
-                item.stop_reason,
-                DeliveryState.QUEUED.value,
-                item.local_ref,
-            ),
-        )
-    elif isinstance(item, SessionNumbered):
-        db.execute(
-            "UPDATE sessions SET csms_transaction_id = ? WHERE local_ref = ?", (item.transaction_id, item.local_ref)
-        )
-    elif isinstance(item, SessionDelivery):
-        # a parked end stays parked: a later delivery of the other end does not hide it
-        db.execute(
-            "UPDATE sessions SET delivery = ? WHERE local_ref = ? AND delivery IS NOT 'parked'",
-            (item.state.value, item.local_ref),
-        )
-    elif isinstance(item, HistoryEvent):
-        db.execute(
-            "INSERT INTO events (at, kind, connector_id, device, detail) VALUES (?, ?, ?, ?, ?)",
-            (iso_utc(item.at), item.kind.value, item.connector_id, item.device, json.dumps(item.detail)),
-        )
-    elif isinstance(item, SeriesSample):
-        db.execute(
-            "INSERT OR REPLACE INTO series (minute, connector_id, power_w, energy_wh, status, limit_a) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (iso_utc(item.minute), item.connector_id, item.power_w, item.energy_wh, item.status, item.limit_a),
-        )
-
-
-def _session(row: tuple[Any, ...]) -> SessionRecord:
-    (ref, connector_id, device, id_tag, started, stopped, start_wh, stop_wh, energy, peak, reason, tx, delivery) = row
-    duration = None
-    if started and stopped:
-        duration = (datetime.fromisoformat(stopped) - datetime.fromisoformat(started)).total_seconds()
-    return SessionRecord(
-        ref,
-        connector_id,
-        device,
-        id_tag,
-        mask_id_tag(id_tag),
-        started,
-        stopped,
-        start_wh,
-        stop_wh,
-        energy,
-        duration,
-        peak,
-        reason,
-        tx,
-        DeliveryState(delivery) if delivery else None,
-    )

@@ -119,11 +119,15 @@ HistoryWrite = SessionStarted | SessionStopped | SessionNumbered | SessionDelive
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How long each kind of history is kept, in days."""
+    """How long each kind of history is kept, in days, and how many rows at most: a charger
+    that flaps a fault bit every poll must not fill the disk within the days (about 150 bytes
+    a row: the caps hold sessions and events under about 120 MB together)."""
 
     sessions_days: int = DEFAULT_RETENTION_DAYS
     events_days: int = DEFAULT_RETENTION_DAYS
     series_days: int = SERIES_DAYS
+    max_sessions: int = 250_000  # a 50-connector depot at 10 sessions a connector a day, 500 days
+    max_events: int = 500_000
 
 
 # -- reads ----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from gateway.domain.history import (
     SessionStarted,
     SessionStopped,
 )
+from gateway.domain.model import iso_utc
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 TAG = "04A1B2C3D4E5F6"
@@ -299,3 +300,18 @@ def test_a_reader_follows_the_file_when_a_damaged_one_is_set_aside(tmp_path: Pat
     store.write([started("after")])
     assert [s.local_ref for s in store.sessions()] == ["after"]  # on the fresh one
     assert len(store._reader_connections) == 1  # the old reader was closed
+
+
+def test_rows_beyond_the_caps_are_pruned_oldest_first(tmp_path: Path) -> None:
+    """A charger that flaps a fault every poll must not fill the disk within the retention days."""
+    store = SqliteHistoryStore(tmp_path / "history")
+    store.write([HistoryEvent(T0 + timedelta(seconds=i), EventKind.FAULT_RAISED, 1, "left") for i in range(50)])
+    store.write([x for i in range(6) for x in (started(f"s{i}", T0 + timedelta(hours=i)), stopped(f"s{i}"))])
+    store.write([started("running", T0 - timedelta(hours=1))])  # the oldest, but running: kept
+    capped = Retention(max_events=20, max_sessions=3)
+    while store.prune(T0, capped, limit=7) == 7:  # (bounded steps, as the service calls it)
+        pass
+    events = store.events(HistoryQuery(limit=100))
+    assert len(events) == 20 and events[-1].at == iso_utc(T0 + timedelta(seconds=30))  # the newest 20
+    assert sorted(s.local_ref for s in store.sessions()) == ["running", "s4", "s5"]
+    assert store.prune(T0, capped, limit=7) == 0
