@@ -80,7 +80,7 @@ def summary(config: GatewayConfig) -> str:
     auth = "Basic auth" if up.password else "no auth"
     lines = [
         f"site       {config.site.id}" + (f" ({config.site.name})" if config.site.name else ""),
-        f"upstream   {up.endpoint} as one charge point with {config.connector_count} connector(s), {auth}",
+        f"upstream   {up.endpoint}, {auth}: {_upstream_role(config)}",
         f"mqtt       {config.mqtt.host}:{config.mqtt.port}, topics under {config.topic_prefix}/",
         *_ocpp_server_lines(config),
         "connectors",
@@ -106,6 +106,14 @@ def summary(config: GatewayConfig) -> str:
         lines.append("  (none)")
     lines += _load_lines(config)
     return "\n".join(lines)
+
+
+def _upstream_role(config: GatewayConfig) -> str:
+    """What the CSMS will see: the version decides the words, the site is the same."""
+    count = config.connector_count
+    if config.upstream.ocpp_version == "2.0.1":
+        return f"OCPP 2.0.1, one charging station with {count} EVSE(s) (site connector n = EVSE n)"
+    return f"OCPP 1.6J, one charge point with {count} connector(s)"
 
 
 def _load_lines(config: GatewayConfig) -> list[str]:

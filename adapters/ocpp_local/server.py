@@ -29,7 +29,8 @@ from adapters.ocpp_local.frames import short
 from adapters.ocpp_local.handshake import REALM, SUBPROTOCOL, Chargers, Refusal, admit, identity_in
 from adapters.ocpp_local.server_log import server_logger
 from adapters.ocpp_local.throttle import LogThrottle
-from gateway.config import OcppChargerConfig, OcppServerConfig, OcppServerTlsConfig
+from gateway.config import OcppChargerConfig, OcppServerConfig
+from gateway.config_ocpp_server import OcppServerTlsConfig
 from gateway.domain.errors import ConfigError
 from gateway.services.tasks import serve_until_cancelled
 

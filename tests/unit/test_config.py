@@ -140,3 +140,23 @@ def test_device_names_that_home_assistant_would_merge_are_refused() -> None:
     }
     with pytest.raises(ConfigError, match=r"chargers\[1\]\.name: device name 'WB_1' reads the same as 'wb\.1'"):
         parse_config(config)
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("2.0.1", None),
+        ("1.6", None),
+        (1.6, 'write it in quotes, "1.6" or "2.0.1" (got the number 1.6)'),
+        ("2.0", "Input should be '1.6' or '2.0.1'"),
+        ("1.6J", "Input should be '1.6' or '2.0.1'"),
+    ],
+)
+def test_the_ocpp_version_is_one_of_two_strings(version: object, expected: str | None) -> None:
+    data = base()
+    data["upstream"]["ocpp_version"] = version
+    if expected is None:
+        assert parse_config(data).upstream.ocpp_version == version
+    else:
+        assert problems(data) == [("upstream.ocpp_version", expected)]
+    assert parse_config(base()).upstream.ocpp_version == "1.6"  # the default

@@ -135,7 +135,7 @@ def test_check_config_summary_lists_ocpp_chargers() -> None:
         with_ocpp({"identity": "CP-1", "password": "pw", "connectors": [4, 5]}, host="0.0.0.0", port=9101)
     )
     text = summary(config)
-    assert "upstream   ws://csms.example/ocpp/GW1 as one charge point with 5 connector(s), no auth" in text
+    assert "upstream   ws://csms.example/ocpp/GW1, no auth: OCPP 1.6J, one charge point with 5 connector(s)" in text
     assert "ocpp       ws://0.0.0.0:9101/<identity> for 1 OCPP charger(s)" in text
     assert "    4  CP-1 connector 1  (OCPP 1.6J, merged, Basic auth)" in text
     assert "    5  CP-1 connector 2  (OCPP 1.6J, merged, Basic auth)" in text
