@@ -23,6 +23,7 @@ from adapters.mqtt.bridge import MqttBridge
 from adapters.ocpp_local.merge import MergedSessions, PassthroughFeed
 from adapters.ocpp_local.passthrough import PassthroughRelays
 from adapters.ocpp_local.server import LocalOcppServer
+from adapters.ocpp201_upstream.station import ChargingStation201
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.ocpp_upstream.transactions import move_ledger
 from adapters.storage.history_db import SqliteHistoryStore
@@ -185,7 +186,7 @@ class Gateway:
     config: GatewayConfig
     site: Site
     devices: list[ModbusDevice] = field(default_factory=list)
-    upstream: VirtualChargePoint | None = None
+    upstream: VirtualChargePoint | ChargingStation201 | None = None
     mqtt: MqttBridge | None = None
     limits: LimitKeeper | None = None
     # Serves passthrough chargers; merged ones are refused (503) until the Site merge lands.
@@ -273,7 +274,9 @@ class Gateway:
         # the sessions' CSMS ids in a file of their own: a damaged settings.json cannot take them down
         ledger = JsonSettingsStore(Path(config.site.state_dir) / "transactions.json")
         move_ledger(site.settings, ledger)
-        upstream = VirtualChargePoint(site, config.upstream, build_outbox(config, site, history), telemetry, ledger)
+        # the version is the upstream adapter's choice: the Site, outbox and ledger are the same
+        station = ChargingStation201 if config.upstream.ocpp_version == "2.0.1" else VirtualChargePoint
+        upstream = station(site, config.upstream, build_outbox(config, site, history), telemetry, ledger)
         status_page = build_status_page(config, site, telemetry, history)
         parts = {"telemetry": telemetry, "status_page": status_page, "sharing": sharing, "history": history}
         if merged is not None:

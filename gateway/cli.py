@@ -212,7 +212,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         try:
             config = load_checked(path)
             with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(run_demo(config, csms_url=args.csms_url, mqtt=args.mqtt, duration_s=args.duration))
+                demo = run_demo(
+                    config,
+                    csms_url=args.csms_url,
+                    mqtt=args.mqtt,
+                    duration_s=args.duration,
+                    ocpp_version=args.ocpp_version,
+                )
+                asyncio.run(demo)
         except ConfigError as exc:
             _print_problems(str(path), exc.problems)
             return EXIT_USAGE
@@ -407,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, help=f"site to simulate ({shipped})")
     demo.add_argument("--csms-url", help="use this CSMS instead of the built-in one (ws://host:port/path)")
     demo.add_argument("--mqtt", metavar="HOST:PORT", help="use this MQTT broker instead of the configured one")
+    demo.add_argument(
+        "--ocpp-version",
+        choices=("1.6", "2.0.1"),
+        help="speak this OCPP version upstream (and the built-in CSMS with it); default: the config's",
+    )
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--log-level", default="warning", choices=levels, help="how much to log (default: warning)")
     demo.set_defaults(func=cmd_demo)

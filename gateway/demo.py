@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from adapters.demo_csms.csms import DemoCsms
+from adapters.demo_csms.csms201 import DemoCsms201
 from adapters.modbus.profile import load_profile
 from adapters.modbus.sim_charger import NOMINAL_VOLTAGE_V
 from adapters.modbus.simulator import ModbusSimulator
@@ -177,7 +178,11 @@ class DemoSite:
 
 
 def with_overrides(
-    config: GatewayConfig, csms_url: str | None, mqtt: str | None, state_dir: Path | None = None
+    config: GatewayConfig,
+    csms_url: str | None,
+    mqtt: str | None,
+    state_dir: Path | None = None,
+    ocpp_version: str | None = None,
 ) -> GatewayConfig:
     """The config with the demo's command-line overrides applied and validated again; its state in
     ``state_dir``, else in a new temporary directory."""
@@ -190,6 +195,8 @@ def with_overrides(
     data.setdefault("site", {})["state_dir"] = str(state_dir or tempfile.mkdtemp(prefix="ocpp-gateway-demo-"))
     if csms_url:
         data["upstream"]["url"] = csms_url
+    if ocpp_version:
+        data["upstream"]["ocpp_version"] = ocpp_version
     if mqtt:
         host, _, port = mqtt.rpartition(":")
         if not host or not port.isdigit():
@@ -275,10 +282,12 @@ async def run_demo(
     out: TextIO = sys.stdout,
     fault: FaultSchedule | None = DEMO_FAULT,
     state_dir: Path | None = None,
+    ocpp_version: str | None = None,
 ) -> None:
     """Run the simulated site until Ctrl-C (or ``duration_s``); a charger overheats on ``fault``'s
-    schedule (None: never)."""
-    config = with_overrides(config, csms_url, mqtt, state_dir)
+    schedule (None: never). ``ocpp_version``: the upstream's instead of the config's (the built-in
+    CSMS speaks it too)."""
+    config = with_overrides(config, csms_url, mqtt, state_dir, ocpp_version)
     tail = _LogTail()
     if out.isatty():  # the table owns the screen; log lines go under it
         root = logging.getLogger()
@@ -296,13 +305,14 @@ async def run_demo(
         csms_note = "external"
         if not csms_url:
             parts = urlsplit(config.upstream.url)
-            csms = DemoCsms(parts.hostname or "127.0.0.1", parts.port or 80)
+            built_in = DemoCsms201 if config.upstream.ocpp_version == "2.0.1" else DemoCsms
+            csms = built_in(parts.hostname or "127.0.0.1", parts.port or 80)
             try:
                 await csms.start()
             except OSError as exc:
                 raise DemoError(f"cannot start the demo CSMS on port {parts.port}: {exc.strerror or exc}") from None
             stack.push_async_callback(csms.stop)
-            csms_note = "built-in demo CSMS"
+            csms_note = f"built-in demo CSMS (OCPP {config.upstream.ocpp_version})"
 
         mqtt_note = "external broker"
         if not mqtt and not await broker_answers(config.mqtt.host, config.mqtt.port):
