@@ -1,6 +1,6 @@
 """DemoCsms201: a minimal OCPP 2.0.1 CSMS that accepts, records and logs what it receives.
 
-The 2.0.1 counterpart of ``DemoCsms`` (same surface: host/port, optional password, scripted
+The 2.0.1 counterpart of ``DemoCsms``, built on it (same surface: host/port, optional password, scripted
 ``boot_answers``, ``received``, ``connected``, ``wait_for``, ``answer_delay_s``). It validates every
 frame with the ``ocpp`` library's 2.0.1 schemas in both directions, so what the gateway sends is
 checked by an independent peer, and it can send the station the requests a CSMS starts with
@@ -11,25 +11,18 @@ TriggerMessage...
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any
 
 from ocpp.charge_point import snake_to_camel_case
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.http11 import Request, Response
-from websockets.typing import Subprotocol
+from websockets.asyncio.server import ServerConnection
 
-from adapters.demo_csms.csms import Received
+from adapters.demo_csms.csms import DemoCsms, Received
 
-log = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp2.0.1"
 
 
@@ -111,109 +104,18 @@ class _Session201(ChargePoint):
         return call_result.NotifyEvent()
 
 
-class DemoCsms201:
+class DemoCsms201(DemoCsms):
     """Serves ``ws://host:port/ocpp/<station id>`` with subprotocol ocpp2.0.1; records every CALL.
 
-    ``boot_answers`` scripts the BootNotification replies (status, interval); the last one repeats.
+    ``boot_answers`` scripts the BootNotification replies (status, interval); the last one repeats;
+    ``blocked_id_tags`` are answered Blocked (Authorize, TransactionEvent).
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 9000,
-        *,
-        password: str | None = None,
-        boot_answers: list[tuple[str, int]] | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.password = password
-        self.boot_answers = list(boot_answers or [("Accepted", 60)])
-        self.received: list[Received] = []
-        self.connections = 0
-        self.blocked_id_tags: set[str] = set()
-        self.answer_delay_s = 0.0
-        self.sessions: dict[str, _Session201] = {}
-        self.connected = asyncio.Event()
-        self._arrived = asyncio.Event()
-        self._server: Server | None = None
+    subprotocol = SUBPROTOCOL
 
-    async def start(self) -> None:
-        self._server = await serve(
-            self._handle,
-            self.host,
-            self.port,
-            subprotocols=[Subprotocol(SUBPROTOCOL)],
-            process_request=self._check_auth,
-        )
-        self.port = self._server.sockets[0].getsockname()[1] if self.port == 0 else self.port
-        log.info("demo CSMS (OCPP 2.0.1) listening on ws://%s:%s/", self.host, self.port)
+    def _new_session(self, charge_point_id: str, connection: ServerConnection) -> Any:
+        return _Session201(self, charge_point_id, connection)
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ocpp"
-
-    def _check_auth(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self.password is None:
-            return None
-        header = request.headers.get("Authorization", "")
-        try:
-            user_pass = base64.b64decode(header.removeprefix("Basic ")).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            user_pass = ""
-        station_id = request.path.rstrip("/").rsplit("/", 1)[-1]
-        if not header.startswith("Basic ") or user_pass != f"{station_id}:{self.password}":
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "wrong or missing credentials\n")
-        return None
-
-    async def _handle(self, connection: ServerConnection) -> None:
-        station_id = connection.request.path.rstrip("/").rsplit("/", 1)[-1]
-        session = _Session201(self, station_id, connection)
-        self.sessions[station_id] = session
-        self.connections += 1
-        self.connected.set()
-        log.info("charging station %s connected", station_id)
-        try:
-            await session.start()
-        except Exception as exc:
-            log.info("charging station %s disconnected (%s)", station_id, type(exc).__name__)
-        finally:
-            if self.sessions.get(station_id) is session:
-                del self.sessions[station_id]
-                self.connected.clear()
-
-    def next_boot_answer(self) -> tuple[str, int]:
-        return self.boot_answers.pop(0) if len(self.boot_answers) > 1 else self.boot_answers[0]
-
-    async def call(self, station_id: str, payload: Any) -> Any:
-        """Send a CALL to a connected station and return its result (raises on CALLERROR)."""
-        return await self.sessions[station_id].call(payload, suppress=False)
-
-    def record(self, message: Received) -> None:
-        self.received.append(message)
-        log.info(
-            "CSMS <- %s %s %s", message.charge_point_id, message.action, _describe(message.action, message.payload)
-        )
-        self._arrived.set()
-        self._arrived = asyncio.Event()
-
-    def messages(self, action: str) -> list[dict[str, Any]]:
-        return [m.payload for m in self.received if m.action == action]
-
-    async def wait_for(
-        self, action: str, predicate: Callable[[dict[str, Any]], bool] = lambda _: True, timeout: float = 10.0
-    ) -> dict[str, Any]:
-        """The first payload of ``action`` (received from now or earlier) matching ``predicate``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                arrived = self._arrived
-                found = next((p for p in self.messages(action) if predicate(p)), None)
-                if found is not None:
-                    return found
-                await arrived.wait()
+    @staticmethod
+    def describe(action: str, payload: dict[str, Any]) -> str:
+        return _describe(action, payload)

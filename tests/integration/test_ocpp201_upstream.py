@@ -405,3 +405,21 @@ async def test_basic_auth_and_subprotocol(running: list) -> None:
         assert site.upstream.connected
     finally:
         await csms.stop()
+
+
+async def test_reset_ends_the_session_then_boots_again_as_remote_reset(csms: DemoCsms201, running: list) -> None:
+    site = make_site(FREE)
+    station = start_station(site, csms.port, running)
+    await station.accepted.wait()
+    site.apply(charger_at(0, VehicleState.A, 1_000))
+    site.apply(charger_at(1, VehicleState.C, 1_000))
+    await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Started")
+    answer = await csms.call(STATION, call.Reset(type="Immediate"))
+    assert answer.status == "Accepted"
+    ended = await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Ended")
+    assert ended["transactionInfo"]["stoppedReason"] == "ImmediateReset"
+    assert ended["triggerReason"] == "ResetCommand"
+    reboot = await csms.wait_for("BootNotification", lambda p: p["reason"] == "RemoteReset")
+    assert reboot["chargingStation"]["vendorName"] == "ocpp-gateway"
+    per_evse = await csms.call(STATION, call.Reset(type="OnIdle", evse_id=1))
+    assert per_evse.status == "Rejected"  # the site resets as a whole
