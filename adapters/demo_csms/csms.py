@@ -130,6 +130,8 @@ class DemoCsms:
     ``boot_answers`` scripts the BootNotification replies (status, interval); the last one repeats.
     """
 
+    subprotocol = "ocpp1.6"
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -148,7 +150,7 @@ class DemoCsms:
         self.blocked_id_tags: set[str] = set()  # answered Blocked (for tests)
         self.failing: set[str] = set()  # actions answered with a CALLERROR (for tests)
         self.answer_delay_s = 0.0  # every answer waits this long: a slow uplink (tests, bench/replay.py)
-        self.sessions: dict[str, _Session] = {}
+        self.sessions: dict[str, Any] = {}
         self.connected = asyncio.Event()
         self._arrived = asyncio.Event()
         self._server: Server | None = None
@@ -159,7 +161,7 @@ class DemoCsms:
             self._handle,
             self.host,
             self.port,
-            subprotocols=[Subprotocol("ocpp1.6")],
+            subprotocols=[Subprotocol(self.subprotocol)],
             process_request=self._check_auth,
         )
         self.port = self._server.sockets[0].getsockname()[1] if self.port == 0 else self.port
@@ -191,7 +193,7 @@ class DemoCsms:
 
     async def _handle(self, connection: ServerConnection) -> None:
         charge_point_id = connection.request.path.rstrip("/").rsplit("/", 1)[-1]
-        session = _Session(self, charge_point_id, connection)
+        session = self._new_session(charge_point_id, connection)
         self.sessions[charge_point_id] = session
         self.connections += 1
         self.connected.set()
@@ -204,6 +206,14 @@ class DemoCsms:
             if self.sessions.get(charge_point_id) is session:
                 del self.sessions[charge_point_id]
                 self.connected.clear()
+
+    def _new_session(self, charge_point_id: str, connection: ServerConnection) -> Any:
+        """The library's peer for one connection (the 2.0.1 CSMS makes its own)."""
+        return _Session(self, charge_point_id, connection)
+
+    @staticmethod
+    def describe(action: str, payload: dict[str, Any]) -> str:
+        return _describe(action, payload)
 
     def id_tag_status(self, id_tag: str) -> str:
         return "Blocked" if id_tag in self.blocked_id_tags else "Accepted"
@@ -218,7 +228,7 @@ class DemoCsms:
     # -- what was received -------------------------------------------------------------------------
     def record(self, message: Received) -> None:
         self.received.append(message)
-        summary = _describe(message.action, message.payload)
+        summary = self.describe(message.action, message.payload)
         log.info("CSMS <- %s %s %s", message.charge_point_id, message.action, summary)
         self._arrived.set()  # wake every waiter, then arm a fresh event for the next message
         self._arrived = asyncio.Event()

@@ -1,0 +1,197 @@
+"""The ocpp-library side of the 2.0.1 connection: the CSMS's requests and their answers.
+
+Handlers answer at once and never await a CALL of their own (that would deadlock the
+connection); what must be sent afterwards goes through ``@after``. Commands go through the
+Site's command methods with ``source=CommandSource.CSMS``, as in 1.6. An action without a handler
+gets OCPP-J's CALLERROR (NotSupported for a 2.0.1 action the station does not carry out,
+NotImplemented for a name 2.0.1 does not know: the library swaps the two); a request that fails
+the schema gets the library's code (FormatViolation...); a frame that cannot be read is one
+WARNING line. The link goes on in every case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from ocpp.exceptions import FormationViolationError, OCPPError
+from ocpp.messages import Call
+from ocpp.routing import after, on
+from ocpp.v201 import ChargePoint, call_result
+from ocpp.v201.enums import Action
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from adapters.ocpp201_upstream.ledger import Ledger201
+from adapters.ocpp_callerrors import unsupported_action
+from gateway.config import UpstreamConfig
+from gateway.domain.commands import CommandSource
+from gateway.services.site import Site
+from gateway.services.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+frame_log = logging.getLogger("ocpp")  # logs every frame at INFO, id tokens included: kept at WARNING
+
+TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "StatusNotification", "MeterValues", "TransactionEvent"})
+MAX_NAME = 60
+OCPP_VERSION = "2.0.1"
+
+
+class StationOwner(Protocol):
+    """What a connection needs of the station that owns it (``ChargingStation201``)."""
+
+    site: Site
+    settings: UpstreamConfig
+    telemetry: Telemetry
+    ledger: Ledger201
+    registration: str
+    accepted: asyncio.Event
+
+    def remote_start_accepted(
+        self, evse_id: int | None, id_tag: str, token_type: str, remote_start_id: int
+    ) -> None: ...
+
+    async def reset(self, hard: bool) -> None: ...
+
+    async def send_triggered(self, peer: Peer201, message: str, evse_id: int | None) -> None: ...
+
+
+def _short(text: object) -> str:
+    text = str(text)
+    return text if len(text) <= MAX_NAME else text[: MAX_NAME - 3] + "..."
+
+
+class Peer201(ChargePoint):
+    """One connection to the CSMS; handlers delegate to its owner."""
+
+    def __init__(self, owner: StationOwner, connection: ClientConnection, timeout_s: float) -> None:
+        super().__init__(owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log)
+        self.owner = owner
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def call(
+        self, payload: Any, suppress: bool = True, unique_id: str | None = None, skip_schema_validation: bool = False
+    ) -> Any:
+        """The library's CALL (schema checked), counted for ``/metrics``."""
+        action = type(payload).__name__
+        try:
+            result = await super().call(payload, suppress, unique_id, skip_schema_validation)
+        except OCPPError:
+            self.owner.telemetry.message_failed(action, "callerror")
+            raise
+        except TimeoutError:
+            self.owner.telemetry.message_failed(action, "timeout")
+            raise
+        except ConnectionClosed:
+            self.owner.telemetry.message_failed(action, "connection")
+            raise
+        self.owner.telemetry.message_sent(action)
+        return result
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        """Nothing a CSMS sends may end the gateway: an unreadable frame is one WARNING line."""
+        try:
+            await super().route_message(raw_msg)
+        except ConnectionClosed:
+            raise
+        except (ValueError, TypeError, RecursionError, KeyError, AttributeError) as exc:
+            log.warning(
+                "CSMS sent a frame that cannot be handled (%s): ignored", _short(f"{type(exc).__name__}: {exc}")
+            )
+
+    async def _handle_call(self, msg: Call) -> Any:
+        """The library's, but silent while the CSMS has the station Rejected (it should not ask
+        then), with OCPP-J's CALLERROR for an action without a handler (see ocpp_callerrors.py), and
+        one log line instead of the library's traceback."""
+        if self.owner.registration == "Rejected" and not self.owner.accepted.is_set():
+            log.warning("CSMS sent %s while the station is Rejected: not answered", _short(msg.action))
+            return None
+        error: OCPPError | None = None
+        if not isinstance(msg.action, str):
+            error = FormationViolationError(details={"cause": "the action must be a string"})
+        elif "_on_action" not in self.route_map.get(msg.action, {}):
+            error = unsupported_action(msg.action, "this charging station", OCPP_VERSION)
+        else:
+            try:
+                return await super()._handle_call(msg)
+            except OCPPError as failed:  # the request (or, a bug of ours, our answer) failed the schema
+                error = failed
+        cause = error.details.get("cause", "") if isinstance(error.details, dict) else ""
+        log.warning("CSMS %s answered with CALLERROR %s: %s", _short(msg.action), error.code, _short(cause))
+        await self._send(msg.create_call_error(error).to_json())
+        return None
+
+    @on(Action.request_start_transaction)
+    def on_request_start(
+        self,
+        id_token: dict[str, Any],
+        remote_start_id: int,
+        evse_id: int | None = None,
+        group_id_token: dict[str, Any] | None = None,
+        charging_profile: dict[str, Any] | None = None,
+    ) -> Any:
+        site = self.owner.site
+        if charging_profile is not None or (evse_id is not None and evse_id not in site.upstream_connectors):
+            why = "charging profiles are not supported" if charging_profile is not None else f"no EVSE {evse_id}"
+            log.warning("CSMS RequestStartTransaction on EVSE %s rejected: %s", evse_id, why)
+            return call_result.RequestStartTransaction(status="Rejected", status_info={"reason_code": "Unsupported"})
+        tag, token_type = str(id_token["id_token"]), str(id_token["type"])
+        accepted = site.remote_start(evse_id, tag, False, source=CommandSource.CSMS)
+        if accepted:
+            self.owner.remote_start_accepted(evse_id, tag, token_type, remote_start_id)
+        log.info("CSMS RequestStartTransaction on EVSE %s: %s", evse_id, "Accepted" if accepted else "Rejected")
+        return call_result.RequestStartTransaction(status="Accepted" if accepted else "Rejected")
+
+    @on(Action.request_stop_transaction)
+    def on_request_stop(self, transaction_id: str) -> Any:
+        local_ref = self.owner.ledger.local_ref(transaction_id)
+        accepted = local_ref is not None and self.owner.site.remote_stop(local_ref, source=CommandSource.CSMS)
+        log.info("CSMS RequestStopTransaction %s: %s", _short(transaction_id), "Accepted" if accepted else "Rejected")
+        return call_result.RequestStopTransaction(status="Accepted" if accepted else "Rejected")
+
+    @on(Action.reset)
+    def on_reset(self, type: str, evse_id: int | None = None) -> Any:
+        if evse_id is not None:  # the site resets as a whole
+            return call_result.Reset(status="Rejected")
+        log.warning("CSMS asked for an %s reset", type)
+        return call_result.Reset(status="Accepted")
+
+    @after(Action.reset)
+    async def after_reset(self, type: str, evse_id: int | None = None) -> None:
+        if evse_id is not None:
+            return
+        try:
+            await self.owner.reset(hard=type == "Immediate")
+        except Exception:  # an @after hook runs untracked: say what went wrong instead of losing it
+            log.exception("reset failed")
+
+    @on(Action.change_availability)
+    def on_change_availability(self, operational_status: str, evse: dict[str, Any] | None = None) -> Any:
+        evse_id = int(evse["id"]) if evse is not None else 0
+        if evse is not None and evse.get("connector_id") not in (None, 1):
+            return call_result.ChangeAvailability(status="Rejected")
+        available = operational_status == "Operative"
+        status = self.owner.site.change_availability(evse_id, available=available, source=CommandSource.CSMS)
+        log.info("CSMS made EVSE %s %s: %s", evse_id, operational_status, status)
+        return call_result.ChangeAvailability(status=status)
+
+    @on(Action.trigger_message)
+    def on_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None) -> Any:
+        if requested_message not in TRIGGERABLE:
+            return call_result.TriggerMessage(status="NotImplemented")
+        evse_id = int(evse["id"]) if evse is not None else None
+        if evse_id not in (None, 0) and evse_id not in self.owner.site.upstream_connectors:
+            return call_result.TriggerMessage(status="Rejected")
+        return call_result.TriggerMessage(status="Accepted")
+
+    @after(Action.trigger_message)
+    async def after_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None) -> None:
+        if requested_message not in TRIGGERABLE:
+            return
+        try:
+            await self.owner.send_triggered(self, requested_message, int(evse["id"]) if evse is not None else None)
+        except Exception as exc:
+            log.warning("triggered %s not sent: %s", requested_message, exc)

@@ -1,0 +1,94 @@
+"""The Site's session effects as queued TransactionEvents: Started, Ended, and the ends of sessions a
+dead process left open.
+
+Every start and stop goes through the durable outbox under the session's local reference, whether
+the CSMS is there or not (``offline`` says which). The ledger is written before a Started is
+queued, and an Ended is queued before the ledger forgets the session is open: a kill at any point
+leaves either nothing to send or a session the next start ends itself (PowerLoss, or Reboot after
+a clean stop) with the last register and time written down for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from adapters.ocpp201_upstream.ledger import Ledger201, Session201
+from adapters.ocpp201_upstream.transaction_events import ended_payload, started_payload
+from gateway.domain.events import SessionStoppedAtRestart
+from gateway.domain.outbox import NewRecord, RecordKind
+from gateway.domain.transactions import StartTransaction, StopReason, StopTransaction
+from gateway.services.outbox import Outbox
+from gateway.services.site import Site
+
+log = logging.getLogger(__name__)
+
+LOCAL_TOKEN = "ISO14443"  # a card shown at a charger (RFID)
+CENTRAL_TOKEN = "Central"  # a tag the gateway or the CSMS gave (free charging, remote start)
+
+
+class SessionFeed:
+    """Turns StartTransaction/StopTransaction effects into queued TransactionEvents."""
+
+    def __init__(self, site: Site, ledger: Ledger201, outbox: Outbox, online: Callable[[], bool]) -> None:
+        self.site = site
+        self.ledger = ledger
+        self.outbox = outbox
+        self._online = online
+        self.remote_starts: dict[int | None, tuple[str, str, int]] = {}  # EVSE -> (id tag, token type, remoteStartId)
+        self.card_tags: dict[int, str] = {}  # EVSE -> the id tag a card showed (Authorize), until its start
+
+    def started(self, start: StartTransaction) -> None:
+        remote = self.remote_starts.get(start.connector_id) or self.remote_starts.get(None)
+        remote_start_id = None
+        if remote is not None and remote[0] == start.id_tag:
+            self.remote_starts = {k: v for k, v in self.remote_starts.items() if v is not remote}
+            trigger, token_type, remote_start_id = "RemoteStart", remote[1], remote[2]
+        elif self.card_tags.pop(start.connector_id, None) == start.id_tag:
+            trigger, token_type = "Authorized", LOCAL_TOKEN
+        else:  # free charging: the car plugged in and the configured tag started it
+            trigger, token_type = "CablePluggedIn", CENTRAL_TOKEN
+        self.ledger.started(start, token_type, remote_start_id)
+        payload = started_payload(start, trigger, token_type, remote_start_id, offline=not self._online())
+        at = payload["timestamp"]
+        self.outbox.enqueue(NewRecord(RecordKind.START, "TransactionEvent", payload, at, start.local_ref))
+
+    def stopped(self, stop: StopTransaction, *, offline: bool | None = None) -> None:
+        """Queue the Ended first, then mark the session closed (a kill in between: see the module doc)."""
+        session = self.ledger.sessions.get(stop.local_ref)
+        token_type = session.token_type if session is not None else CENTRAL_TOKEN
+        payload = ended_payload(stop, token_type, offline=not self._online() if offline is None else offline)
+        self.outbox.enqueue(
+            NewRecord(RecordKind.STOP, "TransactionEvent", payload, payload["timestamp"], stop.local_ref)
+        )
+        self.ledger.closed(stop.local_ref, stop.connector_id)
+
+    def stop_orphans(self, clean_shutdown: bool) -> None:
+        """End the sessions the last process left open (Reboot after a clean stop, else PowerLoss)."""
+        reason = StopReason.REBOOT if clean_shutdown else StopReason.POWER_LOSS
+        queued = {(info.kind, info.local_ref) for info in self.outbox.store.index()}
+        for orphan in self.ledger.left_open_by_last_run():
+            ref = orphan.local_ref
+            if (RecordKind.STOP, ref) in queued:  # killed between queueing its Ended and closing it
+                self.ledger.closed(ref, orphan.connector_id)
+            elif (RecordKind.START, ref) not in queued and orphan.next_seq_no == 0:
+                log.info("EVSE %s: session %s never reached the queue; nothing to end", orphan.connector_id, ref)
+                self.ledger.finished(ref)
+            else:
+                self._end_orphan(orphan, reason)
+
+    def _end_orphan(self, orphan: Session201, reason: StopReason) -> None:
+        stopped_at = datetime.fromisoformat(orphan.last_register_at)
+        stop = StopTransaction(
+            orphan.connector_id, orphan.local_ref, orphan.id_tag, orphan.last_register_wh, stopped_at, reason
+        )
+        log.warning(
+            "EVSE %s: session %s was open when the gateway stopped; ended (%s) at %s Wh",
+            orphan.connector_id,
+            orphan.local_ref,
+            reason.value,
+            orphan.last_register_wh,
+        )
+        self.stopped(stop, offline=True)  # it ended while the station was down
+        self.site.request(SessionStoppedAtRestart(stop))

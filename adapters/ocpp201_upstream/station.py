@@ -1,0 +1,391 @@
+"""ChargingStation201: the whole site as ONE OCPP 2.0.1 Charging Station towards the CSMS.
+
+One websocket (subprotocol ``ocpp2.0.1``), one identity; each site connector is an EVSE (evseId =
+the connector number, connectorId 1) and the grid meter belongs to EVSE 0. The same constructor
+as the 1.6 ``VirtualChargePoint``, so the app picks one or the other.
+
+Rules kept: nothing but BootNotification before Accepted (retried at the CSMS's interval), except
+answering the CSMS; one BootNotification per process start (PowerUp after a clean stop or at the
+first start, Unknown after a process that did not end on purpose, RemoteReset after a CSMS Reset,
+Triggered when the CSMS asks), not per reconnect: 2.0.1 boots a station when it (re)starts, and a
+link that comes back is not a restart. After Accepted a StatusNotification per EVSE, then one per
+change; Heartbeat at the CSMS's interval. Transaction events go through the durable outbox, one at
+a time, in order (see session_effects.py, sampling.py, ledger.py for seqNo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ocpp.exceptions import OCPPError
+from ocpp.v201 import call
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.typing import Subprotocol
+
+from adapters.ocpp201_upstream.ledger import Ledger201
+from adapters.ocpp201_upstream.peer import Peer201
+from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
+from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
+from adapters.ocpp201_upstream.statuses import StatusReports201
+from adapters.ocpp201_upstream.transaction_events import call_problem
+from gateway.config import UpstreamConfig
+from gateway.domain.authorization import mask_id_tag
+from gateway.domain.events import ConnectorReadingChanged, MeterReadingChanged
+from gateway.domain.outbox import OutboxRecord
+from gateway.domain.ports import SettingsStore
+from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
+from gateway.services.backoff import Backoff
+from gateway.services.outbox import DISK_RETRY_S, Outbox, Retry
+from gateway.services.site import Site
+from gateway.services.tasks import cancel_and_wait
+from gateway.services.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "ocpp2.0.1"
+CLEAN_SHUTDOWN = "clean_shutdown"  # settings section: did the last process end on purpose? (as 1.6)
+BOOT_RETRY_FALLBACK_S = 30  # a Pending/Rejected with interval 0, or a boot that failed
+ALIGNED_INTERVAL_S = 900  # clock-aligned values (Sample.Clock) every 15 minutes after midnight UTC
+AUTH_STATUS = {
+    "Accepted": AuthStatus.ACCEPTED,
+    "Blocked": AuthStatus.BLOCKED,
+    "Expired": AuthStatus.EXPIRED,
+    "ConcurrentTx": AuthStatus.CONCURRENT_TX,
+}
+
+
+def next_boundary(now: datetime, interval_s: int) -> datetime:
+    """The next multiple of ``interval_s`` after midnight UTC."""
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + timedelta(seconds=(int((now - midnight).total_seconds() // interval_s) + 1) * interval_s)
+
+
+class ChargingStation201:
+    """Keeps the 2.0.1 link alive and speaks for the Site."""
+
+    def __init__(
+        self,
+        site: Site,
+        settings: UpstreamConfig,
+        outbox: Outbox,
+        telemetry: Telemetry | None = None,
+        ledger: SettingsStore | None = None,
+    ) -> None:
+        """``ledger`` keeps the sessions and their seqNo across restarts (default: the Site's settings)."""
+        self.site = site
+        self.settings = settings
+        self.outbox = outbox
+        self.telemetry = telemetry or Telemetry()
+        self.registration = "none"
+        self.accepted = asyncio.Event()
+        self.heartbeat_interval_s = settings.heartbeat_interval_s
+        self.sample_interval_s = settings.meter_value_sample_interval_s
+        self.aligned_interval_s = ALIGNED_INTERVAL_S  # 0: no clock-aligned values
+        clean = site.settings.load(CLEAN_SHUTDOWN)
+        self.boot_reason = "PowerUp" if clean in (None, True) else "Unknown"
+        self._peer: Peer201 | None = None
+        self._outage_reported = False
+        self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
+        self.ledger = Ledger201(ledger or site.settings)
+        self.statuses = StatusReports201(site, _send)
+        self.sessions = SessionFeed(site, self.ledger, outbox, self.online)
+        self.sampler = Sampler201(
+            site, self.ledger, outbox, list(settings.meter_values_sampled_data), self.online, self._send_live
+        )
+        self._effects = site.subscribe()
+        site.on_settle(self._settle)
+        self.sessions.stop_orphans(clean_shutdown=clean is True)
+
+    def online(self) -> bool:
+        """Whether an event now is sent live: linked, and Accepted."""
+        return self._peer is not None and self.accepted.is_set()
+
+    # -- the Site's effects ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, talk and reconnect until cancelled; effects are collected all the while."""
+        self.site.settings.save(CLEAN_SHUTDOWN, False)
+        try:
+            await _first_to_finish(self._stay_connected(), self._collect(), self._sampled(), self._clock_aligned())
+        finally:
+            self.site.settings.save(CLEAN_SHUTDOWN, True)
+
+    async def _collect(self) -> None:
+        async for event in self._effects:
+            self._take(event)
+
+    def _take_pending(self) -> None:
+        while (event := self._effects.get_nowait()) is not None:
+            self._take(event)
+
+    def _settle(self) -> bool:
+        self._take_pending()
+        return self.outbox.stored()
+
+    def _take(self, event: object) -> None:
+        if isinstance(event, StartTransaction):
+            self.sessions.started(event)
+        elif isinstance(event, StopTransaction):
+            self.sessions.stopped(event)
+        elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
+            self.sampler.note_registers()
+        elif isinstance(event, Authorize):
+            self.sessions.card_tags[event.connector_id] = event.id_tag
+            if self.online():
+                self._authorizations.put_nowait(event)
+            else:  # no local list or cache in this slice: an unknown card is refused while offline
+                log.info(
+                    "id tag %s on EVSE %s refused: the CSMS is away", mask_id_tag(event.id_tag), event.connector_id
+                )
+                self.site.authorization_result(event.connector_id, event.id_tag, AuthStatus.INVALID)
+
+    def remote_start_accepted(self, evse_id: int | None, id_tag: str, token_type: str, remote_start_id: int) -> None:
+        self.sessions.remote_starts[evse_id] = (id_tag, token_type, remote_start_id)
+
+    # -- the connection ----------------------------------------------------------------------------
+    async def _stay_connected(self) -> None:
+        backoff = Backoff(1.0, self.settings.reconnect_max_s)
+        while True:
+            reason = "connection closed"
+            try:
+                async with connect(
+                    self.settings.endpoint,
+                    subprotocols=[Subprotocol(SUBPROTOCOL)],
+                    additional_headers=self._auth_headers(),
+                    open_timeout=10,
+                    ping_interval=20,
+                    ping_timeout=20,
+                    max_size=2**20,
+                ) as connection:
+                    backoff.reset()
+                    self._outage_reported = False
+                    log.info("connected to CSMS %s (OCPP 2.0.1)", self.settings.endpoint)
+                    self.site.set_upstream(True, self.registration)
+                    await self._session(connection)
+            except InvalidStatus as exc:
+                code = exc.response.status_code
+                hint = " (check upstream.password)" if code in (401, 403) else ""
+                reason = f"refused the connection: HTTP {code}{hint}"
+                self._report_outage(f"CSMS {reason}")
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                reason = f"connection lost or unreachable: {exc or type(exc).__name__}"
+                self._report_outage(f"CSMS {reason}")
+            finally:
+                self._peer = None
+                self.site.set_upstream(False, self.registration, reason)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _report_outage(self, message: str) -> None:
+        log.log(logging.DEBUG if self._outage_reported else logging.WARNING, message)
+        self._outage_reported = True
+
+    def _auth_headers(self) -> dict[str, str]:
+        """HTTP Basic auth (security profile 1), user = the station's identity."""
+        if self.settings.password is None:
+            return {}
+        secret = f"{self.settings.charge_point_id}:{self.settings.password.get_secret_value()}"
+        return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+
+    async def _session(self, connection: ClientConnection) -> None:
+        if connection.subprotocol != SUBPROTOCOL:
+            log.warning("CSMS did not confirm subprotocol %s (got %r); continuing", SUBPROTOCOL, connection.subprotocol)
+        peer = Peer201(self, connection, self.settings.response_timeout_s)
+        self._peer = peer
+        await _first_to_finish(peer.start(), self._converse(peer))
+
+    async def _converse(self, peer: Peer201) -> None:
+        await self._boot(peer)
+        events = self.site.subscribe()  # before the first statuses: no change slips between
+        try:
+            unread = await self.statuses.send_all(peer)
+            await _first_to_finish(
+                self._every(lambda: self.heartbeat_interval_s, lambda: _send(peer, call.Heartbeat())),
+                self.statuses.follow(peer, events, unread),
+                self._deliver(peer),
+                self._authorize(peer),
+            )
+        finally:
+            self.site.unsubscribe(events)
+
+    async def _boot(self, peer: Peer201) -> None:
+        """BootNotification until Accepted; once accepted in this process, a reconnect does not boot."""
+        while not self.accepted.is_set():
+            try:
+                result = await peer.call(self._boot_request(self.boot_reason), suppress=False)
+            except (OCPPError, TimeoutError) as exc:
+                log.warning("BootNotification failed: %s; retrying in %s s", exc, BOOT_RETRY_FALLBACK_S)
+                await asyncio.sleep(BOOT_RETRY_FALLBACK_S)
+                continue
+            wait_s = self._booted(result)
+            if wait_s == 0:
+                return
+            log.warning("CSMS answered BootNotification %s; retrying in %s s", result.status, wait_s)
+            with contextlib.suppress(TimeoutError):  # a triggered BootNotification may be Accepted meanwhile
+                await asyncio.wait_for(self.accepted.wait(), wait_s)
+
+    def _boot_request(self, reason: str) -> call.BootNotification:
+        station = {"model": self.settings.model, "vendor_name": self.settings.vendor}
+        return call.BootNotification(charging_station=station, reason=reason)
+
+    def _booted(self, result: Any) -> float:
+        """Take a BootNotification's answer: the wait before the next boot (0: Accepted, none)."""
+        self.registration = str(result.status)
+        self.site.set_upstream(True, self.registration)
+        interval = int(result.interval) if result.interval else 0
+        if result.status != "Accepted":
+            return interval or BOOT_RETRY_FALLBACK_S
+        if interval > 0:
+            self.heartbeat_interval_s = interval
+        log.info("CSMS accepted BootNotification (%s; heartbeat %s s)", self.boot_reason, self.heartbeat_interval_s)
+        self.accepted.set()
+        return 0
+
+    async def _deliver(self, peer: Peer201) -> None:
+        """The outbox, head first, one CALL at a time, each until the CSMS has answered it.
+
+        A record is checked against the schema before it takes a seqNo (one that can never be
+        sent takes none); its seqNo is on disk before the frame leaves (see ledger.py)."""
+        while True:
+            record = await self.outbox.next()
+            request, problem = await call_problem(record, 0)
+            if problem is not None:
+                if isinstance(self.outbox.set_aside(record, problem), Retry):
+                    await asyncio.sleep(DISK_RETRY_S)
+                continue
+            if record.action == "TransactionEvent" and record.local_ref is not None:
+                request.seq_no = self.ledger.seq_no(record.local_ref, record.seq)
+            result = await _send(peer, request)
+            if result is None:
+                attempts = self.settings.transaction_message_attempts
+                interval_s = self.settings.transaction_message_retry_interval_s
+                outcome = self.outbox.failed(record, attempts, interval_s)
+                if isinstance(outcome, Retry):
+                    await asyncio.sleep(outcome.delay_s)
+                continue
+            self.outbox.delivered(record)
+            self._answered(record, result)
+
+    def _answered(self, record: OutboxRecord, result: Any) -> None:
+        """Act on the CSMS's answer to a delivered TransactionEvent."""
+        if record.action != "TransactionEvent" or record.local_ref is None:
+            return
+        event_type = record.payload.get("event_type")
+        if event_type == "Ended":
+            self.ledger.finished(record.local_ref)
+        elif event_type == "Started" and isinstance(result.id_token_info, dict):
+            status = AUTH_STATUS.get(str(result.id_token_info.get("status")), AuthStatus.INVALID)
+            if status is not AuthStatus.ACCEPTED:  # StopTxOnInvalidId: true, as 2.0.1 defaults it
+                self.site.start_rejected(record.local_ref, stop_on_invalid_id=True)
+
+    async def _authorize(self, peer: Peer201) -> None:
+        """A card shown at a charger, asked of the CSMS (Authorize)."""
+        while True:
+            request = await self._authorizations.get()
+            token = {"id_token": request.id_tag, "type": LOCAL_TOKEN}
+            try:
+                result = await _send(peer, call.Authorize(id_token=token))
+            except asyncio.CancelledError:
+                self._authorizations.put_nowait(request)  # the link went: ask again after the reconnect
+                raise
+            answer = str(result.id_token_info.get("status")) if result is not None else "Invalid"
+            status = AUTH_STATUS.get(answer, AuthStatus.INVALID)
+            self.site.authorization_result(request.connector_id, request.id_tag, status)
+
+    # -- meter values ------------------------------------------------------------------------------
+    async def _sampled(self) -> None:
+        await self._every(lambda: self.sample_interval_s, self.take_samples)
+
+    async def take_samples(self, context: str = "Sample.Periodic", only: int | None = None) -> None:
+        self._take_pending()  # a sample sees every start emitted so far
+        await self.sampler.take(context, only=only)
+
+    async def take_aligned(self, boundary: datetime) -> None:
+        self._take_pending()
+        await self.sampler.take("Sample.Clock", stamp=boundary)
+
+    async def _clock_aligned(self) -> None:
+        while True:
+            if self.aligned_interval_s <= 0:
+                await asyncio.sleep(60)
+                continue
+            now = self.site.clock.now()
+            boundary = next_boundary(now, self.aligned_interval_s)
+            await asyncio.sleep((boundary - now).total_seconds())
+            await self.take_aligned(boundary)
+
+    async def _send_live(self, evse_id: int, entries: list[dict[str, Any]]) -> None:
+        """Values outside a session: to a CSMS that is there, or nowhere."""
+        if self._peer is not None and self.online():
+            await _send(self._peer, call.MeterValues(evse_id=evse_id, meter_value=entries))
+
+    # -- what the CSMS asks ------------------------------------------------------------------------
+    async def reset(self, hard: bool) -> None:
+        """End every session, deliver the Ended events, then reconnect and boot again (RemoteReset)."""
+        self.site.stop_all_sessions(StopReason.HARD_RESET if hard else StopReason.SOFT_RESET)
+        self._take_pending()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.response_timeout_s):
+                await self.outbox.wait_empty()
+        self.accepted.clear()
+        self.registration = "none"
+        self.boot_reason = "RemoteReset"
+        self.site.set_upstream(self._peer is not None, self.registration)
+        if self._peer is not None:
+            await self._peer.close()
+
+    async def send_triggered(self, peer: Peer201, message: str, evse_id: int | None) -> None:
+        """What a TriggerMessage asked for, sent after its answer."""
+        if message == "Heartbeat":
+            await _send(peer, call.Heartbeat())
+        elif message == "StatusNotification":
+            for target in [evse_id] if evse_id else sorted(self.site.upstream_connectors):
+                await self.statuses.send(peer, target, at=self.site.clock.now())
+        elif message == "MeterValues":
+            measurands = self.sampler.measurands
+            for target, entries in evse_meter_values(self.site, measurands, "Trigger").items():
+                if evse_id is None or target == evse_id:
+                    await _send(peer, call.MeterValues(evse_id=target, meter_value=entries))
+        elif message == "TransactionEvent":
+            await self.take_samples("Trigger", only=evse_id)
+        elif message == "BootNotification" and (result := await _send(peer, self._boot_request("Triggered"))):
+            self._booted(result)
+
+    async def _every(self, interval_s: Callable[[], int], send: Callable[[], Awaitable[Any]]) -> None:
+        """Call ``send`` every ``interval_s()`` seconds (never while it is 0)."""
+        while True:
+            seconds = interval_s()
+            if seconds <= 0:
+                await asyncio.sleep(1)
+                continue
+            await asyncio.sleep(seconds)
+            await send()
+
+
+async def _send(peer: Any, payload: Any) -> Any | None:
+    """One CALL whose failure is the CSMS's problem: logged, None returned (the outbox retries)."""
+    action = type(payload).__name__
+    try:
+        return await peer.call(payload, suppress=False)
+    except OCPPError as exc:
+        log.warning("CSMS answered %s with CALLERROR %s: %s", action, exc.code, exc.description)
+    except TimeoutError:
+        log.warning("CSMS did not answer %s in time", action)
+    return None
+
+
+async def _first_to_finish(*coroutines: Awaitable[Any]) -> None:
+    """Run coroutines together; when one ends (or fails) cancel the rest and re-raise its error."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(*tasks)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
