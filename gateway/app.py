@@ -20,10 +20,10 @@ from adapters.modbus.device import ModbusDevice
 from adapters.modbus.profile import load_profile
 from adapters.modbus.transport import ModbusLines
 from adapters.mqtt.bridge import MqttBridge
+from adapters.ocpp201_upstream.station import ChargingStation201
 from adapters.ocpp_local.merge import MergedSessions, PassthroughFeed
 from adapters.ocpp_local.passthrough import PassthroughRelays
 from adapters.ocpp_local.server import LocalOcppServer
-from adapters.ocpp201_upstream.station import ChargingStation201
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.ocpp_upstream.transactions import move_ledger
 from adapters.storage.history_db import SqliteHistoryStore

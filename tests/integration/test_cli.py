@@ -162,9 +162,22 @@ def test_demo_runs_the_simulated_site_with_an_embedded_broker(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr[-2000:]
     last_table = result.stdout.rsplit("ocpp-gateway demo: status page", 1)[-1]
     assert "(embedded broker)" in last_table
-    assert "(built-in demo CSMS): connected, boot Accepted" in last_table
+    assert "(built-in demo CSMS (OCPP 1.6)): connected, boot Accepted" in last_table
     assert "Charging" in last_table  # the scripted cars plug in and charge within a few seconds
     assert "  sharing chargers may draw " in last_table and "(main fuse 25 A)" in last_table  # it manages its load
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_speaks_ocpp_2_0_1_with_its_built_in_csms(tmp_path: Path) -> None:
+    """``--ocpp-version 2.0.1``: the site is one 2.0.1 charging station, and the built-in CSMS
+    (the ``ocpp`` library's v201, schema validation on) speaks it too."""
+    path = demo_config(tmp_path, free_port(), free_port())
+    result = run_cli("demo", "--config", str(path), "--ocpp-version", "2.0.1", "--duration", "10", timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    last_table = result.stdout.rsplit("ocpp-gateway demo: status page", 1)[-1]
+    assert "(built-in demo CSMS (OCPP 2.0.1)): connected, boot Accepted" in last_table
+    assert "Charging" in last_table
+    assert "TransactionEvent Started" in result.stdout + result.stderr  # the CSMS's log line under the table
     assert "Traceback" not in result.stderr
 
 
