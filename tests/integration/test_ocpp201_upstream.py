@@ -30,6 +30,7 @@ from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.memory_outbox import memory_outbox
 from tests.fixtures.net import free_port
+from tests.integration.test_upstream_hostile import HOSTILE_FRAMES
 
 MEASURED_AT = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 REMOTE = ConnectorPolicy(AuthPolicy.REMOTE)
@@ -423,3 +424,17 @@ async def test_reset_ends_the_session_then_boots_again_as_remote_reset(csms: Dem
     assert reboot["chargingStation"]["vendorName"] == "ocpp-gateway"
     per_evse = await csms.call(STATION, call.Reset(type="OnIdle", evse_id=1))
     assert per_evse.status == "Rejected"  # the site resets as a whole
+
+
+async def test_frames_that_cannot_be_read_leave_the_link_and_the_station_running(
+    csms: DemoCsms201, running: list
+) -> None:
+    site = make_site()
+    station = start_station(site, csms.port, running)
+    await station.accepted.wait()
+    session = csms.sessions[STATION]
+    for frame in HOSTILE_FRAMES:
+        await session._connection.send(frame)
+    answer = await asyncio.wait_for(csms.call(STATION, call.TriggerMessage(requested_message="Heartbeat")), 5)
+    assert answer.status == "Accepted"  # the same connection still answers
+    assert not running[0].done() and csms.connections == 1
