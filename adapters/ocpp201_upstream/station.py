@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
-from adapters.ocpp201_upstream.ledger import Ledger201
+from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
 from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
@@ -259,7 +259,7 @@ class ChargingStation201:
                     await asyncio.sleep(DISK_RETRY_S)
                 continue
             if record.action == "TransactionEvent" and record.local_ref is not None:
-                request.seq_no = self.ledger.seq_no(record.local_ref, record.seq)
+                request.seq_no = self.ledger.seq_no(record.local_ref, record_key(record.payload))
             result = await _send(peer, request)
             if result is None:
                 attempts = self.settings.transaction_message_attempts
