@@ -37,7 +37,7 @@ from adapters.ocpp201_upstream.statuses import StatusReports201
 from adapters.ocpp201_upstream.transaction_events import call_problem
 from gateway.config import UpstreamConfig
 from gateway.domain.authorization import mask_id_tag
-from gateway.domain.events import ConnectorReadingChanged, MeterReadingChanged
+from gateway.domain.events import ConnectorReadingChanged, ConnectorStatusChanged, MeterReadingChanged
 from gateway.domain.outbox import OutboxRecord
 from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
@@ -133,6 +133,8 @@ class ChargingStation201:
             self.sessions.started(event)
         elif isinstance(event, StopTransaction):
             self.sessions.stopped(event)
+        elif isinstance(event, ConnectorStatusChanged):
+            self.sessions.status_changed(event)
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
             self.sampler.note_registers()
         elif isinstance(event, Authorize):

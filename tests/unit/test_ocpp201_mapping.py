@@ -16,7 +16,13 @@ from adapters.ocpp201_upstream.mapping import (
     meter_values,
     transaction_id,
 )
-from adapters.ocpp201_upstream.transaction_events import call_problem, ended_payload, started_payload, updated_payload
+from adapters.ocpp201_upstream.transaction_events import (
+    call_problem,
+    ended_payload,
+    started_payload,
+    state_changed_payload,
+    updated_payload,
+)
 from adapters.storage.settings import JsonSettingsStore
 from gateway.domain.battery import SocSource, SocValue
 from gateway.domain.model import ConnectorStatus, Reading
@@ -76,6 +82,7 @@ def test_every_event_passes_the_2_0_1_schema(reason: StopReason) -> None:
     payloads = [
         started_payload(start, "Authorized", "ISO14443", 7, offline=False),
         updated_payload(REF, "Trigger", entries, ConnectorStatus.SUSPENDED_EV, offline=True),
+        state_changed_payload(REF, "SuspendedEVSE", AT, offline=False),
         ended_payload(stop, "ISO14443", offline=False),
     ]
     for seq_no, payload in enumerate(payloads):
