@@ -10,14 +10,19 @@ transaction have been received") counts per transaction from 0 (Started). It is 
 TransactionEvent is sent, not when it is queued: the outbox may thin periodic Updated events or
 drop one the CSMS kept refusing, and a number taken by a record that never leaves would be a
 gap the CSMS reads as a lost message. The number is written down before the frame leaves, with
-the outbox record it was given to, so the same record sent again (a lost link, a kill before
-the answer) carries the same number: the CSMS sees each number once, in order, without gaps.
+the record it was given to (named by a digest of its payload, which stays the same whether the
+record waits on disk or, while the disk refuses writes, in memory), so the same record sent again
+(a lost link, a kill before the answer) carries the same number: the CSMS sees the numbers in
+order, without gaps.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from adapters.ocpp201_upstream import mapping
 from gateway.domain.model import iso_utc
@@ -42,8 +47,14 @@ class Session201:
     remote_start_id: int | None = None
     open: bool = True  # False once its Ended is queued
     next_seq_no: int = 0
-    seq_record: int | None = None  # the outbox record that took the last number
+    seq_record: str | None = None  # the record (its payload's digest) that took the last number
     seq_record_no: int = 0
+
+
+def record_key(payload: dict[str, Any]) -> str:
+    """A queued event's name for the ledger: a digest of its payload (which holds its time, its
+    trigger and its values, so two events of one session do not share it)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
 
 
 class Ledger201:
@@ -107,9 +118,9 @@ class Ledger201:
         if self.sessions.pop(local_ref, None) is not None:
             self.save()
 
-    def seq_no(self, local_ref: str, record_seq: int) -> int:
-        """The seqNo of the TransactionEvent in outbox record ``record_seq`` (the same when it is
-        sent again); a new one is written down before it is returned."""
+    def seq_no(self, local_ref: str, record_key: str) -> int:
+        """The seqNo of the TransactionEvent whose payload digest is ``record_key`` (``record_key``
+        below; the same when it is sent again); a new one is written down before it is returned."""
         session = self.sessions.get(local_ref)
         if session is None:  # its ledger entry was lost: number it anew rather than not at all
             session = Session201(
@@ -117,10 +128,10 @@ class Ledger201:
             )
             session.last_register_at = session.started_at
             self.sessions[local_ref] = session
-        if session.seq_record == record_seq:
+        if session.seq_record == record_key:
             return session.seq_record_no
         number = session.next_seq_no
-        session.next_seq_no, session.seq_record, session.seq_record_no = number + 1, record_seq, number
+        session.next_seq_no, session.seq_record, session.seq_record_no = number + 1, record_key, number
         self.save()
         return number
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from adapters.ocpp201_upstream.ledger import Ledger201, Session201
-from adapters.ocpp201_upstream.transaction_events import ended_payload, started_payload
-from gateway.domain.events import SessionStoppedAtRestart
+from adapters.ocpp201_upstream.mapping import charging_state
+from adapters.ocpp201_upstream.transaction_events import ended_payload, started_payload, state_changed_payload
+from gateway.domain.events import ConnectorStatusChanged, SessionStoppedAtRestart
 from gateway.domain.outbox import NewRecord, RecordKind
 from gateway.domain.transactions import StartTransaction, StopReason, StopTransaction
 from gateway.services.outbox import Outbox
@@ -38,6 +40,8 @@ class SessionFeed:
         self._online = online
         self.remote_starts: dict[int | None, tuple[str, str, int]] = {}  # EVSE -> (id tag, token type, remoteStartId)
         self.card_tags: dict[int, str] = {}  # EVSE -> the id tag a card showed (Authorize), until its start
+        self._charging_states: dict[str, str] = {}  # local ref -> the chargingState last queued
+        self._last_status: dict[int, ConnectorStatusChanged] = {}  # EVSE -> its last status change
 
     def started(self, start: StartTransaction) -> None:
         remote = self.remote_starts.get(start.connector_id) or self.remote_starts.get(None)
@@ -50,9 +54,25 @@ class SessionFeed:
         else:  # free charging: the car plugged in and the configured tag started it
             trigger, token_type = "CablePluggedIn", CENTRAL_TOKEN
         self.ledger.started(start, token_type, remote_start_id)
+        self._charging_states[start.local_ref] = "EVConnected"  # a session starts with its car connected
         payload = started_payload(start, trigger, token_type, remote_start_id, offline=not self._online())
         at = payload["timestamp"]
         self.outbox.enqueue(NewRecord(RecordKind.START, "TransactionEvent", payload, at, start.local_ref))
+        if (last := self._last_status.get(start.connector_id)) is not None:  # a state reached before the start
+            self.status_changed(replace(last, changed_at=max(last.changed_at, start.started_at)))
+
+    def status_changed(self, change: ConnectorStatusChanged) -> None:
+        """A running session's chargingState changed (Charging, SuspendedEV...): an Updated with
+        triggerReason ChargingStateChanged, since 2.0.1's StatusNotification no longer says it.
+        Queued as a kept kind (never thinned): it dates the idle time a CSMS may bill."""
+        self._last_status[change.connector_id] = change
+        ref = self.ledger.running.get(change.connector_id)
+        state = charging_state(change.status)
+        if ref is None or state is None or self._charging_states.get(ref) == state:
+            return
+        self._charging_states[ref] = state
+        payload = state_changed_payload(ref, state, change.changed_at, offline=not self._online())
+        self.outbox.enqueue(NewRecord(RecordKind.ALIGNED, "TransactionEvent", payload, payload["timestamp"], ref))
 
     def stopped(self, stop: StopTransaction, *, offline: bool | None = None) -> None:
         """Queue the Ended first, then mark the session closed (a kill in between: see the module doc)."""
@@ -63,6 +83,7 @@ class SessionFeed:
             NewRecord(RecordKind.STOP, "TransactionEvent", payload, payload["timestamp"], stop.local_ref)
         )
         self.ledger.closed(stop.local_ref, stop.connector_id)
+        self._charging_states.pop(stop.local_ref, None)
 
     def stop_orphans(self, clean_shutdown: bool) -> None:
         """End the sessions the last process left open (Reboot after a clean stop, else PowerLoss)."""

@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
-from adapters.ocpp201_upstream.ledger import Ledger201
+from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
 from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
@@ -37,7 +37,7 @@ from adapters.ocpp201_upstream.statuses import StatusReports201
 from adapters.ocpp201_upstream.transaction_events import call_problem
 from gateway.config import UpstreamConfig
 from gateway.domain.authorization import mask_id_tag
-from gateway.domain.events import ConnectorReadingChanged, MeterReadingChanged
+from gateway.domain.events import ConnectorReadingChanged, ConnectorStatusChanged, MeterReadingChanged
 from gateway.domain.outbox import OutboxRecord
 from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
@@ -133,6 +133,8 @@ class ChargingStation201:
             self.sessions.started(event)
         elif isinstance(event, StopTransaction):
             self.sessions.stopped(event)
+        elif isinstance(event, ConnectorStatusChanged):
+            self.sessions.status_changed(event)
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
             self.sampler.note_registers()
         elif isinstance(event, Authorize):
@@ -259,7 +261,7 @@ class ChargingStation201:
                     await asyncio.sleep(DISK_RETRY_S)
                 continue
             if record.action == "TransactionEvent" and record.local_ref is not None:
-                request.seq_no = self.ledger.seq_no(record.local_ref, record.seq)
+                request.seq_no = self.ledger.seq_no(record.local_ref, record_key(record.payload))
             result = await _send(peer, request)
             if result is None:
                 attempts = self.settings.transaction_message_attempts

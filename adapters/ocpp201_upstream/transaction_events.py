@@ -8,6 +8,7 @@ against the 2.0.1 schema as the ``ocpp`` library checks it when sending.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
@@ -54,6 +55,17 @@ def updated_payload(
         "trigger_reason": trigger_reason,
         "transaction_info": _info(local_ref, charging_state=charging_state(status)),
         "meter_value": entries,
+        "offline": offline,
+    }
+
+
+def state_changed_payload(local_ref: str, state: str, at: datetime, *, offline: bool) -> dict[str, Any]:
+    """An Updated that says the session's chargingState changed, at ``at``."""
+    return {
+        "event_type": "Updated",
+        "timestamp": iso_utc(at),
+        "trigger_reason": "ChargingStateChanged",
+        "transaction_info": _info(local_ref, charging_state=state),
         "offline": offline,
     }
 

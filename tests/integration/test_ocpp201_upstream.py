@@ -18,6 +18,7 @@ from websockets.typing import Subprotocol
 
 from adapters.demo_csms.csms201 import DemoCsms201
 from adapters.ocpp201_upstream import statuses
+from adapters.ocpp201_upstream.ledger import record_key
 from adapters.ocpp201_upstream.station import CLEAN_SHUTDOWN, ChargingStation201
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.settings import JsonSettingsStore
@@ -30,6 +31,7 @@ from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.memory_outbox import memory_outbox
 from tests.fixtures.net import free_port
+from tests.integration.test_upstream_hostile import HOSTILE_FRAMES
 
 MEASURED_AT = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 REMOTE = ConnectorPolicy(AuthPolicy.REMOTE)
@@ -98,8 +100,16 @@ def start_station(site: Site, port: int, running: list, outbox: Outbox | None = 
     return station
 
 
-def events(csms: DemoCsms201) -> list[dict[str, Any]]:
-    return csms.messages("TransactionEvent")
+def events(csms: DemoCsms201, *, states: bool = False) -> list[dict[str, Any]]:
+    """The TransactionEvents received; without ``states``, those of a chargingState change left out."""
+    received = csms.messages("TransactionEvent")
+    return received if states else [p for p in received if p["triggerReason"] != "ChargingStateChanged"]
+
+
+def assert_gapless(csms: DemoCsms201) -> None:
+    """Every TransactionEvent of the one session numbered 0, 1, 2... (each once)."""
+    received = events(csms, states=True)
+    assert [p["seqNo"] for p in received] == list(range(len(received)))
 
 
 def energy(event: dict[str, Any]) -> list[tuple[str, float]]:
@@ -164,9 +174,11 @@ async def test_a_session_is_started_updated_ended_with_gapless_seq_no(csms: Demo
     await station.accepted.wait()
     await free_session(site, station)
     await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Ended")
+    assert_gapless(csms)
     sent = events(csms)
     assert [p["eventType"] for p in sent] == ["Started", "Updated", "Updated", "Ended"]
-    assert [p["seqNo"] for p in sent] == [0, 1, 2, 3]
+    changes = [p["transactionInfo"]["chargingState"] for p in events(csms, states=True) if p not in sent]
+    assert changes == ["SuspendedEV", "Charging"]  # enabled before the car draws (B), then charging (C)
     assert len({p["transactionInfo"]["transactionId"] for p in sent}) == 1
     started, ended = sent[0], sent[-1]
     assert started["triggerReason"] == "CablePluggedIn"
@@ -193,17 +205,19 @@ async def test_an_outage_delivers_the_queued_events_in_order_marked_offline(runn
     station = start_station(site, port, running)  # no CSMS yet: the whole session happens offline
     await free_session(site, station)
     assert site.settle()  # every effect queued, and on disk
-    assert len(station.outbox.store) == 4
+    assert len(station.outbox.store) == 6  # with the two chargingState changes
     csms = DemoCsms201("127.0.0.1", port)
     await csms.start()
     try:
         await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Ended", timeout=15)
+        assert_gapless(csms)
+        assert all(p["offline"] for p in events(csms, states=True))
         sent = events(csms)
-        assert [(p["eventType"], p["seqNo"], p["offline"]) for p in sent] == [
-            ("Started", 0, True),
-            ("Updated", 1, True),
-            ("Updated", 2, True),
-            ("Ended", 3, True),
+        assert [(p["eventType"], p["triggerReason"]) for p in sent] == [
+            ("Started", "CablePluggedIn"),
+            ("Updated", "MeterValuePeriodic"),
+            ("Updated", "MeterValuePeriodic"),
+            ("Ended", "EVCommunicationLost"),
         ]
         stamps = [p["timestamp"] for p in sent]
         assert stamps == [f"2026-11-29T12:0{minute}:00.000Z" for minute in (1, 2, 3, 4)]
@@ -233,12 +247,9 @@ async def test_csms_away_mid_session_then_back(csms: DemoCsms201, running: list)
     site.apply(charger_at(3, VehicleState.A, 1_800))
     await csms.start()
     await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Ended", timeout=15)
+    assert_gapless(csms)
     sent = events(csms)
-    assert [(p["eventType"], p["seqNo"], p["offline"]) for p in sent] == [
-        ("Started", 0, False),
-        ("Updated", 1, True),
-        ("Ended", 2, True),
-    ]
+    assert [(p["eventType"], p["offline"]) for p in sent] == [("Started", False), ("Updated", True), ("Ended", True)]
     assert sent[1]["timestamp"] == "2026-11-29T12:02:00.000Z"
     assert len(csms.messages("BootNotification")) == 1  # a reconnect is no reboot
 
@@ -274,8 +285,9 @@ async def test_seq_no_survives_a_restart_and_an_open_session_ends_with_power_los
     try:
         tasks.append(asyncio.create_task(second.run()))
         await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Ended", timeout=15)
+        assert_gapless(csms)
         sent = events(csms)
-        assert [(p["eventType"], p["seqNo"]) for p in sent] == [("Started", 0), ("Updated", 1), ("Ended", 2)]
+        assert [p["eventType"] for p in sent] == ["Started", "Updated", "Ended"]
         ended = sent[-1]
         assert ended["transactionInfo"]["stoppedReason"] == "PowerLoss"
         assert ended["offline"] is True
@@ -300,11 +312,12 @@ async def test_the_same_record_sent_again_keeps_its_seq_no(tmp_path: Path) -> No
     record = await station.outbox.next()
     ref = record.local_ref
     assert ref is not None
-    assert station.ledger.seq_no(ref, record.seq) == 0
-    assert station.ledger.seq_no(ref, record.seq) == 0  # again: the same
+    key = record_key(record.payload)
+    assert station.ledger.seq_no(ref, key) == 0
+    assert station.ledger.seq_no(ref, key) == 0  # again: the same
     reopened = ChargingStation201(make_site(FREE), upstream_at(free_port()), memory_outbox(), ledger=site.settings)
-    assert reopened.ledger.seq_no(ref, record.seq) == 0  # and after a restart
-    assert reopened.ledger.seq_no(ref, record.seq + 1) == 1
+    assert reopened.ledger.seq_no(ref, key) == 0  # and after a restart
+    assert reopened.ledger.seq_no(ref, "the next record") == 1
 
 
 async def test_request_stop_transaction_ends_the_session(csms: DemoCsms201, running: list) -> None:
@@ -423,3 +436,17 @@ async def test_reset_ends_the_session_then_boots_again_as_remote_reset(csms: Dem
     assert reboot["chargingStation"]["vendorName"] == "ocpp-gateway"
     per_evse = await csms.call(STATION, call.Reset(type="OnIdle", evse_id=1))
     assert per_evse.status == "Rejected"  # the site resets as a whole
+
+
+async def test_frames_that_cannot_be_read_leave_the_link_and_the_station_running(
+    csms: DemoCsms201, running: list
+) -> None:
+    site = make_site()
+    station = start_station(site, csms.port, running)
+    await station.accepted.wait()
+    session = csms.sessions[STATION]
+    for frame in HOSTILE_FRAMES:
+        await session._connection.send(frame)
+    answer = await asyncio.wait_for(csms.call(STATION, call.TriggerMessage(requested_message="Heartbeat")), 5)
+    assert answer.status == "Accepted"  # the same connection still answers
+    assert not running[0].done() and csms.connections == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.ocpp201_upstream.ledger import Ledger201
+from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.mapping import (
     MAX_TRANSACTION_ID,
     STOPPED,
@@ -16,7 +16,13 @@ from adapters.ocpp201_upstream.mapping import (
     meter_values,
     transaction_id,
 )
-from adapters.ocpp201_upstream.transaction_events import call_problem, ended_payload, started_payload, updated_payload
+from adapters.ocpp201_upstream.transaction_events import (
+    call_problem,
+    ended_payload,
+    started_payload,
+    state_changed_payload,
+    updated_payload,
+)
 from adapters.storage.settings import JsonSettingsStore
 from gateway.domain.battery import SocSource, SocValue
 from gateway.domain.model import ConnectorStatus, Reading
@@ -76,6 +82,7 @@ def test_every_event_passes_the_2_0_1_schema(reason: StopReason) -> None:
     payloads = [
         started_payload(start, "Authorized", "ISO14443", 7, offline=False),
         updated_payload(REF, "Trigger", entries, ConnectorStatus.SUSPENDED_EV, offline=True),
+        state_changed_payload(REF, "SuspendedEVSE", AT, offline=False),
         ended_payload(stop, "ISO14443", offline=False),
     ]
     for seq_no, payload in enumerate(payloads):
@@ -100,15 +107,22 @@ def test_seq_no_is_per_transaction_gapless_and_kept_per_record(tmp_path: Path) -
     ledger.started(StartTransaction(1, REF, "T", 1, AT), "Central", None)
     other = "c2-20261129T120000-abcdef-2"
     ledger.started(StartTransaction(2, other, "T", 1, AT), "Central", None)
-    assert [ledger.seq_no(REF, 10), ledger.seq_no(other, 11), ledger.seq_no(REF, 12)] == [0, 0, 1]
-    assert ledger.seq_no(REF, 12) == 1  # the same record again: the same number
+    assert [ledger.seq_no(REF, "r10"), ledger.seq_no(other, "r11"), ledger.seq_no(REF, "r12")] == [0, 0, 1]
+    assert ledger.seq_no(REF, "r12") == 1  # the same record again: the same number
     # records 13 and 14 were thinned: they never take a number, so the next one follows on
-    assert ledger.seq_no(REF, 15) == 2
+    assert ledger.seq_no(REF, "r15") == 2
     again = Ledger201(JsonSettingsStore(tmp_path / "settings.json"))
-    assert again.seq_no(REF, 15) == 2 and again.seq_no(REF, 16) == 3
+    assert again.seq_no(REF, "r15") == 2 and again.seq_no(REF, "r16") == 3
     assert again.local_ref(transaction_id(other)) == other
     again.finished(REF)
     assert REF not in Ledger201(JsonSettingsStore(tmp_path / "settings.json")).sessions
+
+
+def test_a_record_is_named_by_its_payload() -> None:
+    first = updated_payload(REF, "MeterValuePeriodic", [{"timestamp": "t1"}], ConnectorStatus.CHARGING, offline=False)
+    second = updated_payload(REF, "MeterValuePeriodic", [{"timestamp": "t2"}], ConnectorStatus.CHARGING, offline=False)
+    assert record_key(first) == record_key(dict(reversed(list(first.items()))))  # key order does not count
+    assert record_key(first) != record_key(second)
 
 
 def test_a_damaged_ledger_entry_is_skipped(tmp_path: Path) -> None:
