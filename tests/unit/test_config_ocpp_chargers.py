@@ -140,3 +140,11 @@ def test_check_config_summary_lists_ocpp_chargers() -> None:
     assert "    4  CP-1 connector 1  (OCPP 1.6J, merged, Basic auth)" in text
     assert "    5  CP-1 connector 2  (OCPP 1.6J, merged, Basic auth)" in text
     assert "ocpp " not in summary(parse_config(base()))
+
+
+def test_ocpp_chargers_with_a_2_0_1_back_office_are_refused_for_now() -> None:
+    """Issue 19's first landing: the 2.0.1 station does not carry native chargers yet."""
+    data = with_ocpp({"identity": "CP-1", "connectors": [4]})
+    data["upstream"]["ocpp_version"] = "2.0.1"
+    [(key, reason)] = problems(data)
+    assert key == "upstream.ocpp_version" and 'ocpp_version = "1.6" only' in reason
