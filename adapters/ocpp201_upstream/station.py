@@ -16,7 +16,6 @@ a time, in order (see session_effects.py, sampling.py, ledger.py for seqNo).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -25,9 +24,7 @@ from typing import Any
 
 from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
-from websockets.typing import Subprotocol
+from websockets.asyncio.client import ClientConnection
 
 from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
@@ -35,16 +32,15 @@ from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
 from adapters.ocpp201_upstream.statuses import StatusReports201
 from adapters.ocpp201_upstream.transaction_events import call_problem
+from adapters.ocpp_link import UpstreamLink, first_to_finish, send_call
 from gateway.config import UpstreamConfig
 from gateway.domain.authorization import mask_id_tag
 from gateway.domain.events import ConnectorReadingChanged, ConnectorStatusChanged, MeterReadingChanged
 from gateway.domain.outbox import OutboxRecord
 from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
-from gateway.services.backoff import Backoff
 from gateway.services.outbox import DISK_RETRY_S, Outbox, Retry
 from gateway.services.site import Site
-from gateway.services.tasks import cancel_and_wait
 from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -81,6 +77,7 @@ class ChargingStation201:
         """``ledger`` keeps the sessions and their seqNo across restarts (default: the Site's settings)."""
         self.site = site
         self.settings = settings
+        self._link = UpstreamLink(site, settings, SUBPROTOCOL)
         self.outbox = outbox
         self.telemetry = telemetry or Telemetry()
         self.registration = "none"
@@ -91,10 +88,9 @@ class ChargingStation201:
         clean = site.settings.load(CLEAN_SHUTDOWN)
         self.boot_reason = "PowerUp" if clean in (None, True) else "Unknown"
         self._peer: Peer201 | None = None
-        self._outage_reported = False
         self._authorizations: asyncio.Queue[Authorize] = asyncio.Queue()
         self.ledger = Ledger201(ledger or site.settings)
-        self.statuses = StatusReports201(site, _send)
+        self.statuses = StatusReports201(site, send_call)
         self.sessions = SessionFeed(site, self.ledger, outbox, self.online)
         self.sampler = Sampler201(
             site, self.ledger, outbox, list(settings.meter_values_sampled_data), self.online, self._send_live
@@ -112,7 +108,12 @@ class ChargingStation201:
         """Connect, talk and reconnect until cancelled; effects are collected all the while."""
         self.site.settings.save(CLEAN_SHUTDOWN, False)
         try:
-            await _first_to_finish(self._stay_connected(), self._collect(), self._sampled(), self._clock_aligned())
+            await first_to_finish(
+                self._link.stay_connected(self._session, lambda: self.registration, self._closed),
+                self._collect(),
+                self._sampled(),
+                self._clock_aligned(),
+            )
         finally:
             self.site.settings.save(CLEAN_SHUTDOWN, True)
 
@@ -151,63 +152,21 @@ class ChargingStation201:
         self.sessions.remote_starts[evse_id] = (id_tag, token_type, remote_start_id)
 
     # -- the connection ----------------------------------------------------------------------------
-    async def _stay_connected(self) -> None:
-        backoff = Backoff(1.0, self.settings.reconnect_max_s)
-        while True:
-            reason = "connection closed"
-            try:
-                async with connect(
-                    self.settings.endpoint,
-                    subprotocols=[Subprotocol(SUBPROTOCOL)],
-                    additional_headers=self._auth_headers(),
-                    open_timeout=10,
-                    ping_interval=20,
-                    ping_timeout=20,
-                    max_size=2**20,
-                ) as connection:
-                    backoff.reset()
-                    self._outage_reported = False
-                    log.info("connected to CSMS %s (OCPP 2.0.1)", self.settings.endpoint)
-                    self.site.set_upstream(True, self.registration)
-                    await self._session(connection)
-            except InvalidStatus as exc:
-                code = exc.response.status_code
-                hint = " (check upstream.password)" if code in (401, 403) else ""
-                reason = f"refused the connection: HTTP {code}{hint}"
-                self._report_outage(f"CSMS {reason}")
-            except (OSError, WebSocketException, TimeoutError) as exc:
-                reason = f"connection lost or unreachable: {exc or type(exc).__name__}"
-                self._report_outage(f"CSMS {reason}")
-            finally:
-                self._peer = None
-                self.site.set_upstream(False, self.registration, reason)
-            await asyncio.sleep(backoff.next_delay())
-
-    def _report_outage(self, message: str) -> None:
-        log.log(logging.DEBUG if self._outage_reported else logging.WARNING, message)
-        self._outage_reported = True
-
-    def _auth_headers(self) -> dict[str, str]:
-        """HTTP Basic auth (security profile 1), user = the station's identity."""
-        if self.settings.password is None:
-            return {}
-        secret = f"{self.settings.charge_point_id}:{self.settings.password.get_secret_value()}"
-        return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+    def _closed(self) -> None:
+        self._peer = None
 
     async def _session(self, connection: ClientConnection) -> None:
-        if connection.subprotocol != SUBPROTOCOL:
-            log.warning("CSMS did not confirm subprotocol %s (got %r); continuing", SUBPROTOCOL, connection.subprotocol)
         peer = Peer201(self, connection, self.settings.response_timeout_s)
         self._peer = peer
-        await _first_to_finish(peer.start(), self._converse(peer))
+        await first_to_finish(peer.start(), self._converse(peer))
 
     async def _converse(self, peer: Peer201) -> None:
         await self._boot(peer)
         events = self.site.subscribe()  # before the first statuses: no change slips between
         try:
             unread = await self.statuses.send_all(peer)
-            await _first_to_finish(
-                self._every(lambda: self.heartbeat_interval_s, lambda: _send(peer, call.Heartbeat())),
+            await first_to_finish(
+                self._every(lambda: self.heartbeat_interval_s, lambda: send_call(peer, call.Heartbeat())),
                 self.statuses.follow(peer, events, unread),
                 self._deliver(peer),
                 self._authorize(peer),
@@ -262,7 +221,7 @@ class ChargingStation201:
                 continue
             if record.action == "TransactionEvent" and record.local_ref is not None:
                 request.seq_no = self.ledger.seq_no(record.local_ref, record_key(record.payload))
-            result = await _send(peer, request)
+            result = await send_call(peer, request)
             if result is None:
                 attempts = self.settings.transaction_message_attempts
                 interval_s = self.settings.transaction_message_retry_interval_s
@@ -291,7 +250,7 @@ class ChargingStation201:
             request = await self._authorizations.get()
             token = {"id_token": request.id_tag, "type": LOCAL_TOKEN}
             try:
-                result = await _send(peer, call.Authorize(id_token=token))
+                result = await send_call(peer, call.Authorize(id_token=token))
             except asyncio.CancelledError:
                 self._authorizations.put_nowait(request)  # the link went: ask again after the reconnect
                 raise
@@ -324,7 +283,7 @@ class ChargingStation201:
     async def _send_live(self, evse_id: int, entries: list[dict[str, Any]]) -> None:
         """Values outside a session: to a CSMS that is there, or nowhere."""
         if self._peer is not None and self.online():
-            await _send(self._peer, call.MeterValues(evse_id=evse_id, meter_value=entries))
+            await send_call(self._peer, call.MeterValues(evse_id=evse_id, meter_value=entries))
 
     # -- what the CSMS asks ------------------------------------------------------------------------
     async def reset(self, hard: bool) -> None:
@@ -344,7 +303,7 @@ class ChargingStation201:
     async def send_triggered(self, peer: Peer201, message: str, evse_id: int | None) -> None:
         """What a TriggerMessage asked for, sent after its answer."""
         if message == "Heartbeat":
-            await _send(peer, call.Heartbeat())
+            await send_call(peer, call.Heartbeat())
         elif message == "StatusNotification":
             for target in [evse_id] if evse_id else sorted(self.site.upstream_connectors):
                 await self.statuses.send(peer, target, at=self.site.clock.now())
@@ -352,10 +311,10 @@ class ChargingStation201:
             measurands = self.sampler.measurands
             for target, entries in evse_meter_values(self.site, measurands, "Trigger").items():
                 if evse_id is None or target == evse_id:
-                    await _send(peer, call.MeterValues(evse_id=target, meter_value=entries))
+                    await send_call(peer, call.MeterValues(evse_id=target, meter_value=entries))
         elif message == "TransactionEvent":
             await self.take_samples("Trigger", only=evse_id)
-        elif message == "BootNotification" and (result := await _send(peer, self._boot_request("Triggered"))):
+        elif message == "BootNotification" and (result := await send_call(peer, self._boot_request("Triggered"))):
             self._booted(result)
 
     async def _every(self, interval_s: Callable[[], int], send: Callable[[], Awaitable[Any]]) -> None:
@@ -367,27 +326,3 @@ class ChargingStation201:
                 continue
             await asyncio.sleep(seconds)
             await send()
-
-
-async def _send(peer: Any, payload: Any) -> Any | None:
-    """One CALL whose failure is the CSMS's problem: logged, None returned (the outbox retries)."""
-    action = type(payload).__name__
-    try:
-        return await peer.call(payload, suppress=False)
-    except OCPPError as exc:
-        log.warning("CSMS answered %s with CALLERROR %s: %s", action, exc.code, exc.description)
-    except TimeoutError:
-        log.warning("CSMS did not answer %s in time", action)
-    return None
-
-
-async def _first_to_finish(*coroutines: Awaitable[Any]) -> None:
-    """Run coroutines together; when one ends (or fails) cancel the rest and re-raise its error."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait(*tasks)
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]

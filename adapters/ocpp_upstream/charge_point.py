@@ -14,7 +14,6 @@ and delivered in order, one at a time, by ``_deliver``. Statuses and heartbeats 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,15 +23,14 @@ from typing import Any
 from ocpp.exceptions import OCPPError
 from ocpp.v16 import call
 from ocpp.v16.enums import RegistrationStatus
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
-from websockets.typing import Subprotocol
+from websockets.asyncio.client import ClientConnection
 
+from adapters.ocpp_link import UpstreamLink, first_to_finish, send_call
 from adapters.ocpp_upstream.batching import batch_for, combined
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
 from adapters.ocpp_upstream.mapping import next_boundary
-from adapters.ocpp_upstream.outgoing import call_problem, send_call
+from adapters.ocpp_upstream.outgoing import call_problem
 from adapters.ocpp_upstream.peer import Peer
 from adapters.ocpp_upstream.sampling import MeterSampler
 from adapters.ocpp_upstream.statuses import StatusReports
@@ -51,11 +49,9 @@ from gateway.domain.model import iso_utc
 from gateway.domain.outbox import NewRecord, RecordKind
 from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
-from gateway.services.backoff import Backoff
 from gateway.services.event_stream import EventStream
 from gateway.services.outbox import DISK_RETRY_S, Outbox, Retry
 from gateway.services.site import Site
-from gateway.services.tasks import cancel_and_wait
 from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -81,6 +77,7 @@ class VirtualChargePoint:
         self.site = site
         self.telemetry = telemetry or Telemetry()
         self.settings = settings
+        self._link = UpstreamLink(site, settings, "ocpp1.6")
         self.outbox = outbox
         self.configuration = OcppConfiguration(settings, len(site.upstream_connectors))
         self.registration = "none"  # the last BootNotification result
@@ -95,7 +92,6 @@ class VirtualChargePoint:
         self.authorizer = Authorizer(self.configuration.auth_settings(), LocalAuthList(), AuthorizationCache())
         self._restore()
         self.apply_site_settings()
-        self._outage_reported = False
         self._stop_orphaned_sessions()
 
     # -- connection loop ------------------------------------------------------------------------------
@@ -107,8 +103,11 @@ class VirtualChargePoint:
         """
         self.site.settings.save(CLEAN_SHUTDOWN, False)
         try:
-            await _first_to_finish(
-                self._stay_connected(), self._collect(self._effects), self._sampled(), self._clock_aligned()
+            await first_to_finish(
+                self._link.stay_connected(self._session, lambda: self.registration, self._closed),
+                self._collect(self._effects),
+                self._sampled(),
+                self._clock_aligned(),
             )
         finally:  # (the subscription stays: a native stop answered while the gateway shuts down is still queued)
             self.site.settings.save(CLEAN_SHUTDOWN, True)
@@ -242,57 +241,13 @@ class VirtualChargePoint:
         elif outcome is RecordOutcome.CACHED:
             self.save_authorization()
 
-    async def _stay_connected(self) -> None:
-        backoff = Backoff(1.0, self.settings.reconnect_max_s)
-        while True:
-            reason = "connection closed"  # why the link is down, for the status page (logged once)
-            try:
-                async with connect(
-                    self.settings.endpoint,
-                    subprotocols=[Subprotocol("ocpp1.6")],
-                    additional_headers=self._auth_headers(),
-                    open_timeout=10,
-                    ping_interval=20,
-                    ping_timeout=20,
-                    max_size=2**20,
-                ) as connection:
-                    backoff.reset()
-                    self._outage_reported = False
-                    log.info("connected to CSMS %s", self.settings.endpoint)
-                    self.site.set_upstream(True, self.registration)
-                    await self._session(connection)
-            except InvalidStatus as exc:
-                code = exc.response.status_code
-                hint = " (check upstream.password)" if code in (401, 403) else ""
-                reason = f"refused the connection: HTTP {code}{hint}"
-                self._report_outage(f"CSMS {reason}")
-            except (OSError, WebSocketException, TimeoutError) as exc:
-                reason = f"connection lost or unreachable: {exc or type(exc).__name__}"
-                self._report_outage(f"CSMS {reason}")
-            finally:
-                self._peer = None
-                self.site.set_upstream(False, self.registration, reason)
-            delay = backoff.next_delay()
-            log.debug("reconnecting to CSMS in %.1f s", delay)
-            await asyncio.sleep(delay)
-
-    def _report_outage(self, message: str) -> None:
-        """One WARNING when the CSMS goes away, DEBUG while it stays away (INFO when back)."""
-        log.log(logging.DEBUG if self._outage_reported else logging.WARNING, message)
-        self._outage_reported = True
-
-    def _auth_headers(self) -> dict[str, str]:
-        if self.settings.password is None:
-            return {}
-        secret = f"{self.settings.charge_point_id}:{self.settings.password.get_secret_value()}"
-        return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+    def _closed(self) -> None:
+        self._peer = None
 
     async def _session(self, connection: ClientConnection) -> None:
-        if connection.subprotocol != "ocpp1.6":
-            log.warning("CSMS did not confirm subprotocol ocpp1.6 (got %r); continuing", connection.subprotocol)
         peer = Peer(self, connection, self.settings.response_timeout_s)
         self._peer = peer
-        await _first_to_finish(peer.start(), self._converse(peer))
+        await first_to_finish(peer.start(), self._converse(peer))
 
     # -- what we say ------------------------------------------------------------------------------------
     async def _converse(self, peer: Peer) -> None:
@@ -300,7 +255,7 @@ class VirtualChargePoint:
         events = self.site.subscribe()  # subscribe before the initial statuses: no change slips between
         try:
             unread = await self.statuses.send_all(peer)
-            await _first_to_finish(
+            await first_to_finish(
                 self._heartbeats(peer),
                 self.statuses.follow(peer, events, unread),
                 self._deliver(peer),
@@ -475,15 +430,3 @@ class VirtualChargePoint:
             if await self.configuration.wait_changed(key, (boundary - now).total_seconds()):
                 continue
             await self.take_aligned(boundary)
-
-
-async def _first_to_finish(*coroutines: Awaitable[Any]) -> None:
-    """Run coroutines together; when one ends (or fails) cancel the rest and re-raise its error."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait(*tasks)
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]

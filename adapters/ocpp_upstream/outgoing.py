@@ -13,7 +13,7 @@ from typing import Any
 from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, validate_payload
-from ocpp.v16 import ChargePoint, call
+from ocpp.v16 import call
 
 from adapters.ocpp_upstream.transactions import UNKNOWN_TRANSACTION_ID
 from gateway.domain.outbox import OutboxRecord
@@ -54,22 +54,6 @@ async def call_problem(record: OutboxRecord, csms_id: int | None) -> tuple[Any, 
         detail = getattr(failed, "message", None) or exc.description
         return None, _short(f"fails the OCPP 1.6 schema ({exc.code}): {detail}")
     return request, None
-
-
-async def send_call(peer: ChargePoint, payload: Any) -> Any | None:
-    """One CALL whose failure is the CSMS's problem, not ours: log it and carry on.
-
-    A CALLERROR or a missing answer must not end the connection or the process; the outbox
-    retries what must not be lost. Returns the result, or None on failure.
-    """
-    action = type(payload).__name__
-    try:
-        return await peer.call(payload, suppress=False)
-    except OCPPError as exc:
-        log.warning("CSMS answered %s with CALLERROR %s: %s", action, exc.code, exc.description)
-    except TimeoutError:
-        log.warning("CSMS did not answer %s in time", action)
-    return None
 
 
 def _short(text: str) -> str:

@@ -1,0 +1,137 @@
+"""The upstream websocket both OCPP versions keep to the CSMS: connect, retry, say why it is down.
+
+Shared by the 1.6 charge point (``adapters.ocpp_upstream``) and the 2.0.1 charging station
+(``adapters.ocpp201_upstream``), which may not import each other: what differs between them is
+the subprotocol and what is said on the link, not how the link is kept. Like
+``adapters.ocpp_callerrors``, a module of the adapters' own, outside either package.
+
+* One connection at a time, retried with exponential backoff and jitter (``Backoff``) up to
+  ``[upstream] reconnect_max_s``; a link that was up resets the backoff.
+* HTTP Basic auth (security profile 1) with the identity as the user, when there is a password.
+* The first failure of an outage is one WARNING naming why (HTTP 401/403 hints at the
+  password); while it lasts, DEBUG. The Site hears every change (``set_upstream``), with the
+  reason, for the status page and MQTT.
+* A CALL whose failure is the CSMS's problem (a CALLERROR, no answer) is logged and returns
+  None: it must end neither the link nor the process (the outbox retries what must not be lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ocpp.charge_point import ChargePoint
+from ocpp.exceptions import OCPPError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.typing import Subprotocol
+
+from gateway.config import UpstreamConfig
+from gateway.services.backoff import Backoff
+from gateway.services.site import Site
+from gateway.services.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 2**20  # a CSMS's largest frames (a local list) are far smaller
+
+
+class UpstreamLink:
+    """Keeps the websocket to ``settings.endpoint`` speaking ``subprotocol`` (see the module)."""
+
+    def __init__(self, site: Site, settings: UpstreamConfig, subprotocol: str) -> None:
+        self.site = site
+        self.settings = settings
+        self.subprotocol = subprotocol
+        self._outage_reported = False
+
+    async def stay_connected(
+        self,
+        session: Callable[[ClientConnection], Awaitable[None]],
+        registration: Callable[[], str | None],
+        closed: Callable[[], None],
+    ) -> None:
+        """Run ``session`` on each connection until it ends, then ``closed()`` and connect again;
+        ``registration()`` is what the Site is told of the boot (its last answer). Never returns."""
+        backoff = Backoff(1.0, self.settings.reconnect_max_s)
+        while True:
+            reason = "connection closed"  # why the link is down, for the status page (logged once)
+            try:
+                async with connect(
+                    self.settings.endpoint,
+                    subprotocols=[Subprotocol(self.subprotocol)],
+                    additional_headers=basic_auth_headers(self.settings),
+                    open_timeout=10,
+                    ping_interval=20,
+                    ping_timeout=20,
+                    max_size=MAX_FRAME_BYTES,
+                ) as connection:
+                    backoff.reset()
+                    self._outage_reported = False
+                    log.info("connected to CSMS %s (%s)", self.settings.endpoint, self.subprotocol)
+                    self.site.set_upstream(True, registration())
+                    if connection.subprotocol != self.subprotocol:
+                        log.warning(
+                            "CSMS did not confirm subprotocol %s (got %r); continuing",
+                            self.subprotocol,
+                            connection.subprotocol,
+                        )
+                    await session(connection)
+            except InvalidStatus as exc:
+                code = exc.response.status_code
+                hint = " (check upstream.password)" if code in (401, 403) else ""
+                reason = f"refused the connection: HTTP {code}{hint}"
+                self._report_outage(f"CSMS {reason}")
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                reason = f"connection lost or unreachable: {exc or type(exc).__name__}"
+                self._report_outage(f"CSMS {reason}")
+            finally:
+                closed()
+                self.site.set_upstream(False, registration(), reason)
+            delay = backoff.next_delay()
+            log.debug("reconnecting to CSMS in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    def _report_outage(self, message: str) -> None:
+        """One WARNING when the CSMS goes away, DEBUG while it stays away (INFO when back)."""
+        log.log(logging.DEBUG if self._outage_reported else logging.WARNING, message)
+        self._outage_reported = True
+
+
+def basic_auth_headers(settings: UpstreamConfig) -> dict[str, str]:
+    """HTTP Basic auth (security profile 1), user = the site's identity; none without a password."""
+    if settings.password is None:
+        return {}
+    secret = f"{settings.charge_point_id}:{settings.password.get_secret_value()}"
+    return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+
+
+async def send_call(peer: ChargePoint, payload: Any) -> Any | None:
+    """One CALL whose failure is the CSMS's problem, not ours: log it and carry on.
+
+    A CALLERROR or a missing answer must not end the connection or the process; the outbox
+    retries what must not be lost. Returns the result, or None on failure.
+    """
+    action = type(payload).__name__
+    try:
+        return await peer.call(payload, suppress=False)
+    except OCPPError as exc:
+        log.warning("CSMS answered %s with CALLERROR %s: %s", action, exc.code, exc.description)
+    except TimeoutError:
+        log.warning("CSMS did not answer %s in time", action)
+    return None
+
+
+async def first_to_finish(*coroutines: Awaitable[Any]) -> None:
+    """Run coroutines together; when one ends (or fails) cancel the rest and re-raise its error."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(*tasks)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
