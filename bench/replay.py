@@ -16,6 +16,10 @@ A 24-hour backlog drained one by one takes most of an hour at 100 ms: one by one
 1-hour backlog and projected for 24 hours from its time per request (marked "projected"), unless
 ``--full`` is given.
 
+The same backlog, built by the OCPP 2.0.1 station (``ChargingStation201``: one TransactionEvent
+per sample, each carrying its own seqNo, so nothing is batched) and drained to the 2.0.1 demo
+CSMS, is measured beside them in the same run.
+
     .venv/bin/python bench/replay.py [--hours 1 24] [--delays-ms 0 25 50 100] [--full]
 """
 
@@ -33,7 +37,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from adapters.ocpp201_upstream.station import ChargingStation201
 from adapters.ocpp_upstream.charge_point import VirtualChargePoint
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from gateway.config import UpstreamConfig
@@ -70,10 +76,12 @@ class Run:
     seconds: float
     projected: bool = False
     cpu_ms_per_message: float | None = None  # of the gateway's process (the CSMS runs in another)
+    version: str = "1.6"
 
 
-def upstream(port: int, per_request: int) -> UpstreamConfig:
+def upstream(port: int, per_request: int, version: str = "1.6") -> UpstreamConfig:
     return UpstreamConfig(
+        ocpp_version=version,
         url=f"ws://127.0.0.1:{port}/ocpp",
         charge_point_id="GW-BENCH",
         heartbeat_interval_s=3600,
@@ -105,13 +113,23 @@ def connectors_ids() -> range:
     return range(1, CONNECTORS + 1)
 
 
-async def build_backlog(directory: Path, hours: int) -> int:
+def upstream_side(site: Site, port: int, per_request: int, outbox: Outbox, version: str) -> Any:
+    """The 1.6 charge point or the 2.0.1 station; clock-aligned values are taken by the bench."""
+    if version == "2.0.1":
+        station = ChargingStation201(site, upstream(port, per_request, version), outbox)
+        station.aligned_interval_s = 0
+        return station
+    return VirtualChargePoint(site, upstream(port, per_request), outbox)
+
+
+async def build_backlog(directory: Path, hours: int, version: str = "1.6") -> int:
     """Run the site for ``hours`` with no CSMS; every connector ends idle. Returns the records queued."""
     clock = Clock()
     site = make_site(clock)
     outbox = Outbox(SegmentedOutboxStore(directory), NO_THINNING)
-    cp = VirtualChargePoint(site, upstream(free_port(), DEFAULT_PER_REQUEST), outbox)
-    cp.configuration.set("ClockAlignedDataInterval", "900")
+    cp = upstream_side(site, free_port(), DEFAULT_PER_REQUEST, outbox, version)
+    if isinstance(cp, VirtualChargePoint):
+        cp.configuration.set("ClockAlignedDataInterval", "900")
     task = asyncio.create_task(cp.run())  # finds nobody listening: the backlog grows
     register_wh = dict.fromkeys(connectors_ids(), 5_000_000)
     try:
@@ -134,20 +152,20 @@ async def build_backlog(directory: Path, hours: int) -> int:
     return len(outbox.store)
 
 
-async def drain(backlog: Path, work: Path, hours: int, delay_ms: int, per_request: int) -> Run:
+async def drain(backlog: Path, work: Path, hours: int, delay_ms: int, per_request: int, version: str = "1.6") -> Run:
     """A copy of ``backlog`` delivered to a CSMS answering after ``delay_ms``; timed until empty."""
-    copy = work / f"h{hours}-d{delay_ms}-n{per_request}"
+    copy = work / f"h{hours}-d{delay_ms}-n{per_request}-v{version}"
     shutil.copytree(backlog, copy)
     outbox = Outbox(SegmentedOutboxStore(copy), NO_THINNING)
     messages = len(outbox.store)
     port = free_port()
     summary = work / "csms-summary.json"
     csms = await asyncio.create_subprocess_exec(
-        sys.executable, str(CSMS), str(port), str(delay_ms), str(summary), stdout=asyncio.subprocess.PIPE
+        sys.executable, str(CSMS), str(port), str(delay_ms), str(summary), version, stdout=asyncio.subprocess.PIPE
     )
     assert csms.stdout is not None and (await csms.stdout.readline()).strip() == b"ready"
     site = make_site(Clock(START + timedelta(hours=hours)))
-    cp = VirtualChargePoint(site, upstream(port, per_request), outbox)
+    cp = upstream_side(site, port, per_request, outbox, version)
     task = asyncio.create_task(cp.run())
     began, cpu_began = time.perf_counter(), time.process_time()
     try:
@@ -164,19 +182,21 @@ async def drain(backlog: Path, work: Path, hours: int, delay_ms: int, per_reques
     summary.unlink()
     assert received["entries"] == messages, f"{received['entries']} delivered of {messages}"  # each exactly once
     cpu_ms = cpu_s * 1000 / messages
-    return Run(hours, delay_ms, per_request, messages, received["requests"], seconds, cpu_ms_per_message=cpu_ms)
+    requests = received["requests"]
+    return Run(hours, delay_ms, per_request, messages, requests, seconds, cpu_ms_per_message=cpu_ms, version=version)
 
 
 def projected(measured: Run, messages: int, hours: int) -> Run:
     """One by one, scaled from a measured run by messages (one request each)."""
     seconds = measured.seconds / measured.requests * messages
-    return Run(hours, measured.delay_ms, 1, messages, messages, seconds, projected=True)
+    return Run(hours, measured.delay_ms, 1, messages, messages, seconds, projected=True, version=measured.version)
 
 
 def table(runs: list[Run]) -> str:
     lines = [
-        f"| backlog | CSMS answer delay | one by one | batched ({DEFAULT_PER_REQUEST} per request) | speed-up |",
-        "|---|---:|---:|---:|---:|",
+        f"| backlog | CSMS answer delay | 1.6 one by one | 1.6 batched ({DEFAULT_PER_REQUEST} per request) | speed-up "
+        "| 2.0.1 (one TransactionEvent each) | 2.0.1 / 1.6 one by one |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
 
     def cell(run: Run) -> str:
@@ -187,11 +207,18 @@ def table(runs: list[Run]) -> str:
 
     keys = sorted({(r.hours, r.delay_ms) for r in runs})
     for hours, delay_ms in keys:
-        single = next(r for r in runs if (r.hours, r.delay_ms, r.per_request) == (hours, delay_ms, 1))
-        batched = next(r for r in runs if (r.hours, r.delay_ms) == (hours, delay_ms) and r.per_request > 1)
+        mine = [r for r in runs if (r.hours, r.delay_ms) == (hours, delay_ms)]
+        single = next(r for r in mine if r.version == "1.6" and r.per_request == 1)
+        batched = next(r for r in mine if r.version == "1.6" and r.per_request > 1)
+        v201 = next((r for r in mine if r.version == "2.0.1"), None)
         backlog = f"{hours} h, {single.messages:,} messages"
         ratio = single.seconds / batched.seconds
-        lines.append(f"| {backlog} | {delay_ms} ms | {cell(single)} | {cell(batched)} | {ratio:.1f}x |")
+        row = f"| {backlog} | {delay_ms} ms | {cell(single)} | {cell(batched)} | {ratio:.1f}x"
+        if v201 is not None:
+            row += f" | {cell(v201)} | {v201.seconds / single.seconds:.2f}x |"
+        else:
+            row += " | - | - |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -203,23 +230,28 @@ async def bench(hours_list: list[int], delays_ms: list[int], full: bool) -> list
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
         work = Path(tmp)
-        one_by_one: dict[int, Run] = {}  # delay -> the shortest backlog's run, for projections
+        shortest: dict[tuple[str, int], Run] = {}  # (version, delay) -> the shortest backlog's run, for projections
         for hours in sorted(hours_list):
-            backlog = work / f"backlog-{hours}h"
-            began = time.perf_counter()
-            messages = await build_backlog(backlog, hours)
-            built_s = time.perf_counter() - began
-            print(f"backlog of {hours} h: {messages:,} messages, built in {built_s:.0f} s", flush=True)
+            backlogs, counts = {}, {}
+            for version in ("1.6", "2.0.1"):
+                backlogs[version] = work / f"backlog-{hours}h-{version}"
+                began = time.perf_counter()
+                counts[version] = await build_backlog(backlogs[version], hours, version)
+                built_s = time.perf_counter() - began
+                print(f"backlog of {hours} h, {version}: {counts[version]:,} messages, built in {built_s:.0f} s")
             for delay_ms in delays_ms:
-                runs.append(await drain(backlog, work, hours, delay_ms, DEFAULT_PER_REQUEST))
-                if full or delay_ms not in one_by_one:
-                    single = await drain(backlog, work, hours, delay_ms, 1)
-                    one_by_one.setdefault(delay_ms, single)
-                else:
-                    single = projected(one_by_one[delay_ms], messages, hours)
-                runs.append(single)
-                batched_s = runs[-2].seconds
-                print(f"  {delay_ms} ms: batched {batched_s:.1f} s, one by one {single.seconds:.1f} s", flush=True)
+                runs.append(await drain(backlogs["1.6"], work, hours, delay_ms, DEFAULT_PER_REQUEST))
+                batched_s = runs[-1].seconds
+                for version in ("1.6", "2.0.1"):  # one message per request: measured on the shortest backlog
+                    key = (version, delay_ms)
+                    if full or key not in shortest:
+                        single = await drain(backlogs[version], work, hours, delay_ms, 1, version)
+                        shortest.setdefault(key, single)
+                    else:
+                        single = projected(shortest[key], counts[version], hours)
+                    runs.append(single)
+                    print(f"  {delay_ms} ms: {version} one by one {single.seconds:.1f} s", flush=True)
+                print(f"  {delay_ms} ms: 1.6 batched {batched_s:.1f} s", flush=True)
     return runs
 
 

@@ -1,11 +1,12 @@
 """The CSMS of bench/replay.py, in a process of its own, as a real CSMS would be.
 
-    python bench/replay_csms.py PORT DELAY_MS SUMMARY_PATH
+    python bench/replay_csms.py PORT DELAY_MS SUMMARY_PATH [OCPP_VERSION]
 
-Serves the demo CSMS (the ``ocpp`` library, schema validation on) on 127.0.0.1:PORT, holding
-every answer back by DELAY_MS; prints "ready" once it listens. On SIGTERM it writes what it
-received to SUMMARY_PATH as JSON (billing requests, and the records they carried: a MeterValues
-counts its meterValue entries) and exits.
+Serves the demo CSMS (the ``ocpp`` library, schema validation on) on 127.0.0.1:PORT, speaking
+OCPP_VERSION (1.6, the default, or 2.0.1), holding every answer back by DELAY_MS; prints "ready"
+once it listens. On SIGTERM it writes what it received to SUMMARY_PATH as JSON (billing
+requests, and the records they carried: a MeterValues counts its meterValue entries, a 2.0.1
+TransactionEvent is one) and exits.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import sys
 from pathlib import Path
 
 from adapters.demo_csms.csms import DemoCsms
+from adapters.demo_csms.csms201 import DemoCsms201
 
-BILLING = ("StartTransaction", "StopTransaction", "MeterValues")
+BILLING = ("StartTransaction", "StopTransaction", "MeterValues", "TransactionEvent")
 
 
-async def serve(port: int, delay_ms: int) -> dict[str, int]:
-    csms = DemoCsms("127.0.0.1", port)
+async def serve(port: int, delay_ms: int, version: str) -> dict[str, int]:
+    csms = (DemoCsms201 if version == "2.0.1" else DemoCsms)("127.0.0.1", port)
     csms.answer_delay_s = delay_ms / 1000
     await csms.start()
     stop = asyncio.Event()
@@ -36,5 +38,6 @@ async def serve(port: int, delay_ms: int) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    received = asyncio.run(serve(int(sys.argv[1]), int(sys.argv[2])))
+    version = sys.argv[4] if len(sys.argv) > 4 else "1.6"
+    received = asyncio.run(serve(int(sys.argv[1]), int(sys.argv[2]), version))
     Path(sys.argv[3]).write_text(json.dumps(received))
