@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection
 
 from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
+from adapters.ocpp201_upstream.problems import ProblemEvents
 from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
 from adapters.ocpp201_upstream.statuses import StatusReports201
@@ -35,7 +36,14 @@ from adapters.ocpp201_upstream.transaction_events import call_problem
 from adapters.ocpp_link import UpstreamLink, first_to_finish, send_call
 from gateway.config import UpstreamConfig
 from gateway.domain.authorization import mask_id_tag
-from gateway.domain.events import ConnectorReadingChanged, ConnectorStatusChanged, MeterReadingChanged
+from gateway.domain.events import (
+    ConnectorReadingChanged,
+    ConnectorStatusChanged,
+    DeviceHealthChanged,
+    FaultCleared,
+    FaultRaised,
+    MeterReadingChanged,
+)
 from gateway.domain.outbox import OutboxRecord
 from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
@@ -95,6 +103,7 @@ class ChargingStation201:
         self.sampler = Sampler201(
             site, self.ledger, outbox, list(settings.meter_values_sampled_data), self.online, self._send_live
         )
+        self.problems = ProblemEvents(site)
         self._effects = site.subscribe()
         site.on_settle(self._settle)
         self.sessions.stop_orphans(clean_shutdown=clean is True)
@@ -138,6 +147,8 @@ class ChargingStation201:
             self.sessions.status_changed(event)
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
             self.sampler.note_registers()
+        elif isinstance(event, FaultRaised | FaultCleared | DeviceHealthChanged):
+            self.problems.take(event)
         elif isinstance(event, Authorize):
             self.sessions.card_tags[event.connector_id] = event.id_tag
             if self.online():
@@ -170,6 +181,7 @@ class ChargingStation201:
                 self.statuses.follow(peer, events, unread),
                 self._deliver(peer),
                 self._authorize(peer),
+                self.problems.deliver(peer),
             )
         finally:
             self.site.unsubscribe(events)
