@@ -48,7 +48,7 @@ ProblemEvent = FaultRaised | FaultCleared | DeviceHealthChanged
 
 
 def clean_text(text: str, limit: int) -> str:
-    """``text`` fit for a CSMS: control characters become spaces, lone surrogates go, at most ``limit``."""
+    """``text`` fit for a CSMS: control characters become spaces, lone surrogates "?", at most ``limit``."""
     text = text.encode("utf-8", "replace").decode("utf-8")
     shown = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text[: limit * 2])
     shown = " ".join(shown.split())
