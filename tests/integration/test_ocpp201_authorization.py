@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from ocpp.v201 import call
 
+from adapters.demo_csms.csms201 import DemoCsms201
 from adapters.ocpp201_upstream.authorization import (
     AUTH_STATUS,
     AUTH_VARIABLES,
@@ -218,3 +219,28 @@ def test_status_mapping_and_payloads() -> None:
     with pytest.raises(ValueError, match=r"localAuthorizationList\[1\]"):
         list_entries([entry(LISTED), {"id_token_info": {"status": "Accepted"}}])
     assert all(hasattr(AuthSettings(), field) for field in AUTH_VARIABLES.values())
+
+
+async def test_a_cached_card_started_offline_is_ended_and_cached_blocked_when_the_csms_says_so() -> None:
+    port = free_port()
+    site = card_site()
+    tasks: list[asyncio.Task[None]] = []
+    station = start_station(site, port, tasks)  # the CSMS is away
+    server = DemoCsms201("127.0.0.1", port)
+    server.blocked_id_tags.add(OTHER)
+    try:
+        station.authorization.remember(OTHER, {"status": "Accepted"}, site.clock.now())
+        show(site, OTHER)
+        station._take_pending()
+        assert charging(site)
+        await server.start()
+        started = await server.wait_for("TransactionEvent", lambda p: p["eventType"] == "Started")
+        assert started["offline"] is True
+        ended = await server.wait_for("TransactionEvent", lambda p: p["eventType"] == "Ended")
+        assert ended["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+        cached = station.authorization.authorizer.cache.lookup(OTHER, site.clock.now())
+        assert cached is not None and cached.status is AuthStatus.BLOCKED  # the Started answer was kept
+    finally:
+        tasks[0].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.stop()
