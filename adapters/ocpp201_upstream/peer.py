@@ -23,6 +23,7 @@ from ocpp.v201.enums import Action
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from adapters.ocpp201_upstream.authorization import Authorization201
 from adapters.ocpp201_upstream.ledger import Ledger201
 from adapters.ocpp_callerrors import unsupported_action
 from gateway.config import UpstreamConfig
@@ -47,6 +48,7 @@ class StationOwner(Protocol):
     ledger: Ledger201
     registration: str
     accepted: asyncio.Event
+    authorization: Authorization201
 
     def remote_start_accepted(
         self, evse_id: int | None, id_tag: str, token_type: str, remote_start_id: int
@@ -195,3 +197,22 @@ class Peer201(ChargePoint):
             await self.owner.send_triggered(self, requested_message, int(evse["id"]) if evse is not None else None)
         except Exception as exc:
             log.warning("triggered %s not sent: %s", requested_message, exc)
+
+    # -- authorisation: the local list and the cache (authorization.py) ---------------------------
+    @on(Action.send_local_list)
+    def on_send_local_list(
+        self, version_number: int, update_type: str, local_authorization_list: list[dict[str, Any]] | None = None
+    ) -> Any:
+        status = self.owner.authorization.send_local_list(version_number, update_type, local_authorization_list)
+        log.info("CSMS SendLocalList %s version %s: %s", _short(update_type), version_number, status)
+        return call_result.SendLocalList(status=status)
+
+    @on(Action.get_local_list_version)
+    def on_get_local_list_version(self) -> Any:
+        return call_result.GetLocalListVersion(version_number=self.owner.authorization.list_version)
+
+    @on(Action.clear_cache)
+    def on_clear_cache(self) -> Any:
+        status = self.owner.authorization.clear_cache()
+        log.info("CSMS ClearCache: %s", status)
+        return call_result.ClearCache(status=status)

@@ -26,16 +26,24 @@ from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
 from websockets.asyncio.client import ClientConnection
 
+from adapters.ocpp201_upstream.authorization import Authorization201, auth_status
 from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
+from adapters.ocpp201_upstream.problems import ProblemEvents
 from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
 from adapters.ocpp201_upstream.statuses import StatusReports201
 from adapters.ocpp201_upstream.transaction_events import call_problem
 from adapters.ocpp_link import UpstreamLink, first_to_finish, send_call
 from gateway.config import UpstreamConfig
-from gateway.domain.authorization import mask_id_tag
-from gateway.domain.events import ConnectorReadingChanged, ConnectorStatusChanged, MeterReadingChanged
+from gateway.domain.events import (
+    ConnectorReadingChanged,
+    ConnectorStatusChanged,
+    DeviceHealthChanged,
+    FaultCleared,
+    FaultRaised,
+    MeterReadingChanged,
+)
 from gateway.domain.outbox import OutboxRecord
 from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
@@ -49,12 +57,6 @@ SUBPROTOCOL = "ocpp2.0.1"
 CLEAN_SHUTDOWN = "clean_shutdown"  # settings section: did the last process end on purpose? (as 1.6)
 BOOT_RETRY_FALLBACK_S = 30  # a Pending/Rejected with interval 0, or a boot that failed
 ALIGNED_INTERVAL_S = 900  # clock-aligned values (Sample.Clock) every 15 minutes after midnight UTC
-AUTH_STATUS = {
-    "Accepted": AuthStatus.ACCEPTED,
-    "Blocked": AuthStatus.BLOCKED,
-    "Expired": AuthStatus.EXPIRED,
-    "ConcurrentTx": AuthStatus.CONCURRENT_TX,
-}
 
 
 def next_boundary(now: datetime, interval_s: int) -> datetime:
@@ -95,6 +97,8 @@ class ChargingStation201:
         self.sampler = Sampler201(
             site, self.ledger, outbox, list(settings.meter_values_sampled_data), self.online, self._send_live
         )
+        self.problems = ProblemEvents(site)
+        self.authorization = Authorization201(site.settings)
         self._effects = site.subscribe()
         site.on_settle(self._settle)
         self.sessions.stop_orphans(clean_shutdown=clean is True)
@@ -138,15 +142,20 @@ class ChargingStation201:
             self.sessions.status_changed(event)
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
             self.sampler.note_registers()
+        elif isinstance(event, FaultRaised | FaultCleared | DeviceHealthChanged):
+            self.problems.take(event)
         elif isinstance(event, Authorize):
             self.sessions.card_tags[event.connector_id] = event.id_tag
-            if self.online():
-                self._authorizations.put_nowait(event)
-            else:  # no local list or cache in this slice: an unknown card is refused while offline
-                log.info(
-                    "id tag %s on EVSE %s refused: the CSMS is away", mask_id_tag(event.id_tag), event.connector_id
-                )
-                self.site.authorization_result(event.connector_id, event.id_tag, AuthStatus.INVALID)
+            self._authorize_locally_or_ask(event, self.online())
+
+    def _authorize_locally_or_ask(self, request: Authorize, online: bool) -> None:
+        """The local list and the cache answer where the rules allow (always while the CSMS is away)."""
+        now = self.site.clock.now()
+        status = self.authorization.decide(request.id_tag, request.connector_id, online=online, at=now)
+        if status is None:
+            self._authorizations.put_nowait(request)
+        else:
+            self.site.authorization_result(request.connector_id, request.id_tag, status)
 
     def remote_start_accepted(self, evse_id: int | None, id_tag: str, token_type: str, remote_start_id: int) -> None:
         self.sessions.remote_starts[evse_id] = (id_tag, token_type, remote_start_id)
@@ -170,6 +179,7 @@ class ChargingStation201:
                 self.statuses.follow(peer, events, unread),
                 self._deliver(peer),
                 self._authorize(peer),
+                self.problems.deliver(peer),
             )
         finally:
             self.site.unsubscribe(events)
@@ -240,7 +250,10 @@ class ChargingStation201:
         if event_type == "Ended":
             self.ledger.finished(record.local_ref)
         elif event_type == "Started" and isinstance(result.id_token_info, dict):
-            status = AUTH_STATUS.get(str(result.id_token_info.get("status")), AuthStatus.INVALID)
+            token = record.payload.get("id_token") or {}
+            if token.get("type") == LOCAL_TOKEN:  # a card's answer: cached (an app's or free charging's: not)
+                self.authorization.remember(str(token.get("id_token")), result.id_token_info, self.site.clock.now())
+            status = auth_status(result.id_token_info.get("status"))
             if status is not AuthStatus.ACCEPTED:  # StopTxOnInvalidId: true, as 2.0.1 defaults it
                 self.site.start_rejected(record.local_ref, stop_on_invalid_id=True)
 
@@ -254,8 +267,11 @@ class ChargingStation201:
             except asyncio.CancelledError:
                 self._authorizations.put_nowait(request)  # the link went: ask again after the reconnect
                 raise
-            answer = str(result.id_token_info.get("status")) if result is not None else "Invalid"
-            status = AUTH_STATUS.get(answer, AuthStatus.INVALID)
+            if result is None:  # no answer (timeout, CALLERROR): as if the CSMS were away
+                self._authorize_locally_or_ask(request, online=False)
+                continue
+            self.authorization.remember(request.id_tag, result.id_token_info, self.site.clock.now())
+            status = auth_status(result.id_token_info.get("status"))
             self.site.authorization_result(request.connector_id, request.id_tag, status)
 
     # -- meter values ------------------------------------------------------------------------------
