@@ -8,10 +8,12 @@ Values are OCPP strings; a check says whether a string a CSMS sends is acceptabl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.ocpp201_upstream.mapping import connector_status
+from adapters.ocpp_link import MAX_FRAME_BYTES  # a larger frame closes the link: the bound is the link's
 from gateway.config import SUPPORTED_MEASURANDS, UpstreamConfig
 from gateway.services.site import Site
 
@@ -20,9 +22,8 @@ ALIGNED_INTERVAL_S = 900  # clock-aligned values every 15 minutes after midnight
 ENERGY_REGISTER = "Energy.Active.Import.Register"
 AVAILABILITY_STATES = "Available,Occupied,Reserved,Unavailable,Faulted"
 LOCAL_LIST_ITEMS_PER_MESSAGE = 100  # SendLocalList entries per message (as 1.6's SendLocalListMaxLength)
-LOCAL_LIST_BYTES_PER_MESSAGE = 65536
+LOCAL_LIST_BYTES_PER_MESSAGE = MAX_FRAME_BYTES
 REQUEST_ITEMS_PER_MESSAGE = 50  # getVariableData / setVariableData entries per request
-REQUEST_BYTES_PER_MESSAGE = 65536  # a request's JSON payload, in bytes
 
 Check = Callable[[str], str | None]  # a value -> None if acceptable, else why not (a statusInfo reasonCode)
 
@@ -107,7 +108,7 @@ def station_variables(settings: UpstreamConfig) -> list[Variable]:
     comm, sampled, aligned, tx = "OCPPCommCtrlr", "SampledDataCtrlr", "AlignedDataCtrlr", "TxCtrlr"
     return [
         _rw(comm, "HeartbeatInterval", settings.heartbeat_interval_s, "integer", integer_at_least(1), unit="s"),
-        _ro(comm, "MessageTimeout", int(settings.response_timeout_s), "integer", instance="Default", unit="s"),
+        _ro(comm, "MessageTimeout", math.ceil(settings.response_timeout_s), "integer", instance="Default", unit="s"),
         _rw(
             comm,
             "MessageAttempts",
@@ -169,7 +170,7 @@ def station_variables(settings: UpstreamConfig) -> list[Variable]:
             for instance in ("GetVariables", "SetVariables")
             for name, value in (
                 ("ItemsPerMessage", REQUEST_ITEMS_PER_MESSAGE),
-                ("BytesPerMessage", REQUEST_BYTES_PER_MESSAGE),
+                ("BytesPerMessage", MAX_FRAME_BYTES),
             )
         ],
         _ro("SecurityCtrlr", "SecurityProfile", 1, "integer"),

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
 
 from adapters.demo_csms.csms201 import DemoCsms201
@@ -62,10 +61,10 @@ STATION_VARIABLES: dict[tuple[str, str, str | None], str] = {
     ("LocalAuthListCtrlr", "Enabled", None): "true",
     ("LocalAuthListCtrlr", "Entries", None): "0",
     ("LocalAuthListCtrlr", "ItemsPerMessage", None): "100",
-    ("LocalAuthListCtrlr", "BytesPerMessage", None): "65536",
+    ("LocalAuthListCtrlr", "BytesPerMessage", None): "1048576",  # the link's frame limit
     ("SmartChargingCtrlr", "Enabled", None): "false",
     ("DeviceDataCtrlr", "ItemsPerMessage", "GetVariables"): "50",
-    ("DeviceDataCtrlr", "BytesPerMessage", "SetVariables"): "65536",
+    ("DeviceDataCtrlr", "BytesPerMessage", "SetVariables"): "1048576",
     ("SecurityCtrlr", "SecurityProfile", None): "1",
     ("SecurityCtrlr", "Identity", None): STATION,
 }
@@ -156,7 +155,11 @@ async def test_set_intervals_and_measurands_take_effect_at_once(csms201: DemoCsm
     assert site.connection_timeout_s == 15.0
 
 
-async def test_what_cannot_be_read_or_set_is_named(csms201: DemoCsms201, tasks: list) -> None:  # noqa: F811
+async def test_what_cannot_be_read_or_set_is_named(
+    csms201: DemoCsms201,  # noqa: F811
+    tasks: list,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     station = start_station(make_site(), csms201.port, tasks)
     await station.accepted.wait()
     results = await get(
@@ -211,14 +214,13 @@ async def test_what_cannot_be_read_or_set_is_named(csms201: DemoCsms201, tasks: 
         ("Accepted", None),
     ]
     assert station.heartbeat_interval_s == 60 and station.aligned_interval_s == 60
-    too_many = [data("OCPPCommCtrlr", "HeartbeatInterval")] * 51  # DeviceDataCtrlr.ItemsPerMessage[GetVariables]
-    with pytest.raises(OCPPError) as refused:
-        await csms201.call(STATION, call.GetVariables(get_variable_data=too_many))
-    assert refused.value.code == "OccurrenceConstraintViolation"
-    session = csms201.sessions[STATION]  # beyond the schema (5000 digits): the library's FormatViolation
+    too_many = [("OCPPCommCtrlr", "HeartbeatInterval")] * 51  # DeviceDataCtrlr.ItemsPerMessage[GetVariables]
+    assert statuses(await get(csms201, *too_many))[49:] == [("Accepted", None), ("Rejected", "TooManyElements")]
+    session = csms201.sessions[STATION]  # beyond the schema's 1000 characters: the library's CALLERROR
     huge = {"setVariableData": [{"attributeValue": "9" * 5000, **json.loads(json.dumps(data("TxCtrlr", "X")))}]}
     await session._send(json.dumps([2, "huge-1", "SetVariables", huge]))
     assert (await get(csms201, ("OCPPCommCtrlr", "HeartbeatInterval")))[0]["attribute_value"] == "60"  # link lives
+    assert any("SetVariables answered with CALLERROR TypeConstraintViolation" in r.getMessage() for r in caplog.records)
 
 
 async def test_what_the_csms_set_survives_a_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
