@@ -5,7 +5,7 @@ The 2.0.1 counterpart of ``DemoCsms``, built on it (same surface: host/port, opt
 frame with the ``ocpp`` library's 2.0.1 schemas in both directions, so what the gateway sends is
 checked by an independent peer, and it can send the station the requests a CSMS starts with
 (``call``): RequestStartTransaction, RequestStopTransaction, Reset, ChangeAvailability,
-TriggerMessage...
+TriggerMessage, GetVariables, SetVariables, GetBaseReport (whose NotifyReports it records)...
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def _describe(action: str, payload: dict[str, Any]) -> str:
             if s.get("measurand", "Energy.Active.Import.Register") == "Energy.Active.Import.Register"
         ]
         return f"{payload['eventType']} #{payload['seqNo']} {info['transactionId']} {' '.join(energy)}".rstrip()
+    if action == "NotifyReport":
+        return f"report {payload['requestId']} part {payload['seqNo']}: {len(payload.get('reportData', []))} variables"
     if action == "BootNotification":
         station = payload["chargingStation"]
         return f"{station['vendorName']} {station['model']} ({payload['reason']})"
@@ -102,6 +104,11 @@ class _Session201(ChargePoint):
     async def on_notify_event(self, **kwargs: Any) -> Any:
         await self._record("NotifyEvent", kwargs)
         return call_result.NotifyEvent()
+
+    @on(Action.notify_report)
+    async def on_notify_report(self, **kwargs: Any) -> Any:
+        await self._record("NotifyReport", kwargs)
+        return call_result.NotifyReport()
 
 
 class DemoCsms201(DemoCsms):

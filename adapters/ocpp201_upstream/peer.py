@@ -24,8 +24,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from adapters.ocpp201_upstream.authorization import Authorization201
+from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201
+from adapters.ocpp201_upstream.reports import notify_reports, report_entry, report_variables
 from adapters.ocpp_callerrors import unsupported_action
+from adapters.ocpp_link import send_call
 from gateway.config import UpstreamConfig
 from gateway.domain.commands import CommandSource
 from gateway.services.site import Site
@@ -57,6 +60,9 @@ class StationOwner(Protocol):
     async def reset(self, hard: bool) -> None: ...
 
     async def send_triggered(self, peer: Peer201, message: str, evse_id: int | None) -> None: ...
+
+    @property
+    def device_model(self) -> DeviceModel201: ...
 
 
 def _short(text: object) -> str:
@@ -216,3 +222,27 @@ class Peer201(ChargePoint):
         status = self.owner.authorization.clear_cache()
         log.info("CSMS ClearCache: %s", status)
         return call_result.ClearCache(status=status)
+
+    # -- the device model (device_model.py, reports.py) --------------------------------------------
+    @on(Action.get_variables)
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+        return call_result.GetVariables(get_variable_result=self.owner.device_model.get_variables(get_variable_data))
+
+    @on(Action.set_variables)
+    def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+        return call_result.SetVariables(set_variable_result=self.owner.device_model.set_variables(set_variable_data))
+
+    @on(Action.get_base_report)
+    def on_get_base_report(self, request_id: int, report_base: str, **_: Any) -> Any:
+        variables = report_variables(self.owner.device_model.variables, report_base)
+        return call_result.GetBaseReport(status="Accepted" if variables else "EmptyResultSet")
+
+    @after(Action.get_base_report)
+    async def after_get_base_report(self, request_id: int, report_base: str, **_: Any) -> None:
+        """The report's NotifyReport parts, each after the CSMS answered the one before."""
+        variables = report_variables(self.owner.device_model.variables, report_base)
+        entries = [report_entry(variable) for variable in variables]
+        for part in notify_reports(request_id, entries, self.owner.site.clock.now()) if entries else []:
+            if await send_call(self, part) is None:
+                log.warning("%s report %s not finished: part %s was not answered", report_base, request_id, part.seq_no)
+                return

@@ -27,6 +27,7 @@ from ocpp.v201 import call
 from websockets.asyncio.client import ClientConnection
 
 from adapters.ocpp201_upstream.authorization import Authorization201, auth_status
+from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
 from adapters.ocpp201_upstream.problems import ProblemEvents
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp2.0.1"
 CLEAN_SHUTDOWN = "clean_shutdown"  # settings section: did the last process end on purpose? (as 1.6)
 BOOT_RETRY_FALLBACK_S = 30  # a Pending/Rejected with interval 0, or a boot that failed
-ALIGNED_INTERVAL_S = 900  # clock-aligned values (Sample.Clock) every 15 minutes after midnight UTC
 
 
 def next_boundary(now: datetime, interval_s: int) -> datetime:
@@ -84,9 +84,7 @@ class ChargingStation201:
         self.telemetry = telemetry or Telemetry()
         self.registration = "none"
         self.accepted = asyncio.Event()
-        self.heartbeat_interval_s = settings.heartbeat_interval_s
-        self.sample_interval_s = settings.meter_value_sample_interval_s
-        self.aligned_interval_s = ALIGNED_INTERVAL_S  # 0: no clock-aligned values
+        self.device_model = DeviceModel201(site, settings, site.settings)  # the intervals and measurands
         clean = site.settings.load(CLEAN_SHUTDOWN)
         self.boot_reason = "PowerUp" if clean in (None, True) else "Unknown"
         self._peer: Peer201 | None = None
@@ -94,14 +92,53 @@ class ChargingStation201:
         self.ledger = Ledger201(ledger or site.settings)
         self.statuses = StatusReports201(site, send_call)
         self.sessions = SessionFeed(site, self.ledger, outbox, self.online)
-        self.sampler = Sampler201(
-            site, self.ledger, outbox, list(settings.meter_values_sampled_data), self.online, self._send_live
-        )
+        self.sampler = Sampler201(site, self.ledger, outbox, [], self.online, self._send_live)
+        self._measurands_changed(set())
+        self.device_model.on_change(self._measurands_changed)
         self.problems = ProblemEvents(site)
-        self.authorization = Authorization201(site.settings)
+        self.authorization = Authorization201(site.settings, self.device_model.auth_settings())
+        self.device_model.on_change(self._auth_changed)  # the CSMS's SetVariables of AuthCtrlr and the like
+        entries = "LocalAuthListCtrlr.Entries"
+        self.device_model.provide(entries, lambda: str(len(self.authorization.authorizer.local_list)))
         self._effects = site.subscribe()
         site.on_settle(self._settle)
         self.sessions.stop_orphans(clean_shutdown=clean is True)
+
+    # -- what the device model decides (device_model.py; SetVariables applies at once) -------------
+    @property
+    def heartbeat_interval_s(self) -> int:
+        return self.device_model.integer("OCPPCommCtrlr.HeartbeatInterval")
+
+    @heartbeat_interval_s.setter
+    def heartbeat_interval_s(self, seconds: int) -> None:
+        self.device_model.set_by_gateway("OCPPCommCtrlr.HeartbeatInterval", str(seconds))
+
+    @property
+    def sample_interval_s(self) -> int:
+        """SampledDataCtrlr.TxUpdatedInterval while it is Enabled (0: no periodic values)."""
+        enabled = self.device_model.boolean("SampledDataCtrlr.Enabled")
+        return self.device_model.integer("SampledDataCtrlr.TxUpdatedInterval") if enabled else 0
+
+    @sample_interval_s.setter
+    def sample_interval_s(self, seconds: int) -> None:
+        self.device_model.set_by_gateway("SampledDataCtrlr.TxUpdatedInterval", str(seconds))
+
+    @property
+    def aligned_interval_s(self) -> int:
+        """AlignedDataCtrlr.Interval while it is Enabled (default 900 s after midnight UTC; 0: none)."""
+        enabled = self.device_model.boolean("AlignedDataCtrlr.Enabled")
+        return self.device_model.integer("AlignedDataCtrlr.Interval") if enabled else 0
+
+    @aligned_interval_s.setter
+    def aligned_interval_s(self, seconds: int) -> None:
+        self.device_model.set_by_gateway("AlignedDataCtrlr.Interval", str(seconds))
+
+    def _measurands_changed(self, keys: set[str]) -> None:
+        self.sampler.measurands = self.device_model.measurands("SampledDataCtrlr.TxUpdatedMeasurands")
+        self.sampler.aligned_measurands = self.device_model.measurands("AlignedDataCtrlr.Measurands")
+
+    def _auth_changed(self, keys: set[str]) -> None:
+        self.authorization.authorizer.settings = self.device_model.auth_settings()
 
     def online(self) -> bool:
         """Whether an event now is sent live: linked, and Accepted."""
@@ -175,7 +212,9 @@ class ChargingStation201:
         try:
             unread = await self.statuses.send_all(peer)
             await first_to_finish(
-                self._every(lambda: self.heartbeat_interval_s, lambda: send_call(peer, call.Heartbeat())),
+                self._every(
+                    "OCPPCommCtrlr", lambda: self.heartbeat_interval_s, lambda: send_call(peer, call.Heartbeat())
+                ),
                 self.statuses.follow(peer, events, unread),
                 self._deliver(peer),
                 self._authorize(peer),
@@ -233,8 +272,8 @@ class ChargingStation201:
                 request.seq_no = self.ledger.seq_no(record.local_ref, record_key(record.payload))
             result = await send_call(peer, request)
             if result is None:
-                attempts = self.settings.transaction_message_attempts
-                interval_s = self.settings.transaction_message_retry_interval_s
+                attempts = self.device_model.integer("OCPPCommCtrlr.MessageAttempts[TransactionEvent]")
+                interval_s = self.device_model.integer("OCPPCommCtrlr.MessageAttemptInterval[TransactionEvent]")
                 outcome = self.outbox.failed(record, attempts, interval_s)
                 if isinstance(outcome, Retry):
                     await asyncio.sleep(outcome.delay_s)
@@ -276,7 +315,7 @@ class ChargingStation201:
 
     # -- meter values ------------------------------------------------------------------------------
     async def _sampled(self) -> None:
-        await self._every(lambda: self.sample_interval_s, self.take_samples)
+        await self._every("SampledDataCtrlr", lambda: self.sample_interval_s, self.take_samples)
 
     async def take_samples(self, context: str = "Sample.Periodic", only: int | None = None) -> None:
         self._take_pending()  # a sample sees every start emitted so far
@@ -288,13 +327,14 @@ class ChargingStation201:
 
     async def _clock_aligned(self) -> None:
         while True:
-            if self.aligned_interval_s <= 0:
-                await asyncio.sleep(60)
+            interval_s = self.aligned_interval_s
+            if interval_s <= 0:
+                await self.device_model.wait_changed("AlignedDataCtrlr", None)
                 continue
             now = self.site.clock.now()
-            boundary = next_boundary(now, self.aligned_interval_s)
-            await asyncio.sleep((boundary - now).total_seconds())
-            await self.take_aligned(boundary)
+            boundary = next_boundary(now, interval_s)
+            if not await self.device_model.wait_changed("AlignedDataCtrlr", (boundary - now).total_seconds()):
+                await self.take_aligned(boundary)
 
     async def _send_live(self, evse_id: int, entries: list[dict[str, Any]]) -> None:
         """Values outside a session: to a CSMS that is there, or nowhere."""
@@ -333,12 +373,10 @@ class ChargingStation201:
         elif message == "BootNotification" and (result := await send_call(peer, self._boot_request("Triggered"))):
             self._booted(result)
 
-    async def _every(self, interval_s: Callable[[], int], send: Callable[[], Awaitable[Any]]) -> None:
-        """Call ``send`` every ``interval_s()`` seconds (never while it is 0)."""
+    async def _every(self, component: str, interval_s: Callable[[], int], send: Callable[[], Awaitable[Any]]) -> None:
+        """Call ``send`` every ``interval_s()`` seconds (never while it is 0); a change of ``component``'s
+        variables starts the interval over at once (a CSMS that shortens it need not wait out the old one)."""
         while True:
             seconds = interval_s()
-            if seconds <= 0:
-                await asyncio.sleep(1)
-                continue
-            await asyncio.sleep(seconds)
-            await send()
+            if not await self.device_model.wait_changed(component, seconds if seconds > 0 else None):
+                await send()

@@ -23,14 +23,16 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
     retrieved" at ERROR when it is collected, long after and in the middle of something else.
     """
     pending = [task for task in tasks if not task.done()]
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, still = await asyncio.wait(pending, timeout=RECANCEL_S)
-        pending = list(still)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # marks it retrieved
+    try:
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, still = await asyncio.wait(pending, timeout=RECANCEL_S)
+            pending = list(still)
+    finally:  # also when this wait is itself cancelled: what has ended by then counts as seen
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                task.exception()  # marks it retrieved
 
 
 async def serve_until_cancelled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:

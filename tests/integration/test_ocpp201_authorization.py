@@ -127,6 +127,30 @@ async def test_offline_the_list_then_the_cache_then_unknown_refused(tmp_path: Pa
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def test_the_csms_sets_the_offline_rules_through_the_device_model() -> None:
+    """SetVariables AuthCtrlr.OfflineTxForUnknownIdEnabled = true: an unknown card starts offline."""
+    site = card_site()
+    async with linked(site) as (csms, station):
+        await csms.wait_for("StatusNotification")
+        allow = {
+            "attribute_value": "true",
+            "component": {"name": "AuthCtrlr"},
+            "variable": {"name": "OfflineTxForUnknownIdEnabled"},
+        }
+        answer = await csms.call(STATION, call.SetVariables(set_variable_data=[allow]))
+        assert answer.set_variable_result[0]["attribute_status"] == "Accepted"
+        assert station.authorization.authorizer.settings.allow_offline_tx_for_unknown_id
+        listed = call.SendLocalList(version_number=1, update_type="Full", local_authorization_list=[entry(LISTED)])
+        assert (await csms.call(STATION, listed)).status == "Accepted"
+        entries = {"component": {"name": "LocalAuthListCtrlr"}, "variable": {"name": "Entries"}}
+        got = await csms.call(STATION, call.GetVariables(get_variable_data=[entries]))
+        assert got.get_variable_result[0]["attribute_value"] == "1"  # the list's live size
+    station.accepted.clear()  # the link is gone with the CSMS: what is shown now is decided offline
+    show(site, OTHER)
+    station._take_pending()
+    assert charging(site)
+
+
 async def test_a_listed_card_starts_offline() -> None:
     site = card_site()
     tasks: list[asyncio.Task[None]] = []

@@ -392,7 +392,7 @@ async def test_an_unsupported_call_gets_not_implemented_and_the_link_lives(csms:
         await original(raw)
 
     session.route_message = capture  # type: ignore[method-assign]
-    await session._send(json.dumps([2, "u-1", "GetVariables", {"getVariableData": []}]))  # a 2.0.1 action
+    await session._send(json.dumps([2, "u-1", "UnlockConnector", {"evseId": 1, "connectorId": 1}]))  # a 2.0.1 action
     assert await asyncio.wait_for(answers.get(), 5) == "NotSupported"  # known, not carried out (OCPP-J 2.0.1)
     await session._send(json.dumps([2, "u-0", "MakeCoffee", {}]))
     assert await asyncio.wait_for(answers.get(), 5) == "NotImplemented"  # not a 2.0.1 action
