@@ -13,6 +13,9 @@ the subprotocol and what is said on the link, not how the link is kept. Like
   reason, for the status page and MQTT.
 * A CALL whose failure is the CSMS's problem (a CALLERROR, no answer) is logged and returns
   None: it must end neither the link nor the process (the outbox retries what must not be lost).
+* ``CsmsPeer``: the ``ocpp`` library's side of one connection, as both versions want it: every
+  CALL counted for ``/metrics``, and a frame that cannot be read one WARNING line, never the end
+  of the link. Each version adds its handlers.
 """
 
 from __future__ import annotations
@@ -21,22 +24,87 @@ import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ocpp.charge_point import ChargePoint
 from ocpp.exceptions import OCPPError
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
 from gateway.config import UpstreamConfig
 from gateway.services.backoff import Backoff
 from gateway.services.site import Site
 from gateway.services.tasks import cancel_and_wait
+from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 2**20  # a CSMS's largest frames (a local list) are far smaller
+MAX_NAME = 60  # characters of a foreign text (an action name, an error) quoted in a CALLERROR or the log
+#: The library logs every frame at INFO, id tokens included: the gateway keeps this logger at WARNING.
+frame_log = logging.getLogger("ocpp")
+
+
+class PeerOwner(Protocol):
+    """What a ``CsmsPeer`` needs of the adapter it speaks for."""
+
+    settings: UpstreamConfig
+    telemetry: Telemetry
+
+
+class CsmsPeer(ChargePoint):
+    """The ``ocpp`` library's side of one connection to the CSMS (see the module docstring). A
+    version's peer derives from this and from that version's ``ChargePoint`` (``ocpp.v16``,
+    ``ocpp.v201``), which brings the version's messages and schemas."""
+
+    def __init__(self, owner: PeerOwner, connection: ClientConnection, timeout_s: float) -> None:
+        super().__init__(owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log)
+        self.owner = owner
+
+    async def close(self) -> None:
+        """End the connection (a reset); the owner reconnects."""
+        await self._connection.close()
+
+    async def call(
+        self, payload: Any, suppress: bool = True, unique_id: str | None = None, skip_schema_validation: bool = False
+    ) -> Any:
+        """The library's CALL, counted: answered, or failed with a CALLERROR, a timeout or a lost link."""
+        action = type(payload).__name__
+        telemetry = self.owner.telemetry
+        try:
+            result = await super().call(payload, suppress, unique_id, skip_schema_validation)
+        except OCPPError:
+            telemetry.message_failed(action, "callerror")
+            raise
+        except TimeoutError:
+            telemetry.message_failed(action, "timeout")
+            raise
+        except ConnectionClosed:
+            telemetry.message_failed(action, "connection")
+            raise
+        if result is None and suppress:  # a CALLERROR the library swallowed
+            telemetry.message_failed(action, "callerror")
+        else:
+            telemetry.message_sent(action)
+        return result
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        """The library's, but a frame from the CSMS that cannot be read (not JSON, 5000 digits, 50,000
+        nested brackets, an action that is not a string) is one WARNING line and the link goes on:
+        nothing a CSMS sends may end the gateway."""
+        try:
+            await super().route_message(raw_msg)
+        except ConnectionClosed:
+            raise
+        except (ValueError, TypeError, RecursionError, KeyError, AttributeError) as exc:
+            log.warning("CSMS sent a frame that cannot be handled (%s): ignored", short(f"{type(exc).__name__}: {exc}"))
+
+
+def short(text: object, limit: int = MAX_NAME) -> str:
+    """A foreign text cut to ``limit`` characters for a log line or a CALLERROR."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class UpstreamLink:

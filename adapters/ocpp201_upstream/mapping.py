@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
+from adapters.ocpp_measurands import ENERGY_REGISTER, measured_values
 from gateway.domain.battery import SocValue
 from gateway.domain.model import ConnectorStatus, Reading, iso_utc
 from gateway.domain.transactions import StopReason
@@ -53,7 +54,6 @@ STOPPED = {
 
 MAX_TRANSACTION_ID = 36  # transactionInfo.transactionId is a string of at most 36 characters
 MAX_ID_TOKEN = 36
-ENERGY_REGISTER = "Energy.Active.Import.Register"
 
 
 def connector_status(status: ConnectorStatus) -> str:
@@ -87,12 +87,6 @@ def _number(value: float | int) -> float | int:
     return value if isinstance(value, int) else round(float(value), 3)
 
 
-def _per_phase(values: tuple[float | None, ...], phases: tuple[str, ...]) -> Iterable[tuple[str, float]]:
-    for phase, value in zip(phases, values, strict=False):
-        if value is not None:
-            yield phase, value
-
-
 def sampled_value(
     measurand: str, value: float | int, unit: str | None, *, context: str, location: str, phase: str | None = None
 ) -> dict[str, Any]:
@@ -107,31 +101,10 @@ def sampled_value(
 
 def sampled_values(reading: Reading, measurands: Iterable[str], *, context: str, location: str) -> list[dict[str, Any]]:
     """The measurands present in ``reading``, with the units of 2.0.1 (Appendix 2) and phases."""
-    out: list[dict[str, Any]] = []
-
-    def add(measurand: str, value: float | int, unit: str | None, phase: str | None = None) -> None:
-        out.append(sampled_value(measurand, value, unit, context=context, location=location, phase=phase))
-
-    for measurand in measurands:
-        if measurand == ENERGY_REGISTER and reading.energy_wh is not None:
-            add(measurand, int(reading.energy_wh), "Wh")
-        elif measurand == "Power.Active.Import" and reading.power_w is not None:
-            add(measurand, reading.power_w, "W")
-        elif measurand == "Current.Import":
-            for phase, value in _per_phase(reading.current_a, ("L1", "L2", "L3")):
-                add(measurand, value, "A", phase)
-        elif measurand == "Voltage":
-            for phase, value in _per_phase(reading.voltage_v, ("L1-N", "L2-N", "L3-N")):
-                add(measurand, value, "V", phase)
-        elif measurand == "Current.Offered" and reading.offered_current_a is not None:
-            add(measurand, reading.offered_current_a, "A")
-        elif measurand == "Frequency" and reading.frequency_hz is not None:
-            add(measurand, reading.frequency_hz, "Hz")
-        elif measurand == "Temperature" and reading.temperature_c is not None:
-            add(measurand, reading.temperature_c, "Celsius")
-        elif measurand == "SoC" and reading.soc_percent is not None:
-            add(measurand, reading.soc_percent, "Percent")
-    return out
+    return [
+        sampled_value(m.measurand, m.value, m.unit, context=context, location=location, phase=m.phase)
+        for m in measured_values(reading, measurands, frequency_unit="Hz")
+    ]
 
 
 def meter_values(

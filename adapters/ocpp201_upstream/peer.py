@@ -20,25 +20,21 @@ from ocpp.messages import Call
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from adapters.ocpp201_upstream.authorization import Authorization201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201
 from adapters.ocpp201_upstream.reports import notify_reports, report_entry, report_variables
 from adapters.ocpp_callerrors import unsupported_action
-from adapters.ocpp_link import send_call
+from adapters.ocpp_link import CsmsPeer, send_call, short
 from gateway.config import UpstreamConfig
 from gateway.domain.commands import CommandSource
 from gateway.services.site import Site
 from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-frame_log = logging.getLogger("ocpp")  # logs every frame at INFO, id tokens included: kept at WARNING
 
 TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "StatusNotification", "MeterValues", "TransactionEvent"})
-MAX_NAME = 60
 OCPP_VERSION = "2.0.1"
 
 
@@ -65,57 +61,17 @@ class StationOwner(Protocol):
     def device_model(self) -> DeviceModel201: ...
 
 
-def _short(text: object) -> str:
-    text = str(text)
-    return text if len(text) <= MAX_NAME else text[: MAX_NAME - 3] + "..."
-
-
-class Peer201(ChargePoint):
+class Peer201(CsmsPeer, ChargePoint):
     """One connection to the CSMS; handlers delegate to its owner."""
 
-    def __init__(self, owner: StationOwner, connection: ClientConnection, timeout_s: float) -> None:
-        super().__init__(owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log)
-        self.owner = owner
-
-    async def close(self) -> None:
-        await self._connection.close()
-
-    async def call(
-        self, payload: Any, suppress: bool = True, unique_id: str | None = None, skip_schema_validation: bool = False
-    ) -> Any:
-        """The library's CALL (schema checked), counted for ``/metrics``."""
-        action = type(payload).__name__
-        try:
-            result = await super().call(payload, suppress, unique_id, skip_schema_validation)
-        except OCPPError:
-            self.owner.telemetry.message_failed(action, "callerror")
-            raise
-        except TimeoutError:
-            self.owner.telemetry.message_failed(action, "timeout")
-            raise
-        except ConnectionClosed:
-            self.owner.telemetry.message_failed(action, "connection")
-            raise
-        self.owner.telemetry.message_sent(action)
-        return result
-
-    async def route_message(self, raw_msg: str | bytes) -> None:
-        """Nothing a CSMS sends may end the gateway: an unreadable frame is one WARNING line."""
-        try:
-            await super().route_message(raw_msg)
-        except ConnectionClosed:
-            raise
-        except (ValueError, TypeError, RecursionError, KeyError, AttributeError) as exc:
-            log.warning(
-                "CSMS sent a frame that cannot be handled (%s): ignored", _short(f"{type(exc).__name__}: {exc}")
-            )
+    owner: StationOwner
 
     async def _handle_call(self, msg: Call) -> Any:
         """The library's, but silent while the CSMS has the station Rejected (it should not ask
         then), with OCPP-J's CALLERROR for an action without a handler (see ocpp_callerrors.py), and
         one log line instead of the library's traceback."""
         if self.owner.registration == "Rejected" and not self.owner.accepted.is_set():
-            log.warning("CSMS sent %s while the station is Rejected: not answered", _short(msg.action))
+            log.warning("CSMS sent %s while the station is Rejected: not answered", short(msg.action))
             return None
         error: OCPPError | None = None
         if not isinstance(msg.action, str):
@@ -128,7 +84,7 @@ class Peer201(ChargePoint):
             except OCPPError as failed:  # the request (or, a bug of ours, our answer) failed the schema
                 error = failed
         cause = error.details.get("cause", "") if isinstance(error.details, dict) else ""
-        log.warning("CSMS %s answered with CALLERROR %s: %s", _short(msg.action), error.code, _short(cause))
+        log.warning("CSMS %s answered with CALLERROR %s: %s", short(msg.action), error.code, short(cause))
         await self._send(msg.create_call_error(error).to_json())
         return None
 
@@ -157,7 +113,7 @@ class Peer201(ChargePoint):
     def on_request_stop(self, transaction_id: str) -> Any:
         local_ref = self.owner.ledger.local_ref(transaction_id)
         accepted = local_ref is not None and self.owner.site.remote_stop(local_ref, source=CommandSource.CSMS)
-        log.info("CSMS RequestStopTransaction %s: %s", _short(transaction_id), "Accepted" if accepted else "Rejected")
+        log.info("CSMS RequestStopTransaction %s: %s", short(transaction_id), "Accepted" if accepted else "Rejected")
         return call_result.RequestStopTransaction(status="Accepted" if accepted else "Rejected")
 
     @on(Action.reset)
@@ -210,7 +166,7 @@ class Peer201(ChargePoint):
         self, version_number: int, update_type: str, local_authorization_list: list[dict[str, Any]] | None = None
     ) -> Any:
         status = self.owner.authorization.send_local_list(version_number, update_type, local_authorization_list)
-        log.info("CSMS SendLocalList %s version %s: %s", _short(update_type), version_number, status)
+        log.info("CSMS SendLocalList %s version %s: %s", short(update_type), version_number, status)
         return call_result.SendLocalList(status=status)
 
     @on(Action.get_local_list_version)

@@ -14,12 +14,7 @@ all (the CSMS's own timeout ends it), rather than a CALLERROR that would be an a
 
 from __future__ import annotations
 
-MAX_NAME = 60  # characters of a foreign action name quoted in a CALLERROR or the log
-
-
-def short(text: object, limit: int = MAX_NAME) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+from adapters.ocpp_link import MAX_NAME, short  # noqa: F401 (the 1.6 modules' names for them)
 
 
 def unanswered(registration: str, accepted: bool) -> bool:

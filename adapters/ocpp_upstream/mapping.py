@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from ocpp.v16 import datatypes, enums
 
+from adapters.ocpp_measurands import measured_values
 from gateway.domain.battery import SocValue
 from gateway.domain.model import Reading, iso_utc
 
@@ -18,12 +19,6 @@ def _decimal(value: float) -> str:
     """A decimal string without float noise ("7200", "230.1")."""
     text = f"{value:.3f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
-
-
-def _per_phase(values: tuple[float | None, ...], phases: tuple[str, ...]) -> Iterable[tuple[str, float]]:
-    for phase, value in zip(phases, values, strict=False):
-        if value is not None:
-            yield phase, value
 
 
 def _sample(
@@ -42,32 +37,11 @@ def _sample(
 def sampled_values(
     reading: Reading, measurands: Iterable[str], *, context: str, location: str
 ) -> list[datatypes.SampledValue]:
-    """The configured measurands present in ``reading``, with OCPP units and phases."""
-    out: list[datatypes.SampledValue] = []
-
-    def add(measurand: str, value: float | int, unit: str | None, phase: str | None = None) -> None:
-        out.append(_sample(measurand, value, unit, context=context, location=location, phase=phase))
-
-    for measurand in measurands:
-        if measurand == "Energy.Active.Import.Register" and reading.energy_wh is not None:
-            add(measurand, int(reading.energy_wh), "Wh")
-        elif measurand == "Power.Active.Import" and reading.power_w is not None:
-            add(measurand, reading.power_w, "W")
-        elif measurand == "Current.Import":
-            for phase, value in _per_phase(reading.current_a, ("L1", "L2", "L3")):
-                add(measurand, value, "A", phase)
-        elif measurand == "Voltage":
-            for phase, value in _per_phase(reading.voltage_v, ("L1-N", "L2-N", "L3-N")):
-                add(measurand, value, "V", phase)
-        elif measurand == "Current.Offered" and reading.offered_current_a is not None:
-            add(measurand, reading.offered_current_a, "A")
-        elif measurand == "Frequency" and reading.frequency_hz is not None:
-            add(measurand, reading.frequency_hz, None)  # OCPP 1.6 has no Hz unit
-        elif measurand == "Temperature" and reading.temperature_c is not None:
-            add(measurand, reading.temperature_c, "Celsius")
-        elif measurand == "SoC" and reading.soc_percent is not None:
-            add(measurand, reading.soc_percent, "Percent")
-    return out
+    """The configured measurands present in ``reading``, with OCPP units and phases (1.6 has no Hz)."""
+    return [
+        _sample(m.measurand, m.value, m.unit, context=context, location=location, phase=m.phase)
+        for m in measured_values(reading, measurands, frequency_unit=None)
+    ]
 
 
 def meter_value(

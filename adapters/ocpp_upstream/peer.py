@@ -15,10 +15,9 @@ from ocpp.messages import Call
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from adapters.ocpp_callerrors import unsupported_action
+from adapters.ocpp_link import CsmsPeer
 from adapters.ocpp_upstream.incoming import short, unanswered
 from adapters.ocpp_upstream.local_list import get_local_list_version, send_local_list
 from adapters.ocpp_upstream.smart_charging import (
@@ -39,57 +38,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # The ocpp library logs every frame at INFO, id tags included: keep it at WARNING (see cli.py).
-frame_log = logging.getLogger("ocpp")
 
 RELAY_TIMEOUT_S = 20.0  # a native charger's answer to a relayed command, within the CSMS's patience
 UNLIMITED_A = 32.0  # what a composite schedule shows where no profile limits (OCPP has no "none")
 TRIGGERABLE = frozenset({"BootNotification", "Heartbeat", "StatusNotification", "MeterValues"})
 
 
-class Peer(ChargePoint):
+class Peer(CsmsPeer, ChargePoint):
     """The ocpp-library side of one connection; handlers delegate to its owner (the VirtualChargePoint)."""
 
-    def __init__(self, owner: PeerOwner, connection: ClientConnection, timeout_s: float) -> None:
-        super().__init__(owner.settings.charge_point_id, connection, response_timeout=timeout_s, logger=frame_log)
-        self.owner = owner
-
-    async def close(self) -> None:
-        """End the connection (a reset); the owner reconnects."""
-        await self._connection.close()
-
-    async def call(
-        self, payload: Any, suppress: bool = True, unique_id: str | None = None, skip_schema_validation: bool = False
-    ) -> Any:
-        """The library's CALL, counted: answered, or failed with a CALLERROR, a timeout or a lost link."""
-        action = type(payload).__name__
-        telemetry = self.owner.telemetry
-        try:
-            result = await super().call(payload, suppress, unique_id, skip_schema_validation)
-        except OCPPError:
-            telemetry.message_failed(action, "callerror")
-            raise
-        except TimeoutError:
-            telemetry.message_failed(action, "timeout")
-            raise
-        except ConnectionClosed:
-            telemetry.message_failed(action, "connection")
-            raise
-        if result is None and suppress:  # a CALLERROR the library swallowed
-            telemetry.message_failed(action, "callerror")
-        else:
-            telemetry.message_sent(action)
-        return result
-
-    async def route_message(self, raw_msg: str | bytes) -> None:
-        """The library's, but a frame from the CSMS that cannot be read (not JSON, 5000 digits, 50,000
-        nested brackets, an action that is not a string) is one WARNING line and the link goes on:
-        nothing a CSMS sends may end the gateway."""
-        try:
-            await super().route_message(raw_msg)
-        except ConnectionClosed:
-            raise
-        except (ValueError, TypeError, RecursionError, KeyError, AttributeError) as exc:
-            log.warning("CSMS sent a frame that cannot be handled (%s): ignored", short(f"{type(exc).__name__}: {exc}"))
+    owner: PeerOwner
 
     async def _handle_call(self, msg: Call) -> Any:
         """The library's, but silent while Rejected, with OCPP 1.6's CALLERROR for an action the
