@@ -8,6 +8,9 @@ the subprotocol and what is said on the link, not how the link is kept. Like
 * One connection at a time, retried with exponential backoff and jitter (``Backoff``) up to
   ``[upstream] reconnect_max_s``; a link that was up resets the backoff.
 * HTTP Basic auth (security profile 1) with the identity as the user, when there is a password.
+* TLS (``wss://``): the CSMS's certificate checked against ``[upstream.tls] ca_file`` or the
+  system's CAs (security profile 2); with ``cert_file`` the gateway shows its own certificate
+  (profile 3). A failed handshake is named as such in the outage's reason.
 * The first failure of an outage is one WARNING naming why (HTTP 401/403 hints at the
   password); while it lasts, DEBUG. The Site hears every change (``set_upstream``), with the
   reason, for the status page and MQTT.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -132,6 +136,7 @@ class UpstreamLink:
                     self.settings.endpoint,
                     subprotocols=[Subprotocol(self.subprotocol)],
                     additional_headers=basic_auth_headers(self.settings),
+                    ssl=tls_context(self.settings),
                     open_timeout=10,
                     ping_interval=20,
                     ping_timeout=20,
@@ -153,6 +158,9 @@ class UpstreamLink:
                 hint = " (check upstream.password)" if code in (401, 403) else ""
                 reason = f"refused the connection: HTTP {code}{hint}"
                 self._report_outage(f"CSMS {reason}")
+            except ssl.SSLError as exc:  # (before OSError, which it is)
+                reason = f"TLS handshake failed: {getattr(exc, 'verify_message', None) or exc} (check upstream.tls)"
+                self._report_outage(f"CSMS {reason}")
             except (OSError, WebSocketException, TimeoutError) as exc:
                 reason = f"connection lost or unreachable: {exc or type(exc).__name__}"
                 self._report_outage(f"CSMS {reason}")
@@ -167,6 +175,18 @@ class UpstreamLink:
         """One WARNING when the CSMS goes away, DEBUG while it stays away (INFO when back)."""
         log.log(logging.DEBUG if self._outage_reported else logging.WARNING, message)
         self._outage_reported = True
+
+
+def tls_context(settings: UpstreamConfig) -> ssl.SSLContext | None:
+    """The client's TLS context for a ``wss://`` CSMS (None for ``ws://``): the system's CAs, or
+    ``ca_file``'s; the gateway's certificate with ``cert_file``. Hostnames are always checked."""
+    if not settings.url.startswith("wss://"):
+        return None
+    tls = settings.tls
+    context = ssl.create_default_context(cafile=tls.ca_file if tls is not None else None)
+    if tls is not None and tls.cert_file is not None:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
 
 
 def basic_auth_headers(settings: UpstreamConfig) -> dict[str, str]:

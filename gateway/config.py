@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -51,6 +52,55 @@ class SiteConfig(Strict):
     state_dir: str = "state"
 
 
+class TlsFiles(Strict):
+    """The PEM files of a TLS client: relative paths are relative to the working directory, and
+    each is checked to exist and be readable when the config is loaded."""
+
+    ca_file: str | None = None  # the CA that signed the server's certificate (None: the system's CAs)
+    cert_file: str | None = None  # client certificate, for servers that require one
+    key_file: str | None = None  # its private key (not needed if cert_file holds it too)
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable_file(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"no such file: {path!r}")
+        if path is not None and not os.access(path, os.R_OK):
+            raise ValueError(f"cannot read the file {path!r} (permissions)")
+        return path
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_with_cert(cls, path: str | None, info: ValidationInfo) -> str | None:
+        if path is not None and info.data.get("cert_file") is None:
+            raise ValueError("a client key needs its certificate: set cert_file too")
+        return path
+
+
+class MqttTlsConfig(TlsFiles):
+    """``[mqtt.tls]``: connect to the broker over TLS; on as soon as the table is present.
+    Without ``ca_file`` the system's trusted CAs verify the broker."""
+
+    insecure: bool = False  # skip the check that the broker's certificate names `host` (logged as a warning)
+
+
+class UpstreamTlsConfig(TlsFiles):
+    """``[upstream.tls]``: OCPP security profile 2 (the CSMS's certificate checked against
+    ``ca_file``, else the system's CAs) and, with ``cert_file``, profile 3 (the gateway shows its
+    own client certificate). Needs a ``wss://`` url. There is no switch to skip the check: a
+    security profile that does not check the CSMS is none."""
+
+    @model_validator(mode="after")
+    def _loads(self) -> UpstreamTlsConfig:
+        try:  # a certificate and key that do not match should fail check-config, not every connection
+            context = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file is not None:
+                context.load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"cannot load the certificates: {exc}") from None
+        return self
+
+
 class UpstreamConfig(Strict):
     """The CSMS the whole site reports to as one charge point."""
 
@@ -70,6 +120,7 @@ class UpstreamConfig(Strict):
     meter_values_per_request: Annotated[int, Field(ge=1, le=1000)] = 50
     # "1.6": one OCPP 1.6J charge point; "2.0.1": one OCPP 2.0.1 charging station, connectors as EVSEs
     ocpp_version: Literal["1.6", "2.0.1"] = "1.6"
+    tls: UpstreamTlsConfig | None = None  # security profiles 2 and 3 (wss:// only)
 
     @field_validator("url")
     @classmethod
@@ -93,6 +144,12 @@ class UpstreamConfig(Strict):
         if unknown:
             raise ValueError(f"unsupported measurand(s) {unknown}; supported: {', '.join(SUPPORTED_MEASURANDS)}")
         return measurands
+
+    @model_validator(mode="after")
+    def _tls_needs_wss(self) -> UpstreamConfig:
+        if self.tls is not None and not self.url.startswith("wss://"):
+            raise ValueError("[upstream.tls] needs a wss:// url (TLS is what wss means)")
+        return self
 
     @property
     def endpoint(self) -> str:
@@ -132,35 +189,6 @@ class MqttCommandsConfig(Strict):
     def enabled(self) -> frozenset[str]:
         """The names of the commands that are on."""
         return frozenset(name for name, on in self.model_dump().items() if on)
-
-
-class MqttTlsConfig(Strict):
-    """``[mqtt.tls]``: connect to the broker over TLS; on as soon as the table is present.
-
-    Files are PEM, relative paths are relative to the working directory, and each is checked to
-    exist when the config is loaded. Without ``ca_file`` the system's trusted CAs verify the broker.
-    """
-
-    ca_file: str | None = None  # the CA that signed the broker's certificate
-    cert_file: str | None = None  # client certificate, for brokers with require_certificate
-    key_file: str | None = None  # its private key (not needed if cert_file holds it too)
-    insecure: bool = False  # skip the check that the broker's certificate names `host` (logged as a warning)
-
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _readable_file(cls, path: str | None) -> str | None:
-        if path is not None and not Path(path).is_file():
-            raise ValueError(f"no such file: {path!r}")
-        if path is not None and not os.access(path, os.R_OK):
-            raise ValueError(f"cannot read the file {path!r} (permissions)")
-        return path
-
-    @field_validator("key_file")
-    @classmethod
-    def _key_with_cert(cls, path: str | None, info: ValidationInfo) -> str | None:
-        if path is not None and info.data.get("cert_file") is None:
-            raise ValueError("a client key needs its certificate: set cert_file too")
-        return path
 
 
 class MqttConfig(Strict):

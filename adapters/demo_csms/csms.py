@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -139,10 +140,12 @@ class DemoCsms:
         *,
         password: str | None = None,
         boot_answers: list[tuple[str, int]] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.password = password
+        self.tls = tls  # serve wss:// (a test's security profile 2 or 3)
         self.boot_answers = list(boot_answers or [(RegistrationStatus.accepted, 60)])
         self.received: list[Received] = []
         self.connections = 0  # websocket sessions accepted so far
@@ -163,9 +166,10 @@ class DemoCsms:
             self.port,
             subprotocols=[Subprotocol(self.subprotocol)],
             process_request=self._check_auth,
+            ssl=self.tls,
         )
         self.port = self._server.sockets[0].getsockname()[1] if self.port == 0 else self.port
-        log.info("demo CSMS listening on ws://%s:%s/", self.host, self.port)
+        log.info("demo CSMS listening on %s://%s:%s/", self.scheme, self.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -174,8 +178,12 @@ class DemoCsms:
             self._server = None
 
     @property
+    def scheme(self) -> str:
+        return "ws" if self.tls is None else "wss"
+
+    @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ocpp"
+        return f"{self.scheme}://{self.host}:{self.port}/ocpp"
 
     # -- connections -------------------------------------------------------------------------------
     def _check_auth(self, connection: ServerConnection, request: Request) -> Response | None:
