@@ -28,7 +28,7 @@ from adapters.ocpp201_upstream.reports import notify_reports, report_entry, repo
 from adapters.ocpp_callerrors import unsupported_action
 from adapters.ocpp_link import CsmsPeer, send_call, short
 from gateway.config import UpstreamConfig
-from gateway.domain.commands import CommandSource
+from gateway.domain.commands import Command, CommandSource, result_from_status
 from gateway.services.site import Site
 from gateway.services.telemetry import Telemetry
 
@@ -131,6 +131,22 @@ class Peer201(CsmsPeer, ChargePoint):
             await self.owner.reset(hard=type == "Immediate")
         except Exception:  # an @after hook runs untracked: say what went wrong instead of losing it
             log.exception("reset failed")
+
+    @on(Action.unlock_connector)
+    def on_unlock_connector(self, evse_id: int, connector_id: int) -> Any:
+        """No shipped Modbus profile has an unlock register: a free connector answers UnlockFailed
+        (2.0.1 has no NotSupported here) rather than pretend; one in a session is not unlocked."""
+        connector = self.owner.site.connectors.get(evse_id)
+        if connector is None or not connector.upstream or connector_id != 1:
+            status = "UnknownConnector"
+        elif connector.session_active:
+            status = "OngoingAuthorizedTransaction"
+        else:
+            status = "UnlockFailed"
+        log.info("CSMS UnlockConnector EVSE %s connector %s: %s", evse_id, connector_id, status)
+        result = result_from_status(status)
+        self.owner.site.record_command(Command.UNLOCK, CommandSource.CSMS, result, evse_id)
+        return call_result.UnlockConnector(status=status)
 
     @on(Action.change_availability)
     def on_change_availability(self, operational_status: str, evse: dict[str, Any] | None = None) -> Any:

@@ -31,6 +31,7 @@ from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.memory_outbox import memory_outbox
 from tests.fixtures.net import free_port
+from tests.fixtures.status_site import until
 from tests.integration.test_upstream_hostile import HOSTILE_FRAMES
 
 MEASURED_AT = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -392,7 +393,7 @@ async def test_an_unsupported_call_gets_not_implemented_and_the_link_lives(csms:
         await original(raw)
 
     session.route_message = capture  # type: ignore[method-assign]
-    await session._send(json.dumps([2, "u-1", "UnlockConnector", {"evseId": 1, "connectorId": 1}]))  # a 2.0.1 action
+    await session._send(json.dumps([2, "u-1", "ClearDisplayMessage", {"id": 1}]))  # a 2.0.1 action
     assert await asyncio.wait_for(answers.get(), 5) == "NotSupported"  # known, not carried out (OCPP-J 2.0.1)
     await session._send(json.dumps([2, "u-0", "MakeCoffee", {}]))
     assert await asyncio.wait_for(answers.get(), 5) == "NotImplemented"  # not a 2.0.1 action
@@ -436,6 +437,26 @@ async def test_reset_ends_the_session_then_boots_again_as_remote_reset(csms: Dem
     assert reboot["chargingStation"]["vendorName"] == "ocpp-gateway"
     per_evse = await csms.call(STATION, call.Reset(type="OnIdle", evse_id=1))
     assert per_evse.status == "Rejected"  # the site resets as a whole
+
+
+async def test_unlock_connector_says_what_a_modbus_charger_can_do(csms: DemoCsms201, running: list) -> None:
+    """No shipped profile has an unlock register: UnlockFailed, never a pretended Unlocked; an
+    EVSE in a session is not unlocked; an EVSE or connector the station does not have is unknown."""
+    site = make_site({1: ConnectorPolicy(AuthPolicy.FREE, "FLEET-01"), 2: REMOTE})
+    site.apply(ChargerSnapshot("left", 1, Reading(at_minute(0), energy_wh=100), VehicleState.A))
+    station = start_station(site, csms.port, running)
+    await station.accepted.wait()
+
+    async def unlock(evse_id: int, connector_id: int = 1) -> str:
+        answer = await csms.call(STATION, call.UnlockConnector(evse_id=evse_id, connector_id=connector_id))
+        return str(answer.status)
+
+    assert await unlock(1) == "UnlockFailed"
+    assert await unlock(7) == "UnknownConnector"
+    assert await unlock(1, connector_id=2) == "UnknownConnector"
+    site.apply(ChargerSnapshot("left", 1, Reading(at_minute(1), energy_wh=100), VehicleState.C))
+    await until(site, lambda: site.connectors[1].session_active)
+    assert await unlock(1) == "OngoingAuthorizedTransaction"
 
 
 async def test_frames_that_cannot_be_read_leave_the_link_and_the_station_running(
