@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.typing import Subprotocol
 
 from gateway.config import UpstreamConfig
+from gateway.domain.ports import SettingsStore
 from gateway.services.backoff import Backoff
 from gateway.services.site import Site
 from gateway.services.tasks import cancel_and_wait
@@ -44,6 +45,10 @@ from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+#: Settings section both versions keep: did the last process end on purpose (False while running)?
+#: It decides how a session the last process left open is ended: Reboot after a clean stop, else
+#: PowerLoss (and 2.0.1's boot reason).
+CLEAN_SHUTDOWN = "clean_shutdown"
 MAX_FRAME_BYTES = 2**20  # a CSMS's largest frames (a local list) are far smaller
 MAX_NAME = 60  # characters of a foreign text (an action name, an error) quoted in a CALLERROR or the log
 #: The library logs every frame at INFO, id tokens included: the gateway keeps this logger at WARNING.
@@ -211,6 +216,17 @@ async def send_call(peer: ChargePoint, payload: Any) -> Any | None:
     except TimeoutError:
         log.warning("CSMS did not answer %s in time", action)
     return None
+
+
+async def run_marked(store: SettingsStore, *loops: Awaitable[Any]) -> None:
+    """Run an upstream adapter's ``loops`` until one ends (or all are cancelled), with
+    ``CLEAN_SHUTDOWN`` false while they run and true once they have ended on purpose: a kill -9
+    leaves it false, which the next start reads."""
+    store.save(CLEAN_SHUTDOWN, False)
+    try:
+        await first_to_finish(*loops)
+    finally:
+        store.save(CLEAN_SHUTDOWN, True)
 
 
 async def first_to_finish(*coroutines: Awaitable[Any]) -> None:

@@ -35,7 +35,7 @@ from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
 from adapters.ocpp201_upstream.statuses import StatusReports201
 from adapters.ocpp201_upstream.transaction_events import call_problem
-from adapters.ocpp_link import UpstreamLink, first_to_finish, send_call
+from adapters.ocpp_link import CLEAN_SHUTDOWN, UpstreamLink, first_to_finish, run_marked, send_call
 from gateway.config import UpstreamConfig
 from gateway.domain.events import (
     ConnectorReadingChanged,
@@ -55,7 +55,6 @@ from gateway.services.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp2.0.1"
-CLEAN_SHUTDOWN = "clean_shutdown"  # settings section: did the last process end on purpose? (as 1.6)
 BOOT_RETRY_FALLBACK_S = 30  # a Pending/Rejected with interval 0, or a boot that failed
 
 
@@ -147,16 +146,13 @@ class ChargingStation201:
     # -- the Site's effects ------------------------------------------------------------------------
     async def run(self) -> None:
         """Connect, talk and reconnect until cancelled; effects are collected all the while."""
-        self.site.settings.save(CLEAN_SHUTDOWN, False)
-        try:
-            await first_to_finish(
-                self._link.stay_connected(self._session, lambda: self.registration, self._closed),
-                self._collect(),
-                self._sampled(),
-                self._clock_aligned(),
-            )
-        finally:
-            self.site.settings.save(CLEAN_SHUTDOWN, True)
+        await run_marked(
+            self.site.settings,
+            self._link.stay_connected(self._session, lambda: self.registration, self._closed),
+            self._collect(),
+            self._sampled(),
+            self._clock_aligned(),
+        )
 
     async def _collect(self) -> None:
         async for event in self._effects:

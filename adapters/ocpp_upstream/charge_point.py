@@ -25,7 +25,7 @@ from ocpp.v16 import call
 from ocpp.v16.enums import RegistrationStatus
 from websockets.asyncio.client import ClientConnection
 
-from adapters.ocpp_link import UpstreamLink, first_to_finish, send_call
+from adapters.ocpp_link import CLEAN_SHUTDOWN, UpstreamLink, first_to_finish, run_marked, send_call
 from adapters.ocpp_upstream.batching import batch_for, combined
 from adapters.ocpp_upstream.configuration import OcppConfiguration
 from adapters.ocpp_upstream.local_list import id_tag_info_from_ocpp
@@ -56,7 +56,6 @@ from gateway.services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-CLEAN_SHUTDOWN = "clean_shutdown"  # settings section: did the last process end on purpose?
 BOOT_RETRY_FALLBACK_S = 30  # when a CSMS answers Pending/Rejected with interval 0, or errors
 
 
@@ -99,18 +98,16 @@ class VirtualChargePoint:
         """Connect, talk, and reconnect forever; only cancellation ends it.
 
         Session effects are collected for the whole life of the process, connected or not (the
-        subscription is made in the constructor, so nothing that happens before ``run`` is lost).
+        subscription is made in the constructor, so nothing that happens before ``run`` is lost), and
+        it stays after ``run`` ends: a native stop answered while the gateway shuts down is still queued.
         """
-        self.site.settings.save(CLEAN_SHUTDOWN, False)
-        try:
-            await first_to_finish(
-                self._link.stay_connected(self._session, lambda: self.registration, self._closed),
-                self._collect(self._effects),
-                self._sampled(),
-                self._clock_aligned(),
-            )
-        finally:  # (the subscription stays: a native stop answered while the gateway shuts down is still queued)
-            self.site.settings.save(CLEAN_SHUTDOWN, True)
+        await run_marked(
+            self.site.settings,
+            self._link.stay_connected(self._session, lambda: self.registration, self._closed),
+            self._collect(self._effects),
+            self._sampled(),
+            self._clock_aligned(),
+        )
 
     async def _collect(self, events: EventStream) -> None:
         async for event in events:
