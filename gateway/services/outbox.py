@@ -7,9 +7,9 @@ stop. A record the CSMS answers with an error (or not at all) is retried
 ``TransactionMessageAttempts`` times, ``TransactionMessageRetryInterval`` x attempt apart, then
 dropped with a log line; a StopTransaction is never dropped (it ends a bill).
 
-The store is bounded: past ``thin_after_records`` the periodic samples of a session are thinned
-to the first and last of each ``thin_window_s``; past ``max_bytes`` the oldest periodic samples
-go first. Starts, stops and clock-aligned values are never thinned or dropped for space.
+The store is bounded (``outbox_bounds.py``): past ``thin_after_records`` periodic samples are
+thinned, past ``max_bytes`` the oldest go first. Starts, stops and clock-aligned values are never
+thinned or dropped for space.
 
 A disk that refuses writes (full, read-only, failing) must neither stop charging nor hold billing
 back from a CSMS that is there: what it refuses is held in memory, in order, delivered after
@@ -24,9 +24,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from gateway.domain.history import DeliveryState
 from gateway.domain.outbox import (
@@ -37,20 +36,14 @@ from gateway.domain.outbox import (
     RecordInfo,
     RecordKind,
 )
+from gateway.services.outbox_bounds import BacklogBounds, OutboxSettings
+
+__all__ = ["BacklogStats", "Dropped", "Outbox", "OutboxSettings", "Retry"]
 
 log = logging.getLogger(__name__)
 
 DISK_RETRY_S = 5.0  # how soon a disk that refused a write is tried again
 STOP_PATIENCE = 3  # a stop gets this many times TransactionMessageAttempts before it is set aside
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxSettings:
-    """Bounds of the backlog (see the module docstring)."""
-
-    max_bytes: int = 256 * 1024 * 1024
-    thin_after_records: int = 100_000
-    thin_window_s: int = 900
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +81,8 @@ class Outbox:
         self._on_change = on_change
         self._waiting = asyncio.Event()
         self._emptied = asyncio.Event()
-        self._dropped = 0
-        self._thinned = 0
-        self._appended_since_thinning = 0
-        self._disk_full_reported = False
+        self._bounds = BacklogBounds(store, self.settings)
+        self._dropped = 0  # given up after refusals, or unsendable (the bounds count their own)
         # Accepted while the disk refused writes, oldest first, numbered -1, -2, ... (never a
         # store's number) so that delivered/failed/set_aside can name them like stored ones.
         self._held: deque[OutboxRecord] = deque()
@@ -149,7 +140,7 @@ class Outbox:
                 self._written_as[held.seq] = stored.seq
             if attempts := self._attempts.pop(held.seq, 0):
                 self._count_attempts(stored.seq, attempts)
-            self._appended_since_thinning += 1
+            self._bounds.appended()
         self._disk_recovered()
         return stored
 
@@ -183,64 +174,9 @@ class Outbox:
 
     def _keep_bounds(self) -> None:
         try:
-            self._thin_or_drop()
+            self._bounds.keep()
         except OSError as exc:  # thinning is an economy: it can wait for a disk that works
             self._disk_trouble("cannot thin the backlog on disk", exc)
-
-    def _thin_or_drop(self) -> None:
-        limit = self.settings.thin_after_records
-        if len(self.store) > limit and self._appended_since_thinning >= max(1, limit // 10):
-            self._appended_since_thinning = 0
-            self._thin()
-        if self.store.size_bytes() > self.settings.max_bytes:
-            self._make_room()
-
-    def _thin(self) -> None:
-        """Keep the first and last periodic sample of each session per window; drop the rest."""
-        window_s = self.settings.thin_window_s
-        groups: dict[tuple[str | None, int], list[RecordInfo]] = {}
-        for info in self._removable():
-            if info.kind is RecordKind.SAMPLED:
-                window = int(datetime.fromisoformat(info.created_at).timestamp() // window_s)
-                groups.setdefault((info.local_ref, window), []).append(info)
-        doomed = [info.seq for group in groups.values() for info in group[1:-1]]
-        if doomed:
-            self.store.remove(doomed)
-            self._thinned += len(doomed)
-            log.warning(
-                "outbox: %d messages waiting; thinned %d periodic samples to the first and last of each %d s",
-                len(self.store),
-                len(doomed),
-                window_s,
-            )
-
-    def _make_room(self) -> None:
-        """Drop the oldest periodic samples until the store fits its disk bound again."""
-        excess = self.store.size_bytes() - self.settings.max_bytes
-        doomed: list[int] = []
-        for info in self._removable():
-            if excess <= 0:
-                break
-            if info.kind is RecordKind.SAMPLED:
-                doomed.append(info.seq)
-                excess -= info.size_bytes
-        if doomed:
-            self.store.remove(doomed)
-            self._dropped += len(doomed)
-            log.warning(
-                "outbox: disk bound of %d bytes reached; dropped the %d oldest periodic samples",
-                self.settings.max_bytes,
-                len(doomed),
-            )
-        if excess > 0 and not self._disk_full_reported:
-            log.error("outbox: over its disk bound with nothing left to drop; keeping transaction messages anyway")
-            self._disk_full_reported = True
-        elif excess <= 0:
-            self._disk_full_reported = False
-
-    def _removable(self) -> Iterable[RecordInfo]:
-        """Records that may be thinned or dropped: all but the head, which may be in flight."""
-        return self.store.index()[1:]
 
     # -- delivering -----------------------------------------------------------------------------------
     async def next(self) -> OutboxRecord:
@@ -473,8 +409,8 @@ class Outbox:
             records=len(created),
             size_bytes=self.store.size_bytes(),
             oldest_created_at=min(created, default=None),
-            dropped=self._dropped,
-            thinned=self._thinned,
+            dropped=self._dropped + self._bounds.dropped,
+            thinned=self._bounds.thinned,
             problems=tuple(self.store.problems()),
             parked=self._parked,
             disk_problem=self._disk_problem(),
