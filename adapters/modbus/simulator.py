@@ -27,11 +27,12 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from adapters.modbus.codec import Raw, encode_raw
+from adapters.modbus.codec import encode_raw
 from adapters.modbus.conditions import satisfying_raw
-from adapters.modbus.layout import DeviceMap, Location, RegisterImage, RoleValue, fault_raw
-from adapters.modbus.profile import BIT_TABLES, NO_FAULT, Profile, Table, load_profile
+from adapters.modbus.layout import DeviceMap, Location, RegisterImage, RoleValue
+from adapters.modbus.profile import BIT_TABLES, Profile, Table, load_profile
 from adapters.modbus.sim_charger import ChargerBehaviour, SocketState
+from adapters.modbus.sim_faults import SimFaults
 from gateway.domain.model import Fault, FaultKind, VehicleState
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class ModbusSimulator:
         self._refused: set[Location] = set()  # reads touching these answer "illegal address"
         self._soc: dict[int, float] = {}  # exact SoC of the car on each socket that reports one
         self._changed = asyncio.Event()  # set on every master write, watchdog expiry and state change
+        self._faults = SimFaults(self.profile, self._map, self._image)
         self._charger = ChargerBehaviour(self._map, self._image, self.set, self.get, self._changed.set)
         for socket in self._sockets:
             self._reset(socket)
@@ -219,7 +221,7 @@ class ModbusSimulator:
 
     def faults(self, socket: int = 1) -> list[Fault]:
         """The faults the registers show now."""
-        return [f for name in self.profile.faults for f in self._map.read_faults(self._image, name, socket)]
+        return self._faults.shown(socket)
 
     def plug_in(self, socket: int = 1, soc_percent: float | None = ARRIVAL_SOC_PERCENT) -> None:
         """A vehicle is connected (state B); the session counter starts again.
@@ -297,26 +299,7 @@ class ModbusSimulator:
 
     def raise_fault(self, kind_or_code: FaultKind | str | int, socket: int = 1) -> None:
         """Show a fault: a ``FaultKind`` (the first code the profile maps to it) or a raw vendor code."""
-        for name, spec in self.profile.faults.items():
-            if isinstance(kind_or_code, int):
-                if spec.codes is None:
-                    continue
-                raw: Raw | None = kind_or_code
-            else:
-                kind = FaultKind(kind_or_code).value
-                if spec.bits is not None:
-                    bits = [int(b) for b, k in spec.bits.items() if k == kind]
-                    if bits:
-                        current = int(self._map.read_fault_raw(self._image, name, 0, socket) or 0)
-                        self._map.write_fault_raw(self._image, name, 0, current | 1 << bits[0], socket)
-                        return
-                    continue
-                raw = fault_raw(spec, kind)
-            if raw is None:
-                continue
-            self._map.write_fault_raw(self._image, name, self._free_slot(name, socket), raw, socket)
-            return
-        raise ValueError(f"profile '{self.profile.id}' has no fault source for {kind_or_code!r}")
+        self._faults.show(kind_or_code, socket)
 
     def trip(self, tripped: bool = True, socket: int = 1) -> None:
         """Stop delivering current (a fault of the charger's own), or resume with ``tripped`` False."""
@@ -324,10 +307,7 @@ class ModbusSimulator:
 
     def clear_faults(self, socket: int = 1) -> None:
         """Every fault source shows "no fault" (its first ``none`` code, or all bits clear)."""
-        for name, spec in self.profile.faults.items():
-            none = fault_raw(spec, NO_FAULT) if spec.codes is not None else 0
-            for index in range(spec.count):
-                self._map.write_fault_raw(self._image, name, index, none if none is not None else 0, socket)
+        self._faults.clear(socket)
 
     def tick(self, seconds: float) -> None:
         """Let ``seconds`` pass: energy counters grow by power x time (import or export by sign)."""
@@ -396,15 +376,6 @@ class ModbusSimulator:
     def _set_if_mapped(self, role: str, value: object, socket: int) -> None:
         if role in self.profile.values:
             self.set(role, value, socket)
-
-    def _free_slot(self, name: str, socket: int) -> int:
-        """The first register of a multi-register fault source that shows no fault (else the last)."""
-        spec = self.profile.faults[name]
-        none = fault_raw(spec, NO_FAULT)
-        for index in range(spec.count):
-            if self._map.read_fault_raw(self._image, name, index, socket) in (none, None):
-                return index
-        return spec.count - 1
 
     def _sim_devices(self) -> list[SimDevice]:
         """One SimDevice per unit id, each table filled over its whole span min..max address."""
