@@ -352,8 +352,10 @@ class ChargingStation201:
     # -- what the CSMS asks ------------------------------------------------------------------------
     async def reset(self, hard: bool) -> None:
         """End every session, deliver the Ended events, then reconnect and boot again (RemoteReset)."""
-        self.site.stop_all_sessions(StopReason.HARD_RESET if hard else StopReason.SOFT_RESET)
+        reason = StopReason.HARD_RESET if hard else StopReason.SOFT_RESET
+        self.site.stop_all_sessions(reason)
         self._take_pending()
+        self.tx_points.end_without_session(reason)  # a transaction begun at the plug-in, or kept after a stop
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.response_timeout_s):
                 await self.outbox.wait_empty()

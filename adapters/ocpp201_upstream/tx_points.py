@@ -84,6 +84,7 @@ class Window:
     ref: str
     connector_id: int
     domain_ref: str | None = None
+    authorized: bool = False  # an authorisation holds (a card, a remote start, free charging)
 
 
 class TxPoints:
@@ -125,6 +126,14 @@ class TxPoints:
         window = next((w for w in self.windows.values() if w.ref == ref), None)
         return window.domain_ref if window is not None else ref
 
+    def end_without_session(self, reason: StopReason) -> None:
+        """End the transactions no domain session is in (a Reset: the domain ended its own), with
+        the register last read."""
+        for window in [w for w in self.windows.values() if w.domain_ref is None]:
+            register = self._registers.get(window.connector_id)
+            energy_wh = register[0] if register is not None else None
+            self._end(window, energy_wh, self.site.clock.now(), reason)
+
     # -- EVConnected -------------------------------------------------------------------------------
     def _car(self, event: VehicleConnectionChanged) -> None:
         cid = event.connector_id
@@ -165,16 +174,17 @@ class TxPoints:
                 self._held[cid] = start  # a transaction once it charges
                 return
             self.feed.started(start)
-            self.windows[cid] = Window(start.local_ref, cid, start.local_ref)
+            self.windows[cid] = Window(start.local_ref, cid, start.local_ref, authorized=True)
             return
         if window.domain_ref is not None:  # cannot happen: the domain stops a session before the next
             log.warning("EVSE %s: session %s began inside another; not sent", cid, start.local_ref)
             return
         trigger, token_type, remote_start_id = self.feed.origin(start)
         window.domain_ref = start.local_ref
+        window_was_authorized, window.authorized = window.authorized, True
         session = self.ledger.sessions[window.ref]
         token = None
-        if session.id_tag != start.id_tag:  # authorised now (else at the start: the car came)
+        if not window_was_authorized:  # authorised now (else it was before, and the car came)
             token = id_token(start.id_tag, token_type)
             trigger = "RemoteStart" if trigger == "RemoteStart" else "Authorized"
             session.id_tag, session.token_type = start.id_tag, token_type
@@ -206,7 +216,7 @@ class TxPoints:
             del self.windows[cid]
             self.feed.stopped(replace(stop, local_ref=window.ref))
             return
-        window.domain_ref = None
+        window.domain_ref, window.authorized = None, False
         session = self.ledger.sessions[window.ref]
         session.window, session.domain_ref = True, None
         self.ledger.register_seen(window.ref, stop.meter_stop_wh, stop.stopped_at)
@@ -226,7 +236,7 @@ class TxPoints:
                 held = replace(held, meter_start_wh=register[0], started_at=max(register[1], held.started_at))
             _, token_type, remote_start_id = self.feed.origin(held)
             self.feed.started(held, ("ChargingStateChanged", token_type, remote_start_id))
-            self.windows[cid] = Window(held.local_ref, cid, held.local_ref)
+            self.windows[cid] = Window(held.local_ref, cid, held.local_ref, authorized=True)
             return
         window = self.windows.get(cid)
         if window is None or window.domain_ref is not None or self._plugged.get(cid, False):
@@ -260,7 +270,7 @@ class TxPoints:
             start, trigger, token_type, remote_start_id, offline=not online, with_register=energy_wh is not None
         )
         self.feed.outbox.enqueue(NewRecord(RecordKind.START, "TransactionEvent", payload, payload["timestamp"], ref))
-        self.windows[cid] = Window(ref, cid)
+        self.windows[cid] = Window(ref, cid, authorized=bool(id_tag))
         log.info("EVSE %s: transaction %s started (%s) before the session", cid, ref, trigger)
 
     def _updated(

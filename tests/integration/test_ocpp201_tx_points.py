@@ -15,13 +15,13 @@ from adapters.demo_csms.csms201 import DemoCsms201
 from adapters.ocpp201_upstream.station import CLEAN_SHUTDOWN, ChargingStation201
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.settings import JsonSettingsStore
-from gateway.domain.events import UpstreamStateChanged
 from gateway.domain.model import ChargerSnapshot, Reading, VehicleState
 from gateway.domain.transactions import AuthPolicy
 from gateway.services.outbox import Outbox
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.net import free_port
+from tests.fixtures.status_site import until
 from tests.integration.test_ocpp201_upstream import (
     FREE,
     STATION,
@@ -221,24 +221,21 @@ async def test_what_no_device_tells_is_rejected(csms201: DemoCsms201, tasks: lis
     assert [r["attribute_value"] for r in answer.get_variable_result] == ["PowerPathClosed", "EVConnected,Authorized"]
 
 
+def kept_on_disk(tmp_path: Path) -> tuple[Site, Outbox]:
+    """A card site whose settings and outbox are files (what a restart finds)."""
+    site = make_site(CARDS)
+    site.settings = JsonSettingsStore(tmp_path / "settings.json")
+    return site, Outbox(SegmentedOutboxStore(tmp_path / "outbox"))
+
+
 async def test_points_kept_across_a_restart_and_a_window_open_at_a_kill_ends_power_loss(tmp_path: Path) -> None:
-    path = tmp_path / "settings.json"
-
-    def persistent_site() -> Site:
-        site = make_site(CARDS)
-        site.settings = JsonSettingsStore(path)
-        return site
-
-    def outbox() -> Outbox:
-        return Outbox(SegmentedOutboxStore(tmp_path / "outbox"))
-
     csms = DemoCsms201("127.0.0.1", 0)
     await csms.start()
     running: list[asyncio.Task[None]] = []
     try:
-        site = persistent_site()
+        site, outbox = kept_on_disk(tmp_path)
         site.apply(poll(0, VehicleState.A, 1_000))
-        first = ChargingStation201(site, upstream_at(csms.port), outbox())
+        first = ChargingStation201(site, upstream_at(csms.port), outbox)
         running.append(asyncio.create_task(first.run()))
         await first.accepted.wait()
         assert await set_points(csms, TxStartPoint="EVConnected") == [("Accepted", None)]
@@ -248,9 +245,10 @@ async def test_points_kept_across_a_restart_and_a_window_open_at_a_kill_ends_pow
         killed = running.pop()
         killed.cancel()
         await asyncio.gather(killed, return_exceptions=True)
-        JsonSettingsStore(path).save(CLEAN_SHUTDOWN, False)  # as a kill -9 leaves it
+        JsonSettingsStore(tmp_path / "settings.json").save(CLEAN_SHUTDOWN, False)  # as a kill -9 leaves it
 
-        second = ChargingStation201(persistent_site(), upstream_at(csms.port), outbox())
+        site, outbox = kept_on_disk(tmp_path)
+        second = ChargingStation201(site, upstream_at(csms.port), outbox)
         assert second.device_model.value("TxCtrlr.TxStartPoint") == "EVConnected"
         running.append(asyncio.create_task(second.run()))
         end = await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Ended", timeout=15)
@@ -270,12 +268,8 @@ async def test_an_outage_during_a_window_delivers_it_in_order_offline(tasks: lis
     await csms.start()
     try:
         site, station = await linked_station(csms, tasks, FREE, TxStartPoint="EVConnected")
-        link = site.subscribe()
         await csms.stop()
-        async with asyncio.timeout(5):
-            async for event in link:
-                if isinstance(event, UpstreamStateChanged) and not event.connected:
-                    break
+        await until(site, lambda: not station.online(), timeout_s=5)
         site.apply(poll(1, VehicleState.B, 1_000))  # free charging: plugged, then authorised at once
         site.apply(poll(2, VehicleState.C, 1_300))
         await station.take_samples()
