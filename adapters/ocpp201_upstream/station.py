@@ -302,6 +302,8 @@ class ChargingStation201:
             session_ref = self.tx_points.domain_ref(record.local_ref)
             if status is not AuthStatus.ACCEPTED and session_ref is not None:  # StopTxOnInvalidId: true
                 self.site.start_rejected(session_ref, stop_on_invalid_id=True)
+            elif status is not AuthStatus.ACCEPTED:  # a transaction begun at the authorisation, no car yet
+                self.tx_points.refused(record.local_ref)
 
     async def _authorize(self, peer: Peer201) -> None:
         """A card shown at a charger, asked of the CSMS (Authorize)."""

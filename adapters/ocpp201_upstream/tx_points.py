@@ -112,6 +112,10 @@ class TxPoints:
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
             self._reading(event)
 
+    def _register_wh(self, cid: int) -> int | None:
+        register = self._registers.get(cid)
+        return register[0] if register is not None else None
+
     def _reading(self, event: ConnectorReadingChanged | MeterReadingChanged) -> None:
         """The register as of this point of the stream (the Site's is the latest poll's): a status
         change that starts or ends a transaction is stamped with the reading that showed it."""
@@ -130,9 +134,15 @@ class TxPoints:
         """End the transactions no domain session is in (a Reset: the domain ended its own), with
         the register last read."""
         for window in [w for w in self.windows.values() if w.domain_ref is None]:
-            register = self._registers.get(window.connector_id)
-            energy_wh = register[0] if register is not None else None
-            self._end(window, energy_wh, self.site.clock.now(), reason)
+            self._end(window, self._register_wh(window.connector_id), self.site.clock.now(), reason)
+
+    def refused(self, ref: str) -> None:
+        """The CSMS refused the idToken of transaction ``ref`` while no session is in it (a
+        `Started` at the authorisation, before the car): it ends (DeAuthorized, StopTxOnInvalidId);
+        a car that still comes starts a session the CSMS is asked about again."""
+        window = next((w for w in self.windows.values() if w.ref == ref and w.domain_ref is None), None)
+        if window is not None and window.authorized:
+            self._end(window, self._register_wh(window.connector_id), self.site.clock.now(), StopReason.DEAUTHORIZED)
 
     # -- EVConnected -------------------------------------------------------------------------------
     def _car(self, event: VehicleConnectionChanged) -> None:
@@ -242,10 +252,7 @@ class TxPoints:
         if window is None or window.domain_ref is not None or self._plugged.get(cid, False):
             return
         if change.status is ConnectorStatus.AVAILABLE:  # authorised, no car within EVConnectionTimeOut
-            register = self._registers.get(cid)
-            self._end(
-                window, register[0] if register is not None else None, change.changed_at, StopReason.OTHER, TIMEOUT
-            )
+            self._end(window, self._register_wh(cid), change.changed_at, StopReason.OTHER, TIMEOUT)
 
     # -- queueing ------------------------------------------------------------------------------------
     def _open(

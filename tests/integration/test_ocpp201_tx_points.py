@@ -194,6 +194,28 @@ async def test_start_point_authorized_then_the_car_comes(csms201: DemoCsms201, t
     assert_gapless(csms201)
 
 
+async def test_a_token_refused_before_the_car_ends_the_transaction_deauthorized(
+    csms201: DemoCsms201,  # noqa: F811
+    tasks: list,  # noqa: F811
+) -> None:
+    site, station = await linked_station(csms201, tasks, TxStartPoint="Authorized")
+    csms201.blocked_id_tags.add("APP-BAD")
+    token = {"id_token": "APP-BAD", "type": "Central"}
+    request = call.RequestStartTransaction(id_token=token, remote_start_id=43, evse_id=1)
+    assert (await csms201.call(STATION, request)).status == "Accepted"
+    end = await ended(csms201, station)
+    assert steps(csms201) == [("Started", "RemoteStart"), ("Ended", "Deauthorized")]
+    assert end["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+    assert_gapless(csms201)
+    site.apply(poll(1, VehicleState.B, 1_000))  # the car still comes: its session is asked about again
+    await csms201.wait_for("TransactionEvent", lambda p: p["eventType"] == "Ended" and p is not end)
+    assert steps(csms201)[2:] == [("Started", "RemoteStart"), ("Ended", "Deauthorized")]
+    numbers: dict[str, list[int]] = {}
+    for p in csms201.messages("TransactionEvent"):
+        numbers.setdefault(p["transactionInfo"]["transactionId"], []).append(p["seqNo"])
+    assert [n == list(range(len(n))) for n in numbers.values()] == [True, True]  # two transactions, each gapless
+
+
 async def test_start_point_energy_transfer(csms201: DemoCsms201, tasks: list) -> None:  # noqa: F811
     site, station = await linked_station(csms201, tasks, FREE, TxStartPoint="EnergyTransfer")
     site.apply(poll(1, VehicleState.B, 1_000))  # a session that never charges is no transaction
