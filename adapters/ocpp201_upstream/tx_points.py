@@ -123,7 +123,9 @@ class TxPoints:
         metered = {m.connector_id for m in self.site.meters.values()}
         if cid is None or energy_wh is None or (isinstance(event, ConnectorReadingChanged) and cid in metered):
             return
-        self._registers[cid] = (energy_wh, event.reading.measured_at)
+        guarded = self.site.billing_register(cid)  # the Site's guard (a register gone backwards), if still this poll
+        same_poll = guarded is not None and guarded[1] == event.reading.measured_at
+        self._registers[cid] = guarded if same_poll and guarded is not None else (energy_wh, event.reading.measured_at)
 
     def domain_ref(self, ref: str) -> str | None:
         """The domain's session in transaction ``ref`` (what a RequestStopTransaction stops; None: none)."""
@@ -150,7 +152,8 @@ class TxPoints:
         self._plugged[cid] = event.connected
         window = self.windows.get(cid)
         if event.connected:
-            if window is None and "EVConnected" in self._points()[0] and cid in self.site.upstream_connectors:
+            in_service = cid in self.site.upstream_connectors and cid not in self.site.sessions.out_of_service
+            if window is None and "EVConnected" in self._points()[0] and in_service:  # (Inoperative: none)
                 self._open(cid, "CablePluggedIn", event.energy_wh, event.at)
         elif window is not None and window.domain_ref is None:  # (a running session's own stop follows)
             self._end(window, event.energy_wh, event.at, StopReason.EV_DISCONNECTED)

@@ -136,6 +136,13 @@ async def test_ev_connected_starts_at_the_plug_in_with_its_register() -> None:
     assert await h.all_valid()
 
 
+def test_no_transaction_at_a_plug_in_on_an_evse_out_of_service() -> None:
+    h = Harness("EVConnected")
+    h.site.sessions.out_of_service.add(1)  # ChangeAvailability Inoperative
+    h.poll(1, VehicleState.B, 1_000)
+    assert h.sent() == [] and h.tx.windows == {}
+
+
 async def test_a_stop_point_without_ev_connected_ends_at_the_card_stop() -> None:
     h = Harness("EVConnected", "Authorized")
     h.poll(1, VehicleState.B, 1_000)
