@@ -49,6 +49,8 @@ class Session201:
     next_seq_no: int = 0
     seq_record: str | None = None  # the record (its payload's digest) that took the last number
     seq_record_no: int = 0
+    window: bool = False  # a transaction that does not end with the domain's session (tx_points.py)
+    domain_ref: str | None = None  # then: the domain's session in it now (None: none)
 
 
 def record_key(payload: dict[str, Any]) -> str:

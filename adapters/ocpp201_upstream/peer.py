@@ -25,6 +25,7 @@ from adapters.ocpp201_upstream.authorization import Authorization201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201
 from adapters.ocpp201_upstream.reports import notify_reports, report_entry, report_variables
+from adapters.ocpp201_upstream.tx_points import TxPoints
 from adapters.ocpp_callerrors import unsupported_action
 from adapters.ocpp_link import CsmsPeer, send_call, short
 from gateway.config import UpstreamConfig
@@ -48,6 +49,7 @@ class StationOwner(Protocol):
     registration: str
     accepted: asyncio.Event
     authorization: Authorization201
+    tx_points: TxPoints
 
     def remote_start_accepted(
         self, evse_id: int | None, id_tag: str, token_type: str, remote_start_id: int
@@ -112,6 +114,7 @@ class Peer201(CsmsPeer, ChargePoint):
     @on(Action.request_stop_transaction)
     def on_request_stop(self, transaction_id: str) -> Any:
         local_ref = self.owner.ledger.local_ref(transaction_id)
+        local_ref = self.owner.tx_points.domain_ref(local_ref) if local_ref is not None else None  # its session
         accepted = local_ref is not None and self.owner.site.remote_stop(local_ref, source=CommandSource.CSMS)
         log.info("CSMS RequestStopTransaction %s: %s", short(transaction_id), "Accepted" if accepted else "Rejected")
         return call_result.RequestStopTransaction(status="Accepted" if accepted else "Rejected")

@@ -43,23 +43,32 @@ class SessionFeed:
         self._charging_states: dict[str, str] = {}  # local ref -> the chargingState last queued
         self._last_status: dict[int, ConnectorStatusChanged] = {}  # EVSE -> its last status change
 
-    def started(self, start: StartTransaction) -> None:
+    def origin(self, start: StartTransaction) -> tuple[str, str, int | None]:
+        """What started the domain's session: (triggerReason, idToken type, remoteStartId)."""
         remote = self.remote_starts.get(start.connector_id) or self.remote_starts.get(None)
-        remote_start_id = None
         if remote is not None and remote[0] == start.id_tag:
             self.remote_starts = {k: v for k, v in self.remote_starts.items() if v is not remote}
-            trigger, token_type, remote_start_id = "RemoteStart", remote[1], remote[2]
-        elif self.card_tags.pop(start.connector_id, None) == start.id_tag:
-            trigger, token_type = "Authorized", LOCAL_TOKEN
-        else:  # free charging: the car plugged in and the configured tag started it
-            trigger, token_type = "CablePluggedIn", CENTRAL_TOKEN
+            return "RemoteStart", remote[1], remote[2]
+        if self.card_tags.pop(start.connector_id, None) == start.id_tag:
+            return "Authorized", LOCAL_TOKEN, None
+        return "CablePluggedIn", CENTRAL_TOKEN, None  # free charging: the car plugged in, the configured tag
+
+    def started(self, start: StartTransaction, origin: tuple[str, str, int | None] | None = None) -> None:
+        trigger, token_type, remote_start_id = origin or self.origin(start)
         self.ledger.started(start, token_type, remote_start_id)
-        self._charging_states[start.local_ref] = "EVConnected"  # a session starts with its car connected
+        self.opened(start.local_ref)
         payload = started_payload(start, trigger, token_type, remote_start_id, offline=not self._online())
         at = payload["timestamp"]
         self.outbox.enqueue(NewRecord(RecordKind.START, "TransactionEvent", payload, at, start.local_ref))
         if (last := self._last_status.get(start.connector_id)) is not None:  # a state reached before the start
             self.status_changed(replace(last, changed_at=max(last.changed_at, start.started_at)))
+
+    def online(self) -> bool:
+        return self._online()
+
+    def opened(self, local_ref: str, state: str = "EVConnected") -> None:
+        """A transaction begins (its car connected) or says ``state`` itself: no Updated repeats it."""
+        self._charging_states[local_ref] = state
 
     def status_changed(self, change: ConnectorStatusChanged) -> None:
         """A running session's chargingState changed (Charging, SuspendedEV...): an Updated with
@@ -74,11 +83,14 @@ class SessionFeed:
         payload = state_changed_payload(ref, state, change.changed_at, offline=not self._online())
         self.outbox.enqueue(NewRecord(RecordKind.ALIGNED, "TransactionEvent", payload, payload["timestamp"], ref))
 
-    def stopped(self, stop: StopTransaction, *, offline: bool | None = None) -> None:
+    def stopped(
+        self, stop: StopTransaction, *, offline: bool | None = None, reasons: tuple[str, str] | None = None
+    ) -> None:
         """Queue the Ended first, then mark the session closed (a kill in between: see the module doc)."""
         session = self.ledger.sessions.get(stop.local_ref)
         token_type = session.token_type if session is not None else CENTRAL_TOKEN
-        payload = ended_payload(stop, token_type, offline=not self._online() if offline is None else offline)
+        offline = not self._online() if offline is None else offline
+        payload = ended_payload(stop, token_type, offline=offline, reasons=reasons)
         self.outbox.enqueue(
             NewRecord(RecordKind.STOP, "TransactionEvent", payload, payload["timestamp"], stop.local_ref)
         )
@@ -112,4 +124,6 @@ class SessionFeed:
             orphan.last_register_wh,
         )
         self.stopped(stop, offline=True)  # it ended while the station was down
-        self.site.request(SessionStoppedAtRestart(stop))
+        domain_ref = orphan.domain_ref if orphan.window else orphan.local_ref  # a transaction wider than the session
+        if domain_ref is not None:  # (tx_points.py) tells the session's record its own reference
+            self.site.request(SessionStoppedAtRestart(replace(stop, local_ref=domain_ref)))

@@ -35,6 +35,7 @@ from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
 from adapters.ocpp201_upstream.statuses import StatusReports201
 from adapters.ocpp201_upstream.transaction_events import call_problem
+from adapters.ocpp201_upstream.tx_points import TxPoints
 from adapters.ocpp_link import CLEAN_SHUTDOWN, UpstreamLink, first_to_finish, run_marked, send_call
 from gateway.config import UpstreamConfig
 from gateway.domain.events import (
@@ -44,6 +45,7 @@ from gateway.domain.events import (
     FaultCleared,
     FaultRaised,
     MeterReadingChanged,
+    VehicleConnectionChanged,
 )
 from gateway.domain.outbox import OutboxRecord
 from gateway.domain.ports import SettingsStore
@@ -91,6 +93,7 @@ class ChargingStation201:
         self.ledger = Ledger201(ledger or site.settings)
         self.statuses = StatusReports201(site, send_call)
         self.sessions = SessionFeed(site, self.ledger, outbox, self.online)
+        self.tx_points = TxPoints(site, self.sessions, self._tx_points)  # TxStartPoint / TxStopPoint
         self.sampler = Sampler201(site, self.ledger, outbox, [], self.online, self._send_live)
         self._measurands_changed(set())
         self.device_model.on_change(self._measurands_changed)
@@ -136,6 +139,10 @@ class ChargingStation201:
         self.sampler.measurands = self.device_model.measurands("SampledDataCtrlr.TxUpdatedMeasurands")
         self.sampler.aligned_measurands = self.device_model.measurands("AlignedDataCtrlr.Measurands")
 
+    def _tx_points(self) -> tuple[frozenset[str], frozenset[str]]:
+        points = self.device_model.measurands  # a MemberList, as the measurands
+        return frozenset(points("TxCtrlr.TxStartPoint")), frozenset(points("TxCtrlr.TxStopPoint"))
+
     def _auth_changed(self, keys: set[str]) -> None:
         self.authorization.authorizer.settings = self.device_model.auth_settings()
 
@@ -167,14 +174,11 @@ class ChargingStation201:
         return self.outbox.stored()
 
     def _take(self, event: object) -> None:
-        if isinstance(event, StartTransaction):
-            self.sessions.started(event)
-        elif isinstance(event, StopTransaction):
-            self.sessions.stopped(event)
-        elif isinstance(event, ConnectorStatusChanged):
-            self.sessions.status_changed(event)
+        if isinstance(event, StartTransaction | StopTransaction | ConnectorStatusChanged | VehicleConnectionChanged):
+            self.tx_points.take(event)
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
             self.sampler.note_registers()
+            self.tx_points.take(event)
         elif isinstance(event, FaultRaised | FaultCleared | DeviceHealthChanged):
             self.problems.take(event)
         elif isinstance(event, Authorize):
@@ -188,10 +192,16 @@ class ChargingStation201:
         if status is None:
             self._authorizations.put_nowait(request)
         else:
-            self.site.authorization_result(request.connector_id, request.id_tag, status)
+            self._authorization_result(request, status)
+
+    def _authorization_result(self, request: Authorize, status: AuthStatus) -> None:
+        self.site.authorization_result(request.connector_id, request.id_tag, status)
+        if status is AuthStatus.ACCEPTED:  # a transaction may start here (TxStartPoint Authorized)
+            self.tx_points.authorized(request.connector_id, request.id_tag, LOCAL_TOKEN, None)
 
     def remote_start_accepted(self, evse_id: int | None, id_tag: str, token_type: str, remote_start_id: int) -> None:
         self.sessions.remote_starts[evse_id] = (id_tag, token_type, remote_start_id)
+        self.tx_points.authorized(evse_id, id_tag, token_type, remote_start_id)
 
     # -- the connection ----------------------------------------------------------------------------
     def _closed(self) -> None:
@@ -284,13 +294,16 @@ class ChargingStation201:
         event_type = record.payload.get("event_type")
         if event_type == "Ended":
             self.ledger.finished(record.local_ref)
-        elif event_type == "Started" and isinstance(result.id_token_info, dict):
+        elif "id_token" in record.payload and isinstance(result.id_token_info, dict):  # Started, or authorised
             token = record.payload.get("id_token") or {}
             if token.get("type") == LOCAL_TOKEN:  # a card's answer: cached (an app's or free charging's: not)
                 self.authorization.remember(str(token.get("id_token")), result.id_token_info, self.site.clock.now())
             status = auth_status(result.id_token_info.get("status"))
-            if status is not AuthStatus.ACCEPTED:  # StopTxOnInvalidId: true, as 2.0.1 defaults it
-                self.site.start_rejected(record.local_ref, stop_on_invalid_id=True)
+            session_ref = self.tx_points.domain_ref(record.local_ref)
+            if status is not AuthStatus.ACCEPTED and session_ref is not None:  # StopTxOnInvalidId: true
+                self.site.start_rejected(session_ref, stop_on_invalid_id=True)
+            elif status is not AuthStatus.ACCEPTED:  # a transaction begun at the authorisation, no car yet
+                self.tx_points.refused(record.local_ref)
 
     async def _authorize(self, peer: Peer201) -> None:
         """A card shown at a charger, asked of the CSMS (Authorize)."""
@@ -307,7 +320,8 @@ class ChargingStation201:
                 continue
             self.authorization.remember(request.id_tag, result.id_token_info, self.site.clock.now())
             status = auth_status(result.id_token_info.get("status"))
-            self.site.authorization_result(request.connector_id, request.id_tag, status)
+            self._take_pending()  # the transactions know every plug-in and start so far
+            self._authorization_result(request, status)
 
     # -- meter values ------------------------------------------------------------------------------
     async def _sampled(self) -> None:
@@ -340,8 +354,10 @@ class ChargingStation201:
     # -- what the CSMS asks ------------------------------------------------------------------------
     async def reset(self, hard: bool) -> None:
         """End every session, deliver the Ended events, then reconnect and boot again (RemoteReset)."""
-        self.site.stop_all_sessions(StopReason.HARD_RESET if hard else StopReason.SOFT_RESET)
+        reason = StopReason.HARD_RESET if hard else StopReason.SOFT_RESET
+        self.site.stop_all_sessions(reason)
         self._take_pending()
+        self.tx_points.end_without_session(reason)  # a transaction begun at the plug-in, or kept after a stop
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.response_timeout_s):
                 await self.outbox.wait_empty()

@@ -31,19 +31,28 @@ def _info(local_ref: str, **extra: Any) -> dict[str, Any]:
 
 
 def started_payload(
-    start: StartTransaction, trigger_reason: str, token_type: str, remote_start_id: int | None, *, offline: bool
+    start: StartTransaction,
+    trigger_reason: str,
+    token_type: str,
+    remote_start_id: int | None,
+    *,
+    offline: bool,
+    with_register: bool = True,
 ) -> dict[str, Any]:
+    """A Started; without an id tag (a transaction begun at the plug-in, see tx_points.py) it has
+    no idToken, and ``with_register`` False leaves out a Transaction.Begin no register gave."""
     at = iso_utc(start.started_at)
-    return {
+    payload = {
         "event_type": "Started",
         "timestamp": at,
         "trigger_reason": trigger_reason,
         "transaction_info": _info(start.local_ref, charging_state="EVConnected", remote_start_id=remote_start_id),
-        "id_token": id_token(start.id_tag, token_type),
+        "id_token": id_token(start.id_tag, token_type) if start.id_tag else None,
         "evse": {"id": start.connector_id, "connector_id": 1},
-        "meter_value": [register_value(start.meter_start_wh, at, "Transaction.Begin")],
+        "meter_value": [register_value(start.meter_start_wh, at, "Transaction.Begin")] if with_register else None,
         "offline": offline,
     }
+    return {key: value for key, value in payload.items() if value is not None}
 
 
 def updated_payload(
@@ -59,29 +68,46 @@ def updated_payload(
     }
 
 
-def state_changed_payload(local_ref: str, state: str, at: datetime, *, offline: bool) -> dict[str, Any]:
-    """An Updated that says the session's chargingState changed, at ``at``."""
-    return {
+def state_changed_payload(
+    local_ref: str,
+    state: str,
+    at: datetime,
+    *,
+    offline: bool,
+    trigger_reason: str = "ChargingStateChanged",
+    token: dict[str, Any] | None = None,
+    remote_start_id: int | None = None,
+) -> dict[str, Any]:
+    """An Updated that says the session's chargingState changed, at ``at`` (or, with another
+    ``trigger_reason`` and ``token``, that it was authorised or its authorisation ended)."""
+    payload = {
         "event_type": "Updated",
         "timestamp": iso_utc(at),
-        "trigger_reason": "ChargingStateChanged",
-        "transaction_info": _info(local_ref, charging_state=state),
+        "trigger_reason": trigger_reason,
+        "transaction_info": _info(local_ref, charging_state=state, remote_start_id=remote_start_id),
+        "id_token": token,
         "offline": offline,
     }
+    return {key: value for key, value in payload.items() if value is not None}
 
 
-def ended_payload(stop: StopTransaction, token_type: str, *, offline: bool) -> dict[str, Any]:
-    stopped_reason, trigger_reason = STOPPED[stop.reason]
+def ended_payload(
+    stop: StopTransaction, token_type: str, *, offline: bool, reasons: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """An Ended; ``reasons`` (stoppedReason, triggerReason) for an end the domain has no reason
+    for (a transaction begun at an authorisation whose car never came: Timeout, EVConnectTimeout)."""
+    stopped_reason, trigger_reason = reasons or STOPPED[stop.reason]
     at = iso_utc(stop.stopped_at)
-    return {
+    payload = {
         "event_type": "Ended",
         "timestamp": at,
         "trigger_reason": trigger_reason,
         "transaction_info": _info(stop.local_ref, charging_state="Idle", stopped_reason=stopped_reason),
-        "id_token": id_token(stop.id_tag, token_type),
+        "id_token": id_token(stop.id_tag, token_type) if stop.id_tag else None,
         "meter_value": [register_value(stop.meter_stop_wh, at, "Transaction.End")],
         "offline": offline,
     }
+    return {key: value for key, value in payload.items() if value is not None}
 
 
 def call_for(record: OutboxRecord, seq_no: int | None) -> Any:

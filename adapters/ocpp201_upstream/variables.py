@@ -13,6 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.ocpp201_upstream.mapping import connector_status
+from adapters.ocpp201_upstream.tx_points import (
+    DEFAULT_START_POINT,
+    DEFAULT_STOP_POINT,
+    START_POINTS,
+    STOP_POINTS,
+    point_list,
+)
 from adapters.ocpp_link import MAX_FRAME_BYTES  # a larger frame closes the link: the bound is the link's
 from gateway.config import SUPPORTED_MEASURANDS, UpstreamConfig
 from gateway.services.site import Site
@@ -106,6 +113,7 @@ def station_variables(settings: UpstreamConfig) -> list[Variable]:
     """The controllers of the whole station, with the configuration's values (see docs/ocpp-2.0.1.md)."""
     seconds = {"unit": "s", "min_limit": 0}
     comm, sampled, aligned, tx = "OCPPCommCtrlr", "SampledDataCtrlr", "AlignedDataCtrlr", "TxCtrlr"
+    starts, stops = ",".join(START_POINTS), ",".join(STOP_POINTS)  # what a charger can tell (tx_points.py)
     return [
         _rw(comm, "HeartbeatInterval", settings.heartbeat_interval_s, "integer", integer_at_least(1), unit="s"),
         _ro(comm, "MessageTimeout", math.ceil(settings.response_timeout_s), "integer", instance="Default", unit="s"),
@@ -146,8 +154,8 @@ def station_variables(settings: UpstreamConfig) -> list[Variable]:
         _measurands(aligned, "Measurands", ENERGY_REGISTER),
         _ro(aligned, "TxEndedInterval", 0, "integer", **seconds),
         _measurands(aligned, "TxEndedMeasurands", "", readonly=True),
-        _ro(tx, "TxStartPoint", "PowerPathClosed", "MemberList", values_list="PowerPathClosed"),
-        _ro(tx, "TxStopPoint", "EVConnected,Authorized", "MemberList", values_list="EVConnected,Authorized"),
+        _rw(tx, "TxStartPoint", DEFAULT_START_POINT, "MemberList", point_list(START_POINTS), values_list=starts),
+        _rw(tx, "TxStopPoint", DEFAULT_STOP_POINT, "MemberList", point_list(STOP_POINTS), values_list=stops),
         _rw(tx, "EVConnectionTimeOut", 60, "integer", integer_at_least(1), unit="s"),
         _ro(tx, "StopTxOnInvalidId", True, "boolean"),
         _ro(tx, "StopTxOnEVSideDisconnect", True, "boolean"),

@@ -28,6 +28,20 @@ class ConnectorStatusChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class VehicleConnectionChanged:
+    """A car was plugged in (IEC 61851 state A -> B/C/D) or left (-> A) at ``at``, before the
+    session it starts or ends is told. ``energy_wh`` is the connector's billing register read with
+    that poll (None: it has none): an upstream whose transaction begins at the plug-in (OCPP
+    2.0.1's TxStartPoint EVConnected) needs that reading, and a status alone cannot say whether a
+    car is there (Occupied is also an authorised start waiting for its car)."""
+
+    connector_id: int
+    connected: bool
+    energy_wh: int | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class FaultRaised:
     """A fault became active at ``at`` (when the poll that saw it was made).
 
@@ -202,6 +216,7 @@ class BacklogChanged:
 
 Event = (
     ConnectorStatusChanged
+    | VehicleConnectionChanged
     | FaultRaised
     | FaultCleared
     | ConnectorReadingChanged

@@ -28,6 +28,7 @@ from gateway.domain.events import (
     SessionStoppedAtRestart,
     TransactionNumbered,
     UpstreamStateChanged,
+    VehicleConnectionChanged,
 )
 from gateway.domain.metering import DEFAULT_CONNECTOR_MAX_POWER_W, DEFAULT_METER_MAX_POWER_W
 from gateway.domain.model import (
@@ -102,6 +103,7 @@ class Site(NativeChargers, SiteCommands):
         self._offline_after = dict(offline_after_failures or {})
         self._failures: dict[str, int] = {}
         self._availability_after_session: dict[int, bool] = {}  # ChangeAvailability that waits for a stop
+        self._car_told: dict[int, bool] = {}  # connector -> whether a car is plugged, as last told
         self._subscribers: list[EventStream] = []
         self._settlers: list[Callable[[], None]] = []
         self.settings: SettingsStore = settings or NoSettingsStore()
@@ -224,6 +226,11 @@ class Site(NativeChargers, SiteCommands):
         for expired in self.sessions.expire_waiting(at, self.connection_timeout_s):
             if expired != connector.connector_id:  # back to Available (that one is updated below)
                 self._update_status(self.connectors[expired], at)
+        plugged = connector.vehicle_state in PLUGGED_STATES
+        if connector.vehicle_state is not None and plugged != self._car_told.get(connector.connector_id, False):
+            self._car_told[connector.connector_id] = plugged  # told before the session it starts or ends
+            energy_wh = self.billing_energy_wh(connector.connector_id)
+            self._emit(VehicleConnectionChanged(connector.connector_id, plugged, energy_wh, at))
         self.sessions.vehicle_state(connector.connector_id, connector.vehicle_state, at)
         self._update_status(connector, at)
 

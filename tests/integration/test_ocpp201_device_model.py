@@ -183,7 +183,7 @@ async def test_what_cannot_be_read_or_set_is_named(
     assert answer.get_variable_result[0]["attribute_type"] == "Target"
     bad = [
         ("SecurityCtrlr", "SecurityProfile", "2"),  # read-only
-        ("TxCtrlr", "TxStartPoint", "EVConnected"),  # read-only: what the gateway does
+        ("TxCtrlr", "StopTxOnInvalidId", "false"),  # read-only: what the gateway does
         ("OCPPCommCtrlr", "HeartbeatInterval", "-5"),
         ("OCPPCommCtrlr", "HeartbeatInterval", "0"),
         ("OCPPCommCtrlr", "HeartbeatInterval", "9" * 1000),  # as long as the schema lets it be
