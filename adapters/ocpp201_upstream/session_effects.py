@@ -49,7 +49,8 @@ class SessionFeed:
         if remote is not None and remote[0] == start.id_tag:
             self.remote_starts = {k: v for k, v in self.remote_starts.items() if v is not remote}
             trigger, token_type, remote_start_id = "RemoteStart", remote[1], remote[2]
-        elif self.card_tags.pop(start.connector_id, None) == start.id_tag:
+        elif self._card_shown(start) or self.site.is_native(start.connector_id):
+            # (a native charger's own start: it authorised the card itself, from its list or cache)
             trigger, token_type = "Authorized", LOCAL_TOKEN
         else:  # free charging: the car plugged in and the configured tag started it
             trigger, token_type = "CablePluggedIn", CENTRAL_TOKEN
@@ -60,6 +61,20 @@ class SessionFeed:
         self.outbox.enqueue(NewRecord(RecordKind.START, "TransactionEvent", payload, at, start.local_ref))
         if (last := self._last_status.get(start.connector_id)) is not None:  # a state reached before the start
             self.status_changed(replace(last, changed_at=max(last.changed_at, start.started_at)))
+
+    def _card_shown(self, start: StartTransaction) -> bool:
+        """Whether ``start``'s tag is the card last shown at its EVSE; a native charger's Authorize
+        names no connector (OCPP 1.6), so a card shown at any of its EVSEs counts."""
+        where = [start.connector_id]
+        if self.site.is_native(start.connector_id):
+            device = self.site.connectors[start.connector_id].device
+            where += [cid for cid, c in self.site.connectors.items() if c.device == device]
+        for evse_id in where:
+            if self.card_tags.get(evse_id) == start.id_tag:
+                del self.card_tags[evse_id]
+                return True
+        self.card_tags.pop(start.connector_id, None)
+        return False
 
     def status_changed(self, change: ConnectorStatusChanged) -> None:
         """A running session's chargingState changed (Charging, SuspendedEV...): an Updated with
