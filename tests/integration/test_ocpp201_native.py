@@ -297,5 +297,7 @@ async def test_a_native_session_the_csms_blocks_is_stopped_at_the_charger(tmp_pa
         await native.call(call16.BootNotification(charge_point_vendor="acme", charge_point_model="x"))
         start = call16.StartTransaction(connector_id=2, id_tag="STOLEN-CARD", meter_start=10, timestamp=at(6))
         charger_id = (await native.call(start)).transaction_id  # the charger authorised it from its own cache
+        started = await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Started")
+        assert started["idToken"] == {"idToken": "STOLEN-CARD", "type": "ISO14443"} and started["evse"]["id"] == 1
         await asyncio.wait_for(native.stop_asked.wait(), 5)  # the Started was answered Blocked
         assert native.last("RemoteStopTransaction") == {"transaction_id": charger_id}
