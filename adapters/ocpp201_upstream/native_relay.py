@@ -131,15 +131,17 @@ async def reset_evse(site: Site, evse_id: int, reset_type: str) -> Answer:
     while one runs it is answered Scheduled and the Soft reset goes when its last session ended
     (2.0.1 B12: OnIdle waits for the transactions; 1.6 Soft would end them)."""
     if reset_type == "OnIdle" and _charger_busy(site, evse_id):
-        task = asyncio.ensure_future(_reset_when_idle(site, evse_id))
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
+        device = site.connectors[evse_id].device
+        if device not in _scheduled:  # (asked again meanwhile: still the one reset)
+            task = asyncio.ensure_future(_reset_when_idle(site, evse_id))
+            _scheduled[device] = task
+            task.add_done_callback(lambda _: _scheduled.pop(device, None))
         log.info("CSMS Reset OnIdle on EVSE %s: Scheduled after the sessions of its native charger", evse_id)
         return Answer("Scheduled")
     return await relayed(site, evse_id, "Reset", {"type": RESET_16.get(reset_type, "Soft")}, "Rejected")
 
 
-_pending: set[asyncio.Future[None]] = set()  # scheduled resets (kept referenced until they ran)
+_scheduled: dict[str, asyncio.Future[None]] = {}  # native charger -> its scheduled reset, until it ran
 
 
 async def _reset_when_idle(site: Site, evse_id: int) -> None:

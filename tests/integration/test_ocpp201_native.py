@@ -280,6 +280,8 @@ async def test_resets_of_a_native_charger_wait_for_its_session_or_go_with_the_st
         await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Started")
         reset = await csms.call(STATION, call.Reset(type="OnIdle", evse_id=1))  # EVSE 1: its other connector
         assert reset.status == "Scheduled" and native.last("Reset") is None  # 2.0.1 OnIdle waits for the session
+        again = await csms.call(STATION, call.Reset(type="OnIdle", evse_id=2))
+        assert again.status == "Scheduled"  # the same charger: still the one reset
         stop = call16.StopTransaction(transaction_id=charger_id, meter_stop=50, timestamp=at(5), reason="Local")
         await native.call(stop)
         await asyncio.wait_for(native.reset_asked.wait(), 5)
@@ -290,6 +292,10 @@ async def test_resets_of_a_native_charger_wait_for_its_session_or_go_with_the_st
         await asyncio.wait_for(native.reset_asked.wait(), 5)  # the station's reset is its chargers' too
         assert native.last("Reset") == {"type": "Hard"}
         await csms.wait_for("BootNotification", lambda p: p["reason"] == "RemoteReset")
+        assert [payload for action, payload in native.asked if action == "Reset"] == [
+            {"type": "Soft"},
+            {"type": "Hard"},
+        ]
 
 
 async def test_a_native_session_the_csms_blocks_is_stopped_at_the_charger(tmp_path: Path) -> None:
