@@ -149,8 +149,19 @@ def _ocpp_connector_lines(config: GatewayConfig) -> list[str]:
     for charger in config.ocpp_chargers:
         auth = "Basic auth" if charger.password else "no password"
         for socket, number in enumerate(charger.connectors, start=1):
-            lines.append(f"  {number:>3}  {charger.identity} connector {socket}  (OCPP 1.6J, {charger.mode}, {auth})")
+            mode = _native_role(config, charger.mode, charger.identity, number)
+            lines.append(f"  {number:>3}  {charger.identity} connector {socket}  (OCPP 1.6J, {mode}, {auth})")
     return lines
+
+
+def _native_role(config: GatewayConfig, mode: str, identity: str, number: int) -> str:
+    """With a 2.0.1 CSMS, what a native charger's connector is there: an EVSE of the station
+    (merged, its 1.6 translated) or the charger itself, speaking 1.6 under its own identity."""
+    if config.upstream.ocpp_version != "2.0.1":
+        return mode
+    if mode == "merged":
+        return f"merged: EVSE {number} of the 2.0.1 station"
+    return f"passthrough: its own OCPP 1.6 link to the CSMS as {identity}"
 
 
 def _where(device: DeviceConfig) -> str:

@@ -309,9 +309,6 @@ class GatewayConfig(Strict):
                     problems.append((path, f"duplicate connector number {number} (also {seen[number]})"))
                 seen.setdefault(number, path)
         problems += ocpp_charger_problems(self.ocpp_chargers, seen)
-        if self.ocpp_chargers and self.upstream.ocpp_version == "2.0.1":  # (issue 19: not yet)
-            reason = 'chargers that speak OCPP themselves work with ocpp_version = "1.6" only, for now'
-            problems.append(("upstream.ocpp_version", f'{reason} (docs/ocpp-2.0.1.md, "Not yet")'))
         site_identity = self.upstream.charge_point_id.casefold()
         for i, charger in enumerate(self.ocpp_chargers):  # the CSMS would take one connection for the other
             if charger.mode == "passthrough" and charger.identity.casefold() == site_identity:

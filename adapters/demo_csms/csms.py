@@ -164,12 +164,16 @@ class DemoCsms:
             self._handle,
             self.host,
             self.port,
-            subprotocols=[Subprotocol(self.subprotocol)],
+            subprotocols=self.served(),
             process_request=self._check_auth,
             ssl=self.tls,
         )
         self.port = self._server.sockets[0].getsockname()[1] if self.port == 0 else self.port
         log.info("demo CSMS listening on %s://%s:%s/", self.scheme, self.host, self.port)
+
+    def served(self) -> list[Subprotocol]:
+        """The subprotocols it accepts (a test's CSMS may serve two versions on one url)."""
+        return [Subprotocol(self.subprotocol)]
 
     async def stop(self) -> None:
         if self._server is not None:

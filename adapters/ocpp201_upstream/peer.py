@@ -21,6 +21,7 @@ from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
 
+from adapters.ocpp201_upstream import native_relay
 from adapters.ocpp201_upstream.authorization import Authorization201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201
@@ -29,6 +30,7 @@ from adapters.ocpp201_upstream.tx_points import TxPoints
 from adapters.ocpp_callerrors import unsupported_action
 from adapters.ocpp_link import CsmsPeer, send_call, short
 from gateway.config import UpstreamConfig
+from gateway.domain.authorization import mask_id_tag
 from gateway.domain.commands import Command, CommandSource, result_from_status
 from gateway.services.site import Site
 from gateway.services.telemetry import Telemetry
@@ -90,8 +92,12 @@ class Peer201(CsmsPeer, ChargePoint):
         await self._send(msg.create_call_error(error).to_json())
         return None
 
+    def _record(self, command: Command, status: str, evse_id: int | None, **detail: Any) -> None:
+        """A command relayed to a native charger, for the operator's event log (see Site.record_command)."""
+        self.owner.site.record_command(command, CommandSource.CSMS, result_from_status(status), evse_id, **detail)
+
     @on(Action.request_start_transaction)
-    def on_request_start(
+    async def on_request_start(
         self,
         id_token: dict[str, Any],
         remote_start_id: int,
@@ -105,6 +111,12 @@ class Peer201(CsmsPeer, ChargePoint):
             log.warning("CSMS RequestStartTransaction on EVSE %s rejected: %s", evse_id, why)
             return call_result.RequestStartTransaction(status="Rejected", status_info={"reason_code": "Unsupported"})
         tag, token_type = str(id_token["id_token"]), str(id_token["type"])
+        if evse_id is not None and site.is_native(evse_id):  # its charger starts it (native_relay.py)
+            answer = await native_relay.request_start(site, evse_id, id_token)
+            if answer.status == "Accepted":
+                self.owner.remote_start_accepted(evse_id, tag, token_type, remote_start_id)
+            self._record(Command.START, answer.status, evse_id, id_tag=mask_id_tag(tag))
+            return call_result.RequestStartTransaction(**answer.fields())
         accepted = site.remote_start(evse_id, tag, False, source=CommandSource.CSMS)
         if accepted:
             self.owner.remote_start_accepted(evse_id, tag, token_type, remote_start_id)
@@ -112,15 +124,24 @@ class Peer201(CsmsPeer, ChargePoint):
         return call_result.RequestStartTransaction(status="Accepted" if accepted else "Rejected")
 
     @on(Action.request_stop_transaction)
-    def on_request_stop(self, transaction_id: str) -> Any:
+    async def on_request_stop(self, transaction_id: str) -> Any:
         local_ref = self.owner.ledger.local_ref(transaction_id)
         local_ref = self.owner.tx_points.domain_ref(local_ref) if local_ref is not None else None  # its session
+        native = self.owner.site.session_connector(local_ref) if local_ref is not None else None
+        if local_ref is not None and native is not None and self.owner.site.is_native(native):
+            answer = await native_relay.request_stop(self.owner.site, native, local_ref)
+            self._record(Command.STOP, answer.status, native, session=local_ref)
+            return call_result.RequestStopTransaction(**answer.fields())
         accepted = local_ref is not None and self.owner.site.remote_stop(local_ref, source=CommandSource.CSMS)
         log.info("CSMS RequestStopTransaction %s: %s", short(transaction_id), "Accepted" if accepted else "Rejected")
         return call_result.RequestStopTransaction(status="Accepted" if accepted else "Rejected")
 
     @on(Action.reset)
-    def on_reset(self, type: str, evse_id: int | None = None) -> Any:
+    async def on_reset(self, type: str, evse_id: int | None = None) -> Any:
+        if evse_id is not None and self.owner.site.is_native(evse_id):  # its charger, as a whole
+            answer = await native_relay.reset_evse(self.owner.site, evse_id, type)
+            self._record(Command.RESET, answer.status, evse_id, type=type.lower())
+            return call_result.Reset(**answer.fields())
         if evse_id is not None:  # the site resets as a whole
             return call_result.Reset(status="Rejected")
         log.warning("CSMS asked for an %s reset", type)
@@ -130,16 +151,21 @@ class Peer201(CsmsPeer, ChargePoint):
     async def after_reset(self, type: str, evse_id: int | None = None) -> None:
         if evse_id is not None:
             return
+        await native_relay.reset_chargers(self.owner.site, type)  # the site's native chargers are reset too
         try:
             await self.owner.reset(hard=type == "Immediate")
         except Exception:  # an @after hook runs untracked: say what went wrong instead of losing it
             log.exception("reset failed")
 
     @on(Action.unlock_connector)
-    def on_unlock_connector(self, evse_id: int, connector_id: int) -> Any:
+    async def on_unlock_connector(self, evse_id: int, connector_id: int) -> Any:
         """No shipped Modbus profile has an unlock register: a free connector answers UnlockFailed
         (2.0.1 has no NotSupported here) rather than pretend; one in a session is not unlocked."""
         connector = self.owner.site.connectors.get(evse_id)
+        if connector is not None and connector.upstream and connector_id == 1 and self.owner.site.is_native(evse_id):
+            answer = await native_relay.unlock(self.owner.site, evse_id)
+            self._record(Command.UNLOCK, answer.status, evse_id)
+            return call_result.UnlockConnector(**answer.fields())
         if connector is None or not connector.upstream or connector_id != 1:
             status = "UnknownConnector"
         elif connector.session_active:
@@ -152,14 +178,22 @@ class Peer201(CsmsPeer, ChargePoint):
         return call_result.UnlockConnector(status=status)
 
     @on(Action.change_availability)
-    def on_change_availability(self, operational_status: str, evse: dict[str, Any] | None = None) -> Any:
+    async def on_change_availability(self, operational_status: str, evse: dict[str, Any] | None = None) -> Any:
+        site = self.owner.site
         evse_id = int(evse["id"]) if evse is not None else 0
         if evse is not None and evse.get("connector_id") not in (None, 1):
             return call_result.ChangeAvailability(status="Rejected")
+        if site.is_native(evse_id):  # its charger decides (native_relay.py)
+            answer = await native_relay.change_availability(site, evse_id, operational_status)
+            self._record(Command.AVAILABILITY, answer.status, evse_id, available=operational_status == "Operative")
+            return call_result.ChangeAvailability(**answer.fields())
         available = operational_status == "Operative"
-        status = self.owner.site.change_availability(evse_id, available=available, source=CommandSource.CSMS)
-        log.info("CSMS made EVSE %s %s: %s", evse_id, operational_status, status)
-        return call_result.ChangeAvailability(status=status)
+        status = site.change_availability(evse_id, available=available, source=CommandSource.CSMS)
+        answer = native_relay.Answer(status)
+        if evse_id == 0 and status != "Rejected":  # the whole station: its native chargers too
+            answer = await native_relay.change_chargers_availability(site, operational_status, status)
+        log.info("CSMS made EVSE %s %s: %s", evse_id, operational_status, answer.status)
+        return call_result.ChangeAvailability(**answer.fields())
 
     @on(Action.trigger_message)
     def on_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None) -> Any:

@@ -121,6 +121,7 @@ class NativeCharger(ChargePoint):
         self.stop_asked = asyncio.Event()
         self.reset_asked = asyncio.Event()
         self.remote_start_answer = "Accepted"
+        self.unlock_answer = "Unlocked"
 
     def last(self, action: str) -> dict[str, Any] | None:
         """The payload of the last ``action`` the charger was asked for (None: never)."""
@@ -169,7 +170,7 @@ class NativeCharger(ChargePoint):
     @on(Action.unlock_connector)
     def on_unlock(self, **payload: Any) -> call_result.UnlockConnector:
         self.asked.append(("UnlockConnector", payload))
-        return call_result.UnlockConnector(status="Unlocked")
+        return call_result.UnlockConnector(status=self.unlock_answer)
 
 
 @asynccontextmanager

@@ -142,9 +142,16 @@ def test_check_config_summary_lists_ocpp_chargers() -> None:
     assert "ocpp " not in summary(parse_config(base()))
 
 
-def test_ocpp_chargers_with_a_2_0_1_back_office_are_refused_for_now() -> None:
-    """Issue 19's first landing: the 2.0.1 station does not carry native chargers yet."""
-    data = with_ocpp({"identity": "CP-1", "connectors": [4]})
+def test_ocpp_chargers_behind_a_2_0_1_station_are_named_by_their_evses() -> None:
+    """Issue 19: a merged charger's connectors are EVSEs of the 2.0.1 station; a passthrough
+    charger keeps its own 1.6 link under its identity. check-config says which."""
+    data = with_ocpp(
+        {"identity": "CP-1", "password": "pw", "connectors": [4, 5]},
+        {"identity": "CP-P", "mode": "passthrough", "connectors": [6]},
+    )
     data["upstream"]["ocpp_version"] = "2.0.1"
-    [(key, reason)] = problems(data)
-    assert key == "upstream.ocpp_version" and 'ocpp_version = "1.6" only' in reason
+    text = summary(parse_config(data))  # accepted (it was refused before issue 19's native part)
+    assert "OCPP 2.0.1, one charging station with 5 EVSE(s) (site connector n = EVSE n)" in text
+    assert "    4  CP-1 connector 1  (OCPP 1.6J, merged: EVSE 4 of the 2.0.1 station, Basic auth)" in text
+    assert "    5  CP-1 connector 2  (OCPP 1.6J, merged: EVSE 5 of the 2.0.1 station, Basic auth)" in text
+    assert "    6  CP-P connector 1  (OCPP 1.6J, passthrough: its own OCPP 1.6 link to the CSMS as CP-P" in text
