@@ -25,6 +25,7 @@ from adapters.ocpp201_upstream.authorization import Authorization201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201
 from adapters.ocpp201_upstream.reports import notify_reports, report_entry, report_variables
+from adapters.ocpp201_upstream.resets import Resets201
 from adapters.ocpp_callerrors import unsupported_action
 from adapters.ocpp_link import CsmsPeer, send_call, short
 from gateway.config import UpstreamConfig
@@ -48,6 +49,7 @@ class StationOwner(Protocol):
     registration: str
     accepted: asyncio.Event
     authorization: Authorization201
+    resets: Resets201
 
     def remote_start_accepted(
         self, evse_id: int | None, id_tag: str, token_type: str, remote_start_id: int
@@ -118,17 +120,14 @@ class Peer201(CsmsPeer, ChargePoint):
 
     @on(Action.reset)
     def on_reset(self, type: str, evse_id: int | None = None) -> Any:
-        if evse_id is not None:  # the site resets as a whole
-            return call_result.Reset(status="Rejected")
-        log.warning("CSMS asked for an %s reset", type)
-        return call_result.Reset(status="Accepted")
+        status, reason = self.owner.resets.answer(type, evse_id)
+        return call_result.Reset(status=status, status_info={"reason_code": reason} if reason else None)
 
     @after(Action.reset)
     async def after_reset(self, type: str, evse_id: int | None = None) -> None:
-        if evse_id is not None:
-            return
+        """What an Accepted reset does (resets.py); the answer decided it, the CSMS has it now."""
         try:
-            await self.owner.reset(hard=type == "Immediate")
+            await self.owner.resets.carry_out(type, evse_id)
         except Exception:  # an @after hook runs untracked: say what went wrong instead of losing it
             log.exception("reset failed")
 
@@ -151,12 +150,19 @@ class Peer201(CsmsPeer, ChargePoint):
     @on(Action.change_availability)
     def on_change_availability(self, operational_status: str, evse: dict[str, Any] | None = None) -> Any:
         evse_id = int(evse["id"]) if evse is not None else 0
-        if evse is not None and evse.get("connector_id") not in (None, 1):
-            return call_result.ChangeAvailability(status="Rejected")
+        if evse is not None and evse.get("connector_id") not in (None, 1):  # each EVSE has connector 1 only
+            log.info("CSMS ChangeAvailability of EVSE %s connector %s: none", evse_id, evse["connector_id"])
+            return call_result.ChangeAvailability(status="Rejected", status_info={"reason_code": "UnknownConnectorId"})
         available = operational_status == "Operative"
         status = self.owner.site.change_availability(evse_id, available=available, source=CommandSource.CSMS)
         log.info("CSMS made EVSE %s %s: %s", evse_id, operational_status, status)
         return call_result.ChangeAvailability(status=status)
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **_: Any) -> Any:
+        """The gateway has no vendor extensions: every vendorId is unknown (as the 1.6 charge point answers)."""
+        log.info("CSMS DataTransfer of vendor %s: UnknownVendorId", short(vendor_id))
+        return call_result.DataTransfer(status="UnknownVendorId")
 
     @on(Action.trigger_message)
     def on_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None) -> Any:

@@ -31,7 +31,9 @@ from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
 from adapters.ocpp201_upstream.problems import ProblemEvents
+from adapters.ocpp201_upstream.resets import Resets201
 from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
+from adapters.ocpp201_upstream.security_events import SecurityEvents201, settings_watch, startup_events
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
 from adapters.ocpp201_upstream.statuses import StatusReports201
 from adapters.ocpp201_upstream.transaction_events import call_problem
@@ -44,9 +46,11 @@ from gateway.domain.events import (
     FaultCleared,
     FaultRaised,
     MeterReadingChanged,
+    SecurityEventSeen,
 )
 from gateway.domain.outbox import OutboxRecord
 from gateway.domain.ports import SettingsStore
+from gateway.domain.security import SecurityEventKind
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.outbox import DISK_RETRY_S, Outbox, Retry
 from gateway.services.site import Site
@@ -99,7 +103,11 @@ class ChargingStation201:
         self.device_model.on_change(self._auth_changed)  # the CSMS's SetVariables of AuthCtrlr and the like
         entries = "LocalAuthListCtrlr.Entries"
         self.device_model.provide(entries, lambda: str(len(self.authorization.authorizer.local_list)))
+        self.security = SecurityEvents201(site, self.online)
+        self.resets = Resets201(site, self.reset)
+        self.device_model.on_change(settings_watch(site))
         self._effects = site.subscribe()
+        startup_events(site, clean)  # (after subscribing: they are this station's to send)
         site.on_settle(self._settle)
         self.sessions.stop_orphans(clean_shutdown=clean is True)
 
@@ -171,12 +179,15 @@ class ChargingStation201:
             self.sessions.started(event)
         elif isinstance(event, StopTransaction):
             self.sessions.stopped(event)
+            self.resets.session_ended(event.connector_id)
         elif isinstance(event, ConnectorStatusChanged):
             self.sessions.status_changed(event)
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
             self.sampler.note_registers()
         elif isinstance(event, FaultRaised | FaultCleared | DeviceHealthChanged):
             self.problems.take(event)
+        elif isinstance(event, SecurityEventSeen):
+            self.security.take(event)
         elif isinstance(event, Authorize):
             self.sessions.card_tags[event.connector_id] = event.id_tag
             self._authorize_locally_or_ask(event, self.online())
@@ -215,6 +226,7 @@ class ChargingStation201:
                 self._deliver(peer),
                 self._authorize(peer),
                 self.problems.deliver(peer),
+                self.security.deliver(peer),
             )
         finally:
             self.site.unsubscribe(events)
@@ -348,6 +360,8 @@ class ChargingStation201:
         self.accepted.clear()
         self.registration = "none"
         self.boot_reason = "RemoteReset"
+        kind = "Immediate" if hard else "OnIdle"
+        self.site.security_event(SecurityEventKind.RESET, f"a {kind} reset of the station asked by the CSMS")
         self.site.set_upstream(self._peer is not None, self.registration)
         if self._peer is not None:
             await self._peer.close()
