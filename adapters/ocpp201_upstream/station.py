@@ -365,6 +365,7 @@ class ChargingStation201:
         self.site.set_upstream(self._peer is not None, self.registration)
         if self._peer is not None:
             await self._peer.close()
+        self.accepted.clear()  # (a boot answered while the link closed does not count: boot again)
 
     async def send_triggered(self, peer: Peer201, message: str, evse_id: int | None) -> None:
         """What a TriggerMessage asked for, sent after its answer."""
