@@ -10,7 +10,6 @@ import pytest
 from ocpp.v201 import call
 
 from adapters.demo_csms.csms201 import DemoCsms201
-from adapters.ocpp201_upstream import statuses
 from adapters.ocpp201_upstream.station import ChargingStation201
 from gateway.domain.model import ChargerSnapshot, Connector, Reading, VehicleState
 from gateway.domain.transactions import AuthPolicy
@@ -18,7 +17,11 @@ from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.memory_outbox import memory_outbox
 from tests.fixtures.status_site import until
+from tests.integration import test_ocpp201_upstream as upstream_tests
 from tests.integration.test_ocpp201_upstream import STATION, at_minute, upstream_at
+
+# the upstream tests' fixtures: a DemoCsms201 on loopback, the short first-status grace
+csms, short_status_grace = upstream_tests.csms, upstream_tests.short_status_grace
 
 FREE = ConnectorPolicy(AuthPolicy.FREE, "CARPORT")
 
@@ -29,21 +32,6 @@ def make_site() -> Site:
 
 def car(site: Site, device: str, minute: int, state: VehicleState, energy_wh: int = 1_000) -> None:
     site.apply(ChargerSnapshot(device, 1, Reading(at_minute(minute), energy_wh=energy_wh), vehicle_state=state))
-
-
-@pytest.fixture(autouse=True)
-def short_status_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(statuses, "FIRST_STATUS_GRACE_S", 0.2)
-
-
-@pytest.fixture
-async def csms() -> AsyncIterator[DemoCsms201]:
-    server = DemoCsms201("127.0.0.1", 0)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

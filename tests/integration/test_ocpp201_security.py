@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,25 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from adapters.demo_csms.csms201 import DemoCsms201
-from adapters.ocpp201_upstream import statuses
-from adapters.ocpp201_upstream.station import CLEAN_SHUTDOWN, ChargingStation201
+from adapters.ocpp201_upstream.station import CLEAN_SHUTDOWN
 from adapters.ocpp_local.server import LocalOcppServer
 from adapters.storage.settings import JsonSettingsStore
 from adapters.web.server import StatusServer
-from gateway.config import OcppChargerConfig, OcppServerConfig, StatusPageConfig, UpstreamConfig
+from gateway.config import OcppChargerConfig, OcppServerConfig, StatusPageConfig
 from gateway.domain.model import Connector
 from gateway.domain.security import SecurityEventKind
 from gateway.services.site import Site
 from gateway.services.site_picture import SiteLabels
 from gateway.services.telemetry import Telemetry
-from tests.fixtures.memory_outbox import memory_outbox
 from tests.fixtures.net import free_port
 from tests.fixtures.pki import make_pki
 from tests.fixtures.status_site import authorization, until
+from tests.integration import test_ocpp201_upstream as upstream_tests
+from tests.integration.test_ocpp201_upstream import STATION, start_station
 
-STATION = "GW-SEC"
+# the upstream tests' fixtures: a DemoCsms201 on loopback, the tasks started, the short first-status grace
+csms, running, short_status_grace = upstream_tests.csms, upstream_tests.running, upstream_tests.short_status_grace
+
 PASSWORD = "s3cret-pass-201-long"
 NOTIFICATION = "SecurityEventNotification"
 
@@ -45,50 +46,6 @@ def make_site(settings_path: Path | None = None) -> Site:
     if settings_path is not None:
         site.settings = JsonSettingsStore(settings_path)
     return site
-
-
-def upstream_at(port: int, **overrides: Any) -> UpstreamConfig:
-    settings: dict[str, Any] = {
-        "url": f"ws://127.0.0.1:{port}/ocpp",
-        "charge_point_id": STATION,
-        "heartbeat_interval_s": 60,
-        "meter_value_sample_interval_s": 0,
-        "reconnect_max_s": 0.2,
-        "response_timeout_s": 5,
-    }
-    settings.update(overrides)
-    return UpstreamConfig.model_validate(settings)
-
-
-@pytest.fixture(autouse=True)
-def short_status_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(statuses, "FIRST_STATUS_GRACE_S", 0.2)
-
-
-@pytest.fixture
-async def csms() -> AsyncIterator[DemoCsms201]:
-    server = DemoCsms201("127.0.0.1", 0)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
-    tasks: list[asyncio.Task[None]] = []
-    yield tasks
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def start_station(site: Site, settings: UpstreamConfig, running: list) -> ChargingStation201:
-    station = ChargingStation201(site, settings, memory_outbox())
-    station.aligned_interval_s = 0
-    running.append(asyncio.create_task(station.run()))
-    return station
 
 
 def types(csms: DemoCsms201) -> list[str]:
@@ -112,7 +69,7 @@ async def test_the_boot_sends_startup_and_a_reset_sends_reset_or_reboot_after_th
     csms: DemoCsms201, running: list
 ) -> None:
     before = datetime.now(UTC).replace(microsecond=0)
-    station = start_station(make_site(), upstream_at(csms.port), running)
+    station = start_station(make_site(), csms.port, running)
     startup = await csms.wait_for(NOTIFICATION, lambda p: p["type"] == "StartupOfTheDevice")
     assert before <= stamp(startup) <= datetime.now(UTC)
     assert startup["techInfo"] == "the gateway started"
@@ -126,7 +83,7 @@ async def test_the_boot_sends_startup_and_a_reset_sends_reset_or_reboot_after_th
 
 async def test_a_restart_after_a_kill_sends_reset_or_reboot(tmp_path: Path, csms: DemoCsms201, running: list) -> None:
     JsonSettingsStore(tmp_path / "settings.json").save(CLEAN_SHUTDOWN, False)  # as a kill -9 leaves it
-    start_station(make_site(tmp_path / "settings.json"), upstream_at(csms.port), running)
+    start_station(make_site(tmp_path / "settings.json"), csms.port, running)
     await csms.wait_for(NOTIFICATION, lambda p: p["type"] == "StartupOfTheDevice")
     assert order(csms) == ["Unknown", "ResetOrReboot", "StartupOfTheDevice"]
     assert "ended unexpectedly" in csms.messages(NOTIFICATION)[0]["techInfo"]
@@ -137,7 +94,7 @@ async def test_a_csms_that_refuses_the_password_hears_of_it_once_the_link_is_up(
     await csms.start()
     try:
         site = make_site()
-        start_station(site, upstream_at(csms.port, password=PASSWORD), running)
+        start_station(site, csms.port, running, password=PASSWORD)
         await until(site, lambda: "HTTP 401" in (site.upstream.reason or ""))
         refused_at = datetime.now(UTC)
         await asyncio.sleep(0.5)  # several refused attempts: still one event
@@ -159,8 +116,8 @@ async def test_a_csms_certificate_of_another_ca_is_reported_once_trusted(tmp_pat
     await csms.start()
     try:
         site = make_site()
-        settings = upstream_at(csms.port, url=f"wss://127.0.0.1:{csms.port}/ocpp", tls={"ca_file": str(pki.ca_file)})
-        start_station(site, settings, running)
+        url = f"wss://127.0.0.1:{csms.port}/ocpp"
+        start_station(site, csms.port, running, url=url, tls={"ca_file": str(pki.ca_file)})
         await until(site, lambda: "TLS handshake failed" in (site.upstream.reason or ""))
         tls.load_cert_chain(pki.server_cert, pki.server_key)  # the CSMS gets a certificate of the right CA
         invalid = await csms.wait_for(NOTIFICATION, lambda p: p["type"] == "InvalidCsmsCertificate", timeout=10)
@@ -173,7 +130,7 @@ async def test_wrong_status_page_passwords_are_one_event_a_minute_with_a_count(
     csms: DemoCsms201, running: list
 ) -> None:
     site = make_site()
-    start_station(site, upstream_at(csms.port), running)
+    start_station(site, csms.port, running)
     await csms.wait_for(NOTIFICATION, lambda p: p["type"] == "StartupOfTheDevice")
     settings = StatusPageConfig(port=free_port(), username="admin", password=PASSWORD)
     page = StatusServer(site, Telemetry(["left", "right"]), settings, SiteLabels("sec"))
@@ -204,7 +161,7 @@ async def test_wrong_status_page_passwords_are_one_event_a_minute_with_a_count(
 
 async def test_wrong_passwords_at_the_local_ocpp_server_are_rate_limited(csms: DemoCsms201, running: list) -> None:
     site = make_site()
-    start_station(site, upstream_at(csms.port), running)
+    start_station(site, csms.port, running)
     await csms.wait_for(NOTIFICATION, lambda p: p["type"] == "StartupOfTheDevice")
     chargers = [OcppChargerConfig(identity="CP-A", password=PASSWORD, connectors=[1])]
     server = LocalOcppServer(OcppServerConfig(port=free_port()), chargers, None, site=site)
@@ -229,7 +186,7 @@ async def test_wrong_passwords_at_the_local_ocpp_server_are_rate_limited(csms: D
 async def test_events_of_an_outage_wait_and_go_in_order_with_their_times(running: list) -> None:
     port = free_port()
     site = make_site()
-    station = start_station(site, upstream_at(port), running)
+    station = start_station(site, port, running)
     await until(site, lambda: "unreachable" in (site.upstream.reason or ""))
     site.security_event(SecurityEventKind.STORAGE_FULL, "outbox: cannot write to disk", "outbox")
     site.security_event(SecurityEventKind.INVALID_MESSAGES, "a frame from the CSMS", "csms")

@@ -11,8 +11,11 @@ from adapters.ocpp201_upstream.security_events import EVENT_TYPES, SecurityEvent
 from adapters.ocpp201_upstream.transaction_events import check
 from gateway.domain.events import SecurityEventSeen
 from gateway.domain.model import Connector
+from gateway.domain.outbox import NewRecord, RecordKind
 from gateway.domain.security import SecurityEventKind, SecurityEventLimit
+from gateway.services.outbox import Outbox
 from gateway.services.site import Site
+from tests.fixtures.memory_outbox import RefusingStore
 
 T0 = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
 LOGIN = SecurityEventKind.LOGIN_FAILED
@@ -82,3 +85,15 @@ async def test_a_full_queue_drops_the_oldest_non_critical_event_first() -> None:
     assert [e.kind for e in queue.queued()] == [SecurityEventKind.STARTUP, SecurityEventKind.RESET, LOGIN]
     queue.take(SecurityEventSeen(SecurityEventKind.STORAGE_FULL, seconds(9), ""))  # all critical: the oldest goes
     assert [e.kind for e in queue.queued()] == [SecurityEventKind.RESET, LOGIN, SecurityEventKind.STORAGE_FULL]
+
+
+def test_a_disk_that_begins_to_refuse_writes_is_told_once_per_outage() -> None:
+    store = RefusingStore()
+    told: list[str] = []
+    outbox = Outbox(store, on_disk_refused=told.append)
+    at = T0.isoformat()
+    outbox.enqueue(NewRecord(RecordKind.START, "StartTransaction", {}, at, "tx1"))
+    store.full = True
+    for _ in range(3):
+        outbox.enqueue(NewRecord(RecordKind.SAMPLED, "MeterValues", {}, at, "tx1"))
+    assert len(told) == 1 and told[0].startswith("cannot write to disk") and "No space left" in told[0]
