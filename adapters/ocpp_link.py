@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from ocpp.charge_point import ChargePoint
 from ocpp.exceptions import OCPPError
+from ocpp.messages import unpack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
@@ -106,15 +107,30 @@ class CsmsPeer(ChargePoint):
     async def route_message(self, raw_msg: str | bytes) -> None:
         """The library's, but a frame from the CSMS that cannot be read (not JSON, 5000 digits, 50,000
         nested brackets, an action that is not a string) is one WARNING line and the link goes on:
-        nothing a CSMS sends may end the gateway."""
+        nothing a CSMS sends may end the gateway. It is unpacked here first: the library would log
+        one it cannot unpack with a traceback and the whole frame."""
+        try:
+            unpack(raw_msg)
+        except OCPPError as exc:
+            cause = exc.details.get("cause") if isinstance(exc.details, dict) else None
+            self._unreadable(f"{type(exc).__name__}: {cause or exc.description}")
+            return
+        except (ValueError, TypeError, RecursionError, KeyError, AttributeError) as exc:
+            self._unreadable(f"{type(exc).__name__}: {exc}")
+            return
         try:
             await super().route_message(raw_msg)
         except ConnectionClosed:
             raise
         except (ValueError, TypeError, RecursionError, KeyError, AttributeError) as exc:
-            why = short(f"{type(exc).__name__}: {exc}")
-            log.warning("CSMS sent a frame that cannot be handled (%s): ignored", why)
-            self.owner.site.security_event(SecurityEventKind.INVALID_MESSAGES, f"a frame from the CSMS: {why}", "csms")
+            self._unreadable(f"{type(exc).__name__}: {exc}")
+
+    def _unreadable(self, why: str) -> None:
+        """One WARNING line, and a security event (the Site's rate limit: one a minute, with a count)."""
+        log.warning("CSMS sent a frame that cannot be handled (%s): ignored", short(why))
+        self.owner.site.security_event(
+            SecurityEventKind.INVALID_MESSAGES, f"a frame from the CSMS: {short(why)}", "csms"
+        )
 
 
 def short(text: object, limit: int = MAX_NAME) -> str:

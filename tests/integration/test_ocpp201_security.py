@@ -208,3 +208,24 @@ async def test_events_of_an_outage_wait_and_go_in_order_with_their_times(running
         assert order(csms)[0] == "PowerUp"  # nothing before the boot
     finally:
         await csms.stop()
+
+
+async def test_a_security_setting_changed_and_unreadable_frames_are_reported(csms: DemoCsms201, running: list) -> None:
+    station = start_station(make_site(), csms.port, running)
+    await station.accepted.wait()
+    variable = {"component": {"name": "AuthCtrlr"}, "variable": {"name": "LocalAuthorizeOffline"}}
+    answer = await csms.call(STATION, call.SetVariables(set_variable_data=[{**variable, "attribute_value": "false"}]))
+    assert answer.set_variable_result[0]["attribute_status"] == "Accepted"
+    changed = await csms.wait_for(NOTIFICATION, lambda p: p["type"] == "ReconfigurationOfSecurityParameters")
+    assert changed["techInfo"] == "changed: AuthCtrlr.LocalAuthorizeOffline"  # the name, never the value
+    interval = {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
+    await csms.call(STATION, call.SetVariables(set_variable_data=[{**interval, "attribute_value": "120"}]))
+    session = csms.sessions[STATION]
+    for _ in range(5):
+        await session._connection.send("not json at all")
+    invalid = await csms.wait_for(NOTIFICATION, lambda p: p["type"] == "InvalidMessages")
+    assert invalid["techInfo"] == "a frame from the CSMS: FormatViolationError: Message is not valid JSON"
+    answer = await csms.call(STATION, call.TriggerMessage(requested_message="Heartbeat"))
+    assert answer.status == "Accepted"  # the link lives; and the flood made one event
+    assert types(csms).count("InvalidMessages") == 1
+    assert types(csms).count("ReconfigurationOfSecurityParameters") == 1  # not for the heartbeat interval
