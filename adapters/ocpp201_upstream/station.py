@@ -360,8 +360,8 @@ class ChargingStation201:
         self.accepted.clear()
         self.registration = "none"
         self.boot_reason = "RemoteReset"
-        kind = "Immediate" if hard else "OnIdle"
-        self.site.security_event(SecurityEventKind.RESET, f"a {kind} reset of the station asked by the CSMS")
+        kind = "an Immediate" if hard else "an OnIdle"
+        self.site.security_event(SecurityEventKind.RESET, f"{kind} reset of the station asked by the CSMS")
         self.site.set_upstream(self._peer is not None, self.registration)
         if self._peer is not None:
             await self._peer.close()
