@@ -16,6 +16,9 @@ the subprotocol and what is said on the link, not how the link is kept. Like
   reason, for the status page and MQTT.
 * A CALL whose failure is the CSMS's problem (a CALLERROR, no answer) is logged and returns
   None: it must end neither the link nor the process (the outbox retries what must not be lost).
+* Security events (``Site.security_event``, sent by a 2.0.1 station): the CSMS refusing the
+  credentials (HTTP 401) and its certificate failing the check, once per outage each; frames
+  that cannot be read (the Site's rate limit makes them one event a minute).
 * ``CsmsPeer``: the ``ocpp`` library's side of one connection, as both versions want it: every
   CALL counted for ``/metrics``, and a frame that cannot be read one WARNING line, never the end
   of the link. Each version adds its handlers.
@@ -32,12 +35,14 @@ from typing import Any, Protocol
 
 from ocpp.charge_point import ChargePoint
 from ocpp.exceptions import OCPPError
+from ocpp.messages import unpack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
 from gateway.config import UpstreamConfig
 from gateway.domain.ports import SettingsStore
+from gateway.domain.security import SecurityEventKind
 from gateway.services.backoff import Backoff
 from gateway.services.site import Site
 from gateway.services.tasks import cancel_and_wait
@@ -58,6 +63,7 @@ frame_log = logging.getLogger("ocpp")
 class PeerOwner(Protocol):
     """What a ``CsmsPeer`` needs of the adapter it speaks for."""
 
+    site: Site
     settings: UpstreamConfig
     telemetry: Telemetry
 
@@ -101,13 +107,30 @@ class CsmsPeer(ChargePoint):
     async def route_message(self, raw_msg: str | bytes) -> None:
         """The library's, but a frame from the CSMS that cannot be read (not JSON, 5000 digits, 50,000
         nested brackets, an action that is not a string) is one WARNING line and the link goes on:
-        nothing a CSMS sends may end the gateway."""
+        nothing a CSMS sends may end the gateway. It is unpacked here first: the library would log
+        one it cannot unpack with a traceback and the whole frame."""
+        try:
+            unpack(raw_msg)
+        except OCPPError as exc:
+            cause = exc.details.get("cause") if isinstance(exc.details, dict) else None
+            self._unreadable(f"{type(exc).__name__}: {cause or exc.description}")
+            return
+        except (ValueError, TypeError, RecursionError, KeyError, AttributeError) as exc:
+            self._unreadable(f"{type(exc).__name__}: {exc}")
+            return
         try:
             await super().route_message(raw_msg)
         except ConnectionClosed:
             raise
         except (ValueError, TypeError, RecursionError, KeyError, AttributeError) as exc:
-            log.warning("CSMS sent a frame that cannot be handled (%s): ignored", short(f"{type(exc).__name__}: {exc}"))
+            self._unreadable(f"{type(exc).__name__}: {exc}")
+
+    def _unreadable(self, why: str) -> None:
+        """One WARNING line, and a security event (the Site's rate limit: one a minute, with a count)."""
+        log.warning("CSMS sent a frame that cannot be handled (%s): ignored", short(why))
+        self.owner.site.security_event(
+            SecurityEventKind.INVALID_MESSAGES, f"a frame from the CSMS: {short(why)}", "csms"
+        )
 
 
 def short(text: object, limit: int = MAX_NAME) -> str:
@@ -124,6 +147,7 @@ class UpstreamLink:
         self.settings = settings
         self.subprotocol = subprotocol
         self._outage_reported = False
+        self._told: set[SecurityEventKind] = set()  # security events of this outage (each once)
 
     async def stay_connected(
         self,
@@ -149,6 +173,7 @@ class UpstreamLink:
                 ) as connection:
                     backoff.reset()
                     self._outage_reported = False
+                    self._told.clear()
                     log.info("connected to CSMS %s (%s)", self.settings.endpoint, self.subprotocol)
                     self.site.set_upstream(True, registration())
                     if connection.subprotocol != self.subprotocol:
@@ -163,9 +188,14 @@ class UpstreamLink:
                 hint = " (check upstream.password)" if code in (401, 403) else ""
                 reason = f"refused the connection: HTTP {code}{hint}"
                 self._report_outage(f"CSMS {reason}")
+                if code == 401:
+                    self._security_event(SecurityEventKind.CSMS_REFUSED_CREDENTIALS, f"the CSMS answered HTTP {code}")
             except ssl.SSLError as exc:  # (before OSError, which it is)
                 reason = f"TLS handshake failed: {getattr(exc, 'verify_message', None) or exc} (check upstream.tls)"
                 self._report_outage(f"CSMS {reason}")
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    why = getattr(exc, "verify_message", None) or "not verified"
+                    self._security_event(SecurityEventKind.CSMS_CERTIFICATE_INVALID, f"the CSMS's certificate: {why}")
             except (OSError, WebSocketException, TimeoutError) as exc:
                 reason = f"connection lost or unreachable: {exc or type(exc).__name__}"
                 self._report_outage(f"CSMS {reason}")
@@ -175,6 +205,12 @@ class UpstreamLink:
             delay = backoff.next_delay()
             log.debug("reconnecting to CSMS in %.1f s", delay)
             await asyncio.sleep(delay)
+
+    def _security_event(self, kind: SecurityEventKind, detail: str) -> None:
+        """Tell the Site once per outage (a CSMS that keeps refusing is one event, not one per retry)."""
+        if kind not in self._told:
+            self._told.add(kind)
+            self.site.security_event(kind, detail, "csms")
 
     def _report_outage(self, message: str) -> None:
         """One WARNING when the CSMS goes away, DEBUG while it stays away (INFO when back)."""

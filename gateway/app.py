@@ -42,6 +42,7 @@ from gateway.domain.load_sharing import SharingSettings
 from gateway.domain.model import Connector, Meter
 from gateway.domain.phase_limits import Phase
 from gateway.domain.ports import Clock
+from gateway.domain.security import SecurityEventKind
 from gateway.domain.transactions import AuthPolicy, EnableCharging
 from gateway.services.charging_limits import LimitKeeper
 from gateway.services.history import History
@@ -104,7 +105,18 @@ def build_outbox(config: GatewayConfig, site: Site, history: History | None = No
     store = SegmentedOutboxStore(state_dir / "outbox")
     parked = ParkedMessages(state_dir / "outbox-parked.jsonl")
     on_settled = history.outbox_settled if history is not None else None
-    outbox = Outbox(store, settings, on_change=site.report_backlog, park=parked.add, on_settled=on_settled)
+
+    def disk_refused(why: str) -> None:
+        site.security_event(SecurityEventKind.STORAGE_FULL, f"outbox: {why}", "outbox")
+
+    outbox = Outbox(
+        store,
+        settings,
+        on_change=site.report_backlog,
+        park=parked.add,
+        on_settled=on_settled,
+        on_disk_refused=disk_refused,
+    )
     site.follow_backlog(outbox.stats)
     return outbox
 
@@ -284,7 +296,9 @@ class Gateway:
             relays = PassthroughRelays(
                 config.upstream.url, config.ocpp_chargers, PassthroughFeed(site, passthrough_chargers)
             )
-            ocpp_server = LocalOcppServer(config.ocpp_server, config.ocpp_chargers, merged, passthrough=relays)
+            ocpp_server = LocalOcppServer(
+                config.ocpp_server, config.ocpp_chargers, merged, passthrough=relays, site=site
+            )
             return cls(config, site, devices, upstream, bridge, ocpp_server=ocpp_server, ocpp_merged=merged, **parts)
         return cls(config, site, devices, upstream, bridge, **parts)
 

@@ -45,6 +45,8 @@ def _describe(action: str, payload: dict[str, Any]) -> str:
         return f"{payload['eventType']} #{payload['seqNo']} {info['transactionId']} {' '.join(energy)}".rstrip()
     if action == "NotifyReport":
         return f"report {payload['requestId']} part {payload['seqNo']}: {len(payload.get('reportData', []))} variables"
+    if action == "SecurityEventNotification":
+        return f"{payload['type']} at {payload['timestamp']}"
     if action == "BootNotification":
         station = payload["chargingStation"]
         return f"{station['vendorName']} {station['model']} ({payload['reason']})"
@@ -104,6 +106,11 @@ class _Session201(ChargePoint):
     async def on_notify_event(self, **kwargs: Any) -> Any:
         await self._record("NotifyEvent", kwargs)
         return call_result.NotifyEvent()
+
+    @on(Action.security_event_notification)
+    async def on_security_event(self, **kwargs: Any) -> Any:
+        await self._record("SecurityEventNotification", kwargs)
+        return call_result.SecurityEventNotification()
 
     @on(Action.notify_report)
     async def on_notify_report(self, **kwargs: Any) -> Any:

@@ -26,6 +26,7 @@ from adapters.ocpp201_upstream.authorization import Authorization201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201
 from adapters.ocpp201_upstream.reports import notify_reports, report_entry, report_variables
+from adapters.ocpp201_upstream.resets import Resets201
 from adapters.ocpp201_upstream.tx_points import TxPoints
 from adapters.ocpp_callerrors import unsupported_action
 from adapters.ocpp_link import CsmsPeer, send_call, short
@@ -52,12 +53,11 @@ class StationOwner(Protocol):
     accepted: asyncio.Event
     authorization: Authorization201
     tx_points: TxPoints
+    resets: Resets201
 
     def remote_start_accepted(
         self, evse_id: int | None, id_tag: str, token_type: str, remote_start_id: int
     ) -> None: ...
-
-    async def reset(self, hard: bool) -> None: ...
 
     async def send_triggered(self, peer: Peer201, message: str, evse_id: int | None) -> None: ...
 
@@ -142,18 +142,14 @@ class Peer201(CsmsPeer, ChargePoint):
             answer = await native_relay.reset_evse(self.owner.site, evse_id, type)
             self._record(Command.RESET, answer.status, evse_id, type=type.lower())
             return call_result.Reset(**answer.fields())
-        if evse_id is not None:  # the site resets as a whole
-            return call_result.Reset(status="Rejected")
-        log.warning("CSMS asked for an %s reset", type)
-        return call_result.Reset(status="Accepted")
+        status, reason = self.owner.resets.answer(type, evse_id)
+        return call_result.Reset(status=status, status_info={"reason_code": reason} if reason else None)
 
     @after(Action.reset)
     async def after_reset(self, type: str, evse_id: int | None = None) -> None:
-        if evse_id is not None:
-            return
-        await native_relay.reset_chargers(self.owner.site, type)  # the site's native chargers are reset too
+        """What an Accepted reset does (resets.py); the answer decided it, the CSMS has it now."""
         try:
-            await self.owner.reset(hard=type == "Immediate")
+            await self.owner.resets.carry_out(type, evse_id)
         except Exception:  # an @after hook runs untracked: say what went wrong instead of losing it
             log.exception("reset failed")
 
@@ -181,8 +177,9 @@ class Peer201(CsmsPeer, ChargePoint):
     async def on_change_availability(self, operational_status: str, evse: dict[str, Any] | None = None) -> Any:
         site = self.owner.site
         evse_id = int(evse["id"]) if evse is not None else 0
-        if evse is not None and evse.get("connector_id") not in (None, 1):
-            return call_result.ChangeAvailability(status="Rejected")
+        if evse is not None and evse.get("connector_id") not in (None, 1):  # each EVSE has connector 1 only
+            log.info("CSMS ChangeAvailability of EVSE %s connector %s: none", evse_id, evse["connector_id"])
+            return call_result.ChangeAvailability(status="Rejected", status_info={"reason_code": "UnknownConnectorId"})
         if site.is_native(evse_id):  # its charger decides (native_relay.py)
             answer = await native_relay.change_availability(site, evse_id, operational_status)
             self._record(Command.AVAILABILITY, answer.status, evse_id, available=operational_status == "Operative")
@@ -194,6 +191,12 @@ class Peer201(CsmsPeer, ChargePoint):
             answer = await native_relay.change_chargers_availability(site, operational_status, status)
         log.info("CSMS made EVSE %s %s: %s", evse_id, operational_status, answer.status)
         return call_result.ChangeAvailability(**answer.fields())
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **_: Any) -> Any:
+        """The gateway has no vendor extensions: every vendorId is unknown (as the 1.6 charge point answers)."""
+        log.info("CSMS DataTransfer of vendor %s: UnknownVendorId", short(vendor_id))
+        return call_result.DataTransfer(status="UnknownVendorId")
 
     @on(Action.trigger_message)
     def on_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None) -> Any:

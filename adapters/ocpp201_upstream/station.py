@@ -26,12 +26,15 @@ from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
 from websockets.asyncio.client import ClientConnection
 
+from adapters.ocpp201_upstream import native_relay
 from adapters.ocpp201_upstream.authorization import Authorization201, auth_status
 from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
 from adapters.ocpp201_upstream.problems import ProblemEvents
+from adapters.ocpp201_upstream.resets import Resets201
 from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
+from adapters.ocpp201_upstream.security_events import SecurityEvents201, settings_watch, startup_events
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
 from adapters.ocpp201_upstream.statuses import StatusReports201
 from adapters.ocpp201_upstream.transaction_events import call_problem
@@ -45,10 +48,12 @@ from gateway.domain.events import (
     FaultCleared,
     FaultRaised,
     MeterReadingChanged,
+    SecurityEventSeen,
     VehicleConnectionChanged,
 )
 from gateway.domain.outbox import OutboxRecord
 from gateway.domain.ports import SettingsStore
+from gateway.domain.security import SecurityEventKind
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
 from gateway.services.outbox import DISK_RETRY_S, Outbox, Retry
 from gateway.services.site import Site
@@ -102,7 +107,11 @@ class ChargingStation201:
         self.device_model.on_change(self._auth_changed)  # the CSMS's SetVariables of AuthCtrlr and the like
         entries = "LocalAuthListCtrlr.Entries"
         self.device_model.provide(entries, lambda: str(len(self.authorization.authorizer.local_list)))
+        self.security = SecurityEvents201(site, self.online)
+        self.resets = Resets201(site, self.reset)
+        self.device_model.on_change(settings_watch(site))
         self._effects = site.subscribe()
+        startup_events(site, clean)  # (after subscribing: they are this station's to send)
         site.on_settle(self._settle)
         self.sessions.stop_orphans(clean_shutdown=clean is True)
 
@@ -176,11 +185,15 @@ class ChargingStation201:
     def _take(self, event: object) -> None:
         if isinstance(event, StartTransaction | StopTransaction | ConnectorStatusChanged | VehicleConnectionChanged):
             self.tx_points.take(event)
+            if isinstance(event, StopTransaction):
+                self.resets.session_ended(event.connector_id)
         elif isinstance(event, ConnectorReadingChanged | MeterReadingChanged):
             self.sampler.note_registers()
             self.tx_points.take(event)
         elif isinstance(event, FaultRaised | FaultCleared | DeviceHealthChanged):
             self.problems.take(event)
+        elif isinstance(event, SecurityEventSeen):
+            self.security.take(event)
         elif isinstance(event, Authorize):
             self.sessions.card_tags[event.connector_id] = event.id_tag
             self._authorize_locally_or_ask(event, self.online())
@@ -225,6 +238,7 @@ class ChargingStation201:
                 self._deliver(peer),
                 self._authorize(peer),
                 self.problems.deliver(peer),
+                self.security.deliver(peer),
             )
         finally:
             self.site.unsubscribe(events)
@@ -353,7 +367,9 @@ class ChargingStation201:
 
     # -- what the CSMS asks ------------------------------------------------------------------------
     async def reset(self, hard: bool) -> None:
-        """End every session, deliver the Ended events, then reconnect and boot again (RemoteReset)."""
+        """Reset the native chargers (their own Reset), end every session, deliver the Ended events,
+        then reconnect and boot again (RemoteReset)."""
+        await native_relay.reset_chargers(self.site, "Immediate" if hard else "OnIdle")
         reason = StopReason.HARD_RESET if hard else StopReason.SOFT_RESET
         self.site.stop_all_sessions(reason)
         self._take_pending()
@@ -364,9 +380,12 @@ class ChargingStation201:
         self.accepted.clear()
         self.registration = "none"
         self.boot_reason = "RemoteReset"
+        kind = "an Immediate" if hard else "an OnIdle"
+        self.site.security_event(SecurityEventKind.RESET, f"{kind} reset of the station asked by the CSMS")
         self.site.set_upstream(self._peer is not None, self.registration)
         if self._peer is not None:
             await self._peer.close()
+        self.accepted.clear()  # (a boot answered while the link closed does not count: boot again)
 
     async def send_triggered(self, peer: Peer201, message: str, evse_id: int | None) -> None:
         """What a TriggerMessage asked for, sent after its answer."""

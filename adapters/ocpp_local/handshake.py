@@ -29,6 +29,7 @@ class Refusal:
     body: str
     reason: str
     challenge: bool = False  # add WWW-Authenticate: Basic
+    login_failed: bool = False  # credentials were given, and they are wrong (a security event)
 
 
 def identity_in(path: str) -> str:
@@ -71,7 +72,7 @@ def admit(request: Request, chargers: Chargers) -> OcppChargerConfig | Refusal:
         password_ok = same_secret(password, expected)
         if not password_ok or user.decode("utf-8", "replace").casefold() != charger.identity.casefold():
             what = "a wrong password" if not password_ok else "a user name that is not the identity"
-            return Refusal(HTTPStatus.UNAUTHORIZED, "wrong credentials\n", f"Basic auth with {what}", True)
+            return Refusal(HTTPStatus.UNAUTHORIZED, "wrong credentials\n", f"Basic auth with {what}", True, True)
     offered = [p for p in offered_subprotocols(request) if p]
     if SUBPROTOCOL not in offered:
         # OCPP-J requires the charger to name the protocol; without it we cannot know it speaks 1.6

@@ -32,6 +32,8 @@ from adapters.ocpp_local.throttle import LogThrottle
 from gateway.config import OcppChargerConfig, OcppServerConfig
 from gateway.config_ocpp_server import OcppServerTlsConfig
 from gateway.domain.errors import ConfigError
+from gateway.domain.security import SecurityEventKind
+from gateway.services.site import Site
 from gateway.services.tasks import serve_until_cancelled
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,11 @@ class LocalOcppServer:
         chargers: Iterable[OcppChargerConfig],
         handler_factory: HandlerFactory | None,
         passthrough: HandlerFactory | None = None,
+        site: Site | None = None,
     ) -> None:
+        """``site`` hears of wrong credentials (a security event; None: nobody does)."""
         self.settings = settings
+        self.site = site
         self.chargers = Chargers(chargers)
         self.port = settings.port  # the bound port once started
         self._factories = {"merged": handler_factory, "passthrough": passthrough}
@@ -160,6 +165,10 @@ class LocalOcppServer:
             identity = short(repr(identity_in(request.path)), 60)
             status = f"{verdict.status.value} {verdict.status.phrase}"
             log.warning("refused %s from %s: %s (HTTP %s)%s", identity, _peer(connection), verdict.reason, status, more)
+        if verdict.login_failed and self.site is not None:  # the Site's rate limit: one a minute per address
+            who = short(repr(identity_in(request.path)), 60)
+            detail = f"local OCPP server: {verdict.reason} for {who} from {_peer(connection)}"
+            self.site.security_event(SecurityEventKind.LOGIN_FAILED, detail, source=f"ocpp {_peer(connection)}")
         response = connection.respond(verdict.status, verdict.body)
         if verdict.challenge:
             response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'

@@ -162,6 +162,7 @@ def event_words(event: EventRecord) -> str:
         "broker_up": "Connected to the MQTT broker",
         "limit_binds": "Load management holds chargers below what they ask",
         "limit_frees": "Load management no longer holds chargers back",
+        "security": f"Security: {str(detail.get('kind', '')).replace('_', ' ')}",
     }
     return words.get(kind, kind.replace("_", " ").capitalize())
 

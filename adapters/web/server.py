@@ -43,6 +43,7 @@ from gateway.basic_auth import basic_credentials, same_secret
 from gateway.config import StatusPageConfig
 from gateway.domain.commands import CommandSource
 from gateway.domain.errors import ConfigError
+from gateway.domain.security import SecurityEventKind
 from gateway.services.history import History
 from gateway.services.readiness import readiness
 from gateway.services.site import Site
@@ -197,6 +198,7 @@ class StatusServer:
         if method not in allowed:
             raise Refused(405, f"{method} is not taken here", {"Allow": ", ".join(sorted(allowed))})
         if path not in OPEN_PATHS and not self._authenticated(request):
+            self._login_failed(request)
             raise Refused(
                 401,
                 "this status page needs a user name and password",
@@ -221,6 +223,15 @@ class StatusServer:
         user_ok = same_secret(user, expected_user)
         password_ok = same_secret(password, expected_password)
         return user_ok and password_ok
+
+    def _login_failed(self, request: web.BaseRequest) -> None:
+        """Credentials that were given and are wrong are a security event (the Site's rate limit
+        makes a guessing client one a minute per address); a request without any is not (a
+        browser asks without them first)."""
+        if request.headers.getall("Authorization", []):
+            origin = request.remote or "unknown"
+            detail = f"status page: wrong user name or password from {origin}"
+            self.site.security_event(SecurityEventKind.LOGIN_FAILED, detail, source=f"page {origin}")
 
     def picture(self) -> dict[str, Any]:
         picture = site_picture(self.site, self.telemetry, self.labels, started_at=self.started_at)

@@ -14,6 +14,7 @@ from gateway.domain.battery import SocValue
 from gateway.domain.commands import Command, CommandResult, CommandSource
 from gateway.domain.model import ConnectorStatus, Fault, Reading
 from gateway.domain.phase_limits import SiteLoad
+from gateway.domain.security import SecurityEventKind
 from gateway.domain.transactions import Effect, StopTransaction
 
 
@@ -206,6 +207,18 @@ class SessionStoppedAtRestart:
     stop: StopTransaction
 
 
+@dataclass(frozen=True, slots=True)
+class SecurityEventSeen:
+    """Something an operator's security log wants happened at ``at`` (see gateway/domain/security.py);
+    ``count``: how many events of its kind and source it stands for (those held back by the rate
+    limit since the last one, and itself). ``detail`` never holds a secret or a full id tag."""
+
+    kind: SecurityEventKind
+    at: datetime
+    detail: str
+    count: int = 1
+
+
 # The session effects of gateway.domain.transactions travel as events too: Authorize,
 # StartTransaction, StopTransaction (for the upstream) and EnableCharging (for the device).
 @dataclass(frozen=True, slots=True)
@@ -235,5 +248,6 @@ Event = (
     | ChargingProfilesChanged
     | CommandReceived
     | SessionStoppedAtRestart
+    | SecurityEventSeen
     | Effect
 )

@@ -42,6 +42,7 @@ class EventKind(StrEnum):
     BROKER_UP = "broker_up"
     LIMIT_BINDS = "limit_binds"  # load management began to hold chargers below what they asked
     LIMIT_FREES = "limit_frees"  # and stopped
+    SECURITY = "security"  # a security event: ``detail`` has its ``kind``, ``text`` and ``count``
 
 
 # -- writes: what the service hands the store, applied together in one transaction -----------------

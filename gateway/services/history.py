@@ -34,6 +34,7 @@ from gateway.domain.events import (
     Event,
     FaultCleared,
     FaultRaised,
+    SecurityEventSeen,
     SessionStoppedAtRestart,
     SiteLoadChanged,
     TransactionNumbered,
@@ -313,6 +314,9 @@ class History:
             self._command(event)
         elif isinstance(event, SiteLoadChanged):
             self._pending.extend(self._limits.decided(event.load, self.site.clock.now()))
+        elif isinstance(event, SecurityEventSeen):  # (already rate-limited by the Site)
+            detail = {"kind": event.kind.value, "text": event.detail, "count": event.count}
+            self._pending.append(HistoryEvent(event.at, EventKind.SECURITY, detail=detail))
 
     def _stopped(self, stop: StopTransaction) -> None:
         if self._open.get(stop.connector_id) == stop.local_ref:

@@ -71,11 +71,14 @@ class Outbox:
         on_change: Callable[[], None] | None = None,
         park: Callable[[OutboxRecord], None] | None = None,
         on_settled: Callable[[OutboxRecord, DeliveryState], None] | None = None,
+        on_disk_refused: Callable[[str], None] | None = None,
     ) -> None:
         """``park``: where a StopTransaction refused STOP_PATIENCE x TransactionMessageAttempts
         times is set aside (durably, before it leaves the queue); without it such a stop is
         retried for ever, blocking the queue. ``on_settled``: told when a session's start or
-        stop was delivered or parked (the operator's history follows its bills with it)."""
+        stop was delivered or parked (the operator's history follows its bills with it).
+        ``on_disk_refused``: told what failed when the disk begins to refuse writes (a security
+        event: what must be kept now lives in memory only)."""
         self.store = store
         self.settings = settings or OutboxSettings()
         self._on_change = on_change
@@ -98,6 +101,7 @@ class Outbox:
         self._park = park
         self._parked = 0
         self._on_settled = on_settled
+        self._on_disk_refused = on_disk_refused
         for problem in store.problems():
             log.warning("outbox: %s (%s)", problem.what, problem.path)
         if len(store):
@@ -151,6 +155,8 @@ class Outbox:
             log.error("outbox: %s (%s); %d message(s) held in memory, retrying", what, exc, held)
             self._disk_failing = True
             self._changed()
+            if self._on_disk_refused is not None:
+                self._on_disk_refused(self._disk_error)
 
     def _disk_recovered(self) -> None:
         """A write went through; the trouble is over once nothing waits in memory for the disk."""

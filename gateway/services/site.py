@@ -47,6 +47,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.outbox import BacklogStats
 from gateway.domain.ports import Clock, NoSettingsStore, SettingsStore
+from gateway.domain.security import SecurityEventLimit
 from gateway.domain.status import derive_faults, derive_status, evse_offering
 from gateway.domain.transactions import (
     AuthStatus,
@@ -62,6 +63,7 @@ from gateway.services.native_chargers import NativeChargers
 from gateway.services.sessions import PLUGGED_STATES, ConnectorPolicy, Sessions
 from gateway.services.shared_load import SharedLoad
 from gateway.services.site_commands import SiteCommands
+from gateway.services.site_security import SiteSecurity
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class SystemClock:
         return utc_now()
 
 
-class Site(NativeChargers, SiteCommands):
+class Site(NativeChargers, SiteCommands, SiteSecurity):
     """The domain model of one charging site, with connectors 1..N and its meters."""
 
     def __init__(
@@ -105,6 +107,7 @@ class Site(NativeChargers, SiteCommands):
         self._availability_after_session: dict[int, bool] = {}  # ChangeAvailability that waits for a stop
         self._car_told: dict[int, bool] = {}  # connector -> whether a car is plugged, as last told
         self._subscribers: list[EventStream] = []
+        self.security_limit = SecurityEventLimit()  # security events: one per kind and source a minute
         self._settlers: list[Callable[[], None]] = []
         self.settings: SettingsStore = settings or NoSettingsStore()
         self.registers = BillingRegisters(self._register_ceilings(), self.settings)

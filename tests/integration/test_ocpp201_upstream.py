@@ -435,8 +435,8 @@ async def test_reset_ends_the_session_then_boots_again_as_remote_reset(csms: Dem
     assert ended["triggerReason"] == "ResetCommand"
     reboot = await csms.wait_for("BootNotification", lambda p: p["reason"] == "RemoteReset")
     assert reboot["chargingStation"]["vendorName"] == "ocpp-gateway"
-    per_evse = await csms.call(STATION, call.Reset(type="OnIdle", evse_id=1))
-    assert per_evse.status == "Rejected"  # the site resets as a whole
+    per_evse = await csms.call(STATION, call.Reset(type="OnIdle", evse_id=7))
+    assert per_evse.status == "Rejected"  # no such EVSE (EVSE resets: test_ocpp201_operations.py)
 
 
 async def test_unlock_connector_says_what_a_modbus_charger_can_do(csms: DemoCsms201, running: list) -> None:

@@ -38,6 +38,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.outbox import OutboxRecord, RecordKind, StoreProblem
 from gateway.domain.phase_limits import ConnectorShare, PhaseLimit, Reason, SiteLoad
+from gateway.domain.security import SecurityEventKind
 from gateway.domain.transactions import AuthPolicy, StopReason, StopTransaction
 from gateway.services.history import History
 from gateway.services.sessions import ConnectorPolicy
@@ -484,3 +485,15 @@ def test_an_unreadable_history_seeds_nothing_and_says_so(caplog: pytest.LogCaptu
     assert "could not be read" in caplog.text
     poll(site, VehicleState.A, 1_000, 0, T0, faults=(HOT,))
     assert EventKind.FAULT_RAISED in [e.kind for e in lines(history)]
+
+
+def test_a_security_event_is_a_line_with_its_kind_text_and_count() -> None:
+    clock = Clock()
+    site, _, history = make(clock)
+    for _ in range(2):  # the second within the minute: held back by the Site
+        site.security_event(SecurityEventKind.LOGIN_FAILED, "status page: wrong password from 10.0.0.9", "10.0.0.9")
+    history.take_events()
+    lines = [r for r in history._pending if isinstance(r, HistoryEvent) and r.kind is EventKind.SECURITY]
+    assert [(r.at, r.detail) for r in lines] == [
+        (clock.now(), {"kind": "login_failed", "text": "status page: wrong password from 10.0.0.9", "count": 1})
+    ]
