@@ -74,6 +74,7 @@ class NativeChargers:
                 "connector %s: a reading of %s is older than what is known: ignored", connector_id, reading.measured_at
             )
             return None
+        self._set_online(connector.device, True, "", reading.measured_at)  # it talks: before any status too
         checked, register_fault = self._guard_register(f"connector {connector_id}", reading, quiet=True)
         if register_fault is not None:
             return register_fault

@@ -10,7 +10,7 @@ the upstream charge point and the device command router.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -125,13 +125,24 @@ class Sessions:
         if machine is not None:
             self._run(machine.on_authorization(id_tag, status, self._energy(connector_id), at))
 
-    def remote_start(self, connector_id: int | None, id_tag: str, authorize_first: bool, at: datetime) -> bool:
-        """RemoteStartTransaction; without a connector the first idle one with a car (or any idle) is used."""
+    def remote_start(
+        self,
+        connector_id: int | None,
+        id_tag: str,
+        authorize_first: bool,
+        at: datetime,
+        exclude: Set[int] = frozenset(),
+    ) -> bool:
+        """RemoteStartTransaction; without a connector the first idle one with a car (or any idle)
+        is used, never one of ``exclude`` (a native charger's: only its charger can start it)."""
         if connector_id is None:
             idle = [
                 m
                 for m in self.machines.values()
-                if m.transaction is None and m.pending_id_tag is None and m.connector_id not in self.out_of_service
+                if m.transaction is None
+                and m.pending_id_tag is None
+                and m.connector_id not in self.out_of_service
+                and m.connector_id not in exclude
             ]
             chosen = next((m for m in idle if m.plugged), idle[0] if idle else None)
             if chosen is None:

@@ -42,6 +42,7 @@ class SiteCommands:
     batteries: Batteries
     load: SharedLoad
     _availability_after_session: dict[int, bool]
+    _native_connectors: set[int]
     _emit: Callable[[Event], None]
     _update_status: Callable[[Connector, datetime], None]
 
@@ -84,7 +85,8 @@ class SiteCommands:
     ) -> bool:
         """A remote start: True if accepted (the session starts when the car is plugged in; until
         then the connector is taken: Preparing)."""
-        accepted = self.sessions.remote_start(connector_id, id_tag, authorize_first, self.clock.now())
+        natives = self._native_connectors  # without a connector: one the Site starts itself
+        accepted = self.sessions.remote_start(connector_id, id_tag, authorize_first, self.clock.now(), natives)
         self._refresh_statuses()
         result = CommandResult.ACCEPTED if accepted else CommandResult.REJECTED
         self.record_command(Command.START, source, result, connector_id, id_tag=mask_id_tag(id_tag))

@@ -46,3 +46,23 @@ def test_a_stop_stamped_before_the_last_reading_is_checked_all_the_same(meter_st
     assert site.native_reading(1, Reading(later, energy_wh=105_000)) is None  # sent upstream in MeterValues
     assert site.native_stop(ref, meter_stop_wh, later - timedelta(seconds=1), StopReason.LOCAL)
     assert [s.meter_stop_wh for s in stops(events)] == [billed_wh]
+
+
+def test_a_charger_that_sends_values_before_any_status_is_online() -> None:
+    """Found by the proxy bench: a merged charger was online only after a StatusNotification, so the
+    MeterValues of a charger that sent none first never reached the CSMS."""
+    site, _ = native_site()
+    assert site.device_online("NATIVE-1") is not True
+    site.native_reading(1, Reading(NOW, energy_wh=100_000))
+    assert site.device_online("NATIVE-1") is True
+
+
+def test_a_remote_start_without_a_connector_is_never_given_to_a_native_charger() -> None:
+    """Only the charger can start a session on its connector (the CSMS's request is relayed to it
+    when it names that connector); a remote start that names none goes to a connector of the site's."""
+    site = Site([Connector(1, "NATIVE-1"), Connector(2, "MODBUS-1")], [])
+    site.register_native([1])
+    assert site.remote_start(None, "TAG")
+    assert site.sessions.machines[2].pending_id_tag == "TAG"
+    assert site.sessions.machines[1].pending_id_tag is None
+    assert not site.remote_start(None, "OTHER")  # the only one of the site's own is taken
