@@ -110,6 +110,11 @@ class _Session201(ChargePoint):
         await self._record("NotifyReport", kwargs)
         return call_result.NotifyReport()
 
+    @on(Action.report_charging_profiles)
+    async def on_report_charging_profiles(self, **kwargs: Any) -> Any:
+        await self._record("ReportChargingProfiles", kwargs)
+        return call_result.ReportChargingProfiles()
+
 
 class DemoCsms201(DemoCsms):
     """Serves ``ws://host:port/ocpp/<station id>`` with subprotocol ocpp2.0.1; records every CALL.

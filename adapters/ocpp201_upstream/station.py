@@ -27,6 +27,7 @@ from ocpp.v201 import call
 from websockets.asyncio.client import ClientConnection
 
 from adapters.ocpp201_upstream.authorization import Authorization201, auth_status
+from adapters.ocpp201_upstream.charging_control import SmartCharging201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
@@ -99,6 +100,10 @@ class ChargingStation201:
         self.device_model.on_change(self._auth_changed)  # the CSMS's SetVariables of AuthCtrlr and the like
         entries = "LocalAuthListCtrlr.Entries"
         self.device_model.provide(entries, lambda: str(len(self.authorization.authorizer.local_list)))
+        self.smart_charging = SmartCharging201(site)  # the CSMS's charging profiles, in the Site's store
+        self.device_model.provide(
+            "SmartChargingCtrlr.Entries[ChargingProfiles]", lambda: str(len(site.charging_profiles))
+        )
         self._effects = site.subscribe()
         site.on_settle(self._settle)
         self.sessions.stop_orphans(clean_shutdown=clean is True)
