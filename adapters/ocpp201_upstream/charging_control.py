@@ -47,8 +47,20 @@ class SmartCharging201:
     """The station's charging profiles: set, cleared, reported and composed, per EVSE."""
 
     def __init__(self, site: Site) -> None:
+        """At the start no session of a Modbus charger runs (one the last run left open is ended,
+        PowerLoss or Reboot): the TxProfiles kept for them end too, or they would limit the next
+        session on their EVSE."""
         self.site = site
         self.store = site.charging_profiles
+        ended = [
+            profile_id
+            for evse_id in sorted(site.upstream_connectors)
+            if site.connectors[evse_id].session is None and not site.is_native(evse_id)
+            for profile_id in self.store.end_transaction(evse_id)
+        ]
+        if ended:
+            log.info("TxProfiles %s ended with the sessions of the last run", ended)
+            site.request(ChargingProfilesChanged())
 
     def running_transaction_id(self, evse_id: int) -> str | None:
         """The transactionId of the session running on ``evse_id`` now (the station's own)."""
@@ -99,9 +111,11 @@ class SmartCharging201:
         elif purpose is ProfilePurpose.TX:
             if evse_id == 0:
                 raise Refused("InvalidProfile", "a TxProfile belongs on the EVSE of its transaction, not 0")
+            if profile.transaction_id is None:  # K01.FR.03: the CSMS names the transaction
+                raise Refused("MissingParam", "a TxProfile names its transactionId")
             if running is None:
                 raise Refused("TxNotFound", f"no transaction is running on EVSE {evse_id}")
-            if profile.transaction_id not in (None, running):
+            if profile.transaction_id != running:
                 raise Refused("TxNotFound", f"transactionId {profile.transaction_id!r} is not EVSE {evse_id}'s")
         if profile.stack_level > limits.max_stack_level:
             raise Refused("InvalidStackLevel", f"stackLevel {profile.stack_level} is above {limits.max_stack_level}")

@@ -210,9 +210,14 @@ async def test_profiles_are_kept_across_a_restart(csms: DemoCsms201) -> None:
     async with running_site(csms, state_dir) as site:
         assert (await set_profile(csms, 0, profile(7, "ChargingStationMaxProfile", 12))).status == "Accepted"
         assert (await set_profile(csms, 1, profile(8, "TxDefaultProfile", 16, stack_level=2))).status == "Accepted"
+        running = await session_on_the_left(site, csms)
+        tx = profile(9, "TxProfile", 8, transactionId=running)
+        assert (await set_profile(csms, 1, tx)).status == "Accepted"
+        await site.left.wait_for(lambda: site.left.offered_current_a() == 8)
+        # the gateway stops with the session open: it is ended (Reboot) at the next start, its TxProfile too
     csms.received.clear()
     async with running_site(csms, state_dir) as site:
-        assert sorted(p.profile_id for p in site.gateway.site.charging_profiles) == [7, 8]
+        assert sorted(p.profile_id for p in site.gateway.site.charging_profiles) == [7, 8]  # the TxProfile ended
         await session_on_the_left(site, csms)
         await site.left.wait_for(lambda: site.left.offered_current_a() == 12)
         variable = {

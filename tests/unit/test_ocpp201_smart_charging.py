@@ -150,8 +150,9 @@ def test_what_cannot_be_read_is_refused_with_its_reason_code(change: str, code: 
     [
         (5, wire(), "UnknownEvse"),
         (1, wire(purpose="ChargingStationMaxProfile"), "InvalidProfile"),
-        (0, wire(purpose="TxProfile"), "InvalidProfile"),
-        (2, wire(purpose="TxProfile"), "TxNotFound"),  # no session on EVSE 2
+        (0, wire(purpose="TxProfile", transactionId="t"), "InvalidProfile"),
+        (1, wire(purpose="TxProfile"), "MissingParam"),  # K01.FR.03: a TxProfile names its transaction
+        (2, wire(purpose="TxProfile", transactionId="t"), "TxNotFound"),  # no session on EVSE 2
         (1, wire(purpose="TxProfile", transactionId="someone-else"), "TxNotFound"),
         (0, {**wire(), "stackLevel": 101}, "InvalidStackLevel"),
         (0, {**wire(), "validTo": "2025-01-01T00:00:00Z"}, "InvalidProfile"),  # before validFrom
@@ -186,12 +187,11 @@ def test_accepted_profiles_are_reported_per_evse_and_cleared() -> None:
         (0, wire(1, "ChargingStationMaxProfile", 20)),
         (0, wire(2)),
         (1, wire(3, "TxProfile", transactionId=running)),
-        (1, {**wire(4, "TxProfile"), "stackLevel": 2}),  # without transactionId: bound to EVSE 1's transaction
+        (1, {**wire(4, "TxProfile", transactionId=running), "stackLevel": 2}),
     ]:
         answer = smart.set_profile(evse_id, camel_to_snake_case(sent))
         assert answer.status == "Accepted"
         answer_valid(answer, "SetChargingProfile")
-    assert site.charging_profiles.get(4).transaction_id == running  # type: ignore[union-attr]
     parts = smart.reports(11, smart.matching(None, {}))
     assert [(p.evse_id, p.tbc, len(p.charging_profile)) for p in parts] == [(0, True, 2), (1, False, 2)]
     for part in parts:
