@@ -224,6 +224,8 @@ class Site(NativeChargers, SiteCommands):
         for expired in self.sessions.expire_waiting(at, self.connection_timeout_s):
             if expired != connector.connector_id:  # back to Available (that one is updated below)
                 self._update_status(self.connectors[expired], at)
+            if self.charging_profiles.end_transaction(expired):  # a remote start's TX profile, never used
+                self.request(ChargingProfilesChanged())
         self.sessions.vehicle_state(connector.connector_id, connector.vehicle_state, at)
         self._update_status(connector, at)
 

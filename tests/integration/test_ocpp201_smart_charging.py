@@ -258,3 +258,20 @@ async def test_hostile_profiles_get_their_answer_and_the_link_lives(site: Runnin
     assert len(site.gateway.site.charging_profiles) == 0
     alive = await set_profile(csms, 0, profile(16, "TxDefaultProfile", 16))
     assert alive.status == "Accepted" and csms.connections == 1
+
+
+async def test_a_start_profile_whose_car_never_came_ends_with_the_start(site: Running, csms: DemoCsms201) -> None:
+    timeout = {"component": {"name": "TxCtrlr"}, "variable": {"name": "EVConnectionTimeOut"}, "attribute_value": "1"}
+    answer = await csms.call(STATION, call.SetVariables(set_variable_data=[timeout]))
+    assert answer.set_variable_result[0]["attribute_status"] == "Accepted"
+    token = {"id_token": "APP-7", "type": "Central"}
+    start = call.RequestStartTransaction(
+        id_token=token, remote_start_id=3, evse_id=2, charging_profile=profile(17, "TxProfile", 8)
+    )
+    events = site.gateway.site.subscribe()
+    assert (await csms.call(STATION, start)).status == "Accepted"
+    assert [p.profile_id for p in site.gateway.site.charging_profiles] == [17]
+    async with asyncio.timeout(5):  # no car within EVConnectionTimeOut: the start and its profile are dropped
+        while len(site.gateway.site.charging_profiles):
+            await events.get()
+    assert site.gateway.site.settings.load("charging_profiles")["profiles"] == []  # saved so
