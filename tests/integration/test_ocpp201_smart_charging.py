@@ -17,11 +17,11 @@ from ocpp.v201 import call
 
 from adapters.demo_csms.csms201 import DemoCsms201
 from adapters.modbus.simulator import ModbusSimulator
-from adapters.ocpp201_upstream import statuses
 from gateway.app import Gateway
 from gateway.config import parse_config
 from tests.fixtures.modbus import start_simulators
 from tests.fixtures.net import free_port
+from tests.integration.test_ocpp201_upstream import short_status_grace  # noqa: F401 (autouse fixture)
 
 STATION = "GW-SC201"
 
@@ -31,11 +31,6 @@ class Running:
     gateway: Gateway
     left: ModbusSimulator  # EVSE 1: free charging, a session as soon as a car plugs in
     right: ModbusSimulator  # EVSE 2: waits for the CSMS (RequestStartTransaction)
-
-
-@pytest.fixture(autouse=True)
-def short_status_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(statuses, "FIRST_STATUS_GRACE_S", 0.2)
 
 
 @pytest.fixture
