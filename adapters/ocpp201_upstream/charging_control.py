@@ -28,6 +28,7 @@ from adapters.ocpp201_upstream.smart_charging import (
     profile_to_ocpp,
     purpose_from_ocpp,
     report_parts,
+    shown,
     unit_from_ocpp,
 )
 from gateway.domain.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit, profile_problem
@@ -75,7 +76,7 @@ class SmartCharging201:
         if evse_id == 0 and station:
             return
         if evse_id not in self.site.upstream_connectors:
-            raise Refused("UnknownEvse", f"no EVSE {evse_id}")
+            raise Refused("UnknownEvse", f"no EVSE {shown(evse_id)}")
         if self.site.is_native(evse_id):
             raise Refused("UnsupportedRequest", f"EVSE {evse_id} is a native OCPP charger: its profiles are not routed")
 
@@ -92,10 +93,16 @@ class SmartCharging201:
                 raise Refused("OutOfStorage" if full else "InvalidProfile", str(exc)) from None
         except Refused as refused:
             log.warning("CSMS SetChargingProfile on EVSE %s rejected: %s", evse_id, refused.info)
-            self._record(Command.CHARGING_PROFILE, "Rejected", evse_id, **_shown(charging_profile), reason=refused.info)
+            self._record(
+                Command.CHARGING_PROFILE,
+                "Rejected",
+                evse_id,
+                **_loggable(charging_profile, PROFILE_NAMES),
+                reason=refused.info,
+            )
             return call_result.SetChargingProfile(status="Rejected", status_info=refused.status_info())
         log.info("charging profile %s (%s) installed on EVSE %s", profile.profile_id, profile.purpose.value, evse_id)
-        self._record(Command.CHARGING_PROFILE, "Accepted", evse_id, **_shown(charging_profile))
+        self._record(Command.CHARGING_PROFILE, "Accepted", evse_id, **_loggable(charging_profile, PROFILE_NAMES))
         self.site.request(ChargingProfilesChanged())
         return call_result.SetChargingProfile(status="Accepted")
 
@@ -168,9 +175,10 @@ class SmartCharging201:
                 stack_level=criteria.get("stack_level"),
             )
         status = "Accepted" if cleared else "Unknown"
-        shown = _without_none({"id": profile_id, **criteria})
-        self._record(Command.CLEAR_CHARGING_PROFILE, status, criteria.get("evse_id"), **shown)
-        log.info("CSMS ClearChargingProfile %s: %s %s", shown, status, cleared or "")
+        which = _loggable({"id": profile_id, **criteria}, ("id", "evse_id", "charging_profile_purpose", "stack_level"))
+        evse_id = which.get("evse_id")
+        self._record(Command.CLEAR_CHARGING_PROFILE, status, evse_id, **which)
+        log.info("CSMS ClearChargingProfile %s: %s %s", which, status, cleared or "")
         if cleared:
             self.site.request(ChargingProfilesChanged())
         return call_result.ClearChargingProfile(status=status)
@@ -212,7 +220,7 @@ class SmartCharging201:
         try:
             self._evse(evse_id)
             if not 0 <= duration_s <= MAX_COMPOSITE_S:
-                raise Refused("ValueOutOfRange", f"duration {duration_s} s is not within 0..{MAX_COMPOSITE_S}")
+                raise Refused("ValueOutOfRange", f"duration {shown(duration_s)} s is not within 0..{MAX_COMPOSITE_S}")
             unit = unit_from_ocpp(charging_rate_unit)
             if unit is RateUnit.WATT and self.store.supply.voltage_v is None:
                 raise Refused("UnsupportedRateUnit", "limits in W need a configured supply voltage")
@@ -231,16 +239,15 @@ class SmartCharging201:
         self.site.record_command(command, CommandSource.CSMS, result_from_status(status), evse_id, **detail)
 
 
-def _without_none(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
+PROFILE_NAMES = ("id", "charging_profile_purpose", "stack_level")  # a profile's names in the event log
 
 
-def _shown(raw: dict[str, Any]) -> dict[str, Any]:
-    """A charging profile's names for the event log: its id, purpose and stack level (a value
-    that is not one OCPP can carry is left out, not written down)."""
-    shown = {}
-    for key in ("id", "charging_profile_purpose", "stack_level"):
+def _loggable(raw: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``keys`` of ``raw`` for the event log, each only if it is a value OCPP can carry (a
+    4000-digit number or a long string from the CSMS is left out, not written down)."""
+    kept = {}
+    for key in keys:
         value = raw.get(key)
         if (isinstance(value, int) and abs(value) <= 2**31) or (isinstance(value, str) and len(value) <= 40):
-            shown[key] = value
-    return shown
+            kept[key] = value
+    return kept

@@ -72,19 +72,20 @@ class Refused(Exception):
 def _lookup(table: Mapping[str, Any], value: Any, what: str) -> Any:
     if isinstance(value, str) and value in table:
         return table[value]
-    raise Refused("InvalidValue", f"{what} {_shown(value)} is not supported")
+    raise Refused("InvalidValue", f"{what} {shown(value)} is not supported")
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value from the CSMS for a log line or an additionalInfo: at most 40 characters."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _int32(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise Refused("InvalidValue", f"{what} {_shown(value)} is not an integer")
+        raise Refused("InvalidValue", f"{what} {shown(value)} is not an integer")
     if not -MAX_INT32 - 1 <= value <= MAX_INT32:
-        raise Refused("ValueTooHigh" if value > 0 else "ValueTooLow", f"{what} {_shown(value)} is beyond 32 bits")
+        raise Refused("ValueTooHigh" if value > 0 else "ValueTooLow", f"{what} {shown(value)} is beyond 32 bits")
     return value
 
 
@@ -94,10 +95,10 @@ def _optional_int32(value: Any, what: str) -> int | None:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Refused("InvalidValue", f"{what} {_shown(value)} is not a number")
+        raise Refused("InvalidValue", f"{what} {shown(value)} is not a number")
     number = float(value) if not isinstance(value, int) or abs(value) <= 2**53 else math.inf
     if not math.isfinite(number):
-        raise Refused("InvalidValue", f"{what} {_shown(value)} is not a finite number")
+        raise Refused("InvalidValue", f"{what} {shown(value)} is not a finite number")
     return number
 
 
@@ -108,7 +109,7 @@ def _time(value: Any, what: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(str(value))
     except ValueError:
-        raise Refused("InvalidValue", f"{what} {_shown(value)} is not a date-time") from None
+        raise Refused("InvalidValue", f"{what} {shown(value)} is not a date-time") from None
     return moment.replace(tzinfo=UTC) if moment.utcoffset() is None else moment.astimezone(UTC)
 
 

@@ -251,6 +251,10 @@ async def test_hostile_profiles_get_their_answer_and_the_link_lives(site: Runnin
     with pytest.raises(OCPPError):
         await set_profile(csms, 0, four)
     assert len(site.gateway.site.charging_profiles) == 0
+    nowhere = {"evse_id": int("9" * 4000)}
+    assert (await csms.call(STATION, call.ClearChargingProfile(charging_profile_criteria=nowhere))).status == "Unknown"
+    forever = await csms.call(STATION, call.GetCompositeSchedule(duration=int("9" * 4000), evse_id=1))
+    assert (forever.status, forever.status_info["reason_code"]) == ("Rejected", "ValueOutOfRange")
     alive = await set_profile(csms, 0, profile(16, "TxDefaultProfile", 16))
     assert alive.status == "Accepted" and csms.connections == 1
 
