@@ -92,7 +92,7 @@ class SmartCharging201:
                 full = len(self.store) >= self.store.limits.max_profiles
                 raise Refused("OutOfStorage" if full else "InvalidProfile", str(exc)) from None
         except Refused as refused:
-            log.warning("CSMS SetChargingProfile on EVSE %s rejected: %s", evse_id, refused.info)
+            log.warning("CSMS SetChargingProfile on EVSE %s rejected: %s", shown(evse_id), refused.info)
             self._record(
                 Command.CHARGING_PROFILE,
                 "Rejected",
@@ -225,7 +225,7 @@ class SmartCharging201:
             if unit is RateUnit.WATT and self.store.supply.voltage_v is None:
                 raise Refused("UnsupportedRateUnit", "limits in W need a configured supply voltage")
         except Refused as refused:
-            log.warning("CSMS GetCompositeSchedule on EVSE %s rejected: %s", evse_id, refused.info)
+            log.warning("CSMS GetCompositeSchedule on EVSE %s rejected: %s", shown(evse_id), refused.info)
             return call_result.GetCompositeSchedule(status="Rejected", status_info=refused.status_info())
         start = self.site.clock.now()
         started_at = self.site.sessions.started_at(evse_id) if evse_id else None

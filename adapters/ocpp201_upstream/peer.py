@@ -246,7 +246,7 @@ class Peer201(CsmsPeer, ChargePoint):
         self, request_id: int, charging_profile: dict[str, Any], evse_id: int | None = None, **_: Any
     ) -> Any:
         found = self.owner.smart_charging.matching(evse_id, charging_profile)
-        log.info("CSMS GetChargingProfiles %s on EVSE %s: %s profile(s)", request_id, evse_id, len(found))
+        log.info("CSMS GetChargingProfiles %s on EVSE %s: %s profile(s)", short(request_id), short(evse_id), len(found))
         return call_result.GetChargingProfiles(status="Accepted" if found else "NoProfiles")
 
     @after(Action.get_charging_profiles)

@@ -28,6 +28,7 @@ from typing import Any
 from ocpp.charge_point import camel_to_snake_case
 from ocpp.v201 import call, call_result
 
+from adapters.ocpp_link import short
 from gateway.domain.charging_profiles import (
     ChargingProfile,
     ChargingSchedule,
@@ -77,8 +78,7 @@ def _lookup(table: Mapping[str, Any], value: Any, what: str) -> Any:
 
 def shown(value: Any) -> str:
     """A value from the CSMS for a log line or an additionalInfo: at most 40 characters."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return short(repr(value), 40)
 
 
 def _int32(value: Any, what: str) -> int:
