@@ -5,7 +5,8 @@ The 2.0.1 counterpart of ``DemoCsms``, built on it (same surface: host/port, opt
 frame with the ``ocpp`` library's 2.0.1 schemas in both directions, so what the gateway sends is
 checked by an independent peer, and it can send the station the requests a CSMS starts with
 (``call``): RequestStartTransaction, RequestStopTransaction, Reset, ChangeAvailability,
-TriggerMessage, GetVariables, SetVariables, GetBaseReport (whose NotifyReports it records)...
+TriggerMessage, GetVariables, SetVariables, GetBaseReport (whose NotifyReports it records),
+SetChargingProfile, GetChargingProfiles (whose ReportChargingProfiles it records)...
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def _describe(action: str, payload: dict[str, Any]) -> str:
         return f"{payload['eventType']} #{payload['seqNo']} {info['transactionId']} {' '.join(energy)}".rstrip()
     if action == "NotifyReport":
         return f"report {payload['requestId']} part {payload['seqNo']}: {len(payload.get('reportData', []))} variables"
+    if action == "ReportChargingProfiles":
+        return f"request {payload['requestId']} EVSE {payload['evseId']}: {len(payload['chargingProfile'])} profiles"
     if action == "BootNotification":
         station = payload["chargingStation"]
         return f"{station['vendorName']} {station['model']} ({payload['reason']})"
