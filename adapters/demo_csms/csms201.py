@@ -5,7 +5,8 @@ The 2.0.1 counterpart of ``DemoCsms``, built on it (same surface: host/port, opt
 frame with the ``ocpp`` library's 2.0.1 schemas in both directions, so what the gateway sends is
 checked by an independent peer, and it can send the station the requests a CSMS starts with
 (``call``): RequestStartTransaction, RequestStopTransaction, Reset, ChangeAvailability,
-TriggerMessage, GetVariables, SetVariables, GetBaseReport (whose NotifyReports it records)...
+TriggerMessage, GetVariables, SetVariables, GetBaseReport (whose NotifyReports it records),
+SetChargingProfile, GetChargingProfiles (whose ReportChargingProfiles it records)...
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def _describe(action: str, payload: dict[str, Any]) -> str:
         return f"report {payload['requestId']} part {payload['seqNo']}: {len(payload.get('reportData', []))} variables"
     if action == "SecurityEventNotification":
         return f"{payload['type']} at {payload['timestamp']}"
+    if action == "ReportChargingProfiles":
+        return f"request {payload['requestId']} EVSE {payload['evseId']}: {len(payload['chargingProfile'])} profiles"
     if action == "BootNotification":
         station = payload["chargingStation"]
         return f"{station['vendorName']} {station['model']} ({payload['reason']})"
@@ -116,6 +119,11 @@ class _Session201(ChargePoint):
     async def on_notify_report(self, **kwargs: Any) -> Any:
         await self._record("NotifyReport", kwargs)
         return call_result.NotifyReport()
+
+    @on(Action.report_charging_profiles)
+    async def on_report_charging_profiles(self, **kwargs: Any) -> Any:
+        await self._record("ReportChargingProfiles", kwargs)
+        return call_result.ReportChargingProfiles()
 
 
 class DemoCsms201(DemoCsms):

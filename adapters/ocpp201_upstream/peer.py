@@ -23,10 +23,12 @@ from ocpp.v201.enums import Action
 
 from adapters.ocpp201_upstream import native_relay
 from adapters.ocpp201_upstream.authorization import Authorization201
+from adapters.ocpp201_upstream.charging_control import SmartCharging201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201
 from adapters.ocpp201_upstream.reports import notify_reports, report_entry, report_variables
 from adapters.ocpp201_upstream.resets import Resets201
+from adapters.ocpp201_upstream.smart_charging import Refused
 from adapters.ocpp201_upstream.tx_points import TxPoints
 from adapters.ocpp_callerrors import unsupported_action
 from adapters.ocpp_link import CsmsPeer, send_call, short
@@ -54,6 +56,7 @@ class StationOwner(Protocol):
     authorization: Authorization201
     tx_points: TxPoints
     resets: Resets201
+    smart_charging: SmartCharging201
 
     def remote_start_accepted(
         self, evse_id: int | None, id_tag: str, token_type: str, remote_start_id: int
@@ -106,10 +109,16 @@ class Peer201(CsmsPeer, ChargePoint):
         charging_profile: dict[str, Any] | None = None,
     ) -> Any:
         site = self.owner.site
-        if charging_profile is not None or (evse_id is not None and evse_id not in site.upstream_connectors):
-            why = "charging profiles are not supported" if charging_profile is not None else f"no EVSE {evse_id}"
-            log.warning("CSMS RequestStartTransaction on EVSE %s rejected: %s", evse_id, why)
+        if evse_id is not None and evse_id not in site.upstream_connectors:
+            log.warning("CSMS RequestStartTransaction on EVSE %s rejected: no such EVSE", evse_id)
             return call_result.RequestStartTransaction(status="Rejected", status_info={"reason_code": "Unsupported"})
+        try:  # a TxProfile for the session about to start (charging_control.py)
+            profile = (
+                None if charging_profile is None else self.owner.smart_charging.start_profile(evse_id, charging_profile)
+            )
+        except Refused as refused:
+            log.warning("CSMS RequestStartTransaction on EVSE %s rejected: its profile: %s", evse_id, refused.info)
+            return call_result.RequestStartTransaction(status="Rejected", status_info=refused.status_info())
         tag, token_type = str(id_token["id_token"]), str(id_token["type"])
         if evse_id is not None and site.is_native(evse_id):  # its charger starts it (native_relay.py)
             answer = await native_relay.request_start(site, evse_id, id_token)
@@ -120,6 +129,8 @@ class Peer201(CsmsPeer, ChargePoint):
         accepted = site.remote_start(evse_id, tag, False, source=CommandSource.CSMS)
         if accepted:
             self.owner.remote_start_accepted(evse_id, tag, token_type, remote_start_id)
+            if profile is not None:
+                self.owner.smart_charging.install_for_start(profile)
         log.info("CSMS RequestStartTransaction on EVSE %s: %s", evse_id, "Accepted" if accepted else "Rejected")
         return call_result.RequestStartTransaction(status="Accepted" if accepted else "Rejected")
 
@@ -258,3 +269,39 @@ class Peer201(CsmsPeer, ChargePoint):
             if await send_call(self, part) is None:
                 log.warning("%s report %s not finished: part %s was not answered", report_base, request_id, part.seq_no)
                 return
+
+    # -- smart charging: the Site's charging profiles (charging_control.py, smart_charging.py) -------
+    @on(Action.set_charging_profile)
+    def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        return self.owner.smart_charging.set_profile(evse_id, charging_profile)
+
+    @on(Action.clear_charging_profile)
+    def on_clear_charging_profile(
+        self, charging_profile_id: int | None = None, charging_profile_criteria: dict[str, Any] | None = None, **_: Any
+    ) -> Any:
+        return self.owner.smart_charging.clear(charging_profile_id, charging_profile_criteria)
+
+    @on(Action.get_charging_profiles)
+    def on_get_charging_profiles(
+        self, request_id: int, charging_profile: dict[str, Any], evse_id: int | None = None, **_: Any
+    ) -> Any:
+        found = self.owner.smart_charging.matching(evse_id, charging_profile)
+        log.info("CSMS GetChargingProfiles %s on EVSE %s: %s profile(s)", short(request_id), short(evse_id), len(found))
+        return call_result.GetChargingProfiles(status="Accepted" if found else "NoProfiles")
+
+    @after(Action.get_charging_profiles)
+    async def after_get_charging_profiles(
+        self, request_id: int, charging_profile: dict[str, Any], evse_id: int | None = None, **_: Any
+    ) -> None:
+        """The report's ReportChargingProfiles, one per EVSE, each after the CSMS answered the one before."""
+        smart_charging = self.owner.smart_charging
+        for part in smart_charging.reports(request_id, smart_charging.matching(evse_id, charging_profile)):
+            if await send_call(self, part) is None:
+                log.warning("charging profile report %s not finished: EVSE %s not answered", request_id, part.evse_id)
+                return
+
+    @on(Action.get_composite_schedule)
+    def on_get_composite_schedule(
+        self, duration: int, evse_id: int, charging_rate_unit: str | None = None, **_: Any
+    ) -> Any:
+        return self.owner.smart_charging.composite(evse_id, duration, charging_rate_unit)

@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection
 
 from adapters.ocpp201_upstream import native_relay
 from adapters.ocpp201_upstream.authorization import Authorization201, auth_status
+from adapters.ocpp201_upstream.charging_control import SmartCharging201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
 from adapters.ocpp201_upstream.ledger import Ledger201, record_key
 from adapters.ocpp201_upstream.peer import Peer201
@@ -110,6 +111,10 @@ class ChargingStation201:
         self.security = SecurityEvents201(site, self.online)
         self.resets = Resets201(site, self.reset)
         self.device_model.on_change(settings_watch(site))
+        self.smart_charging = SmartCharging201(site)  # the CSMS's charging profiles, in the Site's store
+        self.device_model.provide(
+            "SmartChargingCtrlr.Entries[ChargingProfiles]", lambda: str(len(site.charging_profiles))
+        )
         self._effects = site.subscribe()
         startup_events(site, clean)  # (after subscribing: they are this station's to send)
         site.on_settle(self._settle)

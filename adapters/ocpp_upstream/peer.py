@@ -32,6 +32,7 @@ from gateway.domain.charging_profiles import RateUnit
 from gateway.domain.commands import Command, CommandSource, result_from_status
 from gateway.domain.errors import CommandRejected
 from gateway.domain.events import ChargingProfilesChanged
+from gateway.services.charging_limits import allowed_now_a
 
 if TYPE_CHECKING:
     from adapters.ocpp_upstream.owner import PeerOwner
@@ -259,19 +260,7 @@ class Peer(CsmsPeer, ChargePoint):
         return composite_schedule_result(connector_id, start, duration, periods, unit, unlimited=unlimited)
 
     def _allowed_now(self, connector_id: int) -> float | None:
-        """What the site's power sharing allows now, in A per phase: connector 0 all connectors
-        together (None: nothing is shared), a connector in a session its share (None: none)."""
-        site = self.owner.site
-        load = site.load.state
-        if load is None:
-            return None
-        if connector_id == 0:
-            return load.limit_a
-        share = load.shares.get(connector_id)
-        connector = site.connectors.get(connector_id)
-        if share is None or connector is None or connector.session is None:
-            return None
-        return share.current_a
+        return allowed_now_a(self.owner.site, connector_id)
 
     def _mirror(self, connector_id: int, raw: dict[str, Any], *, remote_start: bool = False) -> None:
         """A profile a native charger accepted from the CSMS, copied into the gateway's store: the

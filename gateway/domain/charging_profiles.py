@@ -107,6 +107,7 @@ class ChargingSchedule:
     start_schedule: datetime | None = None
     duration_s: int | None = None
     min_charging_rate: float | None = None
+    schedule_id: int | None = None  # the sender's name for it (OCPP 2.0.1 has one), kept to report it back
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,9 @@ class ChargingProfile:
     purpose: ProfilePurpose
     kind: ProfileKind
     schedule: ChargingSchedule
-    transaction_id: int | None = None  # TX only: the transaction it belongs to
+    # TX only: the transaction it belongs to, as the back office names it (1.6: the CSMS's number;
+    # 2.0.1: the station's own string)
+    transaction_id: int | str | None = None
     recurrence: Recurrence | None = None  # RECURRING only
     valid_from: datetime | None = None
     valid_to: datetime | None = None
@@ -204,6 +207,7 @@ def profile_to_dict(profile: ChargingProfile) -> dict[str, Any]:
             "start_schedule": _time_to_str(schedule.start_schedule),
             "duration_s": schedule.duration_s,
             "min_charging_rate": schedule.min_charging_rate,
+            "schedule_id": schedule.schedule_id,
             "periods": [
                 {"start_period_s": p.start_period_s, "limit": p.limit, "number_phases": p.number_phases}
                 for p in schedule.periods
@@ -222,7 +226,7 @@ def profile_from_dict(data: dict[str, Any]) -> ChargingProfile:
             stack_level=_int(data["stack_level"]),
             purpose=ProfilePurpose(data["purpose"]),
             kind=ProfileKind(data["kind"]),
-            transaction_id=_optional(_int, data.get("transaction_id")),
+            transaction_id=_optional(_transaction_id, data.get("transaction_id")),
             recurrence=_optional(Recurrence, data.get("recurrence")),
             valid_from=_optional(_time_from_str, data.get("valid_from")),
             valid_to=_optional(_time_from_str, data.get("valid_to")),
@@ -239,6 +243,7 @@ def profile_from_dict(data: dict[str, Any]) -> ChargingProfile:
                 start_schedule=_optional(_time_from_str, schedule.get("start_schedule")),
                 duration_s=_optional(_int, schedule.get("duration_s")),
                 min_charging_rate=_optional(float, schedule.get("min_charging_rate")),
+                schedule_id=_optional(_int, schedule.get("schedule_id")),
             ),
         )
     except KeyError as exc:
@@ -251,6 +256,10 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{value!r} is not an integer")
     return value
+
+
+def _transaction_id(value: Any) -> int | str:
+    return value if isinstance(value, str) else _int(value)
 
 
 def _optional(convert: Callable[[Any], T], value: Any) -> T | None:

@@ -76,7 +76,7 @@ class ChargingProfileStore:
 
     # -- installing ------------------------------------------------------------------------------
     def rejection_reason(
-        self, profile: ChargingProfile, *, active_transaction_id: int | None = None, remote_start: bool = False
+        self, profile: ChargingProfile, *, active_transaction_id: int | str | None = None, remote_start: bool = False
     ) -> str | None:
         """Why ``profile`` cannot be installed now, or None if it can.
 
@@ -115,7 +115,7 @@ class ChargingProfileStore:
         return None
 
     def install(
-        self, profile: ChargingProfile, *, active_transaction_id: int | None = None, remote_start: bool = False
+        self, profile: ChargingProfile, *, active_transaction_id: int | str | None = None, remote_start: bool = False
     ) -> ChargingProfile:
         """Install ``profile``, replacing any with the same id, or the same stack level and purpose on
         the same connector (OCPP 1.6 5.16.3). Returns the profile as stored: a TX profile without a

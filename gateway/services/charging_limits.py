@@ -191,3 +191,21 @@ class LimitKeeper:
         connector = self.site.connectors[connector_id]
         target, soc = connector.soc_target_percent, connector.soc
         return target is not None and soc is not None and soc.soc_percent >= target
+
+
+def allowed_now_a(site: Site, connector_id: int) -> float | None:
+    """What the site's power sharing allows now, in A per phase: connector 0 all connectors
+    together (None: nothing is shared), a connector in a session its share (None: none).
+
+    Both OCPP versions show it as the first period of a composite schedule, so a back office sees
+    what a charger may draw now, not only what its profiles would allow."""
+    load = site.load.state
+    if load is None:
+        return None
+    if connector_id == 0:
+        return load.limit_a
+    share = load.shares.get(connector_id)
+    connector = site.connectors.get(connector_id)
+    if share is None or connector is None or connector.session is None:
+        return None
+    return share.current_a

@@ -229,6 +229,8 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         for expired in self.sessions.expire_waiting(at, self.connection_timeout_s):
             if expired != connector.connector_id:  # back to Available (that one is updated below)
                 self._update_status(self.connectors[expired], at)
+            if self.charging_profiles.end_transaction(expired):  # a remote start's TX profile, never used
+                self.request(ChargingProfilesChanged())
         plugged = connector.vehicle_state in PLUGGED_STATES
         if connector.vehicle_state is not None and plugged != self._car_told.get(connector.connector_id, False):
             self._car_told[connector.connector_id] = plugged  # told before the session it starts or ends

@@ -62,7 +62,11 @@ STATION_VARIABLES: dict[tuple[str, str, str | None], str] = {
     ("LocalAuthListCtrlr", "Entries", None): "0",
     ("LocalAuthListCtrlr", "ItemsPerMessage", None): "100",
     ("LocalAuthListCtrlr", "BytesPerMessage", None): "1048576",  # the link's frame limit
-    ("SmartChargingCtrlr", "Enabled", None): "false",
+    ("SmartChargingCtrlr", "Enabled", None): "true",
+    ("SmartChargingCtrlr", "Entries", "ChargingProfiles"): "0",
+    ("SmartChargingCtrlr", "ProfileStackLevel", None): "100",
+    ("SmartChargingCtrlr", "PeriodsPerSchedule", None): "100",
+    ("SmartChargingCtrlr", "RateUnit", None): "A,W",
     ("DeviceDataCtrlr", "ItemsPerMessage", "GetVariables"): "50",
     ("DeviceDataCtrlr", "BytesPerMessage", "SetVariables"): "1048576",
     ("SecurityCtrlr", "SecurityProfile", None): "1",

@@ -20,7 +20,7 @@ from gateway.domain.charging_profiles import (
     profile_from_dict,
     profile_to_dict,
 )
-from gateway.domain.charging_schedule import CompositePeriod, charger_setpoint_a
+from gateway.domain.charging_schedule import MAX_SKIPPED, CompositePeriod, charger_setpoint_a
 from gateway.domain.charging_store import ChargingProfileStore, LimitAt, StoreLimits
 from gateway.domain.errors import CommandRejected
 
@@ -192,6 +192,15 @@ def test_a_recurrence_that_never_changes_reports_no_change_within_the_horizon() 
     limit = store_with(flat).limit_at(1, at(3))
     assert limit.limit_a == 16.0
     assert limit.next_change_at is not None and limit.next_change_at - at(3) > timedelta(days=8)
+
+
+def test_boundaries_where_nothing_changes_are_skipped_a_bounded_number_of_times() -> None:
+    """100 periods a day at one limit: the next change is looked for over MAX_SKIPPED boundaries, not
+    8 days of them (50 such profiles took seconds of the event loop at every decision)."""
+    flat = tuple((start_s, 16.0) for start_s in range(0, 86400, 864))
+    busy = profile(1, kind=ProfileKind.RECURRING, recurrence=Recurrence.DAILY, start=at(0), periods=flat)
+    limit = store_with(busy).limit_at(1, at(0))
+    assert limit == LimitAt(16.0, at(0) + timedelta(seconds=MAX_SKIPPED * 864))
 
 
 def test_relative_profiles_start_with_the_transaction() -> None:
