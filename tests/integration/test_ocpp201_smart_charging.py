@@ -34,13 +34,8 @@ class Running:
 
 
 @pytest.fixture
-async def csms() -> AsyncIterator[DemoCsms201]:
-    server = DemoCsms201("127.0.0.1", 0)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+def csms(csms201: DemoCsms201) -> DemoCsms201:
+    return csms201  # (tests/fixtures/ocpp.py)
 
 
 @contextlib.asynccontextmanager
