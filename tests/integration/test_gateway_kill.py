@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import itertools
 import random
 import time
@@ -39,24 +38,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from adapters.modbus.profile import load_profile
-from adapters.modbus.simulator import ModbusSimulator
 from tests.fixtures.billing_csms import BillingCsms, Ledger, energy_values, parse_time, start_key
 from tests.fixtures.kill_harness import (
     MAX_POWER_KW,
-    HeldPort,
-    Kills,
-    Zygote,
+    chargers_toml,
     drive_car,
-    kill_repeatedly,
-    print_table,
-    status,
-    tail,
-    tick,
-    until_quiet,
+    kill_run,
+    report,
+    start_chargers,
     utc_now,
 )
 from tests.fixtures.native_charger import NativeCharger
@@ -79,29 +70,8 @@ EXAMPLES = 3
 
 
 def write_config(path: Path, state: Path, csms: BillingCsms, ports: dict[str, int]) -> None:
-    chargers = "".join(
-        f"""
-[[chargers]]
-name = "{name}"
-profile = "{profile}"
-host = "127.0.0.1"
-port = {ports[name]}
-connectors = [{connector}]
-poll_interval_s = {POLL_S}
-timeout_s = 0.5
-"""
-        for connector, (name, profile) in MODBUS.items()
-    )
+    chargers = chargers_toml(MODBUS, ports, POLL_S)
     connectors = "".join(
-        f"""
-[[connectors]]
-id = {connector}
-policy = "free"
-id_tag = "MODBUS-{connector}"
-max_power_kw = {MAX_POWER_KW}
-"""
-        for connector in MODBUS
-    ) + "".join(
         f"""
 [[connectors]]
 id = {connector}
@@ -351,106 +321,39 @@ async def test_gateway_survives_random_kill_9(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     ports = {name: free_port() for name in ("csms", "status", "ocpp", "mqtt")}
     csms = BillingCsms(ports["csms"], CSMS_THINK_S, SEED)
-    sims: dict[int, ModbusSimulator] = {}
-    for connector, (name, profile) in MODBUS.items():
-        sim = ModbusSimulator(load_profile(profile))
-        ports[name] = free_port()
-        await sim.start("127.0.0.1", ports[name])
-        sim.set("energy_wh", 1_000_000 * connector)
-        sims[connector] = sim
+    sims = await start_chargers(MODBUS, ports)
     config, log_path = tmp_path / "gateway.toml", tmp_path / "gateway.log"
     write_config(config, tmp_path / "state", csms, ports)
     native = NativeCharger(f"ws://127.0.0.1:{ports['ocpp']}", "NATIVE-1", NATIVE_PASSWORD, 2, random.Random(SEED + 1))
     plugs: dict[int, list[list[datetime | None]]] = {c: [] for c in MODBUS}
-    status_url = f"http://127.0.0.1:{ports['status']}/api/status"
     figures: dict[str, Any] = {}
-    kills = Kills()
-    stop_cars = asyncio.Event()
-    background: list[asyncio.Task[Any]] = []
-    drained = False
-    picture: dict[str, Any] | None = None
-    outages = 0
+    async with kill_run(config, log_path, ports, csms, sims) as run:
+        run.background.append(asyncio.create_task(native.run()))
+        for connector, sim in sims.items():
+            run.drive(drive_car(sim, plugs[connector], rng, run.stop_cars))
+        for number in (1, 2):
+            run.drive(native.drive(number, run.stop_cars))
+        await run.kill_repeatedly(PHASES, rng, SHORT_REPLAY_LIVES)
+        figures["gateway up after fork (status page answers)"] = f"{run.kills.first_up_s:.2f} s"
+        kill_time = time.monotonic() - began
+        outages = csms.outages
+        drained, picture, drain_s = await run.last_gateway(
+            DRAIN_TIMEOUT_S,
+            also=lambda: not native.queue and not native.active,
+            before_quiet=lambda: native.drained(DRAIN_TIMEOUT_S / 2),
+        )
+        figures["drain after the last kill"] = f"{drain_s:.1f} s"
+    kills = run.kills
 
-    mqtt_port = await HeldPort.on(ports["mqtt"])  # no MQTT broker
-    with log_path.open("wb") as log:
-        zygote = await Zygote.start(config, log)
-        http = aiohttp.ClientSession()
-        try:
-            await csms.start()
-            background.append(asyncio.create_task(tick(list(sims.values()))))
-            background.append(asyncio.create_task(native.run()))
-            for connector, sim in sims.items():
-                background.append(asyncio.create_task(drive_car(sim, plugs[connector], rng, stop_cars)))
-            for number in (1, 2):
-                background.append(asyncio.create_task(native.drive(number, stop_cars)))
-
-            await kill_repeatedly(
-                zygote,
-                csms,
-                PHASES,
-                rng,
-                lambda timeout_s: status(http, status_url, timeout_s),
-                log_path,
-                kills,
-                SHORT_REPLAY_LIVES,
-            )
-            figures["gateway up after fork (status page answers)"] = f"{kills.first_up_s:.2f} s"
-            kill_time = time.monotonic() - began
-            outages = csms.outages
-
-            # After the last kill: a gateway that lives, the CSMS there, every car gone.
-            if not csms.up:
-                await csms.start()
-            kills.alive = pid = await zygote.spawn()
-            stop_cars.set()
-            drain_began = time.monotonic()
-            with contextlib.suppress(TimeoutError):  # the drivers end their last sessions
-                await asyncio.wait_for(asyncio.gather(*background[2:]), DRAIN_TIMEOUT_S / 4)
-            await native.drained(DRAIN_TIMEOUT_S / 2)
-            drained, picture = await until_quiet(
-                lambda timeout_s: status(http, status_url, timeout_s),
-                DRAIN_TIMEOUT_S - (time.monotonic() - drain_began),  # until quiet for a second
-                lambda: not native.queue and not native.active,
-            )
-            figures["drain after the last kill"] = f"{time.monotonic() - drain_began:.1f} s"
-            how = await zygote.term(pid, 10.0)
-            kills.alive = None
-            assert how in ("exited:0", "signal:15"), f"the last gateway did not stop cleanly ({how}):\n{tail(log_path)}"
-            await asyncio.sleep(0.2)
-        finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            await http.close()
-            if kills.alive is not None:  # the test failed half-way: no gateway may outlive it
-                with contextlib.suppress(Exception):
-                    await zygote.kill(kills.alive)
-            await zygote.close()
-            await csms.stop()
-            for sim in sims.values():
-                await sim.stop()
-            mqtt_port.close()
-
-    total = time.monotonic() - began
     figures.update(kills.summary())
     figures["CSMS outages"] = outages
     figures["BootNotifications at the CSMS"] = csms.ledger.boots
     figures["Modbus plug-ins"] = sum(len(p) for p in plugs.values())
     books, failed = audit(csms.ledger, native, plugs, kills.killed_at)
     figures.update(books)
-    log_text = log_path.read_text(encoding="utf-8", errors="replace")
-    figures["gateway log: ERROR lines / tracebacks"] = (
-        f"{log_text.count(' ERROR ')} / {log_text.count('Traceback (most recent call last)')}"
-    )
     figures["native charger: errors from the gateway"] = len(native.errors)
-    figures["time: kills / whole test"] = f"{kill_time:.0f} s / {total:.0f} s"
-    print_table(f"gateway kill -9 test (seed {SEED})", figures)
-    if failed:
-        print("\nfailed invariants:")
-        for name, examples in failed.items():
-            print(f"  {name}: {len(examples)}")
-            for example in examples[:EXAMPLES]:
-                print(f"    e.g. {example}")
+    figures["time: kills / whole test"] = f"{kill_time:.0f} s / {time.monotonic() - began:.0f} s"
+    failures = report(f"gateway kill -9 test (seed {SEED})", figures, failed, log_path)
 
     # The harness did what it claims (no vacuous pass).
     assert sum(kills.by_phase.values()) >= 100 and csms.outages >= 2
@@ -458,6 +361,4 @@ async def test_gateway_survives_random_kill_9(tmp_path: Path) -> None:
     assert sum(len(v) for v in csms.ledger.meter_values.values()) >= 20
     assert drained, f"the gateway did not deliver everything within {DRAIN_TIMEOUT_S} s: {picture}"
     assert not native.errors, f"the gateway answered the native charger with errors: {native.errors[:EXAMPLES]}"
-    assert not failed, "\n".join(
-        f"{name}: {len(examples)}, e.g.\n    " + "\n    ".join(examples[:EXAMPLES]) for name, examples in failed.items()
-    )
+    assert not failed, failures

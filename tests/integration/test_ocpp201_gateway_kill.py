@@ -28,8 +28,6 @@ one started at the first poll (README "Restarts"). The figures are printed (``py
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import random
 import time
@@ -37,24 +35,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from adapters.modbus.profile import load_profile
-from adapters.modbus.simulator import ModbusSimulator
 from tests.fixtures.csms201_books import BooksCsms201, audit
 from tests.fixtures.kill_harness import (
-    MAX_POWER_KW,
-    HeldPort,
-    Kills,
-    Zygote,
+    chargers_toml,
     drive_car,
-    kill_repeatedly,
-    print_table,
-    status,
-    tail,
-    tick,
-    until_quiet,
+    kill_run,
+    report,
+    start_chargers,
 )
 from tests.fixtures.net import free_port
 
@@ -71,25 +60,7 @@ EXAMPLES = 3
 
 
 def write_config(path: Path, state: Path, csms: BooksCsms201, ports: dict[str, int]) -> None:
-    chargers = "".join(
-        f"""
-[[chargers]]
-name = "{name}"
-profile = "{profile}"
-host = "127.0.0.1"
-port = {ports[name]}
-connectors = [{evse}]
-poll_interval_s = {POLL_S}
-timeout_s = 0.5
-
-[[connectors]]
-id = {evse}
-policy = "free"
-id_tag = "MODBUS-{evse}"
-max_power_kw = {MAX_POWER_KW}
-"""
-        for evse, (name, profile) in MODBUS.items()
-    )
+    chargers = chargers_toml(MODBUS, ports, POLL_S)
     path.write_text(
         f"""
 [site]
@@ -121,70 +92,21 @@ async def test_ocpp201_gateway_survives_random_kill_9(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     ports = {name: free_port() for name in ("csms", "status", "mqtt")}
     csms = BooksCsms201(ports["csms"], CSMS_ANSWER_S)
-    sims: dict[int, ModbusSimulator] = {}
-    for evse, (name, profile) in MODBUS.items():
-        sim = ModbusSimulator(load_profile(profile))
-        ports[name] = free_port()
-        await sim.start("127.0.0.1", ports[name])
-        sim.set("energy_wh", 1_000_000 * evse)
-        sims[evse] = sim
+    sims = await start_chargers(MODBUS, ports)
     config, log_path = tmp_path / "gateway.toml", tmp_path / "gateway.log"
     write_config(config, tmp_path / "state", csms, ports)
     plugs: dict[int, list[list[datetime | None]]] = {evse: [] for evse in MODBUS}
-    status_url = f"http://127.0.0.1:{ports['status']}/api/status"
     figures: dict[str, Any] = {}
-    kills = Kills()
-    stop_cars = asyncio.Event()
-    background: list[asyncio.Task[Any]] = []
-    drained, picture = False, None
-
-    mqtt_port = await HeldPort.on(ports["mqtt"])  # no MQTT broker
-    with log_path.open("wb") as log:
-        zygote = await Zygote.start(config, log)
-        http = aiohttp.ClientSession()
-
-        def status_of(timeout_s: float) -> Any:
-            return status(http, status_url, timeout_s)
-
-        try:
-            await csms.start()
-            background.append(asyncio.create_task(tick(list(sims.values()))))
-            for evse, sim in sims.items():
-                background.append(asyncio.create_task(drive_car(sim, plugs[evse], rng, stop_cars)))
-            await kill_repeatedly(
-                zygote, csms, PHASES, rng, status_of, log_path, kills, SHORT_REPLAY_LIVES, FIRST_LIFE_S
-            )
-            figures["gateway up after fork (status page answers)"] = f"{kills.first_up_s:.2f} s"
-            kill_time = time.monotonic() - began
-            outages = csms.outages
-
-            # After the last kill: a gateway that lives, the CSMS there, every car gone.
-            if not csms.up:
-                await csms.start()
-            kills.alive = pid = await zygote.spawn()
-            stop_cars.set()
-            drain_began = time.monotonic()
-            with contextlib.suppress(TimeoutError):  # the drivers end their last sessions
-                await asyncio.wait_for(asyncio.gather(*background[1:]), DRAIN_TIMEOUT_S / 4)
-            drained, picture = await until_quiet(status_of, DRAIN_TIMEOUT_S - (time.monotonic() - drain_began))
-            figures["drain after the last kill"] = f"{time.monotonic() - drain_began:.1f} s"
-            how = await zygote.term(pid, 10.0)
-            kills.alive = None
-            assert how in ("exited:0", "signal:15"), f"the last gateway did not stop cleanly ({how}):\n{tail(log_path)}"
-            await asyncio.sleep(0.2)
-        finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            await http.close()
-            if kills.alive is not None:  # the test failed half-way: no gateway may outlive it
-                with contextlib.suppress(Exception):
-                    await zygote.kill(kills.alive)
-            await zygote.close()
-            await csms.stop()
-            for sim in sims.values():
-                await sim.stop()
-            mqtt_port.close()
+    async with kill_run(config, log_path, ports, csms, sims) as run:
+        for evse, sim in sims.items():
+            run.drive(drive_car(sim, plugs[evse], rng, run.stop_cars))
+        await run.kill_repeatedly(PHASES, rng, SHORT_REPLAY_LIVES, FIRST_LIFE_S)
+        figures["gateway up after fork (status page answers)"] = f"{run.kills.first_up_s:.2f} s"
+        kill_time = time.monotonic() - began
+        outages = csms.outages
+        drained, picture, drain_s = await run.last_gateway(DRAIN_TIMEOUT_S)
+        figures["drain after the last kill"] = f"{drain_s:.1f} s"
+    kills = run.kills
 
     figures.update(kills.summary())
     figures["CSMS outages"] = outages
@@ -194,18 +116,8 @@ async def test_ocpp201_gateway_survives_random_kill_9(tmp_path: Path) -> None:
     figures["Modbus plug-ins"] = sum(len(p) for p in plugs.values())
     books, failed = audit(csms)
     figures.update(books)
-    log_text = log_path.read_text(encoding="utf-8", errors="replace")
-    figures["gateway log: ERROR lines / tracebacks"] = (
-        f"{log_text.count(' ERROR ')} / {log_text.count('Traceback (most recent call last)')}"
-    )
     figures["time: kills / whole test"] = f"{kill_time:.0f} s / {time.monotonic() - began:.0f} s"
-    print_table(f"OCPP 2.0.1 gateway kill -9 test (seed {SEED})", figures)
-    if failed:
-        print("\nfailed invariants:")
-        for name, examples in failed.items():
-            print(f"  {name}: {len(examples)}")
-            for example in examples[:EXAMPLES]:
-                print(f"    e.g. {example}")
+    failures = report(f"OCPP 2.0.1 gateway kill -9 test (seed {SEED})", figures, failed, log_path)
 
     # The harness did what it claims (no vacuous pass).
     assert sum(kills.by_phase.values()) >= 30 and outages >= 2
@@ -215,6 +127,4 @@ async def test_ocpp201_gateway_survives_random_kill_9(tmp_path: Path) -> None:
     judged_offline, judged_live, _ = books["offline judged: true / false / not judged (link changing)"]
     assert judged_offline >= 20 and judged_live >= 5
     assert drained, f"the gateway did not deliver everything within {DRAIN_TIMEOUT_S} s: {picture}"
-    assert not failed, "\n".join(
-        f"{name}: {len(examples)}, e.g.\n    " + "\n    ".join(examples[:EXAMPLES]) for name, examples in failed.items()
-    )
+    assert not failed, failures

@@ -60,6 +60,7 @@ class Running:
 
 @pytest.fixture
 async def csms() -> AsyncIterator[DemoCsms201]:
+    """The 2.0.1 CSMS (this module's; the suite's ``csms`` is 1.6's)."""
     server = DemoCsms201("127.0.0.1", 0)
     await server.start()
     try:
