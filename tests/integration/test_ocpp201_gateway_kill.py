@@ -47,7 +47,7 @@ from tests.fixtures.kill_harness import (
 )
 from tests.fixtures.net import free_port
 
-SEED = int(os.environ.get("KILL_SEED", 20261901))
+SEED = int(os.environ.get("KILL_SEED", 20261901))  # KILL_SEED=<n>: another run
 # Fewer kills than 1.6's test (it has 104): two outages, each followed by its replay.
 PHASES = [("online", 6), *[("outage", 8), ("replay", 8)] * 2]
 SHORT_REPLAY_LIVES = 5
