@@ -8,6 +8,12 @@ Each method runs in the same process on the same disk, at the same backlog, with
 * ``SQLite WAL``: one row per record (journal_mode=WAL, synchronous=FULL: an fsync per commit);
   an acknowledgement deletes the oldest row.
 * ``outbox store``: ``SegmentedOutboxStore.append``, and ``head()`` + ``remove([head])``.
+* ``outbox store + seqNo ledger, 2.0.1``: the same store with the OCPP 2.0.1 station's record, a
+  periodic TransactionEvent Updated built by the real mapping code
+  (adapters/ocpp201_upstream/transaction_events.py) from the 1.6 record's values; its
+  acknowledgement also carries what 2.0.1 adds per send: the seqNo written to the ledger
+  (``Ledger201.seq_no``, the settings file rewritten and fsynced) before the frame leaves. The
+  ledger holds an open session per EVSE of a 20-EVSE site, the records go round them.
 * ``naive TinyDB`` (``--naive``): one TinyDB file with its default storage, ``insert`` and
   ``remove`` of the head by document id (it rewrites the whole file each time).
 
@@ -36,12 +42,19 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tinydb import TinyDB
 
+from adapters.ocpp201_upstream.ledger import Ledger201, record_key
+from adapters.ocpp201_upstream.mapping import meter_values
+from adapters.ocpp201_upstream.transaction_events import updated_payload
 from adapters.storage.outbox_store import DEFAULT_SEGMENT_RECORDS, SegmentedOutboxStore
+from adapters.storage.settings import JsonSettingsStore
+from gateway.domain.model import ConnectorStatus, Reading
 from gateway.domain.outbox import NewRecord, RecordKind
+from gateway.domain.transactions import StartTransaction
 
 # MeterValues of a transaction as the upstream adapter queues them: ~450 bytes as the store keeps them.
 PAYLOAD = {
@@ -67,13 +80,33 @@ PAYLOAD = {
 ROUNDS = 10
 
 
+SITE_EVSES = 20  # the 2.0.1 ledger holds one open session per EVSE
+MEASURED_AT = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+MEASURANDS = ["Energy.Active.Import.Register", "Power.Active.Import", "Current.Import", "Voltage"]
+
+
 def new_record(n: int) -> NewRecord:
     return NewRecord(RecordKind.SAMPLED, "MeterValues", PAYLOAD, f"2026-11-29T12:00:{n % 60:02d}Z", "tx-1")
 
 
-def fields(n: int) -> dict[str, object]:
+def local_ref(evse: int) -> str:
+    return f"c{evse}-20261129T120000-a1b2c3-{evse}"
+
+
+def new_record_201(n: int) -> NewRecord:
+    """The 2.0.1 station's periodic TransactionEvent Updated with the 1.6 record's values, as its
+    sampler queues it (each one of its own time: the ledger names a record by its payload)."""
+    at = MEASURED_AT + timedelta(seconds=n)
+    reading = Reading(at, energy_wh=123_456, power_w=7360.0, current_a=(32.0,), voltage_v=(230.1,))
+    entries = meter_values(reading, MEASURANDS, context="Sample.Periodic")
+    ref = local_ref(n % SITE_EVSES + 1)
+    payload = updated_payload(ref, "MeterValuePeriodic", entries, ConnectorStatus.CHARGING, offline=True)
+    return NewRecord(RecordKind.SAMPLED, "TransactionEvent", payload, entries[0]["timestamp"], ref)
+
+
+def fields(n: int, make: Callable[[int], NewRecord] = new_record) -> dict[str, object]:
     """A record as the store keeps it (for the pre-fill, and what the other methods write)."""
-    record = new_record(n)
+    record = make(n)
     return {
         "kind": record.kind.value,
         "action": record.action,
@@ -89,6 +122,7 @@ def compact(data: object) -> bytes:
 
 
 RECORD_BYTES = len(compact(fields(0)))
+RECORD_BYTES_201 = len(compact(fields(0, new_record_201)))
 
 
 class Method:
@@ -151,13 +185,18 @@ class Sqlite(Method):
 class Store(Method):
     name = "outbox store"
 
+    make: Callable[[int], NewRecord] = staticmethod(new_record)
+
     def __init__(self, directory: Path, backlog: int, segment_records: int, prefill: str) -> None:
+        def line(seq: int) -> bytes:
+            return compact(fields(seq, self.make))
+
         for start in range(1, backlog + 1, segment_records):
             seqs = range(start, min(start + segment_records, backlog + 1))
             if prefill == "snapshot":  # one object, no newline: the format before the files grew by lines
-                content = b'{"records":{' + b",".join(b'"%d":%s' % (seq, compact(fields(seq))) for seq in seqs) + b"}}"
+                content = b'{"records":{' + b",".join(b'"%d":%s' % (seq, line(seq)) for seq in seqs) + b"}}"
             else:  # a line per record, as appends write them
-                content = b"".join(b'{"records":{"%d":%s}}\n' % (seq, compact(fields(seq))) for seq in seqs)
+                content = b"".join(b'{"records":{"%d":%s}}\n' % (seq, line(seq)) for seq in seqs)
             (directory / f"seg-{start:012d}.json").write_bytes(content)
         (directory / "head.json").write_bytes(compact({"floor": 1, "reserved": backlog + 1}))
         os.sync()
@@ -167,11 +206,31 @@ class Store(Method):
         assert len(self.store) == backlog and not self.store.problems()
 
     def append(self, n: int) -> None:
-        self.store.append(new_record(n))
+        self.store.append(self.make(n))
 
     def ack(self) -> None:
         head = self.store.head()
         assert head is not None
+        self.store.remove([head.seq])
+
+
+class Store201(Store):
+    """The 2.0.1 station's record; its send writes the seqNo to the ledger before the answer."""
+
+    name = "outbox store + seqNo ledger, 2.0.1"
+    make = staticmethod(new_record_201)
+
+    def __init__(self, directory: Path, backlog: int, segment_records: int, prefill: str) -> None:
+        self.ledger = Ledger201(JsonSettingsStore(directory.parent / f"{directory.name}-transactions.json"))
+        for evse in range(1, SITE_EVSES + 1):
+            start = StartTransaction(evse, local_ref(evse), f"CARD-{evse:04d}", 100_000, MEASURED_AT)
+            self.ledger.started(start, "ISO14443", None)
+        super().__init__(directory, backlog, segment_records, prefill)
+
+    def ack(self) -> None:
+        head = self.store.head()
+        assert head is not None and head.local_ref is not None
+        self.ledger.seq_no(head.local_ref, record_key(head.payload))  # at its send, on disk before it leaves
         self.store.remove([head.seq])
 
 
@@ -283,7 +342,8 @@ def main() -> None:
     parser.add_argument("--prefill", choices=["lines", "snapshot"], default="lines")
     args = parser.parse_args()
     print(
-        f"per-record latency with fsync, {RECORD_BYTES}-byte record; store with {args.segment_records} records "
+        f"per-record latency with fsync, {RECORD_BYTES}-byte record (2.0.1: {RECORD_BYTES_201}); store with "
+        f"{args.segment_records} records "
         f"per segment, pre-filled as {args.prefill}; {args.calls} appends and {args.calls} acks per method "
         f"(naive TinyDB: {args.naive_calls}); x = p50 / the JSON line's p50 at the same backlog"
     )
@@ -293,20 +353,22 @@ def main() -> None:
         "| append B written | append B to disk | ack B written | ack B to disk | open s |\n"
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
+    versions: list[str] = []
     for backlog in args.backlogs:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as root:
-            directories = [Path(root) / name for name in ("lines", "sqlite", "store", "naive")]
+            directories = [Path(root) / name for name in ("lines", "sqlite", "store", "store201", "naive")]
             for directory in directories:
                 directory.mkdir()
             methods: list[Method] = [
                 JsonLines(directories[0], backlog),
                 Sqlite(directories[1], backlog),
                 Store(directories[2], backlog, args.segment_records, args.prefill),
+                Store201(directories[3], backlog, args.segment_records, args.prefill),
             ]
             os.sync()
             results = measure(methods, Path(root), args.calls)
             if args.naive:
-                naive = NaiveTinyDB(directories[3], backlog)
+                naive = NaiveTinyDB(directories[4], backlog)
                 os.sync()
                 results += measure([naive], Path(root), args.naive_calls)
                 methods.append(naive)
@@ -322,6 +384,35 @@ def main() -> None:
                 f"{x_append:.2f} | {ms(result.ack_s, 50)} | {ms(result.ack_s, 99)} | {x_ack:.2f} | "
                 f"{result.appended.per_call()} | {result.acked.per_call()} | {open_s} |"
             )
+        versions.append(version_row(backlog, results[2], results[3]))
+    print()
+    print(
+        f"2.0.1 against 1.6 per record, outbox store ({RECORD_BYTES_201}-byte TransactionEvent vs "
+        f"{RECORD_BYTES}-byte MeterValues record; the 2.0.1 send+ack writes the seqNo ledger too)"
+    )
+    print()
+    print(
+        "| backlog | append p50 ms 1.6 / 2.0.1 | x | send+ack p50 ms 1.6 / 2.0.1 | x "
+        "| per record p50 ms 1.6 / 2.0.1 | x | B written per record 1.6 / 2.0.1 |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    print("\n".join(versions))
+
+
+def version_row(backlog: int, v16: Measured, v201: Measured) -> str:
+    """One line of the 2.0.1 / 1.6 table: append, send+ack and both together (p50s added)."""
+    cells = [f"{backlog:,}"]
+    for one, other in (
+        ([v16.append_s], [v201.append_s]),
+        ([v16.ack_s], [v201.ack_s]),
+        ([v16.append_s, v16.ack_s], [v201.append_s, v201.ack_s]),
+    ):
+        a = sum(percentile(values, 50) for values in one)
+        b = sum(percentile(values, 50) for values in other)
+        cells += [f"{a * 1000:.2f} / {b * 1000:.2f}", f"{b / a:.2f}"]
+    written = [(m.appended.wchar + m.acked.wchar) / m.appended.calls for m in (v16, v201)]
+    cells.append(f"{written[0]:,.0f} / {written[1]:,.0f}")
+    return "| " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":

@@ -95,6 +95,8 @@ class SessionFeed:
         if ref is None or state is None or self._charging_states.get(ref) == state:
             return
         self._charging_states[ref] = state
+        if self.ledger.register_seen(ref, None, change.changed_at):  # on disk before it is queued: an
+            self.ledger.save()  # Ended after a kill is never stamped before an event of its session
         payload = state_changed_payload(ref, state, change.changed_at, offline=not self._online())
         self.outbox.enqueue(NewRecord(RecordKind.ALIGNED, "TransactionEvent", payload, payload["timestamp"], ref))
 

@@ -30,26 +30,29 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import itertools
 import random
-import sys
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from adapters.modbus.profile import load_profile
-from adapters.modbus.simulator import ModbusSimulator
 from tests.fixtures.billing_csms import BillingCsms, Ledger, energy_values, parse_time, start_key
+from tests.fixtures.kill_harness import (
+    MAX_POWER_KW,
+    chargers_toml,
+    drive_car,
+    kill_run,
+    report,
+    start_chargers,
+    utc_now,
+)
 from tests.fixtures.native_charger import NativeCharger
 from tests.fixtures.net import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = 20261414
 # (phase, kills): the CSMS is up ("online", "replay") or away ("outage"); it changes at a random
 # moment of the first incarnation of a phase. Three outages, each followed by its replay, whose
@@ -60,100 +63,15 @@ CSMS_THINK_S = 0.01  # the CSMS answers a transaction message within 0-10 ms
 MODBUS = {1: ("left", "phoenix-ev-eth"), 2: ("right", "webasto-next")}  # site connector -> (name, profile)
 NATIVE_CONNECTORS = [3, 4]  # the native charger's connectors 1, 2
 NATIVE_PASSWORD = "kill-test-native-pw"
-TICK_S = 0.1
-TIME_LAPSE = 30  # simulated seconds of charging per real second: registers move by Wh per tick
-# Registers move 30 times faster than a real charger's: the plausibility ceiling must allow it
-# (11 kW x 30 = 330 kW), or every reading would be refused as a glitch.
-MAX_POWER_KW = 400
 POLL_S = 0.25
 DRAIN_TIMEOUT_S = 60.0
-ZYGOTE_TIMEOUT_S = 15.0
 PLUG_SLACK = timedelta(seconds=1.0)
 EXAMPLES = 3
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Zygote:
-    """The pre-imported parent of every gateway incarnation (one command, one answer)."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    @classmethod
-    async def start(cls, config: Path, log: Any) -> Zygote:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.fixtures.gateway_zygote",
-            str(config),
-            cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-        )
-        return cls(process)
-
-    async def _ask(self, command: str) -> list[str]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"{command}\n".encode())
-        await self.process.stdin.drain()
-        line = await asyncio.wait_for(self.process.stdout.readline(), ZYGOTE_TIMEOUT_S)
-        assert line, f"the zygote ended (exit code {self.process.returncode})"
-        return line.decode().split()
-
-    async def spawn(self) -> int:
-        answer = await self._ask("spawn")
-        assert answer[0] == "pid", answer
-        return int(answer[1])
-
-    async def kill(self, pid: int) -> str:
-        answer = await self._ask(f"kill {pid}")
-        assert answer[:2] == ["dead", str(pid)], answer
-        return answer[2]
-
-    async def term(self, pid: int, grace_s: float) -> str:
-        answer = await self._ask(f"term {pid} {grace_s}")
-        assert answer[:2] == ["dead", str(pid)], answer
-        return answer[2]
-
-    async def close(self) -> None:
-        if self.process.returncode is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            try:
-                await asyncio.wait_for(self.process.wait(), 5)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-
 def write_config(path: Path, state: Path, csms: BillingCsms, ports: dict[str, int]) -> None:
-    chargers = "".join(
-        f"""
-[[chargers]]
-name = "{name}"
-profile = "{profile}"
-host = "127.0.0.1"
-port = {ports[name]}
-connectors = [{connector}]
-poll_interval_s = {POLL_S}
-timeout_s = 0.5
-"""
-        for connector, (name, profile) in MODBUS.items()
-    )
+    chargers = chargers_toml(MODBUS, ports, POLL_S)
     connectors = "".join(
-        f"""
-[[connectors]]
-id = {connector}
-policy = "free"
-id_tag = "MODBUS-{connector}"
-max_power_kw = {MAX_POWER_KW}
-"""
-        for connector in MODBUS
-    ) + "".join(
         f"""
 [[connectors]]
 id = {connector}
@@ -191,51 +109,6 @@ connectors = {NATIVE_CONNECTORS}
 {connectors}""",
         encoding="utf-8",
     )
-
-
-async def drive_car(sim: ModbusSimulator, plugs: list[list[datetime | None]], rng: random.Random, stop: asyncio.Event):
-    """Cars arrive, charge, maybe pause, and leave, until ``stop``; the last one leaves too."""
-
-    async def wait(seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-
-    while not stop.is_set():
-        await wait(rng.uniform(0.3, 1.5))
-        if stop.is_set():
-            break
-        sim.plug_in()
-        plugs.append([utc_now(), None])
-        await wait(rng.uniform(0.1, 0.4))
-        sim.start_charging(rng.choice([3_680.0, 7_360.0, 11_040.0]))
-        await wait(rng.uniform(0.8, 4.0))
-        if rng.random() < 0.3:
-            sim.stop_charging()  # the car is full; it stays a little
-            await wait(rng.uniform(0.2, 0.6))
-        sim.unplug()
-        plugs[-1][1] = utc_now()
-
-
-async def tick(sims: list[ModbusSimulator]) -> None:
-    while True:
-        await asyncio.sleep(TICK_S)
-        for sim in sims:
-            sim.tick(TICK_S * TIME_LAPSE)
-
-
-async def status(http: aiohttp.ClientSession, url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
-    try:
-        async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-            return await response.json() if response.status == 200 else None
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-
-
-def life_of(rng: random.Random, phase: str, index_in_phase: int) -> float:
-    """How long an incarnation lives before its SIGKILL (from the fork)."""
-    if phase == "replay" and index_in_phase < SHORT_REPLAY_LIVES:
-        return rng.uniform(0.1, 0.7)
-    return rng.uniform(0.05, 0.5) if rng.random() < 0.25 else rng.uniform(0.5, 1.6)
 
 
 # -- the books ---------------------------------------------------------------------------------------
@@ -442,180 +315,50 @@ def audit(
     return figures, {name: examples for name, examples in failed.items() if examples}
 
 
-def print_table(title: str, figures: dict[str, Any]) -> None:
-    width = max(len(name) for name in figures)
-    print(f"\n{title}")
-    for name, value in figures.items():
-        print(f"  {name:<{width}}  {value}")
-
-
-def tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-
-
 @pytest.mark.timeout(300)
 async def test_gateway_survives_random_kill_9(tmp_path: Path) -> None:
     began = time.monotonic()
     rng = random.Random(SEED)
     ports = {name: free_port() for name in ("csms", "status", "ocpp", "mqtt")}
     csms = BillingCsms(ports["csms"], CSMS_THINK_S, SEED)
-    sims: dict[int, ModbusSimulator] = {}
-    for connector, (name, profile) in MODBUS.items():
-        sim = ModbusSimulator(load_profile(profile))
-        ports[name] = free_port()
-        await sim.start("127.0.0.1", ports[name])
-        sim.set("energy_wh", 1_000_000 * connector)
-        sims[connector] = sim
+    sims = await start_chargers(MODBUS, ports)
     config, log_path = tmp_path / "gateway.toml", tmp_path / "gateway.log"
     write_config(config, tmp_path / "state", csms, ports)
     native = NativeCharger(f"ws://127.0.0.1:{ports['ocpp']}", "NATIVE-1", NATIVE_PASSWORD, 2, random.Random(SEED + 1))
     plugs: dict[int, list[list[datetime | None]]] = {c: [] for c in MODBUS}
-    status_url = f"http://127.0.0.1:{ports['status']}/api/status"
     figures: dict[str, Any] = {}
-    kills: Counter[str] = Counter()
-    backlog: Counter[str] = Counter()  # kills of a gateway that had records waiting in its outbox
-    killed_at: list[float] = []
-    lives: list[float] = []
-    stop_cars = asyncio.Event()
-    background: list[asyncio.Task[Any]] = []
-    drained = False
-    picture: dict[str, Any] | None = None
-    alive: int | None = None  # the incarnation running now
-    outages = 0
+    async with kill_run(config, log_path, ports, csms, sims) as run:
+        run.background.append(asyncio.create_task(native.run()))
+        for connector, sim in sims.items():
+            run.drive(drive_car(sim, plugs[connector], rng, run.stop_cars))
+        for number in (1, 2):
+            run.drive(native.drive(number, run.stop_cars))
+        await run.kill_repeatedly(PHASES, rng, SHORT_REPLAY_LIVES)
+        figures["gateway up after fork (status page answers)"] = f"{run.kills.first_up_s:.2f} s"
+        kill_time = time.monotonic() - began
+        outages = csms.outages
+        drained, picture, drain_s = await run.last_gateway(
+            DRAIN_TIMEOUT_S,
+            also=lambda: not native.queue and not native.active,
+            before_quiet=lambda: native.drained(DRAIN_TIMEOUT_S / 2),
+        )
+        figures["drain after the last kill"] = f"{drain_s:.1f} s"
+    kills = run.kills
 
-    # No MQTT broker: something must hold its port, or a client connecting to a free ephemeral port
-    # on loopback may end up connected to itself (and log garbage); this one never answers.
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    mqtt_port = await asyncio.start_server(hold, "127.0.0.1", ports["mqtt"])
-    with log_path.open("wb") as log:
-        zygote = await Zygote.start(config, log)
-        http = aiohttp.ClientSession()
-        try:
-            await csms.start()
-            background.append(asyncio.create_task(tick(list(sims.values()))))
-            background.append(asyncio.create_task(native.run()))
-            for connector, sim in sims.items():
-                background.append(asyncio.create_task(drive_car(sim, plugs[connector], rng, stop_cars)))
-            for number in (1, 2):
-                background.append(asyncio.create_task(native.drive(number, stop_cars)))
-
-            # The first incarnation: how long from the fork until it serves its status page.
-            alive = pid = await zygote.spawn()
-            forked = time.monotonic()
-            for _ in range(500):  # 10 s
-                if await status(http, status_url) is not None:
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                raise AssertionError(f"the first gateway never served its status page:\n{tail(log_path)}")
-            figures["gateway up after fork (status page answers)"] = f"{time.monotonic() - forked:.2f} s"
-
-            phase_of_kill = [(phase, i) for phase, count in PHASES for i in range(count)]
-            for index, (phase, index_in_phase) in enumerate(phase_of_kill):
-                if index > 0:
-                    alive = pid = await zygote.spawn()
-                    forked = time.monotonic()
-                life = life_of(rng, phase, index_in_phase)
-                if index_in_phase == 0 and (phase == "outage") == csms.up:  # the CSMS changes mid-life
-                    await asyncio.sleep(life * rng.random())
-                    await (csms.stop() if phase == "outage" else csms.start())
-                await asyncio.sleep(max(0.0, life - (time.monotonic() - forked) - 0.01))
-                picture = await status(http, status_url, timeout_s=0.05)  # a backlog to deliver, or not
-                if picture is not None and picture["outbox"]["records"] > 0:
-                    backlog[phase] += 1
-                await asyncio.sleep(max(0.0, life - (time.monotonic() - forked)))
-                how = await zygote.kill(pid)
-                alive = None
-                killed_at.append(time.monotonic())
-                assert how == "killed", f"incarnation {index + 1} ended by itself ({how}):\n{tail(log_path)}"
-                kills[phase] += 1
-                lives.append(life)
-            kill_time = time.monotonic() - began
-            outages = csms.outages
-
-            # After the last kill: a gateway that lives, the CSMS there, every car gone.
-            if not csms.up:
-                await csms.start()
-            alive = pid = await zygote.spawn()
-            stop_cars.set()
-            drain_began = time.monotonic()
-            with contextlib.suppress(TimeoutError):  # the drivers end their last sessions
-                await asyncio.wait_for(asyncio.gather(*background[2:]), DRAIN_TIMEOUT_S / 4)
-            await native.drained(DRAIN_TIMEOUT_S / 2)
-            settled = 0
-            for _ in range(int(DRAIN_TIMEOUT_S / 0.25)):  # until quiet for a second: nothing left to send
-                if settled >= 4 or time.monotonic() - drain_began > DRAIN_TIMEOUT_S:
-                    break
-                await asyncio.sleep(0.25)
-                picture = await status(http, status_url)
-                quiet = (
-                    picture is not None
-                    and picture["outbox"]["records"] == 0
-                    and picture["upstream"]["connected"]
-                    and not any(c["session_active"] for c in picture["connectors"])
-                    and not native.queue
-                    and not native.active
-                )
-                settled = settled + 1 if quiet else 0
-            drained = settled >= 4
-            figures["drain after the last kill"] = f"{time.monotonic() - drain_began:.1f} s"
-            how = await zygote.term(pid, 10.0)
-            alive = None
-            assert how in ("exited:0", "signal:15"), f"the last gateway did not stop cleanly ({how}):\n{tail(log_path)}"
-            await asyncio.sleep(0.2)
-        finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            await http.close()
-            if alive is not None:  # the test failed half-way: no gateway may outlive it
-                with contextlib.suppress(Exception):
-                    await zygote.kill(alive)
-            await zygote.close()
-            await csms.stop()
-            for sim in sims.values():
-                await sim.stop()
-            mqtt_port.close()
-            for writer in held:
-                writer.close()
-
-    total = time.monotonic() - began
-    figures["SIGKILLs (online / outage / replay)"] = (
-        f"{sum(kills.values())} ({kills['online']} / {kills['outage']} / {kills['replay']})"
-    )
-    figures["  of which with records in the outbox"] = (
-        f"{sum(backlog.values())} ({backlog['online']} / {backlog['outage']} / {backlog['replay']})"
-    )
-    figures["mean life of an incarnation"] = f"{sum(lives) / len(lives):.2f} s"
+    figures.update(kills.summary())
     figures["CSMS outages"] = outages
     figures["BootNotifications at the CSMS"] = csms.ledger.boots
     figures["Modbus plug-ins"] = sum(len(p) for p in plugs.values())
-    books, failed = audit(csms.ledger, native, plugs, killed_at)
+    books, failed = audit(csms.ledger, native, plugs, kills.killed_at)
     figures.update(books)
-    log_text = log_path.read_text(encoding="utf-8", errors="replace")
-    figures["gateway log: ERROR lines / tracebacks"] = (
-        f"{log_text.count(' ERROR ')} / {log_text.count('Traceback (most recent call last)')}"
-    )
     figures["native charger: errors from the gateway"] = len(native.errors)
-    figures["time: kills / whole test"] = f"{kill_time:.0f} s / {total:.0f} s"
-    print_table(f"gateway kill -9 test (seed {SEED})", figures)
-    if failed:
-        print("\nfailed invariants:")
-        for name, examples in failed.items():
-            print(f"  {name}: {len(examples)}")
-            for example in examples[:EXAMPLES]:
-                print(f"    e.g. {example}")
+    figures["time: kills / whole test"] = f"{kill_time:.0f} s / {time.monotonic() - began:.0f} s"
+    failures = report(f"gateway kill -9 test (seed {SEED})", figures, failed, log_path)
 
     # The harness did what it claims (no vacuous pass).
-    assert sum(kills.values()) >= 100 and csms.outages >= 2
+    assert sum(kills.by_phase.values()) >= 100 and csms.outages >= 2
     assert len(csms.ledger.start_of) >= 50 and len(native.transactions) >= 10
     assert sum(len(v) for v in csms.ledger.meter_values.values()) >= 20
     assert drained, f"the gateway did not deliver everything within {DRAIN_TIMEOUT_S} s: {picture}"
     assert not native.errors, f"the gateway answered the native charger with errors: {native.errors[:EXAMPLES]}"
-    assert not failed, "\n".join(
-        f"{name}: {len(examples)}, e.g.\n    " + "\n    ".join(examples[:EXAMPLES]) for name, examples in failed.items()
-    )
+    assert not failed, failures

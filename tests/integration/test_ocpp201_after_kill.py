@@ -4,6 +4,7 @@ had queued (the stores on disk as such a kill leaves them; see test_billing_afte
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 
 from adapters.ocpp201_upstream.ledger import Ledger201
@@ -84,3 +85,28 @@ async def test_a_clean_restart_ends_an_open_session_with_reboot(tmp_path: Path) 
     assert ended is not None
     assert ended.payload["transaction_info"]["stopped_reason"] == "Reboot"
     assert ended.payload["offline"] is True
+
+
+async def test_an_ended_after_a_kill_is_not_stamped_before_a_charging_state_change(tmp_path: Path) -> None:
+    """The session began at minute 1 and its chargingState changed after (no sample since): the
+    PowerLoss Ended is stamped at the latest of its events, not at the start, the last time written
+    down before the fix (found by test_ocpp201_gateway_kill.py)."""
+    path = tmp_path / "settings.json"
+    site = persistent_site(path)
+    station = ChargingStation201(site, upstream_at(free_port()), disk_outbox(tmp_path))
+    site.apply(charger_at(0, VehicleState.A, 100))
+    site.apply(charger_at(1, VehicleState.B, 100))
+    site.apply(charger_at(4, VehicleState.C, 100))
+    assert site.settle()
+    assert station.outbox.stored()
+    killed(path)
+
+    restarted = ChargingStation201(persistent_site(path), upstream_at(free_port()), disk_outbox(tmp_path))
+    queued = [restarted.outbox.store.record(info.seq) for info in restarted.outbox.store.index()]
+    payloads = [record.payload for record in queued if record is not None]
+    assert [(p["event_type"], p["trigger_reason"]) for p in payloads][-2:] == [
+        ("Updated", "ChargingStateChanged"),
+        ("Ended", "AbnormalCondition"),
+    ]
+    stamps = [datetime.fromisoformat(p["timestamp"]) for p in payloads]
+    assert stamps[-1] == max(stamps[:-1]) > at_minute(1)  # the latest event's time, not the start's

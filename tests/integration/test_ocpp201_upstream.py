@@ -30,6 +30,7 @@ from gateway.services.outbox import Outbox
 from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.memory_outbox import memory_outbox
+from tests.fixtures.modbus import StepClock
 from tests.fixtures.net import free_port
 from tests.fixtures.status_site import until
 from tests.integration.test_upstream_hostile import HOSTILE_FRAMES
@@ -257,6 +258,7 @@ async def test_seq_no_survives_a_restart_and_an_open_session_ends_with_power_los
     def persistent_site() -> Site:
         site = make_site(FREE)
         site.settings = JsonSettingsStore(path)
+        site.clock = StepClock(at_minute(1))  # the readings' time: what the Site stamps itself is not later
         return site
 
     def outbox() -> Outbox:
