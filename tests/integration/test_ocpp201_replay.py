@@ -6,12 +6,9 @@ kill) is sent again with the same seqNo and the same content, whatever was queue
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from ocpp.charge_point import snake_to_camel_case
 from ocpp.routing import on
 from ocpp.v201 import call_result
@@ -20,11 +17,9 @@ from websockets.asyncio.server import ServerConnection
 
 from adapters.demo_csms.csms import Received
 from adapters.demo_csms.csms201 import DemoCsms201, _Session201
-from adapters.ocpp201_upstream import statuses
 from adapters.ocpp201_upstream.station import CLEAN_SHUTDOWN, ChargingStation201
 from adapters.storage.outbox_store import SegmentedOutboxStore
 from adapters.storage.settings import JsonSettingsStore
-from gateway.config import UpstreamConfig
 from gateway.domain.model import ChargerSnapshot, Connector, Reading, VehicleState
 from gateway.domain.transactions import AuthPolicy
 from gateway.services.outbox import Outbox
@@ -33,24 +28,12 @@ from gateway.services.site import Site
 from tests.fixtures.memory_outbox import memory_outbox
 from tests.fixtures.net import free_port
 from tests.fixtures.status_site import until
+from tests.integration.test_ocpp201_upstream import at_minute, running, short_status_grace, upstream_at
 
-MEASURED_AT = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+__all__ = ["running", "short_status_grace"]  # the fixtures, shared with test_ocpp201_upstream
+
 FREE = {1: ConnectorPolicy(AuthPolicy.FREE, "CARPORT"), 2: ConnectorPolicy(AuthPolicy.FREE, "VAN")}
 DEVICES = {1: "left", 2: "right"}
-
-
-@pytest.fixture(autouse=True)
-def short_status_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(statuses, "FIRST_STATUS_GRACE_S", 0.2)
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
-    tasks: list[asyncio.Task[None]] = []
-    yield tasks
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _LosesAnAnswer(_Session201):
@@ -91,27 +74,10 @@ def make_site(settings: Path | None = None) -> Site:
     return site
 
 
-def upstream_at(port: int) -> UpstreamConfig:
-    return UpstreamConfig.model_validate(
-        {
-            "url": f"ws://127.0.0.1:{port}/ocpp",
-            "charge_point_id": "GW-201",
-            "heartbeat_interval_s": 60,
-            "meter_value_sample_interval_s": 0,
-            "reconnect_max_s": 0.3,
-            "response_timeout_s": 5,
-        }
-    )
-
-
 def station_for(site: Site, port: int, outbox: Outbox) -> ChargingStation201:
     station = ChargingStation201(site, upstream_at(port), outbox)
     station.aligned_interval_s = 0  # clock-aligned values are taken by the test
     return station
-
-
-def at_minute(minute: int) -> datetime:
-    return MEASURED_AT + timedelta(minutes=minute)
 
 
 def apply(site: Site, evse: int, minute: int, state: VehicleState, energy_wh: int) -> None:
