@@ -14,6 +14,7 @@ from adapters.ocpp201_upstream.replay_batches import batch_for, numbered_request
 from adapters.ocpp201_upstream.transaction_events import (
     call_problem,
     ended_payload,
+    started_payload,
     state_changed_payload,
     updated_payload,
 )
@@ -21,7 +22,7 @@ from adapters.ocpp_batching import MAX_REQUEST_BYTES, combined
 from adapters.storage.settings import JsonSettingsStore
 from gateway.domain.model import ConnectorStatus
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordKind
-from gateway.domain.transactions import StopReason, StopTransaction
+from gateway.domain.transactions import StartTransaction, StopReason, StopTransaction
 from gateway.services.outbox import Outbox
 from tests.fixtures.memory_outbox import MemoryOutboxStore
 
@@ -51,6 +52,20 @@ def state_change(ref: str, minute: int) -> NewRecord:
     at = datetime.fromisoformat(stamp(minute))
     payload = state_changed_payload(ref, "SuspendedEV", at, offline=True)
     return NewRecord(RecordKind.ALIGNED, "TransactionEvent", payload, stamp(minute), ref)
+
+
+def authorized(ref: str, minute: int) -> NewRecord:
+    """An Updated that says the transaction was authorised: an idToken, no values."""
+    at = datetime.fromisoformat(stamp(minute))
+    token = {"id_token": "TAG", "type": "ISO14443"}
+    payload = state_changed_payload(ref, "EVConnected", at, offline=True, trigger_reason="Authorized", token=token)
+    return NewRecord(RecordKind.ALIGNED, "TransactionEvent", payload, stamp(minute), ref)
+
+
+def started(ref: str, minute: int) -> NewRecord:
+    at = datetime.fromisoformat(stamp(minute)).astimezone(UTC)
+    payload = started_payload(StartTransaction(1, ref, "TAG", 1_000, at), "Authorized", "ISO14443", None, offline=True)
+    return NewRecord(RecordKind.START, "TransactionEvent", payload, stamp(minute), ref)
 
 
 def ended(ref: str, minute: int) -> NewRecord:
@@ -94,12 +109,17 @@ async def test_a_transactions_updated_events_go_together_past_other_evses_each_v
     assert [info.seq for info in outbox.store.index()] == [stored[1].seq, stored[3].seq]  # B's, in order
 
 
-async def test_an_ended_and_a_charging_state_change_are_barriers() -> None:
+async def test_a_started_an_ended_a_charging_state_change_and_an_authorisation_are_barriers() -> None:
     outbox, stored = queued(updated(A, 1), updated(A, 2), ended(A, 3), updated(A, 4))
     assert seqs(batch_for(outbox, stored[0], 50)) == seqs(stored[:2])
+    await sent(batch_for(outbox, stored[0], 50))
     outbox, stored = queued(updated(A, 1), updated(B, 1), state_change(A, 2), updated(A, 3))
     assert seqs(batch_for(outbox, stored[0], 50)) == [stored[0].seq]
-    assert (await sent(batch_for(outbox, stored[1], 50)))["transaction_info"]["transaction_id"]  # B alone, valid
+    outbox.delivered_together(batch_for(outbox, stored[0], 50))
+    assert seqs(batch_for(outbox, stored[1], 50)) == [stored[1].seq]  # B: nothing of its own behind it
+    for barrier in (authorized(A, 2), started(A, 2)):
+        outbox, stored = queued(updated(A, 1), barrier, updated(A, 3))
+        assert seqs(batch_for(outbox, stored[0], 50)) == [stored[0].seq]
     # another transaction's end is no barrier for A
     outbox, stored = queued(updated(A, 1), ended(B, 1), updated(A, 2))
     assert seqs(batch_for(outbox, stored[0], 50)) == [stored[0].seq, stored[2].seq]
