@@ -16,11 +16,15 @@ A 24-hour backlog drained one by one takes most of an hour at 100 ms: one by one
 1-hour backlog and projected for 24 hours from its time per request (marked "projected"), unless
 ``--full`` is given.
 
-The same backlog, built by the OCPP 2.0.1 station (``ChargingStation201``: one TransactionEvent
-per sample, each carrying its own seqNo, so nothing is batched) and drained to the 2.0.1 demo
-CSMS, is measured beside them in the same run.
+The same backlog, built by the OCPP 2.0.1 station (``ChargingStation201``) and drained to the 2.0.1
+demo CSMS, is measured beside them in the same run: one TransactionEvent per event
+(``meter_values_per_request`` 1) and batched (its default: a transaction's queued Updated events in
+one TransactionEvent, adapters/ocpp201_upstream/replay_batches.py).
 
-    .venv/bin/python bench/replay.py [--hours 1 24] [--delays-ms 0 25 50 100] [--full]
+``--batched-only`` leaves the one-by-one runs out (their cells read "-"): the long delays and
+backlogs in a few minutes.
+
+    .venv/bin/python bench/replay.py [--hours 1 24] [--delays-ms 0 25 50 100] [--full] [--batched-only]
 """
 
 from __future__ import annotations
@@ -195,8 +199,9 @@ def projected(measured: Run, messages: int, hours: int) -> Run:
 def table(runs: list[Run]) -> str:
     lines = [
         f"| backlog | CSMS answer delay | 1.6 one by one | 1.6 batched ({DEFAULT_PER_REQUEST} per request) | speed-up "
-        "| 2.0.1 (one TransactionEvent each) | 2.0.1 / 1.6 one by one |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| 2.0.1 (one TransactionEvent each) | 2.0.1 / 1.6 one by one "
+        f"| 2.0.1 batched ({DEFAULT_PER_REQUEST} per request) | 2.0.1 speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def cell(run: Run) -> str:
@@ -208,16 +213,16 @@ def table(runs: list[Run]) -> str:
     keys = sorted({(r.hours, r.delay_ms) for r in runs})
     for hours, delay_ms in keys:
         mine = [r for r in runs if (r.hours, r.delay_ms) == (hours, delay_ms)]
-        single = next(r for r in mine if r.version == "1.6" and r.per_request == 1)
+        single = next((r for r in mine if r.version == "1.6" and r.per_request == 1), None)
         batched = next(r for r in mine if r.version == "1.6" and r.per_request > 1)
-        v201 = next((r for r in mine if r.version == "2.0.1"), None)
-        backlog = f"{hours} h, {single.messages:,} messages"
-        ratio = single.seconds / batched.seconds
-        row = f"| {backlog} | {delay_ms} ms | {cell(single)} | {cell(batched)} | {ratio:.1f}x"
-        if v201 is not None:
-            row += f" | {cell(v201)} | {v201.seconds / single.seconds:.2f}x |"
-        else:
-            row += " | - | - |"
+        v201 = next((r for r in mine if r.version == "2.0.1" and r.per_request == 1), None)
+        v201_batched = next(r for r in mine if r.version == "2.0.1" and r.per_request > 1)
+        backlog = f"{hours} h, {batched.messages:,} messages"
+        row = f"| {backlog} | {delay_ms} ms | {cell(single) if single else '-'} | {cell(batched)}"
+        row += f" | {single.seconds / batched.seconds:.1f}x" if single else " | -"
+        row += f" | {cell(v201)} | {v201.seconds / single.seconds:.2f}x" if v201 and single else " | - | -"
+        row += f" | {cell(v201_batched)}"
+        row += f" | {v201.seconds / v201_batched.seconds:.1f}x |" if v201 else " | - |"
         lines.append(row)
     return "\n".join(lines)
 
@@ -226,7 +231,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-async def bench(hours_list: list[int], delays_ms: list[int], full: bool) -> list[Run]:
+async def bench(hours_list: list[int], delays_ms: list[int], full: bool, batched_only: bool = False) -> list[Run]:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
         work = Path(tmp)
@@ -242,7 +247,10 @@ async def bench(hours_list: list[int], delays_ms: list[int], full: bool) -> list
             for delay_ms in delays_ms:
                 runs.append(await drain(backlogs["1.6"], work, hours, delay_ms, DEFAULT_PER_REQUEST))
                 batched_s = runs[-1].seconds
-                for version in ("1.6", "2.0.1"):  # one message per request: measured on the shortest backlog
+                runs.append(await drain(backlogs["2.0.1"], work, hours, delay_ms, DEFAULT_PER_REQUEST, "2.0.1"))
+                print(f"  {delay_ms} ms: 2.0.1 batched {runs[-1].seconds:.1f} s", flush=True)
+                one_by_one: tuple[str, ...] = () if batched_only else ("1.6", "2.0.1")
+                for version in one_by_one:  # one message per request: measured on the shortest backlog
                     key = (version, delay_ms)
                     if full or key not in shortest:
                         single = await drain(backlogs[version], work, hours, delay_ms, 1, version)
@@ -260,9 +268,10 @@ def main() -> None:
     parser.add_argument("--hours", type=int, nargs="+", default=[1, 24])
     parser.add_argument("--delays-ms", type=int, nargs="+", default=[0, 25, 50, 100])
     parser.add_argument("--full", action="store_true", help="also drain the long backlogs one by one")
+    parser.add_argument("--batched-only", action="store_true", help="leave the one-by-one runs out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    runs = asyncio.run(bench(args.hours, args.delays_ms, args.full))
+    runs = asyncio.run(bench(args.hours, args.delays_ms, args.full, args.batched_only))
     print()
     print(table(runs))
 

@@ -6,7 +6,8 @@ Serves the demo CSMS (the ``ocpp`` library, schema validation on) on 127.0.0.1:P
 OCPP_VERSION (1.6, the default, or 2.0.1), holding every answer back by DELAY_MS; prints "ready"
 once it listens. On SIGTERM it writes what it received to SUMMARY_PATH as JSON (billing
 requests, and the records they carried: a MeterValues counts its meterValue entries, a 2.0.1
-TransactionEvent is one) and exits.
+TransactionEvent too (at least one: a chargingState change has none); the bench's records carry
+one entry each) and exits.
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ async def serve(port: int, delay_ms: int, version: str) -> dict[str, int]:
     await stop.wait()
     await csms.stop()
     billing = [m for m in csms.received if m.action in BILLING]
-    entries = sum(len(m.payload["meterValue"]) if m.action == "MeterValues" else 1 for m in billing)
+    entries = sum(_entries(m.action, m.payload) for m in billing)
     return {"requests": len(billing), "entries": entries}
+
+
+def _entries(action: str, payload: dict[str, object]) -> int:
+    values = payload.get("meterValue")
+    if action == "MeterValues" or (action == "TransactionEvent" and isinstance(values, list)):
+        return max(1, len(values)) if isinstance(values, list) else 1
+    return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ the record it was given to (named by a digest of its payload, which stays the sa
 record waits on disk or, while the disk refuses writes, in memory), so the same record sent again
 (a lost link, a kill before the answer) carries the same number: the CSMS sees the numbers in
 order, without gaps.
+
+A batch (several queued Updated events in one TransactionEvent, replay_batches.py) is named by its
+head's digest, and the ledger also writes down the outbox number of the last record joined to it
+(``seq_through``): sent again, the batch is built again only up to that record, so records queued
+behind it since do not change what the number was given to.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Session201:
     next_seq_no: int = 0
     seq_record: str | None = None  # the record (its payload's digest) that took the last number
     seq_record_no: int = 0
+    seq_through: int | None = None  # the last outbox record in the batch that took it (None: alone)
     window: bool = False  # a transaction that does not end with the domain's session (tx_points.py)
     domain_ref: str | None = None  # then: the domain's session in it now (None: none)
 
@@ -120,9 +126,18 @@ class Ledger201:
         if self.sessions.pop(local_ref, None) is not None:
             self.save()
 
-    def seq_no(self, local_ref: str, record_key: str) -> int:
+    def numbered(self, local_ref: str, record_key: str) -> tuple[int, int | None] | None:
+        """(seqNo, ``seq_through``) if the record named ``record_key`` took the session's last
+        number (it is being sent again); None if it has none yet."""
+        session = self.sessions.get(local_ref)
+        if session is None or session.seq_record != record_key:
+            return None
+        return session.seq_record_no, session.seq_through
+
+    def seq_no(self, local_ref: str, record_key: str, through: int | None = None) -> int:
         """The seqNo of the TransactionEvent whose payload digest is ``record_key`` (``record_key``
-        below; the same when it is sent again); a new one is written down before it is returned."""
+        below; the same when it is sent again); a new one is written down, with ``through`` (the
+        last record of its batch), before it is returned."""
         session = self.sessions.get(local_ref)
         if session is None:  # its ledger entry was lost: number it anew rather than not at all
             session = Session201(
@@ -134,6 +149,7 @@ class Ledger201:
             return session.seq_record_no
         number = session.next_seq_no
         session.next_seq_no, session.seq_record, session.seq_record_no = number + 1, record_key, number
+        session.seq_through = through
         self.save()
         return number
 

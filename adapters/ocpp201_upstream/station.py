@@ -30,15 +30,15 @@ from adapters.ocpp201_upstream import native_relay
 from adapters.ocpp201_upstream.authorization import Authorization201, auth_status
 from adapters.ocpp201_upstream.charging_control import SmartCharging201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
-from adapters.ocpp201_upstream.ledger import Ledger201, record_key
+from adapters.ocpp201_upstream.ledger import Ledger201
 from adapters.ocpp201_upstream.peer import Peer201
 from adapters.ocpp201_upstream.problems import ProblemEvents
+from adapters.ocpp201_upstream.replay_batches import numbered_request
 from adapters.ocpp201_upstream.resets import Resets201
 from adapters.ocpp201_upstream.sampling import Sampler201, evse_meter_values
 from adapters.ocpp201_upstream.security_events import SecurityEvents201, settings_watch, startup_events
 from adapters.ocpp201_upstream.session_effects import LOCAL_TOKEN, SessionFeed
 from adapters.ocpp201_upstream.statuses import StatusReports201
-from adapters.ocpp201_upstream.transaction_events import call_problem
 from adapters.ocpp201_upstream.tx_points import TxPoints
 from adapters.ocpp_link import CLEAN_SHUTDOWN, UpstreamLink, first_to_finish, run_marked, send_call
 from gateway.config import UpstreamConfig
@@ -285,16 +285,16 @@ class ChargingStation201:
         """The outbox, head first, one CALL at a time, each until the CSMS has answered it.
 
         A record is checked against the schema before it takes a seqNo (one that can never be
-        sent takes none); its seqNo is on disk before the frame leaves (see ledger.py)."""
+        sent takes none); its seqNo is on disk before the frame leaves (see ledger.py). While a
+        backlog drains, Updated events of one transaction go together (replay_batches.py)."""
         while True:
             record = await self.outbox.next()
-            request, problem = await call_problem(record, 0)
+            per_request = self.settings.meter_values_per_request  # a backlog's Updated go together
+            batch, request, problem = await numbered_request(self.outbox, self.ledger, record, per_request)
             if problem is not None:
                 if isinstance(self.outbox.set_aside(record, problem), Retry):
                     await asyncio.sleep(DISK_RETRY_S)
                 continue
-            if record.action == "TransactionEvent" and record.local_ref is not None:
-                request.seq_no = self.ledger.seq_no(record.local_ref, record_key(record.payload))
             result = await send_call(peer, request)
             if result is None:
                 attempts = self.device_model.integer("OCPPCommCtrlr.MessageAttempts[TransactionEvent]")
@@ -303,7 +303,7 @@ class ChargingStation201:
                 if isinstance(outcome, Retry):
                     await asyncio.sleep(outcome.delay_s)
                 continue
-            self.outbox.delivered(record)
+            self.outbox.delivered_together(batch)
             self._answered(record, result)
 
     def _answered(self, record: OutboxRecord, result: Any) -> None:
