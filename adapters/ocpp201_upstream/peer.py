@@ -112,20 +112,22 @@ class Peer201(CsmsPeer, ChargePoint):
         if evse_id is not None and evse_id not in site.upstream_connectors:
             log.warning("CSMS RequestStartTransaction on EVSE %s rejected: no such EVSE", evse_id)
             return call_result.RequestStartTransaction(status="Rejected", status_info={"reason_code": "Unsupported"})
+        try:  # a TxProfile for the session about to start (charging_control.py)
+            profile = (
+                None
+                if charging_profile is None or (evse_id is not None and site.is_native(evse_id))  # its charger's
+                else self.owner.smart_charging.start_profile(evse_id, charging_profile)
+            )
+        except Refused as refused:
+            log.warning("CSMS RequestStartTransaction on EVSE %s rejected: its profile: %s", evse_id, refused.info)
+            return call_result.RequestStartTransaction(status="Rejected", status_info=refused.status_info())
         tag, token_type = str(id_token["id_token"]), str(id_token["type"])
-        if evse_id is not None and site.is_native(evse_id):  # its charger starts it, profile and all
+        if evse_id is not None and site.is_native(evse_id):  # its charger starts it (native_profiles.py)
             answer = await native_profiles.request_start(self.owner, evse_id, id_token, charging_profile)
             if answer.status == "Accepted":
                 self.owner.remote_start_accepted(evse_id, tag, token_type, remote_start_id)
             self._record(Command.START, answer.status, evse_id, id_tag=mask_id_tag(tag))
             return call_result.RequestStartTransaction(**answer.fields())
-        try:  # a TxProfile for the session about to start (charging_control.py)
-            profile = (
-                None if charging_profile is None else self.owner.smart_charging.start_profile(evse_id, charging_profile)
-            )
-        except Refused as refused:
-            log.warning("CSMS RequestStartTransaction on EVSE %s rejected: its profile: %s", evse_id, refused.info)
-            return call_result.RequestStartTransaction(status="Rejected", status_info=refused.status_info())
         accepted = site.remote_start(evse_id, tag, False, source=CommandSource.CSMS)
         if accepted:
             self.owner.remote_start_accepted(evse_id, tag, token_type, remote_start_id)
