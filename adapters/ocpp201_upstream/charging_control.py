@@ -7,8 +7,8 @@ so a 2.0.1 profile limits a Modbus charger exactly as a 1.6 one and survives a r
 way. The checks that need the station's state are made here, each with its statusInfo reasonCode
 (K01); what is malformed in itself is the translation's (smart_charging.py) and the domain's.
 
-Every method works on one EVSE, so a caller (a native charger's routing) can take over an EVSE
-before it gets here; for now an EVSE of a native OCPP charger is Rejected with a reason.
+Every method works on one EVSE, so a caller can take over an EVSE before it gets here: the
+profiles of an EVSE of a native OCPP charger go to its charger (native_profiles.py, from peer.py).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class SmartCharging201:
         if evse_id not in self.site.upstream_connectors:
             raise Refused("UnknownEvse", f"no EVSE {shown(evse_id)}")
         if self.site.is_native(evse_id):
-            raise Refused("UnsupportedRequest", f"EVSE {evse_id} is a native OCPP charger: its profiles are not routed")
+            raise Refused("UnsupportedRequest", f"EVSE {evse_id} is a native OCPP charger: its profiles are its own")
 
     # -- SetChargingProfile (K01) --------------------------------------------------------------------
     def set_profile(self, evse_id: int, charging_profile: dict[str, Any]) -> call_result.SetChargingProfile:

@@ -18,7 +18,7 @@ docs/ocpp-2.0.1.md "Native OCPP chargers" has the table.
 A charger that is not connected, refuses with a CALLERROR or does not answer within
 ``RELAY_TIMEOUT_S`` is a refusal (``statusInfo.reasonCode`` ``NoAnswer``); the link to the CSMS
 goes on. ``charging_profile_16`` translates a 2.0.1 chargingProfile into the 1.6
-csChargingProfiles a native charger takes (wired by the smart-charging handlers).
+csChargingProfiles a native charger takes (native_profiles.py routes the smart-charging requests).
 """
 
 from __future__ import annotations
@@ -81,15 +81,18 @@ async def relayed(site: Site, connector_id: int, action: str, payload: dict[str,
     return result
 
 
-async def request_start(site: Site, evse_id: int, id_token: dict[str, Any]) -> Answer:
-    """RequestStartTransaction -> RemoteStartTransaction on the charger's own connector. The
-    token's type has no place in 1.6; a token longer than 1.6's 20 characters cannot be sent."""
+async def request_start(
+    site: Site, evse_id: int, id_token: dict[str, Any], charging_profile: dict[str, Any] | None = None
+) -> Answer:
+    """RequestStartTransaction -> RemoteStartTransaction on the charger's own connector, with the
+    TxProfile in 1.6 terms (native_profiles.py). The token's type has no place in 1.6; a token
+    longer than 1.6's 20 characters cannot be sent."""
     tag = str(id_token["id_token"])
     if not tag or len(tag) > ID_TAG_MAX:
         log.warning("RequestStartTransaction on EVSE %s: id token %s does not fit OCPP 1.6", evse_id, mask_id_tag(tag))
         why = f"EVSE {evse_id} is an OCPP 1.6 charger: its idTag is 1 to {ID_TAG_MAX} characters"
         return Answer("Rejected", status_info("InvalidIdToken", why))
-    payload = {"connector_id": evse_id, "id_tag": tag, "charging_profile": None}
+    payload = {"connector_id": evse_id, "id_tag": tag, "charging_profile": charging_profile}
     return await relayed(site, evse_id, "RemoteStartTransaction", payload, "Rejected")
 
 

@@ -21,7 +21,7 @@ from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
 
-from adapters.ocpp201_upstream import native_relay
+from adapters.ocpp201_upstream import native_profiles, native_relay
 from adapters.ocpp201_upstream.authorization import Authorization201
 from adapters.ocpp201_upstream.charging_control import SmartCharging201
 from adapters.ocpp201_upstream.device_model import DeviceModel201
@@ -114,14 +114,16 @@ class Peer201(CsmsPeer, ChargePoint):
             return call_result.RequestStartTransaction(status="Rejected", status_info={"reason_code": "Unsupported"})
         try:  # a TxProfile for the session about to start (charging_control.py)
             profile = (
-                None if charging_profile is None else self.owner.smart_charging.start_profile(evse_id, charging_profile)
+                None
+                if charging_profile is None or (evse_id is not None and site.is_native(evse_id))  # its charger's
+                else self.owner.smart_charging.start_profile(evse_id, charging_profile)
             )
         except Refused as refused:
             log.warning("CSMS RequestStartTransaction on EVSE %s rejected: its profile: %s", evse_id, refused.info)
             return call_result.RequestStartTransaction(status="Rejected", status_info=refused.status_info())
         tag, token_type = str(id_token["id_token"]), str(id_token["type"])
-        if evse_id is not None and site.is_native(evse_id):  # its charger starts it (native_relay.py)
-            answer = await native_relay.request_start(site, evse_id, id_token)
+        if evse_id is not None and site.is_native(evse_id):  # its charger starts it (native_profiles.py)
+            answer = await native_profiles.request_start(self.owner, evse_id, id_token, charging_profile)
             if answer.status == "Accepted":
                 self.owner.remote_start_accepted(evse_id, tag, token_type, remote_start_id)
             self._record(Command.START, answer.status, evse_id, id_tag=mask_id_tag(tag))
@@ -271,15 +273,18 @@ class Peer201(CsmsPeer, ChargePoint):
                 return
 
     # -- smart charging: the Site's charging profiles (charging_control.py, smart_charging.py) -------
+    # (an EVSE of a native charger: its charger's, relayed in 1.6 terms, native_profiles.py)
     @on(Action.set_charging_profile)
-    def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+    async def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        if self.owner.site.is_native(evse_id):
+            return await native_profiles.set_profile(self.owner, evse_id, charging_profile)
         return self.owner.smart_charging.set_profile(evse_id, charging_profile)
 
     @on(Action.clear_charging_profile)
-    def on_clear_charging_profile(
+    async def on_clear_charging_profile(
         self, charging_profile_id: int | None = None, charging_profile_criteria: dict[str, Any] | None = None, **_: Any
     ) -> Any:
-        return self.owner.smart_charging.clear(charging_profile_id, charging_profile_criteria)
+        return await native_profiles.clear(self.owner, charging_profile_id, charging_profile_criteria)
 
     @on(Action.get_charging_profiles)
     def on_get_charging_profiles(
@@ -301,7 +306,9 @@ class Peer201(CsmsPeer, ChargePoint):
                 return
 
     @on(Action.get_composite_schedule)
-    def on_get_composite_schedule(
+    async def on_get_composite_schedule(
         self, duration: int, evse_id: int, charging_rate_unit: str | None = None, **_: Any
     ) -> Any:
+        if self.owner.site.is_native(evse_id):
+            return await native_profiles.composite(self.owner, evse_id, duration, charging_rate_unit)
         return self.owner.smart_charging.composite(evse_id, duration, charging_rate_unit)
