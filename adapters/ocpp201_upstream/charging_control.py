@@ -97,12 +97,12 @@ class SmartCharging201:
                 Command.CHARGING_PROFILE,
                 "Rejected",
                 evse_id,
-                **_loggable(charging_profile, PROFILE_NAMES),
+                **loggable(charging_profile, PROFILE_NAMES),
                 reason=refused.info,
             )
             return call_result.SetChargingProfile(status="Rejected", status_info=refused.status_info())
         log.info("charging profile %s (%s) installed on EVSE %s", profile.profile_id, profile.purpose.value, evse_id)
-        self._record(Command.CHARGING_PROFILE, "Accepted", evse_id, **_loggable(charging_profile, PROFILE_NAMES))
+        self._record(Command.CHARGING_PROFILE, "Accepted", evse_id, **loggable(charging_profile, PROFILE_NAMES))
         self.site.request(ChargingProfilesChanged())
         return call_result.SetChargingProfile(status="Accepted")
 
@@ -175,7 +175,7 @@ class SmartCharging201:
                 stack_level=criteria.get("stack_level"),
             )
         status = "Accepted" if cleared else "Unknown"
-        which = _loggable({"id": profile_id, **criteria}, ("id", "evse_id", "charging_profile_purpose", "stack_level"))
+        which = loggable({"id": profile_id, **criteria}, ("id", "evse_id", "charging_profile_purpose", "stack_level"))
         evse_id = which.get("evse_id")
         self._record(Command.CLEAR_CHARGING_PROFILE, status, evse_id, **which)
         log.info("CSMS ClearChargingProfile %s: %s %s", which, status, cleared or "")
@@ -242,7 +242,7 @@ class SmartCharging201:
 PROFILE_NAMES = ("id", "charging_profile_purpose", "stack_level")  # a profile's names in the event log
 
 
-def _loggable(raw: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+def loggable(raw: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     """``keys`` of ``raw`` for the event log, each only if it is a value OCPP can carry (a
     4000-digit number or a long string from the CSMS is left out, not written down)."""
     kept = {}

@@ -26,12 +26,11 @@ from typing import Any, Protocol
 from ocpp.v201 import call_result
 
 from adapters.ocpp201_upstream import native_relay
-from adapters.ocpp201_upstream.charging_control import PROFILE_NAMES, SmartCharging201, _loggable
+from adapters.ocpp201_upstream.charging_control import PROFILE_NAMES, SmartCharging201, loggable
 from adapters.ocpp201_upstream.ledger import Ledger201
 from adapters.ocpp201_upstream.native_relay import Answer, charging_profile_16, status_info
 from adapters.ocpp201_upstream.smart_charging import (
     Refused,
-    _tenths_down,
     iso_utc,
     profile_from_ocpp,
     purpose_from_ocpp,
@@ -39,6 +38,7 @@ from adapters.ocpp201_upstream.smart_charging import (
 )
 from adapters.ocpp201_upstream.tx_points import TxPoints
 from gateway.domain.charging_profiles import ChargingProfile, ProfilePurpose
+from gateway.domain.charging_schedule import tenths_down
 from gateway.domain.commands import Command, CommandSource, result_from_status
 from gateway.domain.errors import CommandRejected
 from gateway.domain.events import ChargingProfilesChanged
@@ -225,7 +225,7 @@ def _schedule_201(station: Station, evse_id: int, duration_s: int, answer: dict[
     if now_a is not None and periods:  # what the sharing allows now, as the station's own composites
         try:
             cap = station.smart_charging.store.supply.from_amps(now_a, unit, periods[0].get("number_phases"))
-            periods[0]["limit"] = min(periods[0]["limit"], _tenths_down(cap))
+            periods[0]["limit"] = min(periods[0]["limit"], tenths_down(cap))
         except ValueError as exc:  # W without a configured voltage: the charger's own, uncapped
             log.warning("GetCompositeSchedule on native EVSE %s: its share not shown: %s", evse_id, exc)
     return {
@@ -244,7 +244,7 @@ def _period(period: dict[str, Any]) -> dict[str, Any]:
 
 
 def _named(charging_profile: dict[str, Any]) -> dict[str, Any]:
-    return _loggable(charging_profile, PROFILE_NAMES)
+    return loggable(charging_profile, PROFILE_NAMES)
 
 
 def _record(site: Site, command: Command, status: str, evse_id: int, detail: dict[str, Any], **more: Any) -> None:

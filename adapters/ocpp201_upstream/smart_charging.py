@@ -38,7 +38,7 @@ from gateway.domain.charging_profiles import (
     Recurrence,
     SchedulePeriod,
 )
-from gateway.domain.charging_schedule import CompositePeriod
+from gateway.domain.charging_schedule import CompositePeriod, tenths_down
 from gateway.domain.model import iso_utc
 
 MAX_INT32 = 2**31 - 1
@@ -272,7 +272,7 @@ def composite_schedule_result(
                 _without_none(
                     {
                         "start_period": p.start_period_s,
-                        "limit": _tenths_down(unlimited if p.limit is None else p.limit),
+                        "limit": tenths_down(unlimited if p.limit is None else p.limit),
                         "number_phases": p.number_phases,
                     }
                 )
@@ -280,8 +280,3 @@ def composite_schedule_result(
             ],
         },
     )
-
-
-def _tenths_down(value: float) -> float:
-    # The epsilon keeps 21.4 (stored as 21.3999...) at 21.4 instead of flooring it to 21.3.
-    return math.floor(value * 10 + 1e-6) / 10

@@ -28,7 +28,7 @@ from gateway.domain.charging_profiles import (
     SchedulePeriod,
     Supply,
 )
-from gateway.domain.charging_schedule import CompositePeriod
+from gateway.domain.charging_schedule import CompositePeriod, tenths_down
 from gateway.domain.errors import CommandRejected
 from gateway.domain.model import iso_utc
 
@@ -160,7 +160,7 @@ def composite_schedule_result(
             charging_schedule_period=[
                 datatypes.ChargingSchedulePeriod(
                     start_period=p.start_period_s,
-                    limit=_tenths_down(unlimited if p.limit is None else p.limit),
+                    limit=tenths_down(unlimited if p.limit is None else p.limit),
                     number_phases=p.number_phases,
                 )
                 for p in rows
@@ -179,15 +179,10 @@ def cap_first_period(schedule: Mapping[str, Any], now_a: float, supply: Supply) 
         return dict(schedule)
     first = periods[0]
     unit = _lookup(UNIT, schedule.get("charging_rate_unit"), "chargingRateUnit")
-    cap = _tenths_down(supply.from_amps(now_a, unit, first.get("number_phases")))
+    cap = tenths_down(supply.from_amps(now_a, unit, first.get("number_phases")))
     if cap < float(first.get("limit", math.inf)):
         first["limit"] = cap
     return {**schedule, "charging_schedule_period": periods}
-
-
-def _tenths_down(value: float) -> float:
-    # The small epsilon keeps 21.4 (stored as 21.3999...) at 21.4 instead of flooring it to 21.3.
-    return math.floor(value * 10 + 1e-6) / 10
 
 
 def _reverse(table: Mapping[K, V], value: V) -> K:

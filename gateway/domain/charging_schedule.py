@@ -24,6 +24,7 @@ Rules (OCPP 1.6 section 3.13 and its errata; where the text leaves room, the cho
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -242,3 +243,9 @@ def charger_setpoint_a(limit_a: float | None, *, max_a: float, min_a: float = MI
     """
     setpoint = max_a if limit_a is None else min(limit_a, max_a)
     return None if setpoint < min_a else setpoint
+
+
+def tenths_down(limit: float) -> float:
+    """A limit as a schedule shows it (one decimal), never above what it is: a composite must not
+    promise more than the profiles allow. The epsilon keeps 21.4 (stored as 21.3999...) at 21.4."""
+    return math.floor(limit * 10 + 1e-6) / 10
