@@ -16,7 +16,7 @@ the subprotocol and what is said on the link, not how the link is kept. Like
   reason, for the status page and MQTT.
 * A CALL whose failure is the CSMS's problem (a CALLERROR, no answer) is logged and returns
   None: it must end neither the link nor the process (the outbox retries what must not be lost).
-* Security events (``Site.security_event``, sent by a 2.0.1 station): the CSMS refusing the
+* Security events (``Site.security.report``, sent by a 2.0.1 station): the CSMS refusing the
   credentials (HTTP 401) and its certificate failing the check, once per outage each; frames
   that cannot be read (the Site's rate limit makes them one event a minute).
 * ``CsmsPeer``: the ``ocpp`` library's side of one connection, as both versions want it: every
@@ -128,7 +128,7 @@ class CsmsPeer(ChargePoint):
     def _unreadable(self, why: str) -> None:
         """One WARNING line, and a security event (the Site's rate limit: one a minute, with a count)."""
         log.warning("CSMS sent a frame that cannot be handled (%s): ignored", short(why))
-        self.owner.site.security_event(
+        self.owner.site.security.report(
             SecurityEventKind.INVALID_MESSAGES, f"a frame from the CSMS: {short(why)}", "csms"
         )
 
@@ -210,7 +210,7 @@ class UpstreamLink:
         """Tell the Site once per outage (a CSMS that keeps refusing is one event, not one per retry)."""
         if kind not in self._told:
             self._told.add(kind)
-            self.site.security_event(kind, detail, "csms")
+            self.site.security.report(kind, detail, "csms")
 
     def _report_outage(self, message: str) -> None:
         """One WARNING when the CSMS goes away, DEBUG while it stays away (INFO when back)."""

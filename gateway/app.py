@@ -107,7 +107,7 @@ def build_outbox(config: GatewayConfig, site: Site, history: History | None = No
     on_settled = history.outbox_settled if history is not None else None
 
     def disk_refused(why: str) -> None:
-        site.security_event(SecurityEventKind.STORAGE_FULL, f"outbox: {why}", "outbox")
+        site.security.report(SecurityEventKind.STORAGE_FULL, f"outbox: {why}", "outbox")
 
     outbox = Outbox(
         store,

@@ -313,7 +313,7 @@ class CommandHandler:
         percent = _number(data, "soc_target_percent")
         if percent is not None and not 1 <= percent <= 100:
             raise CommandRejected(f"soc_target_percent must be 1..100 or null, not {percent:g}")
-        self._site.set_soc_target(connector_id, percent, source=CommandSource.MQTT)
+        self._site.commands.set_soc_target(connector_id, percent, source=CommandSource.MQTT)
 
     def _set_current_limit(self, connector_id: int, data: dict[str, Any]) -> None:
         current_a, max_a = _number(data, "current_a"), self._max_current_a.get(connector_id)
@@ -321,17 +321,17 @@ class CommandHandler:
             raise CommandRejected(
                 f"current_a must be 0..{max_a:g} A (connector {connector_id}'s charger) or null, not {current_a:g}"
             )
-        self._site.set_current_ceiling(connector_id, current_a, source=CommandSource.MQTT)
+        self._site.commands.set_current_ceiling(connector_id, current_a, source=CommandSource.MQTT)
 
     def _set_site_limit(self, data: dict[str, Any]) -> None:
         """What all chargers together may draw per phase (null: no site limit); the Site bounds it."""
-        self._site.set_site_limit(_number(data, "current_a"), source=CommandSource.MQTT)
+        self._site.commands.set_site_limit(_number(data, "current_a"), source=CommandSource.MQTT)
 
     def _set_available(self, connector_id: int, data: dict[str, Any]) -> None:
         available = data["available"]
         if not isinstance(available, bool):
             raise CommandRejected(f"available must be true or false, not {_shown_value(available)}")
-        if self._site.change_availability(connector_id, available, source=CommandSource.MQTT) == "Rejected":
+        if self._site.commands.change_availability(connector_id, available, source=CommandSource.MQTT) == "Rejected":
             raise CommandRejected(f"no connector {connector_id}")
 
     def _start_or_stop(self, connector_id: int, data: dict[str, Any]) -> None:
@@ -339,9 +339,9 @@ class CommandHandler:
         if id_tag is not None and (not isinstance(id_tag, str) or not 0 < len(id_tag) <= 20):
             raise CommandRejected("id_tag must be a string of 1 to 20 characters")
         if action == "start":
-            self._site.local_start(connector_id, id_tag, source=CommandSource.MQTT)
+            self._site.commands.local_start(connector_id, id_tag, source=CommandSource.MQTT)
         elif action == "stop":
-            if not self._site.stop_session(connector_id, source=CommandSource.MQTT):
+            if not self._site.commands.stop_session(connector_id, source=CommandSource.MQTT):
                 raise CommandRejected(f"no session runs on connector {connector_id}")
         else:
             raise CommandRejected(f'action must be "start" or "stop", not {_shown_value(action)}')

@@ -58,7 +58,7 @@ class SmartCharging201:
         ended = [
             profile_id
             for evse_id in sorted(site.upstream_connectors)
-            if site.connectors[evse_id].session is None and not site.is_native(evse_id)
+            if site.connectors[evse_id].session is None and not site.native.owns(evse_id)
             for profile_id in self.store.end_transaction(evse_id)
         ]
         if ended:
@@ -77,7 +77,7 @@ class SmartCharging201:
             return
         if evse_id not in self.site.upstream_connectors:
             raise Refused("UnknownEvse", f"no EVSE {shown(evse_id)}")
-        if self.site.is_native(evse_id):
+        if self.site.native.owns(evse_id):
             raise Refused("UnsupportedRequest", f"EVSE {evse_id} is a native OCPP charger: its profiles are its own")
 
     # -- SetChargingProfile (K01) --------------------------------------------------------------------
@@ -235,8 +235,8 @@ class SmartCharging201:
         return composite_schedule_result(evse_id, start, duration_s, periods, unit, unlimited=unlimited)
 
     def _record(self, command: Command, status: str, evse_id: int | None, /, **detail: Any) -> None:
-        """The CSMS's command for the operator's event log (see Site.record_command)."""
-        self.site.record_command(command, CommandSource.CSMS, result_from_status(status), evse_id, **detail)
+        """The CSMS's command for the operator's event log (see Site.commands.record)."""
+        self.site.commands.record(command, CommandSource.CSMS, result_from_status(status), evse_id, **detail)
 
 
 PROFILE_NAMES = ("id", "charging_profile_purpose", "stack_level")  # a profile's names in the event log

@@ -1,7 +1,7 @@
 """The 2.0.1 CSMS's charging profiles for an EVSE of a native OCPP 1.6 charger (merged mode).
 
 A native charger limits itself: its profiles go to it as the 1.6 actions they mean
-(``native_relay.charging_profile_16`` translates them), through ``Site.relay`` like the other
+(``native_relay.charging_profile_16`` translates them), through ``Site.native.relay`` like the other
 commands relayed to it (native_relay.py; ``adapters/ocpp_local/merge.py`` puts in the charger's own
 connector number and transaction id). What 1.6 cannot say (ChargingStationExternalConstraints,
 several chargingSchedules, phaseToUse, a salesTariff) is Rejected ``UnsupportedParam`` without
@@ -153,12 +153,12 @@ async def clear(station: Station, profile_id: int | None, criteria: dict[str, An
     evse_id = criteria.get("evse_id")
     if profile_id is not None:
         mirrored = store.get(profile_id)
-        native = [mirrored.connector_id] if mirrored is not None and site.is_native(mirrored.connector_id) else []
+        native = [mirrored.connector_id] if mirrored is not None and site.native.owns(mirrored.connector_id) else []
     elif evse_id is not None:
-        native = [evse_id] if site.is_native(evse_id) else []
+        native = [evse_id] if site.native.owns(evse_id) else []
     else:
         copies = station.smart_charging.matching(None, criteria)
-        native = sorted({p.connector_id for p in copies if site.is_native(p.connector_id)})
+        native = sorted({p.connector_id for p in copies if site.native.owns(p.connector_id)})
     if not native:
         return station.smart_charging.clear(profile_id, criteria)
     answers = [await _clear_on(station, evse, profile_id, criteria) for evse in native]
@@ -248,5 +248,5 @@ def _named(charging_profile: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record(site: Site, command: Command, status: str, evse_id: int, detail: dict[str, Any], **more: Any) -> None:
-    """The CSMS's command for the operator's event log (see Site.record_command)."""
-    site.record_command(command, CommandSource.CSMS, result_from_status(status), evse_id, **detail, **more)
+    """The CSMS's command for the operator's event log (see Site.commands.record)."""
+    site.commands.record(command, CommandSource.CSMS, result_from_status(status), evse_id, **detail, **more)

@@ -2,7 +2,7 @@
 
 A merged charger's connectors are EVSEs of the station, but the charger itself speaks 1.6 and
 carries out its own starts, stops, availability, resets and unlocks. Each 2.0.1 request for such
-an EVSE becomes the 1.6 action it means, handed to the charger through ``Site.relay`` (a
+an EVSE becomes the 1.6 action it means, handed to the charger through ``Site.native.relay`` (a
 ``RelayToCharger`` event that the local OCPP server carries out: the payload names the *site*
 connector or session, and ``adapters/ocpp_local/merge.py`` renumbers it into the charger's own
 connector number and transaction id); the charger's 1.6 answer comes back as the 2.0.1 status,
@@ -62,7 +62,7 @@ async def relay_answer(site: Site, connector_id: int, action: str, payload: dict
     """The native charger's whole answer (snake_case), or None if it gave none."""
     try:
         async with asyncio.timeout(RELAY_TIMEOUT_S):
-            return await site.relay(connector_id, action, payload)
+            return await site.native.relay(connector_id, action, payload)
     except Exception as exc:  # the charger's failure is its own: answer the CSMS, carry on
         log.warning("%s for EVSE %s not carried out by its native charger: %s", action, connector_id, exc)
         return None
@@ -111,7 +111,7 @@ async def change_chargers_availability(site: Site, operational_status: str, own:
     """ChangeAvailability of the whole station: each native charger as a whole (connector 0), and
     the answer the worst of the station's own (``own``) and every charger's."""
     answer = Answer(own)
-    for connector_id in site.one_connector_per_native_charger():
+    for connector_id in site.native.one_connector_per_charger():
         payload = {"connector_id": connector_id, "type": operational_status, "whole_charger": True}
         theirs = await relayed(site, connector_id, "ChangeAvailability", payload, "Rejected")
         if AVAILABILITY_RANK.get(theirs.status, 2) > AVAILABILITY_RANK.get(answer.status, 2):
@@ -161,7 +161,7 @@ async def _reset_when_idle(site: Site, evse_id: int) -> None:
 
 async def reset_chargers(site: Site, reset_type: str) -> None:
     """A Reset of the whole station resets each native charger too (before the station's own)."""
-    for connector_id in site.one_connector_per_native_charger():
+    for connector_id in site.native.one_connector_per_charger():
         await relayed(site, connector_id, "Reset", {"type": RESET_16.get(reset_type, "Soft")}, "Rejected")
 
 

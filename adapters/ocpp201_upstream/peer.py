@@ -96,8 +96,8 @@ class Peer201(CsmsPeer, ChargePoint):
         return None
 
     def _record(self, command: Command, status: str, evse_id: int | None, **detail: Any) -> None:
-        """A command relayed to a native charger, for the operator's event log (see Site.record_command)."""
-        self.owner.site.record_command(command, CommandSource.CSMS, result_from_status(status), evse_id, **detail)
+        """A command relayed to a native charger, for the operator's event log (see Site.commands.record)."""
+        self.owner.site.commands.record(command, CommandSource.CSMS, result_from_status(status), evse_id, **detail)
 
     @on(Action.request_start_transaction)
     async def on_request_start(
@@ -115,20 +115,20 @@ class Peer201(CsmsPeer, ChargePoint):
         try:  # a TxProfile for the session about to start (charging_control.py)
             profile = (
                 None
-                if charging_profile is None or (evse_id is not None and site.is_native(evse_id))  # its charger's
+                if charging_profile is None or (evse_id is not None and site.native.owns(evse_id))  # its charger's
                 else self.owner.smart_charging.start_profile(evse_id, charging_profile)
             )
         except Refused as refused:
             log.warning("CSMS RequestStartTransaction on EVSE %s rejected: its profile: %s", evse_id, refused.info)
             return call_result.RequestStartTransaction(status="Rejected", status_info=refused.status_info())
         tag, token_type = str(id_token["id_token"]), str(id_token["type"])
-        if evse_id is not None and site.is_native(evse_id):  # its charger starts it (native_profiles.py)
+        if evse_id is not None and site.native.owns(evse_id):  # its charger starts it (native_profiles.py)
             answer = await native_profiles.request_start(self.owner, evse_id, id_token, charging_profile)
             if answer.status == "Accepted":
                 self.owner.remote_start_accepted(evse_id, tag, token_type, remote_start_id)
             self._record(Command.START, answer.status, evse_id, id_tag=mask_id_tag(tag))
             return call_result.RequestStartTransaction(**answer.fields())
-        accepted = site.remote_start(evse_id, tag, False, source=CommandSource.CSMS)
+        accepted = site.commands.remote_start(evse_id, tag, False, source=CommandSource.CSMS)
         if accepted:
             self.owner.remote_start_accepted(evse_id, tag, token_type, remote_start_id)
             if profile is not None:
@@ -141,17 +141,17 @@ class Peer201(CsmsPeer, ChargePoint):
         local_ref = self.owner.ledger.local_ref(transaction_id)
         local_ref = self.owner.tx_points.domain_ref(local_ref) if local_ref is not None else None  # its session
         native = self.owner.site.session_connector(local_ref) if local_ref is not None else None
-        if local_ref is not None and native is not None and self.owner.site.is_native(native):
+        if local_ref is not None and native is not None and self.owner.site.native.owns(native):
             answer = await native_relay.request_stop(self.owner.site, native, local_ref)
             self._record(Command.STOP, answer.status, native, session=local_ref)
             return call_result.RequestStopTransaction(**answer.fields())
-        accepted = local_ref is not None and self.owner.site.remote_stop(local_ref, source=CommandSource.CSMS)
+        accepted = local_ref is not None and self.owner.site.commands.remote_stop(local_ref, source=CommandSource.CSMS)
         log.info("CSMS RequestStopTransaction %s: %s", short(transaction_id), "Accepted" if accepted else "Rejected")
         return call_result.RequestStopTransaction(status="Accepted" if accepted else "Rejected")
 
     @on(Action.reset)
     async def on_reset(self, type: str, evse_id: int | None = None) -> Any:
-        if evse_id is not None and self.owner.site.is_native(evse_id):  # its charger, as a whole
+        if evse_id is not None and self.owner.site.native.owns(evse_id):  # its charger, as a whole
             answer = await native_relay.reset_evse(self.owner.site, evse_id, type)
             self._record(Command.RESET, answer.status, evse_id, type=type.lower())
             return call_result.Reset(**answer.fields())
@@ -171,7 +171,7 @@ class Peer201(CsmsPeer, ChargePoint):
         """No shipped Modbus profile has an unlock register: a free connector answers UnlockFailed
         (2.0.1 has no NotSupported here) rather than pretend; one in a session is not unlocked."""
         connector = self.owner.site.connectors.get(evse_id)
-        if connector is not None and connector.upstream and connector_id == 1 and self.owner.site.is_native(evse_id):
+        if connector is not None and connector.upstream and connector_id == 1 and self.owner.site.native.owns(evse_id):
             answer = await native_relay.unlock(self.owner.site, evse_id)
             self._record(Command.UNLOCK, answer.status, evse_id)
             return call_result.UnlockConnector(**answer.fields())
@@ -183,7 +183,7 @@ class Peer201(CsmsPeer, ChargePoint):
             status = "UnlockFailed"
         log.info("CSMS UnlockConnector EVSE %s connector %s: %s", evse_id, connector_id, status)
         result = result_from_status(status)
-        self.owner.site.record_command(Command.UNLOCK, CommandSource.CSMS, result, evse_id)
+        self.owner.site.commands.record(Command.UNLOCK, CommandSource.CSMS, result, evse_id)
         return call_result.UnlockConnector(status=status)
 
     @on(Action.change_availability)
@@ -193,12 +193,12 @@ class Peer201(CsmsPeer, ChargePoint):
         if evse is not None and evse.get("connector_id") not in (None, 1):  # each EVSE has connector 1 only
             log.info("CSMS ChangeAvailability of EVSE %s connector %s: none", evse_id, evse["connector_id"])
             return call_result.ChangeAvailability(status="Rejected", status_info={"reason_code": "UnknownConnectorId"})
-        if site.is_native(evse_id):  # its charger decides (native_relay.py)
+        if site.native.owns(evse_id):  # its charger decides (native_relay.py)
             answer = await native_relay.change_availability(site, evse_id, operational_status)
             self._record(Command.AVAILABILITY, answer.status, evse_id, available=operational_status == "Operative")
             return call_result.ChangeAvailability(**answer.fields())
         available = operational_status == "Operative"
-        status = site.change_availability(evse_id, available=available, source=CommandSource.CSMS)
+        status = site.commands.change_availability(evse_id, available=available, source=CommandSource.CSMS)
         answer = native_relay.Answer(status)
         if evse_id == 0 and status != "Rejected":  # the whole station: its native chargers too
             answer = await native_relay.change_chargers_availability(site, operational_status, status)
@@ -276,7 +276,7 @@ class Peer201(CsmsPeer, ChargePoint):
     # (an EVSE of a native charger: its charger's, relayed in 1.6 terms, native_profiles.py)
     @on(Action.set_charging_profile)
     async def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
-        if self.owner.site.is_native(evse_id):
+        if self.owner.site.native.owns(evse_id):
             return await native_profiles.set_profile(self.owner, evse_id, charging_profile)
         return self.owner.smart_charging.set_profile(evse_id, charging_profile)
 
@@ -309,6 +309,6 @@ class Peer201(CsmsPeer, ChargePoint):
     async def on_get_composite_schedule(
         self, duration: int, evse_id: int, charging_rate_unit: str | None = None, **_: Any
     ) -> Any:
-        if self.owner.site.is_native(evse_id):
+        if self.owner.site.native.owns(evse_id):
             return await native_profiles.composite(self.owner, evse_id, duration, charging_rate_unit)
         return self.owner.smart_charging.composite(evse_id, duration, charging_rate_unit)

@@ -53,7 +53,7 @@ class Resets201:
         log.warning("CSMS asked for an %s reset of %s: %s", type_, what, answer[0])
         self._answered[(type_, evse_id)] = answer[0]
         result = result_from_status(answer[0])
-        self.site.record_command(Command.RESET, CommandSource.CSMS, result, evse_id, type=type_.lower())
+        self.site.commands.record(Command.RESET, CommandSource.CSMS, result, evse_id, type=type_.lower())
         return answer
 
     def _station(self, type_: str) -> Answer:
@@ -79,7 +79,7 @@ class Resets201:
             await self._reset_station(type_ == "Immediate")
         elif self.site.connectors[evse_id].session_active:
             self.evses_scheduled.discard(evse_id)
-            self.site.stop_session(evse_id, StopReason.HARD_RESET)
+            self.site.commands.stop_session(evse_id, StopReason.HARD_RESET)
 
     def session_ended(self, evse_id: int) -> None:
         """A transaction ended: a reset that waited for it is done now."""

@@ -59,8 +59,8 @@ def startup_events(site: Site, clean_shutdown: bool | None) -> None:
     """The station's own events at its start: it started, and, after a process that did not end
     on purpose (a kill, a crash, a power cut: the gateway cannot tell which), it was rebooted."""
     if clean_shutdown is False:
-        site.security_event(SecurityEventKind.RESET, "the gateway restarted after its process ended unexpectedly")
-    site.security_event(SecurityEventKind.STARTUP, "the gateway started")
+        site.security.report(SecurityEventKind.RESET, "the gateway restarted after its process ended unexpectedly")
+    site.security.report(SecurityEventKind.STARTUP, "the gateway started")
 
 
 def settings_watch(site: Site) -> Callable[[set[str]], None]:
@@ -70,7 +70,7 @@ def settings_watch(site: Site) -> Callable[[set[str]], None]:
         ours = sorted(key for key in keys if key.split(".")[0] in SECURITY_COMPONENTS)
         if ours:
             kind = SecurityEventKind.SECURITY_SETTINGS_CHANGED
-            site.security_event(kind, "changed: " + ", ".join(ours), source=",".join(ours))
+            site.security.report(kind, "changed: " + ", ".join(ours), source=",".join(ours))
 
     return changed
 

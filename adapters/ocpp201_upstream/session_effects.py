@@ -49,7 +49,7 @@ class SessionFeed:
         if remote is not None and remote[0] == start.id_tag:
             self.remote_starts = {k: v for k, v in self.remote_starts.items() if v is not remote}
             return "RemoteStart", remote[1], remote[2]
-        if self._card_shown(start) or self.site.is_native(start.connector_id):
+        if self._card_shown(start) or self.site.native.owns(start.connector_id):
             # (a native charger's own start: it authorised the card itself, from its list or cache)
             return "Authorized", LOCAL_TOKEN, None
         return "CablePluggedIn", CENTRAL_TOKEN, None  # free charging: the car plugged in, the configured tag
@@ -75,7 +75,7 @@ class SessionFeed:
         """Whether ``start``'s tag is the card last shown at its EVSE; a native charger's Authorize
         names no connector (OCPP 1.6), so a card shown at any of its EVSEs counts."""
         where = [start.connector_id]
-        if self.site.is_native(start.connector_id):
+        if self.site.native.owns(start.connector_id):
             device = self.site.connectors[start.connector_id].device
             where += [cid for cid, c in self.site.connectors.items() if c.device == device]
         for evse_id in where:

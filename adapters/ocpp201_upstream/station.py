@@ -376,7 +376,7 @@ class ChargingStation201:
         then reconnect and boot again (RemoteReset)."""
         await native_relay.reset_chargers(self.site, "Immediate" if hard else "OnIdle")
         reason = StopReason.HARD_RESET if hard else StopReason.SOFT_RESET
-        self.site.stop_all_sessions(reason)
+        self.site.commands.stop_all_sessions(reason)
         self._take_pending()
         self.tx_points.end_without_session(reason)  # a transaction begun at the plug-in, or kept after a stop
         with contextlib.suppress(TimeoutError):
@@ -386,7 +386,7 @@ class ChargingStation201:
         self.registration = "none"
         self.boot_reason = "RemoteReset"
         kind = "an Immediate" if hard else "an OnIdle"
-        self.site.security_event(SecurityEventKind.RESET, f"{kind} reset of the station asked by the CSMS")
+        self.site.security.report(SecurityEventKind.RESET, f"{kind} reset of the station asked by the CSMS")
         self.site.set_upstream(self._peer is not None, self.registration)
         if self._peer is not None:
             await self._peer.close()

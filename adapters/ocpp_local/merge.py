@@ -91,7 +91,7 @@ class MergedSessions:
         self.site_connector = site_connectors(chargers)
         # site connector -> (identity, its number at the charger)
         self.charger_connector = {site_id: where for where, site_id in self.site_connector.items()}
-        site.register_native(self.charger_connector)
+        site.native.register(self.charger_connector)
         self._events = site.subscribe()  # from the start: no command may slip before run()
         self._relays: set[asyncio.Future[None]] = set()
         self.live: dict[str, MergedChargerSession] = {}  # lowercased identity -> its current connection
@@ -237,7 +237,7 @@ class PassthroughFeed:
                 str(payload.get("info", "")),
                 str(payload.get("vendorErrorCode", "")),
             )
-            self.site.native_status(site_id, status, faults, parse_time(payload.get("timestamp"), now))
+            self.site.native.status(site_id, status, faults, parse_time(payload.get("timestamp"), now))
         else:
             meter_values = [_snake_meter_value(value) for value in payload.get("meterValue", [])]
             try:
@@ -246,7 +246,7 @@ class PassthroughFeed:
                 log.debug("OCPP charger %s (passthrough): MeterValues not shown: %s", identity, exc)
                 return
             if reading is not None:
-                self.site.native_reading(site_id, reading)
+                self.site.native.reading(site_id, reading)
 
 
 def _refuse_reserved(profile: dict[str, Any]) -> None:
@@ -308,7 +308,7 @@ class MergedChargerSession(ChargerSession):
         finally:
             if self.merged.live.get(self.id.lower()) is self:  # not when a reconnect replaced us
                 del self.merged.live[self.id.lower()]
-                self.site.native_offline(self.id, self.site.clock.now())
+                self.site.native.offline(self.id, self.site.clock.now())
 
     def _received(self, action: str, payload: dict[str, Any]) -> None:
         super()._received(action, payload)
@@ -332,7 +332,7 @@ class MergedChargerSession(ChargerSession):
                 payload["status"], payload["error_code"], payload.get("info", ""), payload.get("vendor_error_code", "")
             )
             at = parse_time(payload.get("timestamp"), self.site.clock.now())
-            self.site.native_status(site_id, status, faults, at)
+            self.site.native.status(site_id, status, faults, at)
         return call_result.StatusNotification()
 
     @on(Action.meter_values)
@@ -347,7 +347,7 @@ class MergedChargerSession(ChargerSession):
         except BadMeterValue as exc:
             raise _refused(f"connector {number}: {exc}") from None
         if site_id is not None and reading is not None:
-            fault = self.site.native_reading(site_id, reading)
+            fault = self.site.native.reading(site_id, reading)
             if fault is not None:
                 raise _refused(f"connector {number}: energy register {_raw_register(payload)} refused: {fault.info}")
         return call_result.MeterValues()
@@ -357,7 +357,7 @@ class MergedChargerSession(ChargerSession):
         self._received(Action.authorize, payload)
         site_id = next((cid for (ident, _), cid in self.merged.site_connector.items() if ident == self.id.lower()), 0)
         try:
-            status = await asyncio.wait_for(self.site.native_authorize(site_id, payload["id_tag"]), AUTHORIZE_WAIT_S)
+            status = await asyncio.wait_for(self.site.native.authorize(site_id, payload["id_tag"]), AUTHORIZE_WAIT_S)
         except TimeoutError:
             status = AuthStatus.INVALID
         return call_result.Authorize(id_tag_info={"status": AUTH_TO_OCPP[status]})
@@ -376,10 +376,10 @@ class MergedChargerSession(ChargerSession):
         if meter_start < 0:
             raise _refused(f"connector {number}: meterStart {meter_start} is negative")
         at = parse_time(payload.get("timestamp"), self.site.clock.now())
-        fault = self.site.native_reading(site_id, Reading(at, energy_wh=meter_start))
+        fault = self.site.native.reading(site_id, Reading(at, energy_wh=meter_start))
         if fault is not None:
             raise _refused(f"connector {number}: meterStart {meter_start} refused: {fault.info}")
-        local_ref = self.site.native_start(site_id, payload["id_tag"], meter_start, at)
+        local_ref = self.site.native.start(site_id, payload["id_tag"], meter_start, at)
         if not self.site.settle():  # queued upstream, on disk, before the charger gets its answer
             raise _not_stored("StartTransaction")  # it sends it again; the repeat is the same session
         transaction_id = self.merged.transaction_id(local_ref)
@@ -395,7 +395,7 @@ class MergedChargerSession(ChargerSession):
         at = parse_time(payload.get("timestamp"), self.site.clock.now())
         reason = REASONS.get(str(payload.get("reason", "Local")), StopReason.OTHER)
         if local_ref is not None:  # (False for a stop sent again whose session is stopped already)
-            self.site.native_stop(local_ref, int(payload["meter_stop"]), at, reason)
+            self.site.native.stop(local_ref, int(payload["meter_stop"]), at, reason)
         if not self.site.settle():  # queued upstream, on disk, before the charger gets its answer
             raise _not_stored("StopTransaction")  # it sends it again (the session is stopped already)
         self.merged.finished(transaction_id)  # and forgotten only then: a stop resent after a kill still finds it

@@ -168,7 +168,7 @@ class LocalOcppServer:
         if verdict.login_failed and self.site is not None:  # the Site's rate limit: one a minute per address
             who = short(repr(identity_in(request.path)), 60)
             detail = f"local OCPP server: {verdict.reason} for {who} from {_peer(connection)}"
-            self.site.security_event(SecurityEventKind.LOGIN_FAILED, detail, source=f"ocpp {_peer(connection)}")
+            self.site.security.report(SecurityEventKind.LOGIN_FAILED, detail, source=f"ocpp {_peer(connection)}")
         response = connection.respond(verdict.status, verdict.body)
         if verdict.challenge:
             response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'

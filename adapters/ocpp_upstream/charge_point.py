@@ -160,7 +160,7 @@ class VirtualChargePoint:
                 log.info("connector %s: session %s never reached the queue; nothing to stop", orphan.connector_id, ref)
                 self.transactions.closed(ref)
                 continue
-            if self.site.is_native(orphan.connector_id):  # the charger did not stop with us
+            if self.site.native.owns(orphan.connector_id):  # the charger did not stop with us
                 self._resume_native(orphan)
                 continue
             stopped_at = datetime.fromisoformat(orphan.last_register_at)
@@ -181,7 +181,7 @@ class VirtualChargePoint:
         ref, connector_id = orphan.local_ref, orphan.connector_id
         self.transactions.running[connector_id] = ref
         started_at = datetime.fromisoformat(orphan.started_at)
-        self.site.native_resume(connector_id, ref, orphan.id_tag, orphan.meter_start_wh, started_at)
+        self.site.native.resume(connector_id, ref, orphan.id_tag, orphan.meter_start_wh, started_at)
         if (csms_id := self.transactions.csms_id(ref)) is not None:
             self.site.transaction_numbered(ref, csms_id)
         log.info("connector %s: the native charger's session %s goes on after the restart", connector_id, ref)
@@ -380,7 +380,7 @@ class VirtualChargePoint:
     async def reset(self, hard: bool) -> None:
         """Reset as the CSMS asked: end every session (SoftReset/HardReset), deliver the stops, then
         reconnect and boot again. The gateway process itself keeps running: its devices are fine."""
-        self.site.stop_all_sessions(StopReason.HARD_RESET if hard else StopReason.SOFT_RESET)
+        self.site.commands.stop_all_sessions(StopReason.HARD_RESET if hard else StopReason.SOFT_RESET)
         self._take_pending()  # queue the stops now, before waiting for their delivery
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.response_timeout_s):

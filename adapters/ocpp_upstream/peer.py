@@ -80,8 +80,8 @@ class Peer(CsmsPeer, ChargePoint):
         return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
 
     def _record(self, command: Command, status: str, connector_id: int | None = None, **detail: Any) -> None:
-        """The CSMS's command, answered ``status``, for the operator's event log (see Site.record_command)."""
-        self.owner.site.record_command(command, CommandSource.CSMS, result_from_status(status), connector_id, **detail)
+        """The CSMS's command, answered ``status``, for the operator's event log (see Site.commands.record)."""
+        self.owner.site.commands.record(command, CommandSource.CSMS, result_from_status(status), connector_id, **detail)
 
     async def _relayed(self, connector_id: int, action: str, payload: dict[str, Any], fallback: str) -> str:
         """A native charger's answer to a command for one of its connectors (its ``status``), or
@@ -95,7 +95,7 @@ class Peer(CsmsPeer, ChargePoint):
         """A native charger's whole answer (snake_case), or None if it gave none."""
         try:
             async with asyncio.timeout(RELAY_TIMEOUT_S):
-                return await self.owner.site.relay(connector_id, action, payload)
+                return await self.owner.site.native.relay(connector_id, action, payload)
         except Exception as exc:  # the charger's failure is its own: answer the CSMS, carry on
             log.warning("%s for connector %s not carried out by its charger: %s", action, connector_id, exc)
             return None
@@ -105,7 +105,7 @@ class Peer(CsmsPeer, ChargePoint):
         self, id_tag: str, connector_id: int | None = None, charging_profile: dict[str, Any] | None = None
     ) -> Any:
         site = self.owner.site
-        if connector_id is not None and site.is_native(connector_id):  # the charger decides, profile and all
+        if connector_id is not None and site.native.owns(connector_id):  # the charger decides, profile and all
             payload = {"connector_id": connector_id, "id_tag": id_tag, "charging_profile": charging_profile}
             status = await self._relayed(connector_id, "RemoteStartTransaction", payload, "Rejected")
             if status == "Accepted" and charging_profile is not None:
@@ -126,7 +126,7 @@ class Peer(CsmsPeer, ChargePoint):
                 self._record(Command.START, "Rejected", connector_id, id_tag=mask_id_tag(id_tag), reason=str(exc))
                 return call_result.RemoteStartTransaction(status="Rejected")
         authorize_first = self.owner.configuration.boolean("AuthorizeRemoteTxRequests")
-        accepted = site.remote_start(connector_id, id_tag, authorize_first, source=CommandSource.CSMS)
+        accepted = site.commands.remote_start(connector_id, id_tag, authorize_first, source=CommandSource.CSMS)
         if accepted and profile is not None:
             site.charging_profiles.install(profile, remote_start=True)
             site.request(ChargingProfilesChanged())
@@ -137,14 +137,14 @@ class Peer(CsmsPeer, ChargePoint):
     async def on_remote_stop(self, transaction_id: int) -> Any:
         local_ref = self.owner.transactions.local_ref(transaction_id)
         native = self.owner.site.session_connector(local_ref) if local_ref is not None else None
-        if local_ref is not None and native is not None and self.owner.site.is_native(native):
+        if local_ref is not None and native is not None and self.owner.site.native.owns(native):
             payload = {"local_ref": local_ref}
             status = await self._relayed(native, "RemoteStopTransaction", payload, "Rejected")
             self._record(Command.STOP, status, native, session=local_ref)
             return call_result.RemoteStopTransaction(status=status)
         if local_ref is None:
             self._record(Command.STOP, "Rejected", None, transaction_id=transaction_id, reason="no such transaction")
-        accepted = local_ref is not None and self.owner.site.remote_stop(local_ref, source=CommandSource.CSMS)
+        accepted = local_ref is not None and self.owner.site.commands.remote_stop(local_ref, source=CommandSource.CSMS)
         log.info("CSMS remote stop of transaction %s: %s", transaction_id, "Accepted" if accepted else "Rejected")
         return call_result.RemoteStopTransaction(status="Accepted" if accepted else "Rejected")
 
@@ -167,7 +167,7 @@ class Peer(CsmsPeer, ChargePoint):
     @on(Action.set_charging_profile)
     async def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]) -> Any:
         site = self.owner.site
-        if site.is_native(connector_id):  # the charger limits itself; a TxProfile names its session
+        if site.native.owns(connector_id):  # the charger limits itself; a TxProfile names its session
             profile = dict(cs_charging_profiles)
             csms_id = profile.pop("transaction_id", None)
             local_ref = self.owner.transactions.local_ref(csms_id) if csms_id is not None else None
@@ -202,7 +202,7 @@ class Peer(CsmsPeer, ChargePoint):
         stack_level: int | None = None,
     ) -> Any:
         which = {"id": id, "charging_profile_purpose": charging_profile_purpose, "stack_level": stack_level}
-        if connector_id is not None and self.owner.site.is_native(connector_id):
+        if connector_id is not None and self.owner.site.native.owns(connector_id):
             status = await self._relayed(connector_id, "ClearChargingProfile", which, "Unknown")
             if status == "Accepted":  # and the copy the sharing reads goes too
                 mirrored = self.owner.site.charging_profiles.clear(
@@ -234,7 +234,7 @@ class Peer(CsmsPeer, ChargePoint):
         self, connector_id: int, duration: int, charging_rate_unit: str | None = None
     ) -> Any:
         site = self.owner.site
-        if site.is_native(connector_id):  # the charger keeps its own schedule
+        if site.native.owns(connector_id):  # the charger keeps its own schedule
             asked = {"duration": duration, "charging_rate_unit": charging_rate_unit}
             answer = await self._relay_answer(connector_id, "GetCompositeSchedule", asked)
             if answer is None or answer.get("status") != "Accepted":
@@ -302,15 +302,17 @@ class Peer(CsmsPeer, ChargePoint):
 
     @on(Action.change_availability)
     async def on_change_availability(self, connector_id: int, type: str) -> Any:
-        if self.owner.site.is_native(connector_id):
+        if self.owner.site.native.owns(connector_id):
             payload = {"connector_id": connector_id, "type": type}
             status = await self._relayed(connector_id, "ChangeAvailability", payload, "Rejected")
             self._record(Command.AVAILABILITY, status, connector_id, available=type == "Operative")
             return call_result.ChangeAvailability(status=status)
         site = self.owner.site
-        status = site.change_availability(connector_id, available=type == "Operative", source=CommandSource.CSMS)
+        status = site.commands.change_availability(
+            connector_id, available=type == "Operative", source=CommandSource.CSMS
+        )
         if connector_id == 0 and status != "Rejected":  # the whole site: its native chargers too
-            for native in site.one_connector_per_native_charger():
+            for native in site.native.one_connector_per_charger():
                 payload = {"connector_id": native, "type": type, "whole_charger": True}
                 answer = await self._relayed(native, "ChangeAvailability", payload, "Rejected")
                 status = answer if answer == "Rejected" or status == "Accepted" else status
@@ -326,7 +328,7 @@ class Peer(CsmsPeer, ChargePoint):
     @after(Action.reset)
     async def after_reset(self, type: str) -> None:
         site = self.owner.site
-        for connector_id in site.one_connector_per_native_charger():  # the site's native chargers are reset too
+        for connector_id in site.native.one_connector_per_charger():  # the site's native chargers are reset too
             await self._relayed(connector_id, "Reset", {"type": type}, "Rejected")
         try:
             await self.owner.reset(hard=type == "Hard")
@@ -335,7 +337,7 @@ class Peer(CsmsPeer, ChargePoint):
 
     @on(Action.unlock_connector)
     async def on_unlock_connector(self, connector_id: int) -> Any:
-        if self.owner.site.is_native(connector_id):
+        if self.owner.site.native.owns(connector_id):
             payload = {"connector_id": connector_id}
             status = await self._relayed(connector_id, "UnlockConnector", payload, "UnlockFailed")
             self._record(Command.UNLOCK, status, connector_id)

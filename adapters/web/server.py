@@ -231,7 +231,7 @@ class StatusServer:
         if request.headers.getall("Authorization", []):
             origin = request.remote or "unknown"
             detail = f"status page: wrong user name or password from {origin}"
-            self.site.security_event(SecurityEventKind.LOGIN_FAILED, detail, source=f"page {origin}")
+            self.site.security.report(SecurityEventKind.LOGIN_FAILED, detail, source=f"page {origin}")
 
     def picture(self) -> dict[str, Any]:
         picture = site_picture(self.site, self.telemetry, self.labels, started_at=self.started_at)
@@ -275,7 +275,7 @@ class StatusServer:
 
     # -- commands (only with [status_page] commands = true, which needs a password) ------------------
     async def _stop(self, request: web.BaseRequest, connector_id: int) -> web.StreamResponse:
-        if not self.site.stop_session(connector_id, source=CommandSource.PAGE):
+        if not self.site.commands.stop_session(connector_id, source=CommandSource.PAGE):
             return _refused(409, f"no session runs on connector {connector_id}")
         log.info("status page: session on connector %s stopped by the operator", connector_id)
         return _json({"connector_id": connector_id, "result": "stopping"})
@@ -285,7 +285,7 @@ class StatusServer:
         available = body.get("available")
         if not isinstance(available, bool):
             return _refused(400, "available must be true or false")
-        result = self.site.change_availability(connector_id, available, source=CommandSource.PAGE)
+        result = self.site.commands.change_availability(connector_id, available, source=CommandSource.PAGE)
         log.info(
             "status page: connector %s %s: %s", connector_id, "in service" if available else "out of service", result
         )

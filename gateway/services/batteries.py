@@ -70,7 +70,7 @@ class Batteries:
         self.refresh(connector_id, always=True)
 
     def set_target(self, connector_id: int, percent: float | None) -> None:
-        """Replace a connector's target (see ``Site.set_soc_target``); raises CommandRejected."""
+        """Replace a connector's target (see ``Site.commands.set_soc_target``); raises CommandRejected."""
         if connector_id not in self._connectors:
             raise CommandRejected(f"no connector {connector_id} (connectors: {sorted(self._connectors)})")
         self.targets.set(connector_id, percent)

@@ -74,7 +74,7 @@ class LimitKeeper:
         other takes no share and what it draws counts as building load.
 
         SoC targets are the Site's (``Connector.soc_target_percent``: the config's, or one set by
-        ``Site.set_soc_target``): a connector whose car reaches its target is paused, so the
+        ``Site.commands.set_soc_target``): a connector whose car reaches its target is paused, so the
         battery information is used to charge efficiently, not only shown."""
         self.site = site
         self.store = store

@@ -34,7 +34,6 @@ from gateway.domain.metering import DEFAULT_CONNECTOR_MAX_POWER_W, DEFAULT_METER
 from gateway.domain.model import (
     ChargerSnapshot,
     Connector,
-    ConnectorStatus,
     DeviceFailed,
     Fault,
     Meter,
@@ -47,7 +46,6 @@ from gateway.domain.model import (
 )
 from gateway.domain.outbox import BacklogStats
 from gateway.domain.ports import Clock, NoSettingsStore, SettingsStore
-from gateway.domain.security import SecurityEventLimit
 from gateway.domain.status import derive_faults, derive_status, evse_offering
 from gateway.domain.transactions import (
     AuthStatus,
@@ -63,7 +61,7 @@ from gateway.services.native_chargers import NativeChargers
 from gateway.services.sessions import PLUGGED_STATES, ConnectorPolicy, Sessions
 from gateway.services.shared_load import SharedLoad
 from gateway.services.site_commands import SiteCommands
-from gateway.services.site_security import SiteSecurity
+from gateway.services.site_security import SecurityEvents
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +73,12 @@ class SystemClock:
         return utc_now()
 
 
-class Site(NativeChargers, SiteCommands, SiteSecurity):
-    """The domain model of one charging site, with connectors 1..N and its meters."""
+class Site:
+    """The domain model of one charging site, with connectors 1..N and its meters.
+
+    Three doors are collaborators of their own (``site_core.py`` says what they may use):
+    ``commands`` (what may be asked of the site), ``native`` (chargers that speak OCPP
+    themselves) and ``security`` (security events)."""
 
     def __init__(
         self,
@@ -96,28 +98,26 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         self.connectors: dict[int, Connector] = {c.connector_id: c for c in connectors}
         self.meters: dict[str, Meter] = {m.name: m for m in meters}
         self.upstream = UpstreamState()
-        self._native_status: dict[int, ConnectorStatus] = {}  # native chargers' own statuses
-        self._native_connectors: set[int] = set()
-        self._native_authorizations: dict[tuple[int, str], list[asyncio.Future[AuthStatus]]] = {}
         self._backlog_stats: Callable[[], BacklogStats] = lambda: BacklogStats(0, 0, None, 0, 0)
         self._by_socket = {(c.device, c.socket): c for c in self.connectors.values()}
         self._health: dict[str, DeviceHealth] = {}
         self._offline_after = dict(offline_after_failures or {})
         self._failures: dict[str, int] = {}
-        self._availability_after_session: dict[int, bool] = {}  # ChangeAvailability that waits for a stop
         self._car_told: dict[int, bool] = {}  # connector -> whether a car is plugged, as last told
         self._subscribers: list[EventStream] = []
-        self.security_limit = SecurityEventLimit()  # security events: one per kind and source a minute
         self._settlers: list[Callable[[], None]] = []
         self.settings: SettingsStore = settings or NoSettingsStore()
         self.registers = BillingRegisters(self._register_ceilings(), self.settings)
         self.connection_timeout_s = 60.0  # ConnectionTimeOut: how long an authorised start waits for the car
         self.charging_profiles = ChargingProfileStore(len(self.upstream_connectors))  # the back office's limits
-        self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self._session_effect)
+        self.sessions = Sessions(sorted(self.connectors), policies or {}, self.billing_energy_wh, self.session_effect)
         # a passthrough charger's connectors run no sessions of the gateway's (its CSMS has them)
         self.sessions.out_of_service.update(cid for cid, c in self.connectors.items() if not c.upstream)
-        self.load = SharedLoad(self._emit)  # power sharing: the MQTT site limit and the last decision
-        self.batteries = Batteries(self.connectors, soc_targets, self.billing_register, self._emit, self.settings)
+        self.load = SharedLoad(self.emit)  # power sharing: the MQTT site limit and the last decision
+        self.batteries = Batteries(self.connectors, soc_targets, self.billing_register, self.emit, self.settings)
+        self.native = NativeChargers(self)
+        self.commands = SiteCommands(self, self.native.owns)
+        self.security = SecurityEvents(self)
 
     # -- subscriptions -------------------------------------------------------------------------
     def subscribe(self) -> EventStream:
@@ -130,7 +130,7 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         if stream in self._subscribers:
             self._subscribers.remove(stream)
 
-    def _emit(self, event: Event) -> None:
+    def emit(self, event: Event) -> None:
         for stream in self._subscribers:
             stream.put(event)
 
@@ -181,6 +181,11 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         last = self.registers.last(where)
         return None if last is None else (last.energy_wh, reading.measured_at)
 
+    @property
+    def upstream_connectors(self) -> dict[int, Connector]:
+        """The connectors of the site's one charge point (not those of passthrough chargers)."""
+        return {cid: c for cid, c in self.connectors.items() if c.upstream}
+
     def devices(self) -> list[str]:
         names = {c.device for c in self.connectors.values()} | set(self.meters)
         return sorted(names)
@@ -192,20 +197,20 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
             failures = self._failures.get(snapshot.device, 0) + 1
             self._failures[snapshot.device] = failures
             if failures >= self._offline_after.get(snapshot.device, 1):
-                self._set_online(snapshot.device, False, snapshot.reason, snapshot.failed_at)
+                self.set_online(snapshot.device, False, snapshot.reason, snapshot.failed_at)
             return
         self._failures[snapshot.device] = 0
         if isinstance(snapshot, ChargerSnapshot):
             self._apply_charger(snapshot)
         elif isinstance(snapshot, MeterSnapshot):
             self._apply_meter(snapshot)
-        self._set_online(snapshot.device, True, "", snapshot.reading.measured_at)
+        self.set_online(snapshot.device, True, "", snapshot.reading.measured_at)
 
     def _apply_charger(self, snap: ChargerSnapshot) -> None:
         connector = self._by_socket.get((snap.device, snap.socket))
         if connector is None:
             return  # a socket the config does not map to a connector
-        reading, register_fault = self._guard_register(f"connector {connector.connector_id}", snap.reading)
+        reading, register_fault = self.guard_register(f"connector {connector.connector_id}", snap.reading)
         car_left = snap.vehicle_state is VehicleState.A and connector.vehicle_state not in (None, VehicleState.A)
         connector.vehicle_state = snap.vehicle_state
         connector.device_faults = (*snap.faults, register_fault) if register_fault else snap.faults
@@ -214,13 +219,13 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         previous = connector.reading
         connector.reading = reading
         if previous is None or previous.values() != snap.reading.values():
-            self._emit(ConnectorReadingChanged(connector.connector_id, snap.reading))
+            self.emit(ConnectorReadingChanged(connector.connector_id, snap.reading))
         self.batteries.charger_polled(connector, car_left)
         if connector.device_online:  # a returning device is handled once, in _set_online
             self._follow_vehicle(connector, snap.reading.measured_at)
             if card is not None:  # a card newly shown at the charger
                 self.sessions.id_tag_presented(connector.connector_id, card, snap.reading.measured_at)
-                self._update_status(connector, snap.reading.measured_at)  # being authorised: taken
+                self.update_status(connector, snap.reading.measured_at)  # being authorised: taken
 
     def _follow_vehicle(self, connector: Connector, at: datetime) -> None:
         """Sessions follow the car, then the status follows both."""
@@ -228,22 +233,22 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
             connector.finishing = False
         for expired in self.sessions.expire_waiting(at, self.connection_timeout_s):
             if expired != connector.connector_id:  # back to Available (that one is updated below)
-                self._update_status(self.connectors[expired], at)
+                self.update_status(self.connectors[expired], at)
             if self.charging_profiles.end_transaction(expired):  # a remote start's TX profile, never used
                 self.request(ChargingProfilesChanged())
         plugged = connector.vehicle_state in PLUGGED_STATES
         if connector.vehicle_state is not None and plugged != self._car_told.get(connector.connector_id, False):
             self._car_told[connector.connector_id] = plugged  # told before the session it starts or ends
             energy_wh = self.billing_energy_wh(connector.connector_id)
-            self._emit(VehicleConnectionChanged(connector.connector_id, plugged, energy_wh, at))
+            self.emit(VehicleConnectionChanged(connector.connector_id, plugged, energy_wh, at))
         self.sessions.vehicle_state(connector.connector_id, connector.vehicle_state, at)
-        self._update_status(connector, at)
+        self.update_status(connector, at)
 
     def _apply_meter(self, snap: MeterSnapshot) -> None:
         meter = self.meters.get(snap.device)
         if meter is None:
             return
-        reading, register_fault = self._guard_register(f"meter {meter.name}", snap.reading)
+        reading, register_fault = self.guard_register(f"meter {meter.name}", snap.reading)
         faults = (*snap.faults, register_fault) if register_fault else snap.faults
         self._emit_fault_changes(meter.faults, faults, reading.measured_at, None, meter.name)
         faults_changed = faults != meter.faults
@@ -251,11 +256,11 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         previous = meter.reading
         meter.reading = reading
         if faults_changed or previous is None or previous.values() != reading.values():
-            self._emit(MeterReadingChanged(meter.name, meter.connector_id, reading))
+            self.emit(MeterReadingChanged(meter.name, meter.connector_id, reading))
         if meter.connector_id in self.connectors:  # the connector's billing register: estimates move
             self.batteries.refresh(meter.connector_id)
 
-    def _guard_register(self, where: str, reading: Reading, *, quiet: bool = False) -> tuple[Reading, Fault | None]:
+    def guard_register(self, where: str, reading: Reading, *, quiet: bool = False) -> tuple[Reading, Fault | None]:
         """Never let a register that went backwards or jumped through as a billing value."""
         return self.registers.guard(where, reading, quiet=quiet)
 
@@ -270,7 +275,7 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
             ceilings[f"meter {meter.name}"] = meter.max_power_w or metered or DEFAULT_METER_MAX_POWER_W
         return ceilings
 
-    def _set_online(self, device: str, online: bool, reason: str, at: datetime) -> None:
+    def set_online(self, device: str, online: bool, reason: str, at: datetime) -> None:
         was = self.device_online(device)
         if was == online:
             return
@@ -288,10 +293,10 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
                     self.sessions.device_answers(connector.connector_id)
                     self._follow_vehicle(connector, at)
                 else:
-                    self._update_status(connector, at)
-        self._emit(DeviceHealthChanged(device, online, reason, at))
+                    self.update_status(connector, at)
+        self.emit(DeviceHealthChanged(device, online, reason, at))
 
-    def _update_status(self, connector: Connector, at: datetime) -> None:
+    def update_status(self, connector: Connector, at: datetime) -> None:
         faults = derive_faults(connector.vehicle_state, connector.device_faults, connector.device_online)
         offered = connector.reading.offered_current_a if connector.reading else None
         status = derive_status(
@@ -303,7 +308,7 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
             finishing=connector.finishing,
             awaiting_car=self.sessions.awaiting_car(connector.connector_id),
         )
-        native = self._native_status.get(connector.connector_id)
+        native = self.native.status_of(connector.connector_id)
         if native is not None and connector.device_online:  # a native charger says its own status
             status = native
         if status is connector.status and faults == connector.faults:
@@ -314,7 +319,7 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
             connector.status = status
             connector.status_since = at
         connector.faults = faults
-        self._emit(ConnectorStatusChanged(connector.connector_id, status, faults, at))
+        self.emit(ConnectorStatusChanged(connector.connector_id, status, faults, at))
 
     def _emit_fault_changes(
         self,
@@ -329,11 +334,11 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         for fault in before:
             if fault not in after:
                 log.info("%s fault cleared: %s %s", where, fault.kind, fault.vendor_code)
-                self._emit(FaultCleared(connector_id, fault, at, meter=meter))
+                self.emit(FaultCleared(connector_id, fault, at, meter=meter))
         for fault in after:
             if fault not in before:
                 log.warning("%s fault raised: %s %s %s", where, fault.kind, fault.vendor_code, fault.info)
-                self._emit(FaultRaised(connector_id, fault, at, meter=meter))
+                self.emit(FaultRaised(connector_id, fault, at, meter=meter))
 
     # -- battery ---------------------------------------------------------------------------------
     def report_battery(
@@ -347,14 +352,14 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
 
     def session_connector(self, local_ref: str) -> int | None:
         """The connector whose running session is ``local_ref``."""
-        connector = self._running(local_ref)
+        connector = self.running_connector(local_ref)
         return connector.connector_id if connector is not None else None
 
-    def _running(self, local_ref: str) -> Connector | None:
+    def running_connector(self, local_ref: str) -> Connector | None:
         return next((c for c in self.connectors.values() if c.session and c.session.local_ref == local_ref), None)
 
     # -- sessions ----------------------------------------------------------------------------------
-    def _session_effect(self, effect: Effect) -> None:
+    def session_effect(self, effect: Effect) -> None:
         """Keep the connector's view of its session current, then tell the subscribers."""
         connector = self.connectors[effect.connector_id]
         if isinstance(effect, StartTransaction):
@@ -363,41 +368,37 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         elif isinstance(effect, StopTransaction):
             connector.session_active, connector.session = False, None
             connector.finishing = connector.vehicle_state in PLUGGED_STATES
-        self._emit(effect)
-        if isinstance(effect, StopTransaction) and effect.connector_id in self._availability_after_session:
-            self._set_available(effect.connector_id, self._availability_after_session.pop(effect.connector_id))
+        self.emit(effect)
+        if isinstance(effect, StopTransaction):
+            self.commands.session_stopped(effect.connector_id)
         if isinstance(effect, StartTransaction | StopTransaction) and connector.device_online:
-            self._update_status(connector, self.clock.now())
+            self.update_status(connector, self.clock.now())
 
     def authorization_result(self, connector_id: int, id_tag: str, status: AuthStatus) -> None:
-        waiting = self._native_authorizations.pop((connector_id, id_tag), None)
-        if waiting:  # a native charger asked: it decides what to do with the answer
-            for future in waiting:
-                if not future.done():
-                    future.set_result(status)
-            return
+        if self.native.authorization_answered(connector_id, id_tag, status):
+            return  # a native charger asked: it decides what to do with the answer
         self._authorization_for_sessions(connector_id, id_tag, status)
 
     def _authorization_for_sessions(self, connector_id: int, id_tag: str, status: AuthStatus) -> None:
         """The answer to an ``Authorize`` event (from the CSMS, the local list or the cache)."""
         self.sessions.authorization(connector_id, id_tag, status, self.clock.now())
         if connector_id in self.connectors:  # refused: no longer taken; accepted: still waiting for the car
-            self._update_status(self.connectors[connector_id], self.clock.now())
+            self.update_status(self.connectors[connector_id], self.clock.now())
 
     def transaction_numbered(self, local_ref: str, transaction_id: int) -> None:
         """The CSMS numbered the session ``local_ref`` (reported by the upstream adapter)."""
-        connector = self._running(local_ref)
+        connector = self.running_connector(local_ref)
         if connector is not None and connector.session is not None:
             connector.session.transaction_id = transaction_id
-            self._emit(TransactionNumbered(connector.connector_id, transaction_id))
+            self.emit(TransactionNumbered(connector.connector_id, transaction_id))
 
     def start_rejected(self, local_ref: str, stop_on_invalid_id: bool) -> None:
         """The back office did not accept the id tag of a started session (a native charger's
         session is stopped by the charger itself, asked as the CSMS would: RemoteStopTransaction)."""
         native = self.session_connector(local_ref)
-        if native is not None and self.is_native(native):
+        if native is not None and self.native.owns(native):
             if stop_on_invalid_id:
-                answer = self.relay(native, "RemoteStopTransaction", {"local_ref": local_ref})
+                answer = self.native.relay(native, "RemoteStopTransaction", {"local_ref": local_ref})
                 answer.add_done_callback(_log_refused_stop)
             return
         self.sessions.start_rejected(local_ref, stop_on_invalid_id, self.clock.now())
@@ -406,7 +407,7 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         """Pass a command or notice from one service or adapter to the others (one door in)."""
         if isinstance(event, ChargingProfilesChanged):
             self.settings.save("charging_profiles", self.charging_profiles.to_dict())
-        self._emit(event)
+        self.emit(event)
 
     def restore(self) -> None:
         """Take back what was set before a restart: availability, charging profiles, SoC targets and
@@ -437,7 +438,7 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
 
     def report_backlog(self) -> None:
         """The outbox changed (told by the outbox after every change): readers look again."""
-        self._emit(BacklogChanged())
+        self.emit(BacklogChanged())
 
     def set_upstream(self, connected: bool, registration: str, reason: str = "") -> None:
         """Record the CSMS connection state (reported by the upstream adapter) for MQTT and status.
@@ -449,10 +450,10 @@ class Site(NativeChargers, SiteCommands, SiteSecurity):
         if (connected, registration) == (self.upstream.connected, self.upstream.registration):
             if reason and reason != self.upstream.reason:
                 self.upstream = replace(self.upstream, reason=reason)
-                self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at, reason))
+                self.emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at, reason))
             return
         self.upstream = UpstreamState(connected, registration, self.clock.now(), reason)
-        self._emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at, reason))
+        self.emit(UpstreamStateChanged(connected, registration, self.upstream.changed_at, reason))
 
 
 def _log_refused_stop(answer: asyncio.Future[dict[str, Any]]) -> None:

@@ -95,7 +95,7 @@ async def test_a_bug_behind_one_command_is_one_error_line_and_an_answer(
     def broken(connector_id: int, percent: float | None, **_: object) -> None:  # (source=...)
         raise ZeroDivisionError("a bug in the Site")
 
-    monkeypatch.setattr(rig.site, "set_soc_target", broken)
+    monkeypatch.setattr(rig.site.commands, "set_soc_target", broken)
     caplog.set_level(logging.DEBUG, logger="adapters.mqtt")
     with LogSignal("adapters.mqtt.bridge", logging.ERROR, "failed") as failed:
         topic = await rig.send("soc_target", {"soc_target_percent": 80})

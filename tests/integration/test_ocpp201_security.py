@@ -148,7 +148,7 @@ async def test_wrong_status_page_passwords_are_one_event_a_minute_with_a_count(
             assert await get(authorization(("admin", PASSWORD))) == 200
             failed = await csms.wait_for(NOTIFICATION, lambda p: p["type"] == "MaintenanceLoginFailed")
             assert failed["techInfo"] == "status page: wrong user name or password from 127.0.0.1"
-            site.security_limit.interval_s = 0.3  # (the minute, shortened)
+            site.security.limit.interval_s = 0.3  # (the minute, shortened)
             await asyncio.sleep(0.35)
             assert await get(wrong) == 401
             await csms.wait_for(NOTIFICATION, lambda _: types(csms).count("MaintenanceLoginFailed") == 2)
@@ -188,9 +188,9 @@ async def test_events_of_an_outage_wait_and_go_in_order_with_their_times(running
     site = make_site()
     station = start_station(site, port, running)
     await until(site, lambda: "unreachable" in (site.upstream.reason or ""))
-    site.security_event(SecurityEventKind.STORAGE_FULL, "outbox: cannot write to disk", "outbox")
-    site.security_event(SecurityEventKind.INVALID_MESSAGES, "a frame from the CSMS", "csms")
-    site.security_event(SecurityEventKind.SECURITY_SETTINGS_CHANGED, "changed: AuthCtrlr.Enabled", "x")
+    site.security.report(SecurityEventKind.STORAGE_FULL, "outbox: cannot write to disk", "outbox")
+    site.security.report(SecurityEventKind.INVALID_MESSAGES, "a frame from the CSMS", "csms")
+    site.security.report(SecurityEventKind.SECURITY_SETTINGS_CHANGED, "changed: AuthCtrlr.Enabled", "x")
     await until(site, lambda: len(station.security.queued()) == 4)  # (the Startup of the boot, and these)
     queued = [event.at for event in station.security.queued()]
     csms = DemoCsms201("127.0.0.1", port)

@@ -175,7 +175,7 @@ async def test_a_failure_of_the_gateways_own_is_500_with_one_log_line(
     def broken(connector_id: int, **_: object) -> bool:  # (source=...)
         raise RuntimeError(f"connector {connector_id}\nsecond line")
 
-    monkeypatch.setattr(server.site, "stop_session", broken)
+    monkeypatch.setattr(server.site.commands, "stop_session", broken)
     status, headers, text = await post(server, "/api/connectors/1/stop", "{}")
     assert (status, text) == (500, "500: the gateway could not answer this; its log says why\n")
     assert_secured(headers)

@@ -156,8 +156,8 @@ def test_faults_links_and_availability_become_events_once() -> None:
     site.set_upstream(True, "Accepted")
     site.set_upstream(False, "Accepted", "connection refused")
     site.set_upstream(False, "Accepted", "timed out")  # a new reason, the same outage: no new line
-    site.change_availability(1, False)
-    site.change_availability(1, True)
+    site.commands.change_availability(1, False)
+    site.commands.change_availability(1, True)
     history.take_events()
     events = [r for r in history._pending if isinstance(r, HistoryEvent)]
     assert [e.kind for e in events] == [
@@ -253,11 +253,11 @@ def test_a_command_is_logged_with_its_source_result_and_masked_id_tag() -> None:
     site = Site([Connector(1, "wb"), Connector(2, "wb", socket=2)], [], clock=clock, policies=remote_policies())
     history = History(site, MemoryStore())  # type: ignore[arg-type]
     poll(site, VehicleState.A, 1_000, 0, T0)
-    assert site.remote_start(1, "CARD-0001-2345", source=CommandSource.CSMS)
-    site.change_availability(2, False, source=CommandSource.PAGE)
+    assert site.commands.remote_start(1, "CARD-0001-2345", source=CommandSource.CSMS)
+    site.commands.change_availability(2, False, source=CommandSource.PAGE)
     with pytest.raises(CommandRejected):
-        site.set_current_ceiling(9, 16.0, source=CommandSource.MQTT)
-    site.remote_start(2, "CARD-0001-2345")  # no source: the gateway's own call, not a command received
+        site.commands.set_current_ceiling(9, 16.0, source=CommandSource.MQTT)
+    site.commands.remote_start(2, "CARD-0001-2345")  # no source: the gateway's own call, not a command received
     commands = lines(history, EventKind.COMMAND)
     assert [(c.connector_id, c.detail) for c in commands] == [
         (1, {"command": "start", "source": "csms", "result": "accepted", "id_tag": "****2345"}),
@@ -284,7 +284,7 @@ def remote_policies() -> dict[int, ConnectorPolicy]:
 def test_an_availability_that_changes_nothing_is_a_command_already_done_not_a_change() -> None:
     clock = Clock()
     site, _, history = make(clock)
-    assert site.change_availability(1, True, source=CommandSource.MQTT) == "Accepted"  # it already is
+    assert site.commands.change_availability(1, True, source=CommandSource.MQTT) == "Accepted"  # it already is
     assert lines(history, EventKind.AVAILABLE) == []
     (command,) = lines(history, EventKind.COMMAND)
     assert command.detail["result"] == "already"
@@ -294,9 +294,9 @@ def test_a_command_repeated_within_a_minute_waits_and_says_how_many_it_stands_fo
     clock = Clock()
     site, _, history = make(clock)
     for available in (False, True) * 4:  # eight changes in 40 s from MQTT
-        site.change_availability(1, available, source=CommandSource.MQTT)
+        site.commands.change_availability(1, available, source=CommandSource.MQTT)
         clock.moment += timedelta(seconds=5)
-    site.change_availability(1, False, source=CommandSource.CSMS)  # another source: a budget of its own
+    site.commands.change_availability(1, False, source=CommandSource.CSMS)  # another source: a budget of its own
     assert [c.detail["source"] for c in lines(history, EventKind.COMMAND)] == ["mqtt"] * 5 + ["csms"]
     history.take_due(T0 + timedelta(seconds=59))
     assert len(lines(history, EventKind.COMMAND)) == 6  # not yet: five a minute
@@ -312,10 +312,10 @@ def test_a_site_limit_is_logged_when_it_changes_and_at_most_once_a_minute() -> N
     clock = Clock()
     site, _, history = make(clock)
     for current_a in (16.0, 16.0, 10.0, 12.0):  # a HEMS following the sun, every 10 s
-        site.set_site_limit(current_a, source=CommandSource.MQTT)
+        site.commands.set_site_limit(current_a, source=CommandSource.MQTT)
         clock.moment += timedelta(seconds=10)
     with pytest.raises(CommandRejected):
-        site.set_site_limit(-1.0, source=CommandSource.MQTT)
+        site.commands.set_site_limit(-1.0, source=CommandSource.MQTT)
     assert [c.detail["current_a"] for c in lines(history, EventKind.COMMAND)] == [16.0]
     history.take_due(T0 + timedelta(seconds=60))
     (last,) = lines(history, EventKind.COMMAND)[1:]
@@ -325,7 +325,7 @@ def test_a_site_limit_is_logged_when_it_changes_and_at_most_once_a_minute() -> N
 def test_a_command_naming_a_connector_number_sqlite_cannot_hold_is_kept_without_it() -> None:
     clock = Clock()
     site, _, history = make(clock)
-    assert site.change_availability(10**30, False, source=CommandSource.CSMS) == "Rejected"
+    assert site.commands.change_availability(10**30, False, source=CommandSource.CSMS) == "Rejected"
     (command,) = lines(history, EventKind.COMMAND)
     assert (command.connector_id, command.detail["result"]) == (None, "rejected")
 
@@ -491,7 +491,7 @@ def test_a_security_event_is_a_line_with_its_kind_text_and_count() -> None:
     clock = Clock()
     site, _, history = make(clock)
     for _ in range(2):  # the second within the minute: held back by the Site
-        site.security_event(SecurityEventKind.LOGIN_FAILED, "status page: wrong password from 10.0.0.9", "10.0.0.9")
+        site.security.report(SecurityEventKind.LOGIN_FAILED, "status page: wrong password from 10.0.0.9", "10.0.0.9")
     history.take_events()
     lines = [r for r in history._pending if isinstance(r, HistoryEvent) and r.kind is EventKind.SECURITY]
     assert [(r.at, r.detail) for r in lines] == [

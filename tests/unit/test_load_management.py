@@ -263,6 +263,6 @@ def test_a_stopped_session_leaves_its_charger_paused_while_shared() -> None:
     grid(site, 0.0, 0.0, 0.0)
     keeper.apply(T0)
     assert limits(events) == {1: 32.0}
-    site.stop_all_sessions(StopReason.LOCAL)
+    site.commands.stop_all_sessions(StopReason.LOCAL)
     keeper._stopped(1)  # what the keeper's watch does on the StopTransaction event
     assert limits(events) == {1: 0.0}

@@ -103,7 +103,7 @@ def make_site() -> Site:
     site.apply(ChargerSnapshot("wb1", 2, Reading(T0, energy_wh=88_120), VehicleState.A, faults=ground_fault))
     site.apply(DeviceFailed("garage", "no answer from 192.168.1.31:502", T0))
     site.apply(MeterSnapshot("grid", Reading(T0, energy_wh=48_211_034, power_w=2_310.5, current_a=(3.1,))))
-    site.set_soc_target(1, 80.0)
+    site.commands.set_soc_target(1, 80.0)
     fuse, csms = PhaseLimit(14.0, Reason.FUSE), PhaseLimit(20.0, Reason.CSMS)
     shares = {1: ConnectorShare(14.0, Reason.FUSE, drawn_a=16.1)}
     site.load.report(SiteLoad(T0, (fuse, csms, csms), (24.5, 9.0, 8.0), (14.0, 14.0, 14.0), shares, 40.0))
@@ -583,7 +583,7 @@ def test_number_and_switch_schemas(site: Site, topics: Topics) -> None:
     switch = entity(messages, "switch.demo_site_wb1_c1_available")
     assert (switch["state_on"], switch["state_off"]) == ("ON", "OFF")
     assert state_of(messages, "switch.demo_site_wb1_c1_available", states) == "ON"
-    assert site.change_availability(2, available=False) == "Accepted"
+    assert site.commands.change_availability(2, available=False) == "Accepted"
     assert state_of(messages, "switch.demo_site_wb1_c2_available", published(site, topics)) == "OFF"
     stop = entity(messages, "button.demo_site_wb1_c1_session_stop")
     assert json.loads(str(stop["payload_press"])) == {"action": "stop"}

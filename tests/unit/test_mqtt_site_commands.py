@@ -138,13 +138,13 @@ def test_the_ceiling_caps_the_limit_survives_a_restart_and_wakes_the_keeper() ->
     site.apply(ChargerSnapshot("wb", 1, Reading(T0, energy_wh=500), vehicle_state=VehicleState.C))
     assert site.connectors[1].session is not None  # the free policy started a session
     events = site.subscribe()
-    site.set_current_ceiling(1, 10.0)
+    site.commands.set_current_ceiling(1, 10.0)
     keeper.apply(T0)
     assert CurrentLimitRequested(1, 10.0) in list(iter(events.get_nowait, None))
-    site.set_current_ceiling(1, None)
+    site.commands.set_current_ceiling(1, None)
     keeper.apply(T0)
     assert CurrentLimitRequested(1, 32.0) in list(iter(events.get_nowait, None))
-    site.set_current_ceiling(1, 12.5)
+    site.commands.set_current_ceiling(1, 12.5)
     restarted = Site([Connector(1, "wb")], [], settings=settings)
     restarted.restore()
     assert restarted.connectors[1].current_ceiling_a == 12.5

@@ -80,12 +80,12 @@ def test_status_notifications_round_trip_with_the_upstream_table() -> None:
 
 def test_a_native_chargers_soc_is_the_chargers_and_leaves_with_the_car() -> None:
     site = Site([Connector(1, "NATIVE-1")], [])
-    site.register_native([1])
-    site.native_status(1, ConnectorStatus.CHARGING, (), NOW)
-    site.native_reading(1, Reading(NOW, energy_wh=1_000, soc_percent=57.0))
+    site.native.register([1])
+    site.native.status(1, ConnectorStatus.CHARGING, (), NOW)
+    site.native.reading(1, Reading(NOW, energy_wh=1_000, soc_percent=57.0))
     soc = site.connectors[1].soc
     assert soc is not None and (soc.soc_percent, soc.source) == (57.0, SocSource.CHARGER)
-    site.native_status(1, ConnectorStatus.AVAILABLE, (), NOW)
+    site.native.status(1, ConnectorStatus.AVAILABLE, (), NOW)
     assert site.connectors[1].soc is None
 
 

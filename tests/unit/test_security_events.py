@@ -59,9 +59,9 @@ def test_the_site_stamps_limits_and_emits() -> None:
     site = Site([Connector(1, "left")], [], clock=clock)
     stream = site.subscribe()
     for _ in range(5):
-        site.security_event(LOGIN, "status page: wrong user name or password from 10.0.0.9", "page 10.0.0.9")
+        site.security.report(LOGIN, "status page: wrong user name or password from 10.0.0.9", "page 10.0.0.9")
     clock.at = seconds(60)
-    site.security_event(LOGIN, "status page: wrong user name or password from 10.0.0.9", "page 10.0.0.9")
+    site.security.report(LOGIN, "status page: wrong user name or password from 10.0.0.9", "page 10.0.0.9")
     seen = [e for e in iter(stream.get_nowait, None) if isinstance(e, SecurityEventSeen)]
     assert [(e.at, e.count) for e in seen] == [(T0, 1), (seconds(60), 5)]
 

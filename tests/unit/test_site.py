@@ -208,7 +208,7 @@ def test_a_pause_in_a_session_is_suspended_not_preparing() -> None:
     site, _ = make()
     site.apply(snap("a", VehicleState.B))
     assert site.connectors[1].status is ConnectorStatus.OCCUPIED
-    assert site.remote_start(1, "APP")
+    assert site.commands.remote_start(1, "APP")
     site.apply(snap("a", VehicleState.C))
     site.apply(snap("a", VehicleState.B, offered_current_a=16.0))
     assert site.connectors[1].status is ConnectorStatus.SUSPENDED_EV  # the car stopped drawing
@@ -267,12 +267,12 @@ def test_an_assigned_meter_is_the_billing_register_and_a_remote_stop_leaves_fini
     site.apply(snap("a", VehicleState.B, session_energy_wh=5))
     assert EnableCharging(1, False) in drain(events)  # remote policy: no energy before a start
     site.apply(MeterSnapshot("m", Reading(T0, energy_wh=50_000)))
-    assert site.remote_start(1, "APP-7")
+    assert site.commands.remote_start(1, "APP-7")
     start = next(e for e in drain(events) if isinstance(e, StartTransaction))
     assert start.meter_start_wh == 50_000  # the meter's register, never the session counter
-    assert not site.remote_start(1, "APP-8")  # one session at a time
+    assert not site.commands.remote_start(1, "APP-8")  # one session at a time
     site.apply(MeterSnapshot("m", Reading(T0 + timedelta(hours=1), energy_wh=57_000)))
-    assert site.remote_stop(start.local_ref)
+    assert site.commands.remote_stop(start.local_ref)
     stop = next(e for e in drain(events) if isinstance(e, StopTransaction))
     assert (stop.meter_stop_wh, stop.reason) == (57_000, StopReason.REMOTE)
     assert site.connectors[1].status is ConnectorStatus.FINISHING

@@ -72,9 +72,9 @@ def test_bad_reports_and_unknown_connectors_are_rejected_without_a_change() -> N
     with pytest.raises(CommandRejected, match="in the future"):
         site.report_battery(1, 50.0, None, clock.now() + timedelta(minutes=6))
     with pytest.raises(CommandRejected, match="no connector 0"):
-        site.set_soc_target(0, 80.0)
+        site.commands.set_soc_target(0, 80.0)
     with pytest.raises(CommandRejected, match="soc_target_percent"):
-        site.set_soc_target(1, 120.0)
+        site.commands.set_soc_target(1, 120.0)
     assert site.connectors[1].soc is None and site.connectors[1].soc_target_percent is None
     assert battery_events(events) == []
 
@@ -121,8 +121,8 @@ def test_runtime_targets_are_events_persisted_and_restored() -> None:
     settings = DictSettings()
     site, _, events = make(settings=settings, soc_targets={1: 90.0})
     assert site.connectors[1].soc_target_percent == 90.0
-    site.set_soc_target(1, 70.0)
-    site.set_soc_target(2, None)
+    site.commands.set_soc_target(1, 70.0)
+    site.commands.set_soc_target(2, None)
     assert battery_events(events) == [BatteryStateChanged(1, None, 70.0)]  # connector 2 had none already
     restarted = Site([Connector(1, "wb"), Connector(2, "wb", socket=2)], [], settings=settings, soc_targets={1: 90.0})
     restarted.restore()
@@ -149,11 +149,11 @@ async def test_the_limit_keeper_follows_the_runtime_target_and_the_estimate() ->
         poll(site, T0, VehicleState.A, 10_000)
         poll(site, T0, VehicleState.C, 10_000)  # a free session starts
         site.report_battery(1, 70.0, 50_000)
-        site.set_soc_target(1, 60.0)  # already above it: pause
+        site.commands.set_soc_target(1, 60.0)  # already above it: pause
         assert await next_limit(events) == CurrentLimitRequested(1, 0.0)
-        site.set_soc_target(1, None)  # charge to full: the charger gets its maximum back
+        site.commands.set_soc_target(1, None)  # charge to full: the charger gets its maximum back
         assert await next_limit(events) == CurrentLimitRequested(1, 16.0)
-        site.set_soc_target(1, 80.0)
+        site.commands.set_soc_target(1, 80.0)
         poll(site, clock.advance(60), VehicleState.C, 15_000)  # 70 % + 5 kWh of 50 = 80 % (estimated)
         assert site.connectors[1].soc == SocValue(80.0, SocSource.ESTIMATE, clock.now())
         assert await next_limit(events) == CurrentLimitRequested(1, 0.0)

@@ -240,7 +240,7 @@ def test_a_start_that_waits_for_its_car_says_so() -> None:
     site = Site([Connector(1, "wb-1")], [], clock=clock, policies={1: ConnectorPolicy(AuthPolicy.REMOTE)})
     telemetry = Telemetry(["wb-1"], clock)
     site.apply(ChargerSnapshot("wb-1", 1, Reading(T0, energy_wh=10), VehicleState.A))
-    assert site.remote_start(1, "APP-1")
+    assert site.commands.remote_start(1, "APP-1")
     assert site_picture(site, telemetry, LABELS)["connectors"][0]["status_label"] == "Waiting for the car"
     site.apply(ChargerSnapshot("wb-1", 1, Reading(T0, energy_wh=10), VehicleState.B))
     assert site_picture(site, telemetry, LABELS)["connectors"][0]["status_label"] != "Waiting for the car"
