@@ -59,14 +59,8 @@ class Running:
 
 
 @pytest.fixture
-async def csms() -> AsyncIterator[DemoCsms201]:
-    """The 2.0.1 CSMS (this module's; the suite's ``csms`` is 1.6's)."""
-    server = DemoCsms201("127.0.0.1", 0)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+def csms(csms201: DemoCsms201) -> DemoCsms201:
+    return csms201  # (tests/fixtures/ocpp.py; the suite's ``csms`` is 1.6's)
 
 
 @pytest.fixture
