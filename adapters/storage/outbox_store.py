@@ -34,12 +34,10 @@ are read as they are, and grow by lines from then on.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import dataclasses
 import itertools
 import json
 import logging
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -50,26 +48,23 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.table import Document, Table
 
-from adapters.storage import atomic, outbox_salvage
 from adapters.storage.atomic import TEMPORARY_SUFFIX, fsync_directory
 from adapters.storage.outbox_journal import (
     COMPACT_BYTES,
     HEAD_COMPACT_BYTES,
     HeadJournal,
     JournalStorage,
-    parse_head_line,
 )
 from adapters.storage.outbox_lines import (
     TABLE,
     CorruptSegment,
     encode,
-    encode_line,
     fields_of,
-    split_lines,
     to_info,
     to_record,
 )
-from adapters.storage.outbox_salvage import SalvageLater, aside_path, read_segment
+from adapters.storage.outbox_opening import read_head, read_segment_file
+from adapters.storage.outbox_salvage import SalvageLater
 from adapters.storage.private import make_private_directory
 from gateway.domain.outbox import NewRecord, OutboxRecord, RecordInfo, StoreProblem
 
@@ -357,7 +352,8 @@ class SegmentedOutboxStore:
             ours = stem == HEAD_NAME or SEGMENT_NAME.fullmatch(stem) or ASIDE_NAME.fullmatch(stem)
             if stem != name and ours and leftover.is_file():
                 leftover.unlink()  # a write a kill cut short: it never returned
-        self._read_head()
+        segments_exist = any(SEGMENT_NAME.fullmatch(name) for name in names)
+        read_head(self.directory / HEAD_NAME, self._head, segments_exist, self._report)
         starts = sorted(int(match[1]) for name in names if (match := SEGMENT_NAME.fullmatch(name)))
         highest = max(self._floor - 1, 0)
         for i, start in enumerate(starts):
@@ -384,86 +380,15 @@ class SegmentedOutboxStore:
         if len(self._starts) != dead:
             fsync_directory(self.directory)
 
-    def _read_head(self) -> None:
-        path = self.directory / HEAD_NAME
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            if any(SEGMENT_NAME.fullmatch(p.name) for p in self.directory.iterdir()):
-                self._report(StoreProblem(f"{HEAD_NAME} missing: delivered records may be sent again", str(path)))
-            return
-        split = split_lines(raw, parse_head_line)
-        states: list[tuple[int, int]] = []
-        damage: ValueError | None = None
-        for text in split.lines:
-            try:
-                states.append(parse_head_line(text))
-            except ValueError as exc:
-                damage = damage or exc
-        if not states:
-            what = f"{HEAD_NAME} unreadable ({damage or 'empty'}): delivered records may be sent again"
-            self._set_aside(path, raw, what)
-            return
-        floor, reserved = max(state[0] for state in states), max(state[1] for state in states)
-        size = self._cut_torn(path, split.end, split.torn) if split.torn else len(raw)
-        self._head.adopt(floor, reserved, split.end, size, split.last_newline)
-        if damage is not None:  # what read is kept; the rest is in the copy
-            aside = aside_path(path, raw)
-            what = f"{HEAD_NAME} damaged ({damage}): the greatest floor ({floor}) and reserved ({reserved}) that read"
-            try:
-                if not aside.exists():
-                    atomic.write_atomically(aside, raw)
-                self._head.replace(floor, reserved)
-            except OSError as exc:
-                self._report(StoreProblem(f"{what} are used, not rewritten now ({exc})", str(path)))
-                return
-            kept = f"original kept as {aside.name}"
-            self._report(StoreProblem(f"{what} are used (delivered records may be sent again); {kept}", str(path)))
-
     def _read_segment(self, segment: _Segment, end: int | None) -> list[tuple[int, dict[str, Any], int]] | None:
-        """The records of a segment file in order with their sizes; a damaged file is salvaged
-        first (see ``outbox_salvage``); None if nothing in it could be read."""
-        raw = segment.path.read_bytes()
-        read = read_segment(raw, segment.start, end, tail=end is None)
-        if read.damage is not None:
-            salvaged, problem = outbox_salvage.salvage(segment.path, raw, read, self._floor)
-            self._report(problem)
-            if salvaged is None:
-                return None
-            raw = salvaged
-            read = read_segment(raw, segment.start, end, tail=end is None)
-        elif read.torn:
-            raw = raw[: self._cut_torn(segment.path, read.end, read.torn)]
-        elif read.reformat:  # one object on several lines: rewritten as one line, to grow by lines
-            compact = encode_line({str(seq): fields for seq, fields, _ in read.records})[0]
-            with contextlib.suppress(OSError):
-                atomic.write_atomically(segment.path, compact)
-                raw = compact
-        segment.seqs = {seq for seq, _, _ in read.records}
-        segment.size_bytes = len(raw)
-        return read.records
-
-    def _cut_torn(self, path: Path, end: int, torn: bytes) -> int:
-        """Drop a last line a kill or a power cut left half-written (its call never returned);
-        returns the file's length after."""
-        log.info("%s: dropped an unfinished last line (%d bytes): a write cut short, never returned", path, len(torn))
-        try:
-            descriptor = os.open(path, os.O_WRONLY)
-            try:
-                os.ftruncate(descriptor, end)
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-        except OSError:
-            return end + len(torn)  # cut before the next line is appended (``AppendFile``)
-        return end
-
-    def _set_aside(self, path: Path, raw: bytes, what: str) -> None:
-        aside = aside_path(path, raw)
-        os.replace(path, aside)
-        with contextlib.suppress(OSError):
-            fsync_directory(self.directory)
-        self._report(StoreProblem(f"{what}; kept as {aside.name}", str(path), None))
+        """The records of a segment file (see ``outbox_opening.read_segment_file``); None if
+        nothing in it could be read."""
+        read = read_segment_file(segment.path, segment.start, end, self._floor, self._report)
+        if read is None:
+            return None
+        records, segment.size_bytes = read
+        segment.seqs = {seq for seq, _, _ in records}
+        return records
 
     def _report(self, problem: StoreProblem) -> None:
         log.warning("%s: %s", problem.path, problem.what)  # (the counts are in ``what``)
