@@ -14,7 +14,7 @@ profiles of an EVSE of a native OCPP charger go to its charger (native_profiles.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ocpp.v201 import call, call_result
@@ -49,11 +49,14 @@ MAX_COMPOSITE_S = 2 * 24 * 3600
 class SmartCharging201:
     """The station's charging profiles: set, cleared, reported and composed, per EVSE."""
 
-    def __init__(self, site: Site) -> None:
-        """At the start no session of a Modbus charger runs (one the last run left open is ended,
-        PowerLoss or Reboot): the TxProfiles kept for them end too, or they would limit the next
-        session on their EVSE."""
+    def __init__(self, site: Site, running: Mapping[int, str]) -> None:
+        """``running``: EVSE -> the reference of the transaction running on it, as the CSMS knows
+        it (the ledger's: with a TxStartPoint before the authorisation, it is not the domain
+        session's). At the start no session of a Modbus charger runs (one the last run left open
+        is ended, PowerLoss or Reboot): the TxProfiles kept for them end too, or they would limit
+        the next session on their EVSE."""
         self.site = site
+        self._running = running
         self.store = site.charging_profiles
         ended = [
             profile_id
@@ -66,10 +69,9 @@ class SmartCharging201:
             site.request(ChargingProfilesChanged())
 
     def running_transaction_id(self, evse_id: int) -> str | None:
-        """The transactionId of the session running on ``evse_id`` now (the station's own)."""
-        connector = self.site.connectors.get(evse_id)
-        session = connector.session if connector is not None else None
-        return transaction_id(session.local_ref) if session is not None else None
+        """The transactionId of the transaction running on ``evse_id`` now (the station's own)."""
+        ref = self._running.get(evse_id)
+        return transaction_id(ref) if ref is not None else None
 
     def _evse(self, evse_id: int, *, station: bool = True) -> None:
         """Refuse an EVSE the station does not have (0, the station, where ``station``)."""

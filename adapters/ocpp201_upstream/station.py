@@ -111,7 +111,9 @@ class ChargingStation201:
         self.security = SecurityEvents201(site, self.online)
         self.resets = Resets201(site, self.reset)
         self.device_model.on_change(settings_watch(site))
-        self.smart_charging = SmartCharging201(site)  # the CSMS's charging profiles, in the Site's store
+        self.smart_charging = SmartCharging201(
+            site, self.ledger.running
+        )  # the CSMS's charging profiles, in the Site's store
         self.device_model.provide(
             "SmartChargingCtrlr.Entries[ChargingProfiles]", lambda: str(len(site.charging_profiles))
         )

@@ -22,6 +22,7 @@ from gateway.services.sessions import ConnectorPolicy
 from gateway.services.site import Site
 from tests.fixtures.net import free_port
 from tests.fixtures.status_site import until
+from tests.integration.test_ocpp201_smart_charging import profile
 from tests.integration.test_ocpp201_upstream import (
     FREE,
     STATION,
@@ -314,3 +315,26 @@ async def test_an_outage_during_a_window_delivers_it_in_order_offline(tasks: lis
         assert_gapless(csms)
     finally:
         await csms.stop()
+
+
+async def test_a_tx_profile_names_the_transaction_the_csms_was_sent(csms201: DemoCsms201, tasks: list) -> None:  # noqa: F811
+    """Found in review: with the transaction begun at the plug-in, a TxProfile for the transactionId
+    of its Started was refused TxNotFound (the id of the domain's session was asked for instead)."""
+    site, _ = await linked_station(csms201, tasks, TxStartPoint="EVConnected")
+    site.apply(poll(1, VehicleState.B, 1_000))
+    started = await csms201.wait_for("TransactionEvent", lambda p: p["eventType"] == "Started")
+    tx_id = started["transactionInfo"]["transactionId"]
+    tx_profile = profile(5, "TxProfile", 10.0, transactionId=tx_id)
+    answer = await csms201.call(STATION, call.SetChargingProfile(evse_id=1, charging_profile=tx_profile))
+    assert answer.status == "Accepted"  # before any card: the transaction is there, its session not yet
+    site.apply(poll(2, VehicleState.B, 1_000, CARD))
+    await csms201.wait_for("TransactionEvent", lambda p: p["triggerReason"] == "Authorized")
+    asked = call.GetChargingProfiles(
+        request_id=3, evse_id=1, charging_profile={"charging_profile_purpose": "TxProfile"}
+    )
+    assert (await csms201.call(STATION, asked)).status == "Accepted"
+    report = await csms201.wait_for("ReportChargingProfiles", lambda p: p["requestId"] == 3)
+    assert [p["transactionId"] for p in report["chargingProfile"]] == [tx_id]
+    wrong = profile(6, "TxProfile", 10.0, transactionId="not-" + tx_id[:30])
+    refused = await csms201.call(STATION, call.SetChargingProfile(evse_id=1, charging_profile=wrong))
+    assert (refused.status, refused.status_info["reason_code"]) == ("Rejected", "TxNotFound")

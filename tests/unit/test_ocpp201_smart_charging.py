@@ -81,6 +81,11 @@ def with_session(site: Site) -> str:
     return transaction_id(session.local_ref)
 
 
+def smart_charging(site: Site) -> SmartCharging201:
+    """As the station builds it, with the transactions its ledger holds (here: the sessions now)."""
+    return SmartCharging201(site, {cid: c.session.local_ref for cid, c in site.connectors.items() if c.session})
+
+
 def test_a_profile_goes_to_the_domain_and_back_unchanged() -> None:
     sent = wire(transactionId=None)
     profile = profile_from_ocpp(3, sent)
@@ -164,14 +169,14 @@ def test_what_cannot_be_read_is_refused_with_its_reason_code(change: str, code: 
 def test_set_charging_profile_rejections_pass_the_schema(evse_id: int, profile: dict[str, Any], code: str) -> None:
     site = make_site()
     with_session(site)
-    answer = SmartCharging201(site).set_profile(evse_id, camel_to_snake_case(profile))
+    answer = smart_charging(site).set_profile(evse_id, camel_to_snake_case(profile))
     assert (answer.status, answer.status_info["reason_code"]) == ("Rejected", code)
     answer_valid(answer, "SetChargingProfile")
     assert len(site.charging_profiles) == 0
 
 
 def test_watts_without_a_voltage_and_too_many_periods_are_rejected() -> None:
-    smart = SmartCharging201(make_site(voltage=False))
+    smart = smart_charging(make_site(voltage=False))
     answer = smart.set_profile(0, camel_to_snake_case(wire(unit="W", limit=11000)))
     assert answer.status_info["reason_code"] == "UnsupportedRateUnit"
     many = wire()
@@ -182,7 +187,7 @@ def test_watts_without_a_voltage_and_too_many_periods_are_rejected() -> None:
 def test_accepted_profiles_are_reported_per_evse_and_cleared() -> None:
     site = make_site()
     running = with_session(site)
-    smart = SmartCharging201(site)
+    smart = smart_charging(site)
     for evse_id, sent in [
         (0, wire(1, "ChargingStationMaxProfile", 20)),
         (0, wire(2)),
@@ -211,7 +216,7 @@ def test_accepted_profiles_are_reported_per_evse_and_cleared() -> None:
 
 def test_composite_schedules_pass_the_schema() -> None:
     site = make_site()
-    smart = SmartCharging201(site)
+    smart = smart_charging(site)
     empty = smart.composite(1, 600, None)  # no profile: the unlimited figure, 32 A
     assert empty.schedule["charging_schedule_period"] == [{"start_period": 0, "limit": 32.0}]
     answer_valid(empty, "GetCompositeSchedule")
@@ -233,7 +238,7 @@ def test_composite_schedules_pass_the_schema() -> None:
 
 def test_a_start_profile_is_checked_then_installed_for_the_session_to_come() -> None:
     site = make_site()
-    smart = SmartCharging201(site)
+    smart = smart_charging(site)
     for evse_id, sent, code in [
         (None, wire(purpose="TxProfile"), "MissingParam"),
         (9, wire(purpose="TxProfile"), "UnknownEvse"),
