@@ -84,10 +84,11 @@ def batch_for(
         more = entries_of(record)
         if verdict is Join.STOP or more is None:
             break  # a damaged record goes alone, when its turn comes, and is set aside there
-        if count + len(more) > per_request or size + _size(more) > MAX_REQUEST_BYTES:
+        more_size = _size(more)
+        if count + len(more) > per_request or size + more_size > MAX_REQUEST_BYTES:
             break
         batch.append(record)
-        count, size = count + len(more), size + _size(more)
+        count, size = count + len(more), size + more_size
     return batch
 
 

@@ -83,7 +83,11 @@ class Ledger201:
     def left_open_by_last_run(self) -> list[Session201]:
         return [s for s in self.sessions.values() if s.open and s.local_ref not in self.running.values()]
 
-    def started(self, start: StartTransaction, token_type: str, remote_start_id: int | None) -> Session201:
+    def started(
+        self, start: StartTransaction, token_type: str, remote_start_id: int | None, *, window: bool = False
+    ) -> Session201:
+        """A transaction begins (``window``: one that does not end with the domain's session), in
+        one save: a kill must not leave it half-described."""
         at = iso_utc(start.started_at)
         session = Session201(
             start.local_ref,
@@ -95,6 +99,7 @@ class Ledger201:
             start.meter_start_wh,
             at,
             remote_start_id,
+            window=window,
         )
         self.sessions[start.local_ref] = session
         self.running[start.connector_id] = start.local_ref

@@ -99,6 +99,7 @@ class TxPoints:
         self._plugged: dict[int, bool] = {}
         self._held: dict[int, StartTransaction] = {}  # EnergyTransfer: a session that has not charged yet
         self._registers: dict[int, tuple[int, datetime]] = {}  # EVSE -> its billing register, in event order
+        self._metered = frozenset(m.connector_id for m in site.meters.values())  # EVSEs billed by a meter
 
     def take(self, event: object) -> None:
         if isinstance(event, VehicleConnectionChanged):
@@ -120,8 +121,7 @@ class TxPoints:
         """The register as of this point of the stream (the Site's is the latest poll's): a status
         change that starts or ends a transaction is stamped with the reading that showed it."""
         cid, energy_wh = event.connector_id, event.reading.energy_wh
-        metered = {m.connector_id for m in self.site.meters.values()}
-        if cid is None or energy_wh is None or (isinstance(event, ConnectorReadingChanged) and cid in metered):
+        if cid is None or energy_wh is None or (isinstance(event, ConnectorReadingChanged) and cid in self._metered):
             return
         guarded = self.site.billing_register(cid)  # the Site's guard (a register gone backwards), if still this poll
         same_poll = guarded is not None and guarded[1] == event.reading.measured_at
@@ -271,9 +271,7 @@ class TxPoints:
         """Start a transaction before the domain's session: in the ledger, then queued."""
         ref = new_local_ref(cid, at)
         start = StartTransaction(cid, ref, id_tag, energy_wh if energy_wh is not None else 0, at)
-        session = self.ledger.started(start, token_type, remote_start_id)
-        session.window = True
-        self.ledger.save()
+        self.ledger.started(start, token_type, remote_start_id, window=True)
         self.feed.opened(ref)
         online = self.feed.online()
         payload = started_payload(

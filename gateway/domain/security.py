@@ -19,6 +19,7 @@ from enum import StrEnum
 
 LIMIT_INTERVAL_S = 60.0  # one event per kind and source per minute
 MAX_SOURCES = 50  # sources told apart per kind; beyond, they share one key (a scan from many addresses)
+HELD_KEPT_INTERVALS = 10  # a source's held-back count is kept this many intervals for its next event, then dropped
 OTHER_SOURCES = "*"
 
 
@@ -64,8 +65,14 @@ class SecurityEventLimit:
         return 1 + (window.held if window is not None else 0)
 
     def _forget_quiet(self, at: datetime) -> None:
-        """Keys whose window has passed with nothing held back are forgotten: made-up sources
-        cannot grow memory."""
+        """Keys whose window has passed with nothing held back are forgotten, and those with a
+        held-back count once ``HELD_KEPT_INTERVALS`` have passed without another event to carry
+        it: made-up sources cannot grow memory, and sources that tried a few times and went
+        away cannot keep the slots of the new ones taken for good."""
         interval = timedelta(seconds=self.interval_s)
-        for key in [k for k, w in self._windows.items() if not w.held and at - w.opened_at >= interval]:
+        for key in [k for k, w in self._windows.items() if at - w.opened_at >= interval * _kept(w)]:
             del self._windows[key]
+
+
+def _kept(window: _Window) -> int:
+    return HELD_KEPT_INTERVALS if window.held else 1

@@ -54,6 +54,19 @@ def test_many_sources_share_one_key_and_quiet_ones_are_forgotten() -> None:
     assert len(limit._windows) == 3
 
 
+def test_sources_that_tried_twice_and_went_away_do_not_keep_the_slots_for_good() -> None:
+    """Found in review: a key with a held-back count was never forgotten, so a few sources that
+    each tried twice left every later one in the shared key."""
+    limit = SecurityEventLimit(max_sources=2)
+    for n in range(2):
+        assert limit.admit(LOGIN, f"ip{n}", seconds(0)) == 1
+        assert limit.admit(LOGIN, f"ip{n}", seconds(1)) is None  # held, waiting for its next event
+    assert limit.admit(LOGIN, "ip2", seconds(120)) == 1  # within 10 minutes: still the shared key's
+    assert (LOGIN, "ip0") in limit._windows  # its held count waits for its next event
+    assert limit.admit(LOGIN, "ip3", seconds(660)) == 1  # held counts dropped: ip3 has a slot of its own
+    assert (LOGIN, "ip3") in limit._windows
+
+
 def test_the_site_stamps_limits_and_emits() -> None:
     clock = StepClock()
     site = Site([Connector(1, "left")], [], clock=clock)
