@@ -175,6 +175,7 @@ class SmartCharging201:
                 connector_id=criteria.get("evse_id"),
                 purpose=purpose,
                 stack_level=criteria.get("stack_level"),
+                keep=self.site.native.owns,  # a native charger's copies go when it cleared them (native_profiles.py)
             )
         status = "Accepted" if cleared else "Unknown"
         which = loggable({"id": profile_id, **criteria}, ("id", "evse_id", "charging_profile_purpose", "stack_level"))

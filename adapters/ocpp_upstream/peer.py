@@ -220,6 +220,7 @@ class Peer(CsmsPeer, ChargePoint):
             connector_id=connector_id,
             purpose=purpose_from_ocpp(charging_profile_purpose),
             stack_level=stack_level,
+            keep=self.owner.site.native.owns,  # a native charger's copies go only when it cleared them (above)
         )
         status = "Accepted" if cleared else "Unknown"
         self._record(Command.CLEAR_CHARGING_PROFILE, status, connector_id, **_shown(which))

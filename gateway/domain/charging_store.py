@@ -10,7 +10,7 @@ persisted as a plain dict after every change by its owner, so profiles survive a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -151,19 +151,27 @@ class ChargingProfileStore:
         connector_id: int | None = None,
         purpose: ProfilePurpose | None = None,
         stack_level: int | None = None,
+        keep: Callable[[int], bool] = lambda _connector_id: False,
     ) -> list[int]:
         """Remove profiles as ClearChargingProfile asks; returns the ids removed (empty = Unknown).
 
         With ``profile_id`` only that profile goes and the other criteria are ignored (errata 3.26);
         otherwise every profile matching all given criteria (none given: every profile).
         ``connector_id`` 0 matches the profiles installed on connector 0, not every connector.
+        Profiles on a connector ``keep`` names stay whatever the criteria (the copies of what a
+        native charger enforces itself: they go when the charger has cleared them).
         """
         if profile_id is not None:
-            return [profile_id] if self._profiles.pop(profile_id, None) is not None else []
+            found = self._profiles.get(profile_id)
+            if found is None or keep(found.connector_id):
+                return []
+            del self._profiles[profile_id]
+            return [profile_id]
         gone = [
             p.profile_id
             for p in self._profiles.values()
-            if (connector_id is None or p.connector_id == connector_id)
+            if not keep(p.connector_id)
+            and (connector_id is None or p.connector_id == connector_id)
             and (purpose is None or p.purpose is purpose)
             and (stack_level is None or p.stack_level == stack_level)
         ]

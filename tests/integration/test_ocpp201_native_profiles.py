@@ -174,6 +174,11 @@ async def test_a_remote_start_with_a_profile_takes_it_to_the_charger(tmp_path: P
         refused = await csms.call(STATION, asked)
         assert refused.status == "Rejected" and refused.status_info["reason_code"] == "InvalidProfile"
         assert native.last("RemoteStartTransaction")["charging_profile"]["charging_profile_id"] == 11
+        native.clear_answer = "Unknown"  # found in review: the station's clear-all took the copy all the same
+        kept = await csms.call(STATION, call.ClearChargingProfile())
+        assert kept.status == "Unknown" and native.last("ClearChargingProfile") == {"connector_id": 2}
+        assert gateway.site.charging_profiles.get(11) is not None  # the charger still limits itself
+        native.clear_answer = "Accepted"
         everything = await csms.call(STATION, call.ClearChargingProfile())  # no criteria: its charger too
         assert everything.status == "Accepted" and native.last("ClearChargingProfile") == {"connector_id": 2}
         assert gateway.site.charging_profiles.get(11) is None

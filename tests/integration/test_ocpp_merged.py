@@ -122,6 +122,7 @@ class NativeCharger(ChargePoint):
         self.reset_asked = asyncio.Event()
         self.remote_start_answer = "Accepted"
         self.unlock_answer = "Unlocked"
+        self.clear_answer = "Accepted"
 
     def last(self, action: str) -> dict[str, Any] | None:
         """The payload of the last ``action`` the charger was asked for (None: never)."""
@@ -146,7 +147,7 @@ class NativeCharger(ChargePoint):
     @on(Action.clear_charging_profile)
     def on_clear_profile(self, **payload: Any) -> call_result.ClearChargingProfile:
         self.asked.append(("ClearChargingProfile", payload))
-        return call_result.ClearChargingProfile(status="Accepted")
+        return call_result.ClearChargingProfile(status=self.clear_answer)
 
     @on(Action.get_composite_schedule)
     def on_composite(self, **payload: Any) -> call_result.GetCompositeSchedule:
