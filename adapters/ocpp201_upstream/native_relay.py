@@ -110,10 +110,14 @@ async def change_availability(site: Site, evse_id: int, operational_status: str)
 async def change_chargers_availability(site: Site, operational_status: str, own: str) -> Answer:
     """ChangeAvailability of the whole station: each native charger as a whole (connector 0), and
     the answer the worst of the station's own (``own``) and every charger's."""
+
+    def whole(connector_id: int) -> dict[str, Any]:
+        return {"connector_id": connector_id, "type": operational_status, "whole_charger": True}
+
+    chargers = site.native.one_connector_per_charger()  # all at once: a silent one costs its timeout once
+    answers = await asyncio.gather(*(relayed(site, c, "ChangeAvailability", whole(c), "Rejected") for c in chargers))
     answer = Answer(own)
-    for connector_id in site.native.one_connector_per_charger():
-        payload = {"connector_id": connector_id, "type": operational_status, "whole_charger": True}
-        theirs = await relayed(site, connector_id, "ChangeAvailability", payload, "Rejected")
+    for theirs in answers:
         if AVAILABILITY_RANK.get(theirs.status, 2) > AVAILABILITY_RANK.get(answer.status, 2):
             answer = theirs
     return answer
@@ -161,8 +165,9 @@ async def _reset_when_idle(site: Site, evse_id: int) -> None:
 
 async def reset_chargers(site: Site, reset_type: str) -> None:
     """A Reset of the whole station resets each native charger too (before the station's own)."""
-    for connector_id in site.native.one_connector_per_charger():
-        await relayed(site, connector_id, "Reset", {"type": RESET_16.get(reset_type, "Soft")}, "Rejected")
+    payload = {"type": RESET_16.get(reset_type, "Soft")}
+    chargers = site.native.one_connector_per_charger()  # all at once: a silent one costs its timeout once
+    await asyncio.gather(*(relayed(site, c, "Reset", payload, "Rejected") for c in chargers))
 
 
 async def unlock(site: Site, evse_id: int) -> Answer:

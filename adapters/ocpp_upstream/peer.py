@@ -312,10 +312,20 @@ class Peer(CsmsPeer, ChargePoint):
         status = site.commands.change_availability(
             connector_id, available=type == "Operative", source=CommandSource.CSMS
         )
-        if connector_id == 0 and status != "Rejected":  # the whole site: its native chargers too
-            for native in site.native.one_connector_per_charger():
-                payload = {"connector_id": native, "type": type, "whole_charger": True}
-                answer = await self._relayed(native, "ChangeAvailability", payload, "Rejected")
+        if connector_id == 0 and status != "Rejected":  # the whole site: its native chargers too, all at once
+            chargers = site.native.one_connector_per_charger()
+            answers = await asyncio.gather(
+                *(
+                    self._relayed(
+                        native,
+                        "ChangeAvailability",
+                        {"connector_id": native, "type": type, "whole_charger": True},
+                        "Rejected",
+                    )
+                    for native in chargers
+                )
+            )
+            for answer in answers:
                 status = answer if answer == "Rejected" or status == "Accepted" else status
         log.info("CSMS made connector %s %s: %s", connector_id, type, status)
         return call_result.ChangeAvailability(status=status)
@@ -329,8 +339,8 @@ class Peer(CsmsPeer, ChargePoint):
     @after(Action.reset)
     async def after_reset(self, type: str) -> None:
         site = self.owner.site
-        for connector_id in site.native.one_connector_per_charger():  # the site's native chargers are reset too
-            await self._relayed(connector_id, "Reset", {"type": type}, "Rejected")
+        chargers = site.native.one_connector_per_charger()  # the site's native chargers are reset too, at once
+        await asyncio.gather(*(self._relayed(c, "Reset", {"type": type}, "Rejected") for c in chargers))
         try:
             await self.owner.reset(hard=type == "Hard")
         except Exception:  # an @after hook runs untracked: say what went wrong instead of losing it
