@@ -18,6 +18,7 @@ from adapters.ocpp201_upstream.variables import (
     REQUEST_ITEMS_PER_MESSAGE,
     Variable,
     evse_variables,
+    smart_charging_variables,
     station_variables,
 )
 from gateway.config import UpstreamConfig
@@ -66,7 +67,9 @@ class DeviceModel201:
     def __init__(self, site: Site, settings: UpstreamConfig, store: SettingsStore) -> None:
         self.site = site
         self._store = store
-        self.variables = station_variables(settings) + evse_variables(site)
+        self.variables = (
+            station_variables(settings) + smart_charging_variables(site.charging_profiles) + evse_variables(site)
+        )
         self._components: dict[ComponentKey, dict[VariableKey, Variable]] = {}
         self._by_key: dict[str, Variable] = {}
         for variable in self.variables:

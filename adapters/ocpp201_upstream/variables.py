@@ -22,7 +22,7 @@ from adapters.ocpp201_upstream.tx_points import (
 )
 from adapters.ocpp_link import MAX_FRAME_BYTES  # a larger frame closes the link: the bound is the link's
 from gateway.config import SUPPORTED_MEASURANDS, UpstreamConfig
-from gateway.domain.charging_store import StoreLimits
+from gateway.domain.charging_store import ChargingProfileStore
 from gateway.services.site import Site
 
 MAX_INTEGER = 2**31 - 1  # OCPP's integer: a larger value (or 5000 nines) would overflow the loops it times
@@ -172,7 +172,6 @@ def station_variables(settings: UpstreamConfig) -> list[Variable]:
         _ro("LocalAuthListCtrlr", "Entries", 0, "integer"),
         _ro("LocalAuthListCtrlr", "ItemsPerMessage", LOCAL_LIST_ITEMS_PER_MESSAGE, "integer"),
         _ro("LocalAuthListCtrlr", "BytesPerMessage", LOCAL_LIST_BYTES_PER_MESSAGE, "integer"),
-        *smart_charging_variables(),
         *[
             _ro("DeviceDataCtrlr", name, value, "integer", instance=instance)
             for instance in ("GetVariables", "SetVariables")
@@ -186,18 +185,19 @@ def station_variables(settings: UpstreamConfig) -> list[Variable]:
     ]
 
 
-def smart_charging_variables(limits: StoreLimits | None = None) -> list[Variable]:
+def smart_charging_variables(store: ChargingProfileStore) -> list[Variable]:
     """SmartChargingCtrlr: the Site's charging profiles always apply (Enabled, ReadOnly true), with
-    the store's limits (a profile beyond them is Rejected); Entries is live (the station provides it)."""
-    limits = limits or StoreLimits()
-    smart = "SmartChargingCtrlr"
+    the store's own limits (a profile beyond them is Rejected) and the units it takes (W only with
+    a supply voltage to turn them into A); Entries is live (the station provides it)."""
+    limits, smart = store.limits, "SmartChargingCtrlr"
+    units = "A,W" if store.supply.voltage_v else "A"
     return [
         _ro(smart, "Available", True, "boolean"),
         _ro(smart, "Enabled", True, "boolean"),
         _ro(smart, "Entries", 0, "integer", instance="ChargingProfiles"),
         _ro(smart, "ProfileStackLevel", limits.max_stack_level, "integer"),
         _ro(smart, "PeriodsPerSchedule", limits.max_periods, "integer"),
-        _ro(smart, "RateUnit", "A,W", "MemberList", values_list="A,W"),
+        _ro(smart, "RateUnit", units, "MemberList", values_list="A,W"),
     ]
 
 

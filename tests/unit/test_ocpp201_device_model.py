@@ -19,6 +19,8 @@ from adapters.ocpp201_upstream.device_model import SECTION, DeviceModel201
 from adapters.ocpp201_upstream.variables import boolean, integer_at_least, measurand_list
 from adapters.storage.settings import JsonSettingsStore
 from gateway.config import UpstreamConfig
+from gateway.domain.charging_profiles import Supply
+from gateway.domain.charging_store import StoreLimits
 from gateway.domain.model import Connector, Meter
 from gateway.services.site import Site
 
@@ -176,3 +178,17 @@ def test_answers_pass_the_schema(tmp_path: Path) -> None:
     done = model.set_variables([bad])
     assert done[0]["attribute_status_info"]["reason_code"] == "ReadOnly"
     valid(CallResult("1", camel(call_result.SetVariables(done)), "SetVariables"))
+
+
+@pytest.mark.parametrize(("voltage_v", "units"), [(230.0, "A,W"), (None, "A")])
+def test_smart_charging_says_the_store_s_own_limits_and_units(
+    tmp_path: Path, voltage_v: float | None, units: str
+) -> None:
+    """Found in review: the defaults were reported, and W even where a profile in W is refused."""
+    site = Site([Connector(1, "c1")], [])
+    site.charging_profiles.supply = Supply(voltage_v=voltage_v)
+    site.charging_profiles.limits = StoreLimits(max_stack_level=7, max_periods=12)
+    model = DeviceModel201(site, SETTINGS, JsonSettingsStore(tmp_path / "settings.json"))
+    asked = ["RateUnit", "ProfileStackLevel", "PeriodsPerSchedule"]
+    got = model.get_variables([{"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": n}} for n in asked])
+    assert [r["attribute_value"] for r in got] == [units, "7", "12"]
