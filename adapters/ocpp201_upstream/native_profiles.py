@@ -98,8 +98,7 @@ def _translated(evse_id: int, charging_profile: dict[str, Any]) -> tuple[Chargin
 def _session(station: Station, evse_id: int, transaction_id: str) -> str:
     """The domain session of the station's ``transaction_id`` on ``evse_id`` (as RequestStopTransaction
     finds it), the reference merge.py turns into the charger's own transaction id."""
-    local_ref = station.ledger.local_ref(transaction_id)
-    local_ref = station.tx_points.domain_ref(local_ref) if local_ref is not None else None
+    local_ref = station.tx_points.session_of(transaction_id)
     if local_ref is None or station.site.session_connector(local_ref) != evse_id:
         raise Refused("TxNotFound", f"transactionId {transaction_id[:40]!r} is not running on EVSE {evse_id}")
     return local_ref

@@ -123,13 +123,8 @@ async def change_chargers_availability(site: Site, operational_status: str, own:
     return answer
 
 
-def _charger_connectors(site: Site, evse_id: int) -> list[int]:
-    device = site.connectors[evse_id].device
-    return [cid for cid, connector in site.connectors.items() if connector.device == device]
-
-
 def _charger_busy(site: Site, evse_id: int) -> bool:
-    return any(site.connectors[cid].session_active for cid in _charger_connectors(site, evse_id))
+    return any(site.connectors[cid].session_active for cid in site.native.connectors_of(evse_id))
 
 
 async def reset_evse(site: Site, evse_id: int, reset_type: str) -> Answer:

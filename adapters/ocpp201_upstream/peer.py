@@ -138,8 +138,7 @@ class Peer201(CsmsPeer, ChargePoint):
 
     @on(Action.request_stop_transaction)
     async def on_request_stop(self, transaction_id: str) -> Any:
-        local_ref = self.owner.ledger.local_ref(transaction_id)
-        local_ref = self.owner.tx_points.domain_ref(local_ref) if local_ref is not None else None  # its session
+        local_ref = self.owner.tx_points.session_of(transaction_id)
         native = self.owner.site.session_connector(local_ref) if local_ref is not None else None
         if local_ref is not None and native is not None and self.owner.site.native.owns(native):
             answer = await native_relay.request_stop(self.owner.site, native, local_ref)

@@ -74,10 +74,8 @@ class SessionFeed:
     def _card_shown(self, start: StartTransaction) -> bool:
         """Whether ``start``'s tag is the card last shown at its EVSE; a native charger's Authorize
         names no connector (OCPP 1.6), so a card shown at any of its EVSEs counts."""
-        where = [start.connector_id]
-        if self.site.native.owns(start.connector_id):
-            device = self.site.connectors[start.connector_id].device
-            where += [cid for cid, c in self.site.connectors.items() if c.device == device]
+        native = self.site.native.owns(start.connector_id)
+        where = self.site.native.connectors_of(start.connector_id) if native else [start.connector_id]
         for evse_id in where:
             if self.card_tags.get(evse_id) == start.id_tag:
                 del self.card_tags[evse_id]

@@ -127,6 +127,12 @@ class TxPoints:
         same_poll = guarded is not None and guarded[1] == event.reading.measured_at
         self._registers[cid] = guarded if same_poll and guarded is not None else (energy_wh, event.reading.measured_at)
 
+    def session_of(self, transaction_id: str) -> str | None:
+        """The domain session in the transaction the CSMS names ``transaction_id`` (None: none, or
+        none in it yet): what a RequestStopTransaction stops, what a native charger's TxProfile names."""
+        ref = self.ledger.local_ref(transaction_id)
+        return self.domain_ref(ref) if ref is not None else None
+
     def domain_ref(self, ref: str) -> str | None:
         """The domain's session in transaction ``ref`` (what a RequestStopTransaction stops; None: none)."""
         window = next((w for w in self.windows.values() if w.ref == ref), None)

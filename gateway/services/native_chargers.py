@@ -102,6 +102,11 @@ class NativeChargers:
     def owns(self, connector_id: int) -> bool:
         return connector_id in self._connectors
 
+    def connectors_of(self, connector_id: int) -> list[int]:
+        """Every connector of the charger ``connector_id`` belongs to (itself included)."""
+        device = self._site.connectors[connector_id].device
+        return [cid for cid, connector in self._site.connectors.items() if connector.device == device]
+
     def one_connector_per_charger(self) -> list[int]:
         """A connector of each native charger: where a command for a whole charger is relayed."""
         first = {c.device: c.connector_id for c in self._site.connectors.values() if self.owns(c.connector_id)}

@@ -81,9 +81,8 @@ class SiteCommands:
 
     def remote_stop(self, local_ref: str, *, source: CommandSource | None = None) -> bool:
         """A remote stop of the session recorded under ``local_ref``: True if it was running."""
-        connector_id = next(
-            (cid for cid, c in self._site.connectors.items() if c.session and c.session.local_ref == local_ref), None
-        )
+        running = self._site.running_connector(local_ref)
+        connector_id = running.connector_id if running is not None else None
         accepted = self._site.sessions.remote_stop(local_ref, self._site.clock.now())
         result = CommandResult.ACCEPTED if accepted else CommandResult.REJECTED
         self.record(Command.STOP, source, result, connector_id, session=local_ref)
