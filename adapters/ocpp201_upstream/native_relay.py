@@ -60,12 +60,7 @@ def status_info(reason_code: str, additional_info: str) -> dict[str, str]:
 
 async def relay_answer(site: Site, connector_id: int, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     """The native charger's whole answer (snake_case), or None if it gave none."""
-    try:
-        async with asyncio.timeout(RELAY_TIMEOUT_S):
-            return await site.native.relay(connector_id, action, payload)
-    except Exception as exc:  # the charger's failure is its own: answer the CSMS, carry on
-        log.warning("%s for EVSE %s not carried out by its native charger: %s", action, connector_id, exc)
-        return None
+    return await site.native.ask(connector_id, action, payload, RELAY_TIMEOUT_S)
 
 
 async def relayed(site: Site, connector_id: int, action: str, payload: dict[str, Any], refused: str) -> Answer:

@@ -93,12 +93,7 @@ class Peer(CsmsPeer, ChargePoint):
 
     async def _relay_answer(self, connector_id: int, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """A native charger's whole answer (snake_case), or None if it gave none."""
-        try:
-            async with asyncio.timeout(RELAY_TIMEOUT_S):
-                return await self.owner.site.native.relay(connector_id, action, payload)
-        except Exception as exc:  # the charger's failure is its own: answer the CSMS, carry on
-            log.warning("%s for connector %s not carried out by its charger: %s", action, connector_id, exc)
-            return None
+        return await self.owner.site.native.ask(connector_id, action, payload, RELAY_TIMEOUT_S)
 
     @on(Action.remote_start_transaction)
     async def on_remote_start(

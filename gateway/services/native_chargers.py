@@ -119,6 +119,19 @@ class NativeChargers:
         self._site.emit(RelayToCharger(connector_id, action, payload, answer))
         return answer
 
+    async def ask(
+        self, connector_id: int, action: str, payload: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any] | None:
+        """``relay``, waited for at most ``timeout_s``: the charger's whole answer, or None when it
+        gave none (not connected, a CALLERROR, silence). A charger's failure is its own: the
+        back office still gets an answer, and the gateway carries on."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.relay(connector_id, action, payload)
+        except Exception as exc:
+            log.warning("%s for connector %s not carried out by its native charger: %s", action, connector_id, exc)
+            return None
+
     def offline(self, device: str, at: datetime) -> None:
         """A native charger's connection closed: its connectors lose communication."""
         self._site.set_online(device, False, "the charger's OCPP connection closed", at)
