@@ -172,18 +172,13 @@ class ChargingStation201:
         await run_marked(
             self.site.settings,
             self._link.stay_connected(self._session, lambda: self.registration, self._closed),
-            self._collect(),
+            self._effects.feed(self._take),
             self._sampled(),
             self._clock_aligned(),
         )
 
-    async def _collect(self) -> None:
-        async for event in self._effects:
-            self._take(event)
-
     def _take_pending(self) -> None:
-        while (event := self._effects.get_nowait()) is not None:
-            self._take(event)
+        self._effects.take_pending(self._take)
 
     def _settle(self) -> bool:
         self._take_pending()

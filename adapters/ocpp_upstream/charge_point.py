@@ -49,7 +49,6 @@ from gateway.domain.model import iso_utc
 from gateway.domain.outbox import NewRecord, RecordKind
 from gateway.domain.ports import SettingsStore
 from gateway.domain.transactions import Authorize, AuthStatus, StartTransaction, StopReason, StopTransaction
-from gateway.services.event_stream import EventStream
 from gateway.services.outbox import DISK_RETRY_S, Outbox, Retry
 from gateway.services.site import Site
 from gateway.services.telemetry import Telemetry
@@ -104,19 +103,14 @@ class VirtualChargePoint:
         await run_marked(
             self.site.settings,
             self._link.stay_connected(self._session, lambda: self.registration, self._closed),
-            self._collect(self._effects),
+            self._effects.feed(self._take),
             self._sampled(),
             self._clock_aligned(),
         )
 
-    async def _collect(self, events: EventStream) -> None:
-        async for event in events:
-            self._take(event)
-
     def _take_pending(self) -> None:
         """Session effects already emitted but not yet collected (so a sample sees every start)."""
-        while (event := self._effects.get_nowait()) is not None:
-            self._take(event)
+        self._effects.take_pending(self._take)
 
     def _settle(self) -> bool:
         """Queue what the Site emitted so far; True if nothing waits in memory for the disk."""
