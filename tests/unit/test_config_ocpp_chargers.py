@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import summary
 from gateway.config import parse_config
+from gateway.config_summary import summary
 from tests.fixtures.pki import make_pki
 from tests.unit.test_config import base, problems  # base(): Modbus chargers on connectors 1, 2 and 3
 
